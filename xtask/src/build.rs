@@ -1,0 +1,107 @@
+//! Building a variant: configure (config.rs) and `make bzImage` out of tree,
+//! with the full log kept and one progress line. A build is skipped when its
+//! key (variant content, config fragments, toolchain) matches the last
+//! successful build in the same directory.
+
+use crate::cache::{write_atomic, Cache, Key};
+use crate::failure::{fail, Kind};
+use crate::proc::Command;
+use crate::provision::{bindgen_path, LLVM_BIN, LLVM_SUFFIX, RUSTC};
+use crate::variant::Variant;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `make` for `tree` with output in `out`, using the verified toolchain:
+/// clang/lld 19 (LLVM=-19), Debian's rustc and bindgen-cli 0.69.5, ccache.
+pub fn make(tree: &Path, out: &Path) -> Command {
+    let path = format!(
+        "{LLVM_BIN}:{}:{}",
+        crate::provision::cargo_bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("make")
+        .arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", out.display()))
+        .arg(format!("LLVM={LLVM_SUFFIX}"))
+        .arg(format!("CC=ccache clang{LLVM_SUFFIX}"))
+        .arg(format!("HOSTCC=ccache clang{LLVM_SUFFIX}"))
+        .arg(format!("RUSTC={RUSTC}"))
+        .arg(format!("BINDGEN={}", bindgen_path().display()))
+        .env("PATH", path)
+        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        // Fixed build metadata: identical sources give identical objects, so
+        // ccache hits across variants and runs.
+        .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")
+        .env("KBUILD_BUILD_USER", "patverify")
+        .env("KBUILD_BUILD_HOST", "patverify")
+}
+
+pub struct Built {
+    pub bzimage: PathBuf,
+    pub config_time: Duration,
+    pub build_time: Duration,
+}
+
+/// The versions a kernel build depends on besides its sources.
+pub fn toolchain_id() -> String {
+    let v = |p: &str| Command::new(p).arg("--version").output_quiet().map(|o| o.1).unwrap_or_default();
+    format!("{}|{}|{}", v(RUSTC), v(&format!("clang{LLVM_SUFFIX}")), v(bindgen_path().to_str().unwrap_or("bindgen")))
+}
+
+pub fn build(cache: &Cache, variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
+    let build_dir = cache.dir(&format!("builds/{}-{}", variant.name, variant.key))?;
+    let mut key = Key::new("build-v1");
+    key.add(&variant.key).add(toolchain);
+    for fragment in fragments {
+        key.add_file(fragment)?;
+    }
+    let key = key.hex();
+    let stamp = build_dir.join("patverify-build-key");
+    let bzimage = build_dir.join("arch/x86/boot/bzImage");
+    if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        eprintln!("{}: kernel already built ({}), reusing it", variant.name, bzimage.display());
+        return Ok(Built { bzimage, config_time: Duration::ZERO, build_time: Duration::ZERO });
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let config_log = build_dir.join("config.log");
+    let _ = std::fs::remove_file(&config_log);
+    let started = std::time::Instant::now();
+    crate::config::configure(&variant.tree, &build_dir, fragments, &config_log).map_err(|e| {
+        if e.to_string().contains("is not clean") {
+            fail(Kind::Setup, format!("{}: the kernel tree has in-tree build output; run `make mrproper` in it (or use --rev) — log {}", variant.name, config_log.display()))
+        } else {
+            e
+        }
+    })?;
+    let config_time = started.elapsed();
+
+    let log = build_dir.join("build.log");
+    let _ = std::fs::remove_file(&log);
+    let out = make(&variant.tree, &build_dir)
+        .arg(format!("-j{jobs}"))
+        .arg("bzImage")
+        .run_logged(&format!("build {}", variant.name), &log)?;
+    if !out.ok {
+        return Err(fail(
+            Kind::Build,
+            format!("{} kernel failed to build; last lines of {}:\n{}", variant.name, log.display(), out.tail.join("\n")),
+        ));
+    }
+    if !bzimage.exists() {
+        return Err(fail(Kind::Build, format!("make succeeded but left no {}", bzimage.display())));
+    }
+    write_atomic(&stamp, &key)?;
+    Ok(Built { bzimage, config_time, build_time: out.elapsed })
+}
+
+/// Points ccache at the harness's cache for every later `make`. Paths are
+/// hashed relative to the cache root so variant trees share entries.
+/// Called once at start-up, before any thread is spawned.
+pub fn use_ccache_in(cache: &Cache) {
+    std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
+    std::env::set_var("CCACHE_BASEDIR", &cache.root);
+    std::env::set_var("CCACHE_NOHASHDIR", "true");
+    std::env::set_var("CCACHE_SLOPPINESS", "time_macros,include_file_mtime,include_file_ctime");
+}

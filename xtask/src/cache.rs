@@ -1,0 +1,212 @@
+//! The one cache directory: unpacked sources, variant trees, build outputs,
+//! downloads and per-run results, guarded by a lock against concurrent runs.
+//! Entries are written under a temporary name and renamed into place, so an
+//! interrupted run never leaves an entry a later run would trust.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub struct Cache {
+    pub root: PathBuf,
+    _lock: File,
+}
+
+/// `$PATVERIFY_CACHE`, else `$XDG_CACHE_HOME/patverify`, else `~/.cache/patverify`.
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PATVERIFY_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    base.join("patverify")
+}
+
+impl Cache {
+    /// Opens (creating) the cache and takes its lock, waiting for another
+    /// run that holds it.
+    pub fn open(root: &Path) -> Result<Cache> {
+        fs::create_dir_all(root).map_err(|e| {
+            crate::failure::fail(
+                crate::failure::Kind::Setup,
+                format!("cannot create cache directory {}: {e} (set --cache-dir or PATVERIFY_CACHE)", root.display()),
+            )
+        })?;
+        let lock_path = root.join("lock");
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                crate::failure::fail(
+                    crate::failure::Kind::Setup,
+                    format!("cannot write to cache directory {}: {e}", root.display()),
+                )
+            })?;
+        if !try_flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
+            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+            eprintln!(
+                "waiting for another patverify run (pid {}) that holds {}",
+                holder.trim(),
+                lock_path.display()
+            );
+            try_flock(&lock, libc::LOCK_EX)?;
+        }
+        lock.set_len(0)?;
+        write!(lock, "{}", std::process::id())?;
+        Ok(Cache { root: root.to_path_buf(), _lock: lock })
+    }
+
+    pub fn dir(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.root.join(rel);
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+fn try_flock(file: &File, op: libc::c_int) -> Result<bool> {
+    // SAFETY: flock on a file descriptor we own; no pointers involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(err).context("cannot lock the cache")
+}
+
+/// Content keys: a SHA-256 over labelled parts, shown as 16 hex digits.
+#[derive(Clone, Default)]
+pub struct Key(Sha256);
+
+impl Key {
+    pub fn new(kind: &str) -> Self {
+        let mut key = Key(Sha256::new());
+        key.add(kind.as_bytes());
+        key
+    }
+    pub fn add(&mut self, part: impl AsRef<[u8]>) -> &mut Self {
+        let part = part.as_ref();
+        self.0.update((part.len() as u64).to_le_bytes());
+        self.0.update(part);
+        self
+    }
+    pub fn add_file(&mut self, path: &Path) -> Result<&mut Self> {
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.add(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        Ok(self.add(bytes))
+    }
+    pub fn hex(&self) -> String {
+        self.0.clone().finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Moves a finished temporary directory into place, replacing any stale one.
+pub fn publish_dir(tmp: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        fs::remove_dir_all(dest).with_context(|| format!("cannot remove stale {}", dest.display()))?;
+    }
+    fs::rename(tmp, dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))
+}
+
+/// A fresh temporary sibling of `dest`, removing leftovers of an interrupted run.
+pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
+    let name = dest.file_name().context("cache path has no name")?.to_string_lossy();
+    let tmp = dest.with_file_name(format!(".{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    Ok(tmp)
+}
+
+/// Writes a file by replacing it (unlink, then create), so a hard-linked
+/// copy of someone else's file is never written through.
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+    }
+    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a small file atomically (temp + rename).
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot move into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("patverify-cache-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn keys_depend_on_every_part_and_its_boundaries() {
+        let a = Key::new("k").add("ab").add("c").hex();
+        let b = Key::new("k").add("a").add("bc").hex();
+        assert_ne!(a, b);
+        assert_eq!(a, Key::new("k").add("ab").add("c").hex());
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn replace_file_breaks_hard_links() {
+        let dir = scratch("replace");
+        let original = dir.join("original");
+        let link = dir.join("link");
+        fs::write(&original, "user data").unwrap();
+        fs::hard_link(&original, &link).unwrap();
+        replace_file(&link, "variant").unwrap();
+        assert_eq!(fs::read_to_string(&original).unwrap(), "user data");
+        assert_eq!(fs::read_to_string(&link).unwrap(), "variant");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn second_open_waits_for_the_first() {
+        let dir = scratch("lock");
+        let first = Cache::open(&dir).unwrap();
+        let root = dir.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _second = Cache::open(&root).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "lock not held");
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("second run never got the lock");
+        waiter.join().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// `du -sh`-style size of a directory (0 if it does not exist).
+pub fn size_human(path: &Path) -> String {
+    let (ok, out) = crate::proc::Command::new("du").arg("-sh").arg(path).output_quiet().unwrap_or_default();
+    if ok {
+        out.split_whitespace().next().unwrap_or("?").to_string()
+    } else {
+        "empty".to_string()
+    }
+}

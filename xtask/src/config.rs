@@ -1,0 +1,162 @@
+//! Kernel configuration: `tinyconfig`, then the `configs/` fragments merged
+//! with the tree's own merge_config.sh, then `olddefconfig`, then a check
+//! that every requested option survived.
+
+use crate::build::make;
+use crate::failure::{fail, Kind};
+use crate::proc::{tail_lines, Command};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `CONFIG_NAME` → value (`y`, `m`, `n`, a number or a quoted string).
+pub type Options = BTreeMap<String, String>;
+
+/// Parses `.config` or fragment syntax; `# CONFIG_X is not set` means `n`.
+pub fn parse(text: &str) -> Options {
+    let mut options = Options::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            if let Some(name) = rest.strip_suffix(" is not set") {
+                if name.starts_with("CONFIG_") {
+                    options.insert(name.to_string(), "n".to_string());
+                }
+            }
+        } else if let Some((name, value)) = line.split_once('=') {
+            if name.starts_with("CONFIG_") {
+                options.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    options
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub name: String,
+    pub wanted: String,
+    pub got: Option<String>,
+}
+
+/// The requested options whose final value differs (an unset option and
+/// `n` are the same thing).
+pub fn dropped(requested: &Options, actual: &Options) -> Vec<Dropped> {
+    requested
+        .iter()
+        .filter_map(|(name, wanted)| {
+            let got = actual.get(name).cloned();
+            let got_or_n = got.as_deref().unwrap_or("n");
+            (got_or_n != wanted).then(|| Dropped { name: name.clone(), wanted: wanted.clone(), got })
+        })
+        .collect()
+}
+
+/// The fragments in `configs/`, in name order.
+pub fn fragments(configs_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(configs_dir)
+        .with_context(|| format!("cannot read {}", configs_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "config"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no *.config fragments in {}", configs_dir.display());
+    Ok(files)
+}
+
+/// Configures `build_dir` for `tree` and checks the result.
+pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Path) -> Result<()> {
+    let run = |cmd: Command, what: &str| -> Result<()> {
+        let out = cmd.run_logged(what, log)?;
+        if !out.ok {
+            return Err(fail(
+                Kind::Config,
+                format!("{what} failed (log: {}):\n{}", log.display(), out.tail.join("\n")),
+            ));
+        }
+        Ok(())
+    };
+    run(make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
+    let config = build_dir.join(".config");
+    let merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"))
+        .args(["-m", "-O"])
+        .arg(build_dir)
+        .arg(&config)
+        .args(fragments)
+        .dir(tree);
+    run(merge, "merge_config")?;
+    run(make(tree, build_dir).arg("olddefconfig"), "olddefconfig")?;
+
+    let mut requested = Options::new();
+    for fragment in fragments {
+        let text = std::fs::read_to_string(fragment)
+            .with_context(|| format!("cannot read {}", fragment.display()))?;
+        requested.extend(parse(&text));
+    }
+    let actual = parse(&std::fs::read_to_string(&config)?);
+    let lost = dropped(&requested, &actual);
+    if lost.is_empty() {
+        return Ok(());
+    }
+    if lost.iter().any(|d| d.name == "CONFIG_RUST") {
+        let (_, why) = make(tree, build_dir).arg("rustavailable").output()?;
+        return Err(fail(
+            Kind::Setup,
+            format!(
+                "this toolchain cannot build Rust for this tree (CONFIG_RUST was dropped); `make rustavailable` says:\n{}",
+                tail_lines(&why, 15)
+            ),
+        ));
+    }
+    let list: Vec<String> = lost
+        .iter()
+        .map(|d| format!("{}={} (got {})", d.name, d.wanted, d.got.as_deref().unwrap_or("unset")))
+        .collect();
+    Err(fail(
+        Kind::Config,
+        format!(
+            "kernel options did not survive olddefconfig: {} (unknown to this tree, or missing dependencies; see {})",
+            list.join(", "),
+            config.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values_and_not_set() {
+        let opts = parse("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\n# comment\nOTHER=1\n");
+        assert_eq!(opts.get("CONFIG_A").unwrap(), "y");
+        assert_eq!(opts.get("CONFIG_B").unwrap(), "n");
+        assert_eq!(opts.get("CONFIG_C").unwrap(), "\"x y\"");
+        assert_eq!(opts.len(), 3);
+    }
+
+    #[test]
+    fn finds_dropped_options() {
+        let requested = parse("CONFIG_RUST=y\nCONFIG_PCI=y\n# CONFIG_SMP is not set\nCONFIG_NR=4\n");
+        let actual = parse("CONFIG_PCI=y\nCONFIG_NR=8\n");
+        let lost = dropped(&requested, &actual);
+        assert_eq!(
+            lost,
+            vec![
+                Dropped { name: "CONFIG_NR".into(), wanted: "4".into(), got: Some("8".into()) },
+                Dropped { name: "CONFIG_RUST".into(), wanted: "y".into(), got: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_fragment_enables_the_module_and_rust() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut all = Options::new();
+        for f in fragments(&dir).unwrap() {
+            all.extend(parse(&std::fs::read_to_string(f).unwrap()));
+        }
+        for name in ["CONFIG_RUST", "CONFIG_PATVERIFY", "CONFIG_DEBUG_FS", "CONFIG_X86_PAT", "CONFIG_XEN_PV"] {
+            assert_eq!(all.get(name).map(String::as_str), Some("y"), "{name}");
+        }
+    }
+}

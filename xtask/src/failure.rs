@@ -1,0 +1,103 @@
+//! Named failures and the exit codes they map to. Every error that reaches
+//! `main` either carries a `Failure` (a documented exit code) or is an
+//! unexpected infrastructure error (exit 10).
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The candidate lost a cache mode (verify's "fail" verdict).
+    CandidateLost,
+    /// Bad flags, missing tools, a tree that is not a kernel, a bad revision,
+    /// a toolchain that cannot build the tree.
+    Setup,
+    /// The baseline kept every mode: the harness did not reproduce the bug.
+    BaselineNotReproduced,
+    /// The patch applies neither forward nor in reverse.
+    PatchDoesNotApply,
+    /// A requested kernel option did not survive `olddefconfig`.
+    Config,
+    /// The kernel (or the module in it) did not compile.
+    Build,
+    /// A boot hung, panicked, oopsed, or printed no complete report.
+    Boot,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::CandidateLost => 1,
+            Kind::Setup => 2,
+            Kind::BaselineNotReproduced => 3,
+            Kind::PatchDoesNotApply => 4,
+            Kind::Config => 5,
+            Kind::Build => 6,
+            Kind::Boot => 7,
+        }
+    }
+}
+
+/// Exit code for errors that carry no `Failure`: a bug or an unexpected
+/// environment problem (disk full, a killed process).
+pub const INTERNAL_EXIT: i32 = 10;
+
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// `Err(fail(Kind::Build, "…"))?`
+pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
+    Failure { kind, message: message.into() }.into()
+}
+
+/// The exit code an error should end the process with.
+pub fn exit_code_of(err: &anyhow::Error) -> i32 {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map_or(INTERNAL_EXIT, |failure| failure.kind.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let kinds = [
+            Kind::CandidateLost,
+            Kind::Setup,
+            Kind::BaselineNotReproduced,
+            Kind::PatchDoesNotApply,
+            Kind::Config,
+            Kind::Build,
+            Kind::Boot,
+        ];
+        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        codes.push(INTERNAL_EXIT);
+        let count = codes.len();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), count, "two kinds share an exit code");
+        assert!(!codes.contains(&0));
+    }
+
+    #[test]
+    fn failure_survives_context() {
+        let err = Err::<(), _>(fail(Kind::Boot, "hang"))
+            .context("booting baseline")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&err), 7);
+        assert_eq!(exit_code_of(&anyhow::anyhow!("unexpected")), INTERNAL_EXIT);
+    }
+}

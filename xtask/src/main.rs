@@ -1,0 +1,60 @@
+//! patverify's host tool. `main` parses the flags and hands each command to
+//! its module; every module is one step of the pipeline (see verify.rs).
+
+mod build;
+mod cache;
+mod config;
+mod diff;
+mod failure;
+mod initramfs;
+mod patch;
+mod proc;
+mod provision;
+mod qemu;
+mod report;
+mod source;
+mod test;
+mod variant;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Proves or disproves an x86 page-table patch on real booted kernels.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build baseline and candidate kernels, boot them, diff the cache modes.
+    Verify(verify::Verify),
+    /// Install what the pipeline needs (Debian packages, bindgen-cli, Xen).
+    Setup,
+    /// Report which requirements are present, with versions, and the cache size.
+    Doctor,
+    /// Run the unit tests, then the end-to-end test (real builds and boots).
+    Test(test::Test),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cache_root = cli.cache_dir.unwrap_or_else(cache::default_root);
+    let result = match cli.command {
+        Command::Verify(verify) => verify.run(&cache_root),
+        Command::Setup => provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete")),
+        Command::Doctor => provision::doctor(&cache_root),
+        Command::Test(test) => test.run(&cache_root),
+    };
+    if let Err(err) = result {
+        let code = failure::exit_code_of(&err);
+        eprintln!("error: {err:#}");
+        std::process::exit(code);
+    }
+}

@@ -1,0 +1,238 @@
+//! Running host commands: echo each as `$ cmd`, stream long ones into a log
+//! file and a progress line, keep the tail for error messages.
+
+use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A command to run: program, arguments, environment, working directory.
+#[derive(Clone, Debug)]
+pub struct Command {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Command {
+    pub fn new(program: impl Into<OsString>) -> Self {
+        Command { program: program.into(), args: Vec::new(), env: Vec::new(), dir: None }
+    }
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The command as a user would type it, for `$ …` echo lines.
+    pub fn display(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(dir) = &self.dir {
+            parts.push(format!("(cd {} &&", dir.display()));
+        }
+        for (k, v) in &self.env {
+            parts.push(format!("{}={}", k.to_string_lossy(), quote(&v.to_string_lossy())));
+        }
+        parts.push(self.program.to_string_lossy().into_owned());
+        parts.extend(self.args.iter().map(|a| quote(&a.to_string_lossy())));
+        let mut line = parts.join(" ");
+        if self.dir.is_some() {
+            line.push(')');
+        }
+        line
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut expr = duct::cmd(&self.program, &self.args).stdin_null();
+        for (k, v) in &self.env {
+            expr = expr.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            expr = expr.dir(dir);
+        }
+        expr
+    }
+
+    /// Runs to completion, echoing the command; returns status and the
+    /// combined stdout+stderr.
+    pub fn output(&self) -> Result<(bool, String)> {
+        echo(self);
+        self.output_quiet()
+    }
+
+    /// Like `output`, without the echo (for probes such as `--version`).
+    pub fn output_quiet(&self) -> Result<(bool, String)> {
+        let out = self
+            .expression()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("cannot run {}", self.program.to_string_lossy()))?;
+        Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
+    /// Runs, failing with the output's tail if the command fails.
+    pub fn run(&self) -> Result<String> {
+        let (ok, out) = self.output()?;
+        if !ok {
+            anyhow::bail!("`{}` failed:\n{}", self.display(), tail_lines(&out, 20));
+        }
+        Ok(out)
+    }
+
+    /// Streams the output into `log` while showing a progress line labelled
+    /// `label` (elapsed time and the latest output line). Returns whether it
+    /// succeeded and the last `TAIL` lines.
+    pub fn run_logged(&self, label: &str, log: &Path) -> Result<Streamed> {
+        echo(self);
+        // Append: one log may collect several steps (tinyconfig, merge, olddefconfig).
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open log {}", log.display()))?;
+        writeln!(log_file, "$ {}", self.display())?;
+        let reader = self.expression().stderr_to_stdout().unchecked().reader()?;
+        let mut progress = Progress::new(label);
+        let mut tail = VecDeque::with_capacity(TAIL);
+        let mut lines = BufReader::new(&reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if lines.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            log_file.write_all(&buf)?;
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            progress.update(&line);
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let output = reader.try_wait()?.context("command output ended before the command")?;
+        let ok = output.status.success();
+        progress.finish(ok);
+        Ok(Streamed { ok, tail: tail.into_iter().collect(), elapsed: progress.started.elapsed() })
+    }
+}
+
+pub const TAIL: usize = 30;
+
+pub struct Streamed {
+    pub ok: bool,
+    pub tail: Vec<String>,
+    pub elapsed: Duration,
+}
+
+pub fn echo(cmd: &Command) {
+    eprintln!("$ {}", cmd.display());
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One progress line per long step: redrawn in place on a terminal, printed
+/// every 20 s otherwise (CI logs).
+pub struct Progress {
+    label: String,
+    started: Instant,
+    last_draw: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn new(label: &str) -> Self {
+        let now = Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        Progress { label: label.to_string(), started: now, last_draw: now, tty }
+    }
+
+    pub fn update(&mut self, latest: &str) {
+        let since = self.last_draw.elapsed();
+        let due = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(20) };
+        if since < due || latest.trim().is_empty() {
+            return;
+        }
+        self.last_draw = Instant::now();
+        let secs = self.started.elapsed().as_secs();
+        let mut step: String = latest.trim().chars().take(70).collect();
+        if step.len() < latest.trim().len() {
+            step.push('…');
+        }
+        let line = format!("  [{}] {:>3}:{:02} {}", self.label, secs / 60, secs % 60, step);
+        if self.tty {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn finish(&mut self, ok: bool) {
+        let secs = self.started.elapsed().as_secs_f64();
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("  [{}] {} in {:.1} s", self.label, if ok { "done" } else { "FAILED" }, secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_what_needs_quoting() {
+        let cmd = Command::new("make").arg("O=/tmp/x").arg("a b").env("CC", "ccache clang");
+        assert_eq!(cmd.display(), "CC='ccache clang' make O=/tmp/x 'a b'");
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail_lines("a", 5), "a");
+    }
+
+    #[test]
+    fn run_logged_keeps_log_and_tail() {
+        let dir = std::env::temp_dir().join(format!("patverify-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("for i in $(seq 1 40); do echo line$i; done; echo err >&2; exit 3")
+            .run_logged("test", &log)
+            .unwrap();
+        assert!(!out.ok);
+        assert_eq!(out.tail.len(), TAIL);
+        assert_eq!(out.tail.last().unwrap(), "err");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("line1\n") && logged.contains("line40\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,203 @@
+//! Booting a kernel in QEMU (TCG): natively, or as a Xen PV dom0. The command
+//! line is built from small pieces; the child is killed on drop and on
+//! timeout; the whole console is kept in a log.
+
+use crate::failure::{fail, Kind};
+use crate::proc::Command;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Env {
+    Native,
+    Xen,
+}
+
+impl Env {
+    pub fn name(self) -> &'static str {
+        match self {
+            Env::Native => "native",
+            Env::Xen => "xen",
+        }
+    }
+}
+
+pub struct Boot<'a> {
+    pub env: Env,
+    pub bzimage: &'a Path,
+    pub initramfs: &'a Path,
+    pub xen: Option<&'a Path>,
+    pub timeout: Duration,
+    pub kvm: bool,
+    pub console_log: PathBuf,
+    /// Extra kernel command line (tests use it to inject failures).
+    pub extra_cmdline: &'a str,
+}
+
+fn machine_args(kvm: bool, memory: &str) -> Vec<String> {
+    // Under Xen, `-cpu max` and Skylake models crash dom0; qemu64 works for both.
+    let accel = if kvm { "kvm" } else { "tcg" };
+    ["-accel", accel, "-cpu", "qemu64", "-m", memory, "-smp", "1"].iter().map(|s| s.to_string()).collect()
+}
+
+fn console_args() -> Vec<String> {
+    ["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"].iter().map(|s| s.to_string()).collect()
+}
+
+fn native_args(boot: &Boot) -> Vec<String> {
+    let cmdline = format!("console=ttyS0 panic=-1 oops=panic {}", boot.extra_cmdline);
+    vec![
+        "-kernel".into(),
+        boot.bzimage.display().to_string(),
+        "-initrd".into(),
+        boot.initramfs.display().to_string(),
+        "-append".into(),
+        cmdline.trim().to_string(),
+    ]
+}
+
+fn xen_args(boot: &Boot, xen: &Path) -> Vec<String> {
+    // QEMU's multiboot loader takes dom0's kernel and initrd as modules, each
+    // "path cmdline", separated by commas.
+    let dom0_cmdline = format!("console=hvc0 panic=-1 oops=panic {}", boot.extra_cmdline);
+    vec![
+        "-kernel".into(),
+        xen.display().to_string(),
+        "-append".into(),
+        "console=com1 com1=115200,8n1 dom0_mem=256M".into(),
+        "-initrd".into(),
+        format!("{} {},{}", boot.bzimage.display(), dom0_cmdline.trim(), boot.initramfs.display()),
+    ]
+}
+
+pub fn command(boot: &Boot) -> Result<Command> {
+    let memory = match boot.env {
+        Env::Native => "512M",
+        Env::Xen => "1G",
+    };
+    let env_args = match boot.env {
+        Env::Native => native_args(boot),
+        Env::Xen => xen_args(boot, boot.xen.context("Xen boot without a Xen image")?),
+    };
+    Ok(Command::new("qemu-system-x86_64").args(machine_args(boot.kvm, memory)).args(console_args()).args(env_args))
+}
+
+pub struct Console {
+    pub text: String,
+    pub elapsed: Duration,
+    pub timed_out: bool,
+}
+
+/// Boots and returns the console output. QEMU exits by itself when the guest
+/// powers off or panics (`panic=-1`, `-no-reboot`); a hang is killed at the
+/// timeout. The console is always written to `boot.console_log`.
+pub fn run(boot: &Boot) -> Result<Console> {
+    let cmd = command(boot)?;
+    crate::proc::echo(&cmd);
+    let started = Instant::now();
+    let mut log = std::fs::File::create(&boot.console_log)
+        .with_context(|| format!("cannot create {}", boot.console_log.display()))?;
+    writeln!(log, "$ {}", cmd.display())?;
+    let reader = duct::cmd(&cmd.program, &cmd.args)
+        .stdin_null()
+        .stderr_to_stdout()
+        .unchecked()
+        .reader()
+        .map_err(|e| fail(Kind::Setup, format!("cannot start qemu-system-x86_64: {e} (run `cargo xtask setup`)")))?;
+    let reader = Arc::new(reader);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let pump = {
+        let reader = Arc::clone(&reader);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(&*reader);
+            loop {
+                let mut buf = Vec::new();
+                match lines.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(buf).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let deadline = started + boot.timeout;
+    let mut text = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => {
+                log.write_all(&chunk)?;
+                text.extend_from_slice(&chunk);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                reader.kill().ok();
+                break;
+            }
+        }
+    }
+    if timed_out {
+        writeln!(log, "\n[patverify: killed after the {} s timeout]", boot.timeout.as_secs())?;
+    }
+    // The pump ends once QEMU's output closes (it exited or was killed).
+    let _ = pump.join();
+    let elapsed = started.elapsed();
+    let status = if timed_out { None } else { reader.try_wait().ok().flatten().map(|o| o.status) };
+    if let Some(status) = status {
+        if !status.success() {
+            writeln!(log, "\n[patverify: qemu exited with {status}]")?;
+        }
+    }
+    Ok(Console { text: String::from_utf8_lossy(&text).into_owned(), elapsed, timed_out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_command_line() {
+        let boot = Boot {
+            env: Env::Native,
+            bzimage: Path::new("/k/bzImage"),
+            initramfs: Path::new("/k/initrd"),
+            xen: None,
+            timeout: Duration::from_secs(1),
+            kvm: false,
+            console_log: PathBuf::from("/dev/null"),
+            extra_cmdline: "",
+        };
+        let line = command(&boot).unwrap().display();
+        assert!(line.starts_with("qemu-system-x86_64 -accel tcg -cpu qemu64 -m 512M"), "{line}");
+        assert!(line.contains("-no-reboot") && line.contains("-kernel /k/bzImage -initrd /k/initrd"), "{line}");
+        assert!(line.contains("'console=ttyS0 panic=-1 oops=panic'"), "{line}");
+    }
+
+    #[test]
+    fn xen_command_line_passes_dom0_as_modules() {
+        let boot = Boot {
+            env: Env::Xen,
+            bzimage: Path::new("/k/bzImage"),
+            initramfs: Path::new("/k/initrd"),
+            xen: Some(Path::new("/c/xen")),
+            timeout: Duration::from_secs(1),
+            kvm: false,
+            console_log: PathBuf::from("/dev/null"),
+            extra_cmdline: "",
+        };
+        let line = command(&boot).unwrap().display();
+        assert!(line.contains("-kernel /c/xen"), "{line}");
+        assert!(line.contains("'/k/bzImage console=hvc0 panic=-1 oops=panic,/k/initrd'"), "{line}");
+        assert!(line.contains("-m 1G"), "{line}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Variant trees: a copy of the source (hard links; every write replaces the
+//! file, so the source is never written through) with the patch applied in
+//! the variant's direction and the test module hooked in as
+//! drivers/patverify. Each variant is keyed by its content and made once.
+
+use crate::cache::{publish_dir, replace_file, temp_sibling, Cache, Key};
+use crate::patch::{self, Direction};
+use crate::source::{walk, Source};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATCH: &str = "0001-x86-mm-fix-PAT-bit-missing-from-page-protection-modify-mask.patch";
+
+/// The repository's own files the variants are made from.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository").to_path_buf()
+}
+
+/// The module sources copied into drivers/patverify (Kconfig, Makefile, *.rs)
+/// and the C helper copied into rust/helpers.
+fn module_files() -> Result<Vec<PathBuf>> {
+    let dir = repo_dir().join("module");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// What a variant is: the source plus, optionally, a patch in a direction.
+pub struct Spec<'a> {
+    pub name: String,
+    pub patch: Option<(&'a Path, Direction)>,
+}
+
+pub struct Variant {
+    pub name: String,
+    pub tree: PathBuf,
+    pub key: String,
+    /// "tree as is", "tree + patch", "tree − patch".
+    pub describe: String,
+}
+
+pub fn key(source: &Source, spec: &Spec) -> Result<String> {
+    let mut key = Key::new("variant-v1");
+    key.add(&source.id);
+    match spec.patch {
+        Some((patch, direction)) => {
+            key.add_file(patch)?;
+            key.add(format!("{direction:?}"));
+        }
+        None => {
+            key.add("unpatched");
+        }
+    }
+    for file in module_files()? {
+        key.add_file(&file)?;
+    }
+    Ok(key.hex())
+}
+
+pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
+    let key = key(source, &spec)?;
+    let describe = match spec.patch {
+        None => "tree as is".to_string(),
+        Some((p, Direction::Forward)) => format!("tree + {}", p.file_name().unwrap_or_default().to_string_lossy()),
+        Some((p, Direction::Reverse)) => format!("tree − {}", p.file_name().unwrap_or_default().to_string_lossy()),
+    };
+    let dest = cache.dir("variants")?.join(format!("{}-{key}", spec.name));
+    let tree = dest.join("src");
+    if !tree.join(READY).exists() {
+        eprintln!("making {} tree ({describe}) in {}", spec.name, tree.display());
+        let tmp = temp_sibling(&dest)?;
+        let tmp_tree = tmp.join("src");
+        link_copy(&source.root, &tmp_tree)?;
+        if let Some((patch, direction)) = spec.patch {
+            patch::apply(&tmp_tree, patch, direction)?;
+        }
+        hook_module(&tmp_tree)?;
+        std::fs::write(tmp_tree.join(READY), &key)?;
+        publish_dir(&tmp, &dest)?;
+    }
+    Ok(Variant { name: spec.name, tree, key, describe })
+}
+
+const READY: &str = ".patverify-variant";
+
+/// Copies `from` to `to` as hard links (plain copies across filesystems),
+/// leaving out `.git`.
+fn link_copy(from: &Path, to: &Path) -> Result<()> {
+    let mut result = Ok(());
+    let mut cross_device = false;
+    walk(from, Path::new(""), &mut |rel, meta| {
+        if result.is_err() {
+            return;
+        }
+        let (src, dst) = (from.join(rel), to.join(rel));
+        result = (|| -> Result<()> {
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if meta.file_type().is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            } else if cross_device || std::fs::hard_link(&src, &dst).is_err() {
+                cross_device = true;
+                std::fs::copy(&src, &dst).with_context(|| format!("cannot copy {}", src.display()))?;
+            }
+            Ok(())
+        })();
+    })?;
+    result
+}
+
+/// Adds drivers/patverify and the bindings/helpers the module needs.
+fn hook_module(tree: &Path) -> Result<()> {
+    let driver = tree.join("drivers/patverify");
+    std::fs::create_dir_all(&driver)?;
+    for file in module_files()? {
+        let name = file.file_name().unwrap_or_default();
+        let dest = if name == "helpers.c" { tree.join("rust/helpers/patverify.c") } else { driver.join(name) };
+        replace_file(&dest, std::fs::read(&file)?)?;
+    }
+    edit(tree, "drivers/Kconfig", |text| insert_before_last(text, "endmenu", "source \"drivers/patverify/Kconfig\"\n\n"))?;
+    edit(tree, "drivers/Makefile", |text| Some(format!("{text}obj-$(CONFIG_PATVERIFY)\t+= patverify/\n")))?;
+    edit(tree, "rust/bindings/bindings_helper.h", |text| {
+        insert_after_last(text, "#include <", "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/msr-index.h>\n")
+    })?;
+    edit(tree, "rust/helpers/helpers.c", |text| insert_after_last(text, "#include \"", "#include \"patverify.c\"\n"))?;
+    Ok(())
+}
+
+fn edit(tree: &Path, rel: &str, change: impl FnOnce(&str) -> Option<String>) -> Result<()> {
+    let path = tree.join(rel);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("this tree has no {rel}: it cannot take the Rust test module"))?;
+    let new = change(&text).with_context(|| format!("cannot find where to hook the module into {rel}"))?;
+    replace_file(&path, new)
+}
+
+fn insert_before_last(text: &str, marker: &str, insert: &str) -> Option<String> {
+    let at = text.rfind(&format!("\n{marker}"))? + 1;
+    Some(format!("{}{insert}{}", &text[..at], &text[at..]))
+}
+
+fn insert_after_last(text: &str, line_prefix: &str, insert: &str) -> Option<String> {
+    let start = text.rfind(&format!("\n{line_prefix}"))? + 1;
+    let end = start + text[start..].find('\n')? + 1;
+    Some(format!("{}{insert}{}", &text[..end], &text[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_insert_at_the_right_place() {
+        let kconfig = "menu \"Device Drivers\"\nsource \"drivers/a/Kconfig\"\n\nendmenu\n";
+        assert_eq!(
+            insert_before_last(kconfig, "endmenu", "source \"x\"\n\n").unwrap(),
+            "menu \"Device Drivers\"\nsource \"drivers/a/Kconfig\"\n\nsource \"x\"\n\nendmenu\n"
+        );
+        let helpers = "/* c */\n#include \"a.c\"\n#include \"b.c\"\n";
+        assert_eq!(insert_after_last(helpers, "#include \"", "#include \"p.c\"\n").unwrap(), "/* c */\n#include \"a.c\"\n#include \"b.c\"\n#include \"p.c\"\n");
+        assert_eq!(insert_before_last("no marker", "endmenu", "x"), None);
+    }
+
+    #[test]
+    fn link_copy_leaves_the_source_alone_when_the_copy_is_edited() {
+        let dir = std::env::temp_dir().join(format!("patverify-variant-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src/drivers")).unwrap();
+        std::fs::create_dir_all(dir.join("src/.git")).unwrap();
+        std::fs::write(dir.join("src/drivers/Makefile"), "obj-y += a/\n").unwrap();
+        std::fs::write(dir.join("src/.git/HEAD"), "ref").unwrap();
+        link_copy(&dir.join("src"), &dir.join("copy")).unwrap();
+        assert!(!dir.join("copy/.git").exists());
+        edit(&dir.join("copy"), "drivers/Makefile", |t| Some(format!("{t}obj-y += patverify/\n"))).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("src/drivers/Makefile")).unwrap(), "obj-y += a/\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
