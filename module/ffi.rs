@@ -10,7 +10,7 @@ use kernel::error::{from_err_ptr, to_result};
 use kernel::prelude::*;
 
 /// Raw x86 page protection bits (`pgprotval_t`).
-pub(crate) type ProtVal = u64;
+pub(crate) type ProtVal = usize;
 
 /// x86 page cache modes, numbered as the kernel's `enum page_cache_mode`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub(crate) fn protval_to_cachemode(prot: ProtVal) -> Option<CacheMode> {
 }
 
 /// The base protection of a mapping with these `vm_flags`.
-pub(crate) fn page_prot_for_flags(vm_flags: u64) -> ProtVal {
+pub(crate) fn page_prot_for_flags(vm_flags: usize) -> ProtVal {
     // SAFETY: `vm_get_page_prot` only reads a static table.
     unsafe { bindings::vm_get_page_prot(vm_flags).pgprot }
 }
@@ -75,7 +75,7 @@ pub(crate) fn page_prot_for_flags(vm_flags: u64) -> ProtVal {
 /// Runs `vma_set_page_prot()` on a fresh, unmapped VMA with `vm_flags` and
 /// `vm_page_prot = prot`, as `mmap_region()` does after a driver's `.mmap`,
 /// and returns the VMA's resulting `vm_page_prot`.
-pub(crate) fn vma_set_page_prot_on_fresh_vma(vm_flags: u64, prot: ProtVal) -> ProtVal {
+pub(crate) fn vma_set_page_prot_on_fresh_vma(vm_flags: usize, prot: ProtVal) -> ProtVal {
     // SAFETY: `vm_area_struct` is a plain C struct for which all-zero bytes are
     // valid: null pointers (no mm, no file, no vm_ops) and zero integers.
     let mut vma: bindings::vm_area_struct = unsafe { core::mem::zeroed() };

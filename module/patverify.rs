@@ -42,12 +42,12 @@ impl kernel::Module for PatVerify {
 }
 
 /// A shared, read/write mapping: what a DRM buffer mmap looks like.
-const SHARED_RW: u64 = (bindings::VM_READ
+const SHARED_RW: usize = (bindings::VM_READ
     | bindings::VM_WRITE
     | bindings::VM_SHARED
     | bindings::VM_MAYREAD
     | bindings::VM_MAYWRITE
-    | bindings::VM_MAYSHARE) as u64;
+    | bindings::VM_MAYSHARE) as usize;
 
 /// The PTE bits that select the PAT entry of a 4 KiB page.
 const PAT_INDEX_BITS: [ProtVal; 3] = [

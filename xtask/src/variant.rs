@@ -125,7 +125,7 @@ fn hook_module(tree: &Path) -> Result<()> {
     edit(tree, "drivers/Kconfig", |text| insert_before_last(text, "endmenu", "source \"drivers/patverify/Kconfig\"\n\n"))?;
     edit(tree, "drivers/Makefile", |text| Some(format!("{text}obj-$(CONFIG_PATVERIFY)\t+= patverify/\n")))?;
     edit(tree, "rust/bindings/bindings_helper.h", |text| {
-        insert_after_last(text, "#include <", "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/msr-index.h>\n")
+        insert_after_last(text, "#include <", "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/memtype.h>\n")
     })?;
     edit(tree, "rust/helpers/helpers.c", |text| insert_after_last(text, "#include \"", "#include \"patverify.c\"\n"))?;
     Ok(())
