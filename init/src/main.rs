@@ -12,11 +12,26 @@ const BEGIN: &str = "==== PATVERIFY REPORT BEGIN ====";
 const END: &str = "==== PATVERIFY REPORT END";
 const ERROR: &str = "==== PATVERIFY ERROR:";
 
+/// Failure injection for the harness's own tests: the kernel passes
+/// `patverify_fault=…` from its command line to init's environment.
+fn injected_fault() -> Option<String> {
+    std::env::var("patverify_fault").ok()
+}
+
 fn main() {
     let outcome = run();
     let mut console = std::io::stdout().lock();
-    match outcome {
-        Ok(report) => {
+    match (outcome, injected_fault().as_deref()) {
+        (_, Some("hang")) => loop {
+            // A guest that never prints: the host's timeout must end it.
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        (Ok(report), Some("truncate")) => {
+            // A report cut in half, as a stalled serial console would leave it.
+            let half: Vec<&str> = report.lines().take(report.lines().count() / 2).collect();
+            let _ = writeln!(console, "{BEGIN}\n{}", half.join("\n"));
+        }
+        (Ok(report), _) => {
             // The host checks the line count to detect a truncated report.
             let lines = report.lines().count();
             let _ = write!(console, "{BEGIN}\n{report}");
@@ -25,7 +40,7 @@ fn main() {
             }
             let _ = writeln!(console, "{END} lines={lines} ====");
         }
-        Err(err) => {
+        (Err(err), _) => {
             let _ = writeln!(console, "{ERROR} {err} ====");
         }
     }

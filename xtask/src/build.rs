@@ -6,7 +6,7 @@
 use crate::cache::{write_atomic, Cache, Key};
 use crate::failure::{fail, Kind};
 use crate::proc::Command;
-use crate::provision::{bindgen_path, LLVM_BIN, LLVM_SUFFIX, RUSTC};
+use crate::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
 use crate::variant::Variant;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -15,27 +15,36 @@ use std::time::Duration;
 /// `make` for `tree` with output in `out`, using the verified toolchain:
 /// clang/lld 19 (LLVM=-19), Debian's rustc and bindgen-cli 0.69.5, ccache.
 pub fn make(tree: &Path, out: &Path) -> Command {
-    let path = format!(
-        "{LLVM_BIN}:{}:{}",
-        crate::provision::cargo_bin_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     Command::new("make")
         .arg("-C")
         .arg(tree)
         .arg(format!("O={}", out.display()))
         .arg(format!("LLVM={LLVM_SUFFIX}"))
+        // ccache for the kernel's C only: HOSTCC doubles as the host Rust
+        // linker, which cannot take a wrapper command.
         .arg(format!("CC=ccache clang{LLVM_SUFFIX}"))
-        .arg(format!("HOSTCC=ccache clang{LLVM_SUFFIX}"))
         .arg(format!("RUSTC={RUSTC}"))
+        .arg(format!("HOSTRUSTC={RUSTC}"))
         .arg(format!("BINDGEN={}", bindgen_path().display()))
-        .env("PATH", path)
-        .env("LIBCLANG_PATH", "/usr/lib/llvm-19/lib")
+        .env("LIBCLANG_PATH", LIBCLANG_DIR)
         // Fixed build metadata: identical sources give identical objects, so
         // ccache hits across variants and runs.
         .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")
         .env("KBUILD_BUILD_USER", "patverify")
         .env("KBUILD_BUILD_HOST", "patverify")
+}
+
+/// The lines of a failed build log that say what failed (compiler errors,
+/// make's "Error" lines), at most `max`.
+pub fn error_lines(log: &str, max: usize) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("error:") || lower.contains("error[") || lower.contains("*** ") || lower.contains("undefined reference")
+        })
+        .take(max)
+        .map(str::to_string)
+        .collect()
 }
 
 pub struct Built {
@@ -84,9 +93,16 @@ pub fn build(cache: &Cache, variant: &Variant, fragments: &[PathBuf], toolchain:
         .arg("bzImage")
         .run_logged(&format!("build {}", variant.name), &log)?;
     if !out.ok {
+        let errors = error_lines(&std::fs::read_to_string(&log).unwrap_or_default(), 15);
         return Err(fail(
             Kind::Build,
-            format!("{} kernel failed to build; last lines of {}:\n{}", variant.name, log.display(), out.tail.join("\n")),
+            format!(
+                "{} kernel failed to build (full log: {}).\nerrors:\n{}\nlast lines:\n{}",
+                variant.name,
+                log.display(),
+                errors.join("\n"),
+                out.tail.join("\n")
+            ),
         ));
     }
     if !bzimage.exists() {
@@ -104,4 +120,19 @@ pub fn use_ccache_in(cache: &Cache) {
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
     std::env::set_var("CCACHE_NOHASHDIR", "true");
     std::env::set_var("CCACHE_SLOPPINESS", "time_macros,include_file_mtime,include_file_ctime");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_lines_that_say_what_failed() {
+        let log = "  CC      mm/mmap.o\nmm/mmap.c:12:1: error: expected ';'\n  CC      mm/x.o\nmake[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1\n  LD vmlinux\n";
+        assert_eq!(
+            error_lines(log, 10),
+            ["mm/mmap.c:12:1: error: expected ';'", "make[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1"]
+        );
+        assert_eq!(error_lines(log, 1).len(), 1);
+    }
 }

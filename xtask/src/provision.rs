@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Debian's rustc-web: the rustc that has matching library sources here.
 pub const RUSTC: &str = "/usr/bin/rustc";
 pub const LLVM_SUFFIX: &str = "-19";
-pub const LLVM_BIN: &str = "/usr/lib/llvm-19/bin";
+pub const LIBCLANG_DIR: &str = "/usr/lib/llvm-19/lib";
 pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 pub const BINDGEN_VERSION: &str = "0.69.5";
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";

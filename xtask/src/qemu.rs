@@ -161,9 +161,43 @@ pub fn run(boot: &Boot) -> Result<Console> {
     Ok(Console { text: String::from_utf8_lossy(&text).into_owned(), elapsed, timed_out })
 }
 
+/// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
+/// a guest reporting it under Xen did not really run with Xen's layout.
+pub const LINUX_PAT_LAYOUT: [&str; 8] = ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"];
+
+/// Checks from the console that the boot ran in the environment it was
+/// meant to: under Xen, that the hypervisor started and ran Linux as a PV dom0.
+pub fn check_env(env: Env, console: &str) -> Result<(), String> {
+    if env != Env::Xen {
+        return Ok(());
+    }
+    if !console.contains("(XEN) Xen version") {
+        return Err("the Xen hypervisor did not start (QEMU could not load it?)".into());
+    }
+    if !console.contains("Linux version") {
+        let last_xen = console.lines().filter(|l| l.starts_with("(XEN)")).last().unwrap_or("").trim();
+        return Err(format!("Xen did not start dom0 (last hypervisor line: {last_xen:?})"));
+    }
+    if !console.contains("Hypervisor detected: Xen PV") {
+        return Err("dom0 did not run as a Xen PV guest".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xen_environment_checks() {
+        let good = "(XEN) Xen version 4.17\nLinux version 6.12\nHypervisor detected: Xen PV\n";
+        assert_eq!(check_env(Env::Xen, good), Ok(()));
+        assert!(check_env(Env::Xen, "SeaBIOS\n").unwrap_err().contains("did not start"));
+        let refused = "(XEN) Xen version 4.17\n(XEN) Could not set up DOM0 guest OS\n";
+        assert!(check_env(Env::Xen, refused).unwrap_err().contains("Could not set up DOM0"));
+        assert_eq!(check_env(Env::Native, ""), Ok(()));
+    }
+
 
     #[test]
     fn native_command_line() {

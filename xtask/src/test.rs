@@ -92,15 +92,65 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         let got = observed(&json, "candidate", "native", path, requested);
         checks.check(&format!("native candidate keeps {requested}"), got == Some(requested), || format!("observed {got:?}"));
     }
-    let native_layout = json["environments"].as_array().and_then(|e| e.iter().find(|e| e["env"] == "native")).map(|e| e["pat_layout"].clone());
-    checks.check("native PAT layout is Linux's own", native_layout == Some(serde_json::json!(["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"])), || format!("{native_layout:?}"));
-    for ktap in ["baseline-native.ktap", "candidate-native.ktap", "baseline-native.console.log"] {
-        checks.check(&format!("kept {ktap}"), out.join(ktap).exists(), || "missing".into());
+    // Under Xen PV, Linux uses Xen's PAT layout, where WC needs the PAT bit:
+    // without the fix WC→WB and WP→WT (measured, DESIGN.md). UC stays UC: the
+    // kernel encodes it as entry 3, without the PAT bit, whatever the thread says.
+    let xen_baseline = [("WB", "WB"), ("WC", "WB"), ("UC-", "UC-"), ("UC", "UC"), ("WT", "WT"), ("WP", "WT")];
+    for (requested, want) in xen_baseline {
+        let got = observed(&json, "baseline", "xen", path, requested);
+        checks.check(&format!("xen baseline {requested} → {want}"), got == Some(want), || format!("observed {got:?}"));
+        let got = observed(&json, "candidate", "xen", path, requested);
+        checks.check(&format!("xen candidate keeps {requested}"), got == Some(requested), || format!("observed {got:?}"));
     }
+    for (env, layout) in [("native", ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]), ("xen", ["WB", "WT", "UC-", "UC", "WC", "WP", "UC", "UC"])] {
+        let reported: Vec<Value> = json["environments"].as_array().into_iter().flatten().filter(|e| e["env"] == env).map(|e| e["pat_layout"].clone()).collect();
+        let want = serde_json::json!(layout);
+        checks.check(&format!("{env} PAT layout is {}", layout.join(" ")), reported.len() == 2 && reported.iter().all(|l| *l == want), || format!("{reported:?}"));
+    }
+    for file in ["baseline-native.ktap", "candidate-native.ktap", "baseline-xen.ktap", "candidate-xen.ktap", "baseline-native.console.log", "candidate-xen.console.log"] {
+        checks.check(&format!("kept {file}"), out.join(file).exists(), || "missing".into());
+    }
+    failure_injection(cache_root, &out, &mut checks)?;
     println!("e2e: {} passed, {} failed", checks.passed, checks.failed.len());
     if checks.failed.is_empty() {
         Ok(())
     } else {
         Err(fail(Kind::CandidateLost, format!("end-to-end checks failed: {}", checks.failed.join("; "))))
     }
+}
+
+/// Failures provoked on purpose, reusing the kernels built above: each must
+/// end with its exit code and a message that names it, and keep its evidence.
+fn failure_injection(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
+    let me = std::env::current_exe()?;
+    let not_a_patch = out.join("not-a-patch.patch");
+    std::fs::write(&not_a_patch, "this is not a diff\n")?;
+    let stale_patch = out.join("stale.patch");
+    std::fs::write(&stale_patch, "--- a/Makefile\n+++ b/Makefile\n@@ -1,2 +1,2 @@\n-no such line\n+another line\n context that is not there\n")?;
+    let cases: Vec<(&str, Vec<String>, i32, &str)> = vec![
+        ("not a kernel tree", vec!["--kernel".into(), "/usr/share".into()], 2, "is not a Linux kernel tree"),
+        ("not a patch", vec!["--patch".into(), not_a_patch.display().to_string()], 4, "not a unified diff"),
+        ("patch applies neither way", vec!["--patch".into(), stale_patch.display().to_string()], 4, "hunk #1 FAILED"),
+        ("kernel panic", vec!["--env".into(), "native".into(), "--extra-cmdline".into(), "rdinit=/nonexistent".into()], 7, "kernel panic"),
+        ("hang", vec!["--env".into(), "native".into(), "--timeout".into(), "20".into(), "--extra-cmdline".into(), "patverify_fault=hang".into()], 7, "timeout (hang)"),
+        ("truncated report", vec!["--env".into(), "native".into(), "--extra-cmdline".into(), "patverify_fault=truncate".into()], 7, "truncated or garbled report"),
+    ];
+    for (name, args, want_code, want_message) in cases {
+        let case_out = out.join(name.replace(' ', "-"));
+        let mut argv: Vec<String> = vec!["--cache-dir".into(), cache_root.display().to_string(), "verify".into(), "--out".into(), case_out.display().to_string()];
+        argv.extend(args);
+        println!("==> e2e failure case: {name}");
+        let output = duct::cmd(&me, &argv).stdin_null().stderr_to_stdout().stdout_capture().unchecked().run()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let last = text.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("").to_string();
+        let code = output.status.code();
+        checks.check(&format!("{name}: exit {want_code}, says {want_message:?}"), code == Some(want_code) && text.contains(want_message), || {
+            format!("exit {code:?}, {last}")
+        });
+        if want_code == 7 {
+            let log = case_out.join("baseline-native.console.log");
+            checks.check(&format!("{name}: console log kept"), log.exists(), || format!("no {}", log.display()));
+        }
+    }
+    Ok(())
 }

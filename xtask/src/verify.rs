@@ -210,19 +210,37 @@ impl Verify {
         timings.time("initramfs", || initramfs::write(&initramfs::build_init()?, &initramfs_path))?;
 
         eprintln!("==> boot");
+        let boots: Vec<(usize, Env)> = (0..variants.len()).flat_map(|v| envs.iter().map(move |&e| (v, e))).collect();
+        // Each TCG guest keeps one core busy: boot as many at once as there are cores.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut outcomes = Vec::new();
+        for batch in boots.chunks(parallel) {
+            let results: Vec<Result<(Run, Duration)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&(v, env)| {
+                        let (variant, built) = (&variants[v], &built[v]);
+                        let (initramfs, xen_dir, out_dir) = (&initramfs_path, &xen_dir, &out_dir);
+                        scope.spawn(move || self.boot_one(variant, built, env, initramfs, xen_dir, out_dir))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("boot thread panicked")))).collect()
+            });
+            outcomes.extend(results);
+        }
         let mut runs: Vec<Run> = Vec::new();
-        for (v, b) in variants.iter().zip(&built) {
-            for &env in &envs {
-                let run = self.boot_one(v, b, env, &initramfs_path, &xen_dir, &out_dir, timings)?;
-                json.environments.push(serde_json::json!({
-                    "variant": v.name, "env": env.name(),
-                    "pat_layout": run.report.pat_layout, "pat_msr": run.report.pat_msr,
-                }));
-                for r in &run.report.results {
-                    json.results.push(JsonResult { variant: v.name.clone(), env: env.name(), result: Some(r.clone()) });
-                }
-                runs.push(run);
+        for outcome in outcomes {
+            let (run, elapsed) = outcome?;
+            timings.add(format!("boot {}-{}", run.variant, run.env.name()), elapsed);
+            json.environments.push(serde_json::json!({
+                "variant": run.variant, "env": run.env.name(),
+                "pat_layout": run.report.pat_layout, "pat_msr": run.report.pat_msr,
+                "boot_seconds": elapsed.as_secs_f64(),
+            }));
+            for r in &run.report.results {
+                json.results.push(JsonResult { variant: run.variant.clone(), env: run.env.name(), result: Some(r.clone()) });
             }
+            runs.push(run);
         }
 
         let (baseline, candidate): (Vec<Run>, Vec<Run>) = runs.into_iter().partition(|r| r.variant == "baseline");
@@ -253,8 +271,7 @@ impl Verify {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn boot_one(&self, v: &Variant, b: &Built, env: Env, initramfs: &Path, xen_dir: &Path, out_dir: &Path, timings: &mut Timings) -> Result<Run> {
+    fn boot_one(&self, v: &Variant, b: &Built, env: Env, initramfs: &Path, xen_dir: &Path, out_dir: &Path) -> Result<(Run, Duration)> {
         let label = format!("{}-{}", v.name, env.name());
         let xen_image = provision::xen_image(xen_dir);
         let boot = qemu::Boot {
@@ -268,21 +285,30 @@ impl Verify {
             extra_cmdline: &self.extra_cmdline,
         };
         let console = qemu::run(&boot)?;
-        timings.add(format!("boot {label}"), console.elapsed);
         let where_ = |what: String| {
             fail(Kind::Boot, format!("{label}: {what} (console log: {})", boot.console_log.display()))
         };
         let ktap = match report::extract(&console.text) {
             Ok(ktap) => ktap,
-            Err(report::BootProblem::NoReport) if console.timed_out => {
-                return Err(where_(format!("no report within the {} s timeout (hang)", self.timeout)))
+            Err(problem) => {
+                // An environment that never came up explains a missing report best.
+                qemu::check_env(env, &console.text).map_err(&where_)?;
+                return Err(match problem {
+                    report::BootProblem::NoReport if console.timed_out => {
+                        where_(format!("no report within the {} s timeout (hang)", self.timeout))
+                    }
+                    problem => where_(problem.to_string()),
+                });
             }
-            Err(problem) => return Err(where_(problem.to_string())),
         };
+        qemu::check_env(env, &console.text).map_err(&where_)?;
         let ktap_path = out_dir.join(format!("{label}.ktap"));
         std::fs::write(&ktap_path, &ktap)?;
         let parsed = report::parse_ktap(&ktap).map_err(|e| where_(format!("garbled KTAP report: {e}")))?;
+        if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
+            return Err(where_("the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT".into()));
+        }
         eprintln!("  [{label}] report received in {:.1} s", console.elapsed.as_secs_f64());
-        Ok(Run { variant: v.name.clone(), env, report: parsed })
+        Ok((Run { variant: v.name.clone(), env, report: parsed }, console.elapsed))
     }
 }
