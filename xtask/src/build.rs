@@ -3,7 +3,7 @@
 //! key (variant content, config fragments, toolchain) matches the last
 //! successful build in the same directory.
 
-use crate::cache::{write_atomic, Cache, Key};
+use crate::cache::{write_atomic, Key};
 use crate::failure::{fail, Kind};
 use crate::proc::Command;
 use crate::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
@@ -59,8 +59,12 @@ pub fn toolchain_id() -> String {
     format!("{}|{}|{}", v(RUSTC), v(&format!("clang{LLVM_SUFFIX}")), v(bindgen_path().to_str().unwrap_or("bindgen")))
 }
 
-pub fn build(cache: &Cache, variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
-    let build_dir = cache.dir(&format!("builds/{}-{}", variant.name, variant.key))?;
+pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
+    // Beside the variant's src/: every build then sees its sources as ../src,
+    // so ccache (with CCACHE_BASEDIR at the cache root) shares objects
+    // between variants and bisect steps.
+    let build_dir = variant.tree.with_file_name("build");
+    std::fs::create_dir_all(&build_dir)?;
     let mut key = Key::new("build-v1");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
@@ -115,7 +119,7 @@ pub fn build(cache: &Cache, variant: &Variant, fragments: &[PathBuf], toolchain:
 /// Points ccache at the harness's cache for every later `make`. Paths are
 /// hashed relative to the cache root so variant trees share entries.
 /// Called once at start-up, before any thread is spawned.
-pub fn use_ccache_in(cache: &Cache) {
+pub fn use_ccache_in(cache: &crate::cache::Cache) {
     std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
     std::env::set_var("CCACHE_NOHASHDIR", "true");

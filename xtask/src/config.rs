@@ -100,7 +100,7 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
     if lost.iter().any(|d| d.name == "CONFIG_RUST") {
         let (_, why) = make(tree, build_dir).arg("rustavailable").output()?;
         return Err(fail(
-            Kind::Setup,
+            Kind::Toolchain,
             format!(
                 "this toolchain cannot build Rust for this tree (CONFIG_RUST was dropped); `make rustavailable` says:\n{}",
                 tail_lines(&why, 15)

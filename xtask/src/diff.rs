@@ -80,6 +80,16 @@ pub fn table(env: Env, baseline: &Run, candidate: &Run) -> String {
     out
 }
 
+/// One boot's results alone (probe).
+pub fn single_table(run: &Run) -> String {
+    let mut out = format!("{} — PAT layout: {}\n", run.env.name(), run.report.pat_layout.join(" "));
+    for r in &run.report.results {
+        let marker = if r.kept { ' ' } else { '!' };
+        out += &format!("{marker} {:<18} {:<4} {}\n", r.path, r.requested, cell(Some(r)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

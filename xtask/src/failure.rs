@@ -19,6 +19,8 @@ pub enum Kind {
     Config,
     /// The kernel (or the module in it) did not compile.
     Build,
+    /// This toolchain cannot build the tree's Rust (`make rustavailable` fails).
+    Toolchain,
     /// A boot hung, panicked, oopsed, or printed no complete report.
     Boot,
 }
@@ -33,9 +35,23 @@ impl Kind {
             Kind::Config => 5,
             Kind::Build => 6,
             Kind::Boot => 7,
+            Kind::Toolchain => 9,
         }
     }
 }
+
+/// The exit code `git bisect run` needs: 125 = this revision cannot be
+/// tested (skip it), 128 = the setup is broken (abort the bisect).
+pub fn bisect_exit_code(err: &anyhow::Error) -> i32 {
+    let kind = err.chain().find_map(|cause| cause.downcast_ref::<Failure>()).map(|f| f.kind);
+    match kind {
+        Some(Kind::PatchDoesNotApply | Kind::Config | Kind::Build | Kind::Boot | Kind::Toolchain) => BISECT_SKIP,
+        _ => BISECT_ABORT,
+    }
+}
+
+pub const BISECT_SKIP: i32 = 125;
+pub const BISECT_ABORT: i32 = 128;
 
 /// Exit code for errors that carry no `Failure`: a bug or an unexpected
 /// environment problem (disk full, a killed process).
@@ -82,6 +98,7 @@ mod tests {
             Kind::Config,
             Kind::Build,
             Kind::Boot,
+            Kind::Toolchain,
         ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.push(INTERNAL_EXIT);
@@ -90,6 +107,15 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), count, "two kinds share an exit code");
         assert!(!codes.contains(&0));
+    }
+
+    #[test]
+    fn bisect_codes_skip_untestable_and_abort_on_setup() {
+        assert_eq!(bisect_exit_code(&fail(Kind::Build, "x")), 125);
+        assert_eq!(bisect_exit_code(&fail(Kind::Toolchain, "x")), 125);
+        assert_eq!(bisect_exit_code(&fail(Kind::Boot, "x")), 125);
+        assert_eq!(bisect_exit_code(&fail(Kind::Setup, "qemu missing")), 128);
+        assert_eq!(bisect_exit_code(&anyhow::anyhow!("disk full")), 128);
     }
 
     #[test]

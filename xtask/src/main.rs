@@ -1,6 +1,7 @@
 //! patverify's host tool. `main` parses the flags and hands each command to
 //! its module; every module is one step of the pipeline (see verify.rs).
 
+mod bisect;
 mod build;
 mod cache;
 mod config;
@@ -8,10 +9,12 @@ mod diff;
 mod failure;
 mod initramfs;
 mod patch;
+mod probe;
 mod proc;
 mod provision;
 mod qemu;
 mod report;
+mod session;
 mod source;
 mod test;
 mod variant;
@@ -35,6 +38,10 @@ struct Cli {
 enum Command {
     /// Build baseline and candidate kernels, boot them, diff the cache modes.
     Verify(verify::Verify),
+    /// Build and boot one tree; exit 0 good, 1 bad, 125 untestable, 128 abort (for `git bisect run`).
+    Probe(probe::Probe),
+    /// Bisect a kernel git history with `probe` in a clone of its own.
+    Bisect(bisect::Bisect),
     /// Install what the pipeline needs (Debian packages, bindgen-cli, Xen).
     Setup,
     /// Report which requirements are present, with versions, and the cache size.
@@ -44,10 +51,20 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        // A usage error under `git bisect run` must abort the bisect, not
+        // mark the revision bad (exit 2 would).
+        if err.use_stderr() && std::env::args().any(|a| a == "probe") {
+            let _ = err.print();
+            std::process::exit(failure::BISECT_ABORT);
+        }
+        err.exit()
+    });
     let cache_root = cli.cache_dir.unwrap_or_else(cache::default_root);
     let result = match cli.command {
         Command::Verify(verify) => verify.run(&cache_root),
+        Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
+        Command::Bisect(bisect) => bisect.run(&cache_root),
         Command::Setup => provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete")),
         Command::Doctor => provision::doctor(&cache_root),
         Command::Test(test) => test.run(&cache_root),

@@ -106,7 +106,7 @@ fn user_tree(tree: &Path) -> Result<Source> {
     })
 }
 
-fn git_head(tree: &Path) -> Option<String> {
+pub fn git_head(tree: &Path) -> Option<String> {
     let (ok, out) = Command::new("git").arg("-C").arg(tree).args(["rev-parse", "HEAD"]).output_quiet().ok()?;
     ok.then(|| out.trim().to_string())
 }

@@ -8,6 +8,17 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use std::path::Path;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversing_a_diff_swaps_sides_and_hunk_ranges() {
+        let diff = "--- a/f\n+++ b/f\n@@ -1,3 +1,4 @@ ctx\n one\n-two\n+TWO\n+2\n";
+        assert_eq!(reversed(diff), "--- a/f\n+++ b/f\n@@ -1,4 +1,3 @@ ctx\n one\n+two\n-TWO\n-2\n");
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Test {
     /// Only the unit tests.
@@ -17,6 +28,9 @@ pub struct Test {
 
 impl Test {
     pub fn run(self, cache_root: &Path) -> Result<()> {
+        // The unit tests drive GNU patch and friends too: provision first, so
+        // this one command works on a bare machine.
+        crate::provision::ensure(&cache_root.join("xen"))?;
         let repo = crate::variant::repo_dir();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let unit = Command::new(cargo).args(["test", "--workspace", "--quiet"]).dir(&repo);
@@ -110,7 +124,10 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     for file in ["baseline-native.ktap", "candidate-native.ktap", "baseline-xen.ktap", "candidate-xen.ktap", "baseline-native.console.log", "candidate-xen.console.log"] {
         checks.check(&format!("kept {file}"), out.join(file).exists(), || "missing".into());
     }
+    kunit_parser_agrees(&json, &out, &mut checks)?;
     failure_injection(cache_root, &out, &mut checks)?;
+    probe_exit_codes(cache_root, &out, &mut checks)?;
+    bisect_finds_the_commit(cache_root, &json, &out, &mut checks)?;
     println!("e2e: {} passed, {} failed", checks.passed, checks.failed.len());
     if checks.failed.is_empty() {
         Ok(())
@@ -152,5 +169,148 @@ fn failure_injection(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resu
             checks.check(&format!("{name}: console log kept"), log.exists(), || format!("no {}", log.display()));
         }
     }
+    Ok(())
+}
+
+/// The kernel's own KTAP parser (tools/testing/kunit/kunit.py parse) must
+/// count the saved reports as the harness does.
+fn kunit_parser_agrees(json: &Value, out: &Path, checks: &mut Checks) -> Result<()> {
+    let tree = json["variants"][0]["tree"].as_str().context("verify JSON names no variant tree")?;
+    let kunit = Path::new(tree).join("tools/testing/kunit/kunit.py");
+    for variant in ["baseline", "candidate"] {
+        for env in ["native", "xen"] {
+            let ktap = out.join(format!("{variant}-{env}.ktap"));
+            let (_, text) = Command::new("python3").arg(&kunit).arg("parse").arg(&ktap).output_quiet()?;
+            let results: Vec<&Value> = json["results"].as_array().into_iter().flatten().filter(|r| r["variant"] == variant && r["env"] == env).collect();
+            let kept = results.iter().filter(|r| r["kept"] == true).count();
+            let lost = results.len() - kept;
+            let want = if lost == 0 { format!("Ran {} tests: passed: {kept}", results.len()) } else { format!("Ran {} tests: passed: {kept}, failed: {lost}", results.len()) };
+            checks.check(&format!("kunit.py parse {variant}-{env}.ktap says {want:?}"), text.contains(&want), || crate::proc::tail_lines(&text, 2));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the harness itself with `args`; returns its exit code and output.
+fn harness(cache_root: &Path, args: &[String]) -> Result<(Option<i32>, String)> {
+    let mut argv = vec!["--cache-dir".to_string(), cache_root.display().to_string()];
+    argv.extend(args.iter().cloned());
+    let output = duct::cmd(std::env::current_exe()?, &argv).stdin_null().stderr_to_stdout().stdout_capture().unchecked().run()?;
+    Ok((output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// A diff with its sides swapped: applied forward, it undoes the original.
+fn reversed(diff: &str) -> String {
+    let swap_hunk = |header: &str| {
+        // "@@ -a,b +c,d @@ ctx" → "@@ -c,d +a,b @@ ctx"
+        let mut parts = header.splitn(3, ' ');
+        let (old, new, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        format!("@@ -{} +{} {rest}", new.trim_start_matches('+'), old.trim_start_matches('-'))
+    };
+    diff.lines()
+        .map(|l| {
+            let swapped = if l.starts_with("--- ") || l.starts_with("+++ ") {
+                l.to_string()
+            } else if let Some(header) = l.strip_prefix("@@ ") {
+                swap_hunk(header)
+            } else if let Some(r) = l.strip_prefix('-') {
+                format!("+{r}")
+            } else if let Some(r) = l.strip_prefix('+') {
+                format!("-{r}")
+            } else {
+                l.to_string()
+            };
+            swapped + "\n"
+        })
+        .collect()
+}
+
+/// A patch that reverts the shipped fix (its diff, reversed).
+fn revert_patch(out: &Path) -> Result<std::path::PathBuf> {
+    let fix = std::fs::read_to_string(crate::verify::default_patch())?;
+    let diff = &fix[fix.find("--- a/").context("the fix has no diff")?..];
+    let path = out.join("revert-fix.patch");
+    std::fs::write(&path, reversed(diff))?;
+    Ok(path)
+}
+
+/// probe judges one kernel: the tree with the fix is good (0), the tree with
+/// the fix reverted is bad (1), and --expect lost swaps them. Both kernels are
+/// the ones verify built (same content), so only the boots run.
+fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
+    let revert = revert_patch(out)?;
+    let native = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["probe", "--env", "native"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let revert_arg = revert.display().to_string();
+    let cases: Vec<(&str, Vec<String>, i32)> = vec![
+        ("probe of the fixed tree is good", native(&[]), 0),
+        ("probe with the fix reverted is bad", native(&["--patch", &revert_arg]), 1),
+        ("probe --expect lost with the fix reverted is good", native(&["--patch", &revert_arg, "--expect", "lost"]), 0),
+        ("probe with a patch that does not apply is untestable", native(&["--patch", &out.join("stale.patch").display().to_string()]), 125),
+        ("probe of a directory that is not a kernel aborts", native(&["--kernel", "/usr/share"]), 128),
+        ("probe with a bad flag aborts", native(&["--no-such-flag"]), 128),
+    ];
+    for (name, args, want) in cases {
+        println!("==> e2e: {name}");
+        let (code, text) = harness(cache_root, &args)?;
+        checks.check(name, code == Some(want), || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)));
+    }
+    Ok(())
+}
+
+/// A real kernel history in which one commit reintroduces the bug and a
+/// later one cannot be built: `cargo xtask bisect` must land on the first,
+/// skipping the second, without touching the repository it was given.
+fn bisect_finds_the_commit(cache_root: &Path, json: &Value, out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e: bisect over a synthetic kernel history");
+    // The pristine source verify used (variant trees carry the hooked module).
+    let tree = Path::new(json["kernel"]["tree"].as_str().context("verify JSON names no source tree")?);
+    let repo = out.join("history");
+    let _ = std::fs::remove_dir_all(&repo);
+    let cp = Command::new("cp").arg("-a").arg(tree).arg(&repo);
+    cp.run()?;
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=patverify", "-c", "user.email=patverify@localhost", "-c", "core.compression=0"])
+            .args(args.iter().copied())
+    };
+    git(&["init", "--quiet"]).run()?;
+    git(&["add", "-A"]).run()?;
+    git(&["commit", "--quiet", "-m", "good: the tree with the fix"]).run()?;
+    crate::patch::apply(&repo, &crate::verify::default_patch(), crate::patch::Direction::Reverse)?;
+    git(&["commit", "--quiet", "-am", "bad: reintroduce the bug"]).run()?;
+    let makefile = repo.join("Makefile");
+    let original = std::fs::read_to_string(&makefile)?;
+    std::fs::write(&makefile, format!("$(error this commit cannot be built)\n{original}"))?;
+    git(&["commit", "--quiet", "-am", "untestable: broken Makefile"]).run()?;
+    std::fs::write(&makefile, &original)?;
+    git(&["commit", "--quiet", "-am", "bad: fix the Makefile"]).run()?;
+    std::fs::write(repo.join("README"), "harmless\n")?;
+    git(&["commit", "--quiet", "-am", "bad: harmless change"]).run()?;
+    let log = git(&["log", "--format=%H %s"]).output_quiet()?.1;
+    let bad_commit = log.lines().find(|l| l.ends_with("bad: reintroduce the bug")).and_then(|l| l.split(' ').next()).context("no bug commit")?.to_string();
+    let status_before = git(&["status", "--porcelain"]).output_quiet()?.1;
+    let head_before = git(&["rev-parse", "HEAD"]).output_quiet()?.1;
+
+    let args: Vec<String> = ["bisect", "--kernel", &repo.display().to_string(), "--good", "HEAD~4", "--bad", "HEAD", "--out", &out.join("bisect").display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (code, text) = harness(cache_root, &args)?;
+    println!("{}", text.lines().filter(|l| l.starts_with("  ") || l.starts_with("first bad")).collect::<Vec<_>>().join("\n"));
+    checks.check("bisect lands on the commit that reintroduces the bug", code == Some(0) && text.contains(&format!("first bad commit: {bad_commit}")), || {
+        format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 6))
+    });
+    checks.check("bisect skipped the untestable commit", text.contains("untestable (skip)"), || "no step was skipped".into());
+    let status_after = git(&["status", "--porcelain"]).output_quiet()?.1;
+    let head_after = git(&["rev-parse", "HEAD"]).output_quiet()?.1;
+    checks.check("bisect left the repository as it was", status_before == status_after && head_before == head_after, || {
+        format!("status {status_before:?} → {status_after:?}, HEAD {head_before} → {head_after}")
+    });
     Ok(())
 }

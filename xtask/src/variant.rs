@@ -29,10 +29,10 @@ fn module_files() -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// What a variant is: the source plus, optionally, a patch in a direction.
+/// What a variant is: the source plus patches, each in a direction, in order.
 pub struct Spec<'a> {
     pub name: String,
-    pub patch: Option<(&'a Path, Direction)>,
+    pub patches: Vec<(&'a Path, Direction)>,
 }
 
 pub struct Variant {
@@ -43,17 +43,14 @@ pub struct Variant {
     pub describe: String,
 }
 
-pub fn key(source: &Source, spec: &Spec) -> Result<String> {
-    let mut key = Key::new("variant-v1");
+/// The variant's content key: the source, the *result* of the patches on
+/// the files they touch (so a reverse patch and an equivalent forward revert
+/// give the same key), and the module sources.
+pub fn key(cache: &Cache, source: &Source, spec: &Spec) -> Result<String> {
+    let mut key = Key::new("variant-v2");
     key.add(&source.id);
-    match spec.patch {
-        Some((patch, direction)) => {
-            key.add_file(patch)?;
-            key.add(format!("{direction:?}"));
-        }
-        None => {
-            key.add("unpatched");
-        }
+    for (path, content) in patched_files(cache, &source.root, &spec.patches)? {
+        key.add(path).add(content.unwrap_or_else(|| b"<deleted>".to_vec()));
     }
     for file in module_files()? {
         key.add_file(&file)?;
@@ -61,21 +58,67 @@ pub fn key(source: &Source, spec: &Spec) -> Result<String> {
     Ok(key.hex())
 }
 
+/// The files a patch touches (paths with the first component stripped, as
+/// `patch -p1` does), from its ---/+++ headers.
+pub fn touched_files(patch_text: &str) -> Vec<String> {
+    let mut files: Vec<String> = patch_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("--- ").or_else(|| l.strip_prefix("+++ ")))
+        .map(|rest| rest.split('\t').next().unwrap_or(rest).trim())
+        .filter(|path| *path != "/dev/null")
+        .filter_map(|path| path.split_once('/').map(|(_, p)| p.to_string()))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Applies the patches to scratch copies of just the files they touch and
+/// returns each touched file's resulting content (None: deleted).
+fn patched_files(cache: &Cache, root: &Path, patches: &[(&Path, Direction)]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    if patches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scratch = temp_sibling(&cache.dir("scratch")?.join(format!("patch-{}", std::process::id())))?;
+    let mut touched = Vec::new();
+    for &(patch_file, direction) in patches {
+        let text = std::fs::read_to_string(patch_file).with_context(|| format!("cannot read {}", patch_file.display()))?;
+        patch::check_is_patch(&patch_file.display().to_string(), &text)?;
+        for file in touched_files(&text) {
+            let (from, to) = (root.join(&file), scratch.join(&file));
+            if !to.exists() && from.is_file() {
+                std::fs::create_dir_all(to.parent().context("file has a parent")?)?;
+                std::fs::copy(&from, &to)?;
+            }
+            touched.push(file);
+        }
+        std::fs::create_dir_all(&scratch)?;
+        patch::apply(&scratch, patch_file, direction)?;
+    }
+    touched.sort();
+    touched.dedup();
+    let result = touched.into_iter().map(|f| {
+        let content = std::fs::read(scratch.join(&f)).ok();
+        (f, content)
+    });
+    let result = result.collect();
+    std::fs::remove_dir_all(&scratch)?;
+    Ok(result)
+}
+
 pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
-    let key = key(source, &spec)?;
-    let describe = match spec.patch {
-        None => "tree as is".to_string(),
-        Some((p, Direction::Forward)) => format!("tree + {}", p.file_name().unwrap_or_default().to_string_lossy()),
-        Some((p, Direction::Reverse)) => format!("tree − {}", p.file_name().unwrap_or_default().to_string_lossy()),
-    };
-    let dest = cache.dir("variants")?.join(format!("{}-{key}", spec.name));
+    let key = key(cache, source, &spec)?;
+    let describe = describe(&spec.patches);
+    // Named by content only: the same tree under another role (a probe of
+    // what verify built as its candidate) reuses the tree and its build.
+    let dest = cache.dir("variants")?.join(&key);
     let tree = dest.join("src");
     if !tree.join(READY).exists() {
         eprintln!("making {} tree ({describe}) in {}", spec.name, tree.display());
         let tmp = temp_sibling(&dest)?;
         let tmp_tree = tmp.join("src");
         link_copy(&source.root, &tmp_tree)?;
-        if let Some((patch, direction)) = spec.patch {
+        for &(patch, direction) in &spec.patches {
             patch::apply(&tmp_tree, patch, direction)?;
         }
         hook_module(&tmp_tree)?;
@@ -86,6 +129,19 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
 }
 
 const READY: &str = ".patverify-variant";
+
+/// "tree as is", "tree + a.patch + b.patch", "tree − a.patch".
+fn describe(patches: &[(&Path, Direction)]) -> String {
+    if patches.is_empty() {
+        return "tree as is".to_string();
+    }
+    let mut text = "tree".to_string();
+    for (p, direction) in patches {
+        let sign = if *direction == Direction::Forward { '+' } else { '−' };
+        text += &format!(" {sign} {}", p.file_name().unwrap_or_default().to_string_lossy());
+    }
+    text
+}
 
 /// Copies `from` to `to` as hard links (plain copies across filesystems),
 /// leaving out `.git`.
@@ -131,10 +187,15 @@ fn hook_module(tree: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Changes one file of the tree, once: a tree that already has the hook
+/// (say, one whose history carries the module) is left as it is.
 fn edit(tree: &Path, rel: &str, change: impl FnOnce(&str) -> Option<String>) -> Result<()> {
     let path = tree.join(rel);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("this tree has no {rel}: it cannot take the Rust test module"))?;
+    if text.contains("patverify") {
+        return Ok(());
+    }
     let new = change(&text).with_context(|| format!("cannot find where to hook the module into {rel}"))?;
     replace_file(&path, new)
 }
@@ -153,6 +214,12 @@ fn insert_after_last(text: &str, line_prefix: &str, insert: &str) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn touched_files_strip_one_component() {
+        let text = "--- a/arch/x86/x.h\t2023\n+++ b/arch/x86/x.h\n@@ -1 +1 @@\n--- /dev/null\n+++ b/new.c\n";
+        assert_eq!(touched_files(text), ["arch/x86/x.h", "new.c"]);
+    }
 
     #[test]
     fn hooks_insert_at_the_right_place() {

@@ -1,0 +1,133 @@
+//! `cargo xtask bisect`: `git bisect run` of `probe` in a clone of the
+//! user's repository (the user's checkout and refs are never touched), one
+//! line per step, ending with the first bad commit.
+
+use crate::cache::Key;
+use crate::failure::{fail, Kind};
+use crate::proc::Command;
+use crate::session::EnvChoice;
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Bisect {
+    /// The kernel git repository to bisect (only read).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// A revision known to keep every cache mode.
+    #[arg(long, value_name = "REV")]
+    pub good: String,
+    /// A revision known to lose a mode.
+    #[arg(long, value_name = "REV")]
+    pub bad: String,
+    /// Environments each step boots.
+    #[arg(long, value_enum, default_value = "native")]
+    pub env: EnvChoice,
+    /// Seconds each boot may take.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Patch applied on top of every step (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub patch: Vec<PathBuf>,
+    /// Keep the steps' log here (default: the clone's directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `git … rev-parse` a revision of `repo` to a full SHA, or say it does not exist.
+fn resolve(repo: &Path, rev: &str) -> Result<String> {
+    let (ok, out) = Command::new("git").arg("-C").arg(repo).args(["rev-parse", "--verify", "--quiet"]).arg(format!("{rev}^{{commit}}")).output_quiet()?;
+    if !ok {
+        return Err(fail(Kind::Setup, format!("revision {rev:?} not found in git tree {}", repo.display())));
+    }
+    Ok(out.trim().to_string())
+}
+
+/// The "<sha> is the first bad commit" line of `git bisect run`'s output.
+pub fn first_bad_commit(output: &str) -> Option<String> {
+    output.lines().find_map(|l| l.strip_suffix(" is the first bad commit").map(|sha| sha.trim().to_string()))
+}
+
+impl Bisect {
+    pub fn run(self, cache_root: &Path) -> Result<()> {
+        let repo = self.kernel.canonicalize().map_err(|_| fail(Kind::Setup, format!("{} does not exist", self.kernel.display())))?;
+        let good = resolve(&repo, &self.good)?;
+        let bad = resolve(&repo, &self.bad)?;
+        let clone = cache_root.join("bisect").join(Key::new("bisect").add(repo.as_os_str().as_encoded_bytes()).hex());
+        if clone.exists() {
+            std::fs::remove_dir_all(&clone).with_context(|| format!("cannot remove old clone {}", clone.display()))?;
+        }
+        std::fs::create_dir_all(clone.parent().context("clone has a parent")?)?;
+        // --shared borrows the user's objects read-only; --no-checkout leaves
+        // the work tree to `git bisect start`.
+        Command::new("git").args(["clone", "--quiet", "--shared", "--no-checkout"]).arg(&repo).arg(&clone).run()?;
+        let git = |args: &[&str]| Command::new("git").arg("-C").arg(&clone).args(args.iter().copied());
+        git(&["bisect", "start", &bad, &good]).run()?;
+
+        let out_dir = self.out.clone().unwrap_or_else(|| clone.with_extension("logs"));
+        std::fs::create_dir_all(&out_dir)?;
+        let log_path = out_dir.join("bisect.log");
+        let mut log = std::fs::File::create(&log_path)?;
+        let me = std::env::current_exe()?;
+        let mut probe: Vec<String> = vec![
+            me.display().to_string(),
+            "--cache-dir".into(),
+            cache_root.display().to_string(),
+            "probe".into(),
+            "--kernel".into(),
+            clone.display().to_string(),
+            "--env".into(),
+            format!("{:?}", self.env).to_lowercase(),
+            "--timeout".into(),
+            self.timeout.to_string(),
+        ];
+        for p in &self.patch {
+            probe.push("--patch".into());
+            probe.push(p.canonicalize().with_context(|| format!("patch {} not found", p.display()))?.display().to_string());
+        }
+        let run = git(&["bisect", "run"]).args(probe);
+        crate::proc::echo(&run);
+        println!("bisecting {} between good {:.12} and bad {:.12} (log: {})", repo.display(), good, bad, log_path.display());
+        let reader = duct::cmd(&run.program, &run.args).stdin_null().stderr_to_stdout().unchecked().reader()?;
+        let mut all = String::new();
+        for line in BufReader::new(&reader).lines() {
+            let line = line?;
+            writeln!(log, "{line}")?;
+            // One line per step: probe's own summary.
+            if line.starts_with("probe: ") {
+                println!("  {}", line.trim_start_matches("probe: "));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        let bisect_log = git(&["bisect", "log"]).output_quiet()?.1;
+        std::fs::write(out_dir.join("git-bisect.log"), &bisect_log)?;
+        let result = match first_bad_commit(&all) {
+            Some(sha) => {
+                println!("\nfirst bad commit: {sha}");
+                println!("{}", git(&["show", "--stat", "--format=medium", &sha]).output_quiet()?.1);
+                println!("steps: {}", log_path.display());
+                Ok(())
+            }
+            None => {
+                let tail = crate::proc::tail_lines(&all, 8);
+                Err(fail(Kind::Setup, format!("the bisect found no single first bad commit (log: {}):\n{tail}", log_path.display())))
+            }
+        };
+        let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_first_bad_commit_line() {
+        let out = "running probe\n0123abcd is the first bad commit\ncommit 0123abcd\n";
+        assert_eq!(first_bad_commit(out).as_deref(), Some("0123abcd"));
+        assert_eq!(first_bad_commit("There are only 'skip'ped commits left to test.\n"), None);
+    }
+}

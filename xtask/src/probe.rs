@@ -1,0 +1,104 @@
+//! `cargo xtask probe`: build and boot one tree (optionally with patches on
+//! top) and judge it alone — does it keep every cache mode? Exit codes are
+//! `git bisect run`'s: 0 good, 1 bad, 125 untestable, 128 abort.
+
+use crate::diff::{self, Run};
+use crate::failure::{bisect_exit_code, fail, Kind};
+use crate::patch::Direction;
+use crate::session::{Common, Session};
+use crate::variant::{self, Spec};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Probe {
+    #[command(flatten)]
+    pub common: Common,
+    /// Patch applied on top of the tree (repeatable, applied in order).
+    #[arg(long, value_name = "FILE")]
+    pub patch: Vec<PathBuf>,
+    /// What counts as good: every mode kept (default), or a mode lost (to
+    /// hunt the commit that fixed the bug).
+    #[arg(long, value_enum, default_value = "kept")]
+    pub expect: Expect,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Expect {
+    Kept,
+    Lost,
+}
+
+pub const GOOD: i32 = 0;
+pub const BAD: i32 = 1;
+
+/// good/bad from whether every mode was kept.
+pub fn judge(all_kept: bool, expect: Expect) -> i32 {
+    match (all_kept, expect) {
+        (true, Expect::Kept) | (false, Expect::Lost) => GOOD,
+        _ => BAD,
+    }
+}
+
+impl Probe {
+    /// Returns the process exit code; errors are printed here, mapped to
+    /// 125 (skip this revision) or 128 (abort).
+    pub fn run(self, cache_root: &Path) -> i32 {
+        let started = std::time::Instant::now();
+        let mut session = Session::new(self.common.clone());
+        let outcome = self.pipeline(&mut session, cache_root);
+        let code = match &outcome {
+            Ok(code) => *code,
+            Err(err) => bisect_exit_code(err),
+        };
+        let what = match code {
+            GOOD => "good",
+            BAD => "bad",
+            125 => "untestable (skip)",
+            _ => "setup broken (abort)",
+        };
+        let result = session.finish(outcome.map(|_| ()), |_| (what, code));
+        if let Err(err) = &result {
+            eprintln!("error: {err:#}");
+        }
+        let rev = self.common.rev.clone().or_else(|| {
+            self.common.kernel.as_deref().and_then(|k| crate::source::git_head(k)).map(|r| r[..12.min(r.len())].to_string())
+        });
+        println!("probe: {} {what} in {:.0} s (exit {code})", rev.as_deref().unwrap_or("tree"), started.elapsed().as_secs_f64());
+        code
+    }
+
+    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<i32> {
+        let ctx = session.open(cache_root)?;
+        for p in &self.patch {
+            if !p.is_file() {
+                return Err(fail(Kind::Setup, format!("patch {} does not exist", p.display())));
+            }
+            crate::verify::note_patch(session, p, Direction::Forward)?;
+        }
+        let spec = Spec { name: "probe".into(), patches: self.patch.iter().map(|p| (p.as_path(), Direction::Forward)).collect() };
+        let variant = session.timings.time("variant", || variant::make(&ctx.cache, &ctx.source, spec))?;
+        session.note_variants(std::slice::from_ref(&variant));
+        let built = session.build(std::slice::from_ref(&variant))?;
+        let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;
+        println!("\nkernel  {}\nvariant {}\n", ctx.source.describe, variant.describe);
+        for run in &runs {
+            println!("{}", diff::single_table(run));
+        }
+        let all_kept = runs.iter().all(|r| r.report.results.iter().all(|m| m.kept));
+        Ok(judge(all_kept, self.expect))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expect_inverts_good_and_bad() {
+        assert_eq!(judge(true, Expect::Kept), GOOD);
+        assert_eq!(judge(false, Expect::Kept), BAD);
+        assert_eq!(judge(false, Expect::Lost), GOOD);
+        assert_eq!(judge(true, Expect::Lost), BAD);
+    }
+}

@@ -1,0 +1,278 @@
+//! What verify and probe share: the common flags, the cache and output
+//! directory, provisioning and the kernel source, building a set of
+//! variants, booting them in every environment, and the record of the run
+//! (timings, JSON) that is written whatever the outcome.
+
+use crate::build::{self, Built};
+use crate::cache::Cache;
+use crate::diff::Run;
+use crate::failure::{fail, Kind};
+use crate::qemu::{self, Env};
+use crate::report::{self, ModeResult};
+use crate::source::Source;
+use crate::variant::{self, Variant};
+use crate::{config, initramfs, provision, source};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Kernel tree to test (a directory or git work tree; never modified).
+    /// Default: Debian's linux-source-6.12 tarball, unpacked into the cache.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Git revision of --kernel to build (exported with `git archive`).
+    #[arg(long, value_name = "REV", requires = "kernel")]
+    pub rev: Option<String>,
+    /// Environments to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub env: EnvChoice,
+    /// Seconds each boot may take before it counts as hung.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Write the machine-readable verdict and results here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Parallel make jobs (default: cores + 1).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
+    #[arg(long)]
+    pub kvm: bool,
+    /// Extra kernel command line for every boot (failure-injection tests).
+    #[arg(long, hide = true, default_value = "")]
+    pub extra_cmdline: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvChoice {
+    Native,
+    Xen,
+    All,
+}
+
+impl EnvChoice {
+    pub fn envs(self) -> Vec<Env> {
+        match self {
+            EnvChoice::Native => vec![Env::Native],
+            EnvChoice::Xen => vec![Env::Xen],
+            EnvChoice::All => vec![Env::Native, Env::Xen],
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonResult {
+    variant: String,
+    env: &'static str,
+    #[serde(flatten)]
+    result: ModeResult,
+}
+
+/// The machine-readable record of a run.
+#[derive(Serialize, Default)]
+pub struct Json {
+    verdict: &'static str,
+    exit_code: i32,
+    message: String,
+    pub kernel: Option<serde_json::Value>,
+    pub patches: Vec<serde_json::Value>,
+    pub variants: Vec<serde_json::Value>,
+    environments: Vec<serde_json::Value>,
+    results: Vec<JsonResult>,
+    timings_seconds: Vec<(String, f64)>,
+}
+
+/// Where the time went, printed at the end of every run.
+#[derive(Default)]
+pub struct Timings(Vec<(String, Duration)>);
+
+impl Timings {
+    pub fn add(&mut self, step: impl Into<String>, d: Duration) {
+        self.0.push((step.into(), d));
+    }
+    pub fn time<T>(&mut self, step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let out = f();
+        self.add(step, started.elapsed());
+        out
+    }
+}
+
+/// A run in progress: its record, and once opened, its cache and outputs.
+pub struct Session {
+    pub common: Common,
+    pub json: Json,
+    pub timings: Timings,
+    started: Instant,
+}
+
+/// The opened run: cache (locked), output directory, Xen, kernel source.
+pub struct Ctx {
+    pub cache: Cache,
+    pub out_dir: PathBuf,
+    pub xen_dir: PathBuf,
+    pub source: Source,
+}
+
+impl Session {
+    pub fn new(common: Common) -> Self {
+        Session { common, json: Json::default(), timings: Timings::default(), started: Instant::now() }
+    }
+
+    /// Locks the cache, provisions the host, and gets the kernel source.
+    pub fn open(&mut self, cache_root: &Path) -> Result<Ctx> {
+        let cache = Cache::open(cache_root)?;
+        build::use_ccache_in(&cache);
+        let out_dir = match &self.common.out {
+            Some(dir) => dir.clone(),
+            None => {
+                let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+                cache.dir("runs")?.join(format!("{stamp}-{}", std::process::id()))
+            }
+        };
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| fail(Kind::Setup, format!("cannot create output directory {}: {e}", out_dir.display())))?;
+        eprintln!("==> provision");
+        let xen_dir = cache.root.join("xen");
+        self.timings.time("provision", || provision::ensure(&xen_dir))?;
+        eprintln!("==> kernel source");
+        let common = &self.common;
+        let source = self.timings.time("source", || source::get(&cache, common.kernel.as_deref(), common.rev.as_deref()))?;
+        eprintln!("kernel: {}", source.describe);
+        self.json.kernel = Some(serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}));
+        Ok(Ctx { cache, out_dir, xen_dir, source })
+    }
+
+    pub fn note_variants(&mut self, variants: &[Variant]) {
+        for v in variants {
+            self.json.variants.push(serde_json::json!({"name": v.name, "describe": v.describe, "key": v.key, "tree": v.tree.display().to_string()}));
+        }
+    }
+
+    /// Configures and builds every variant (reusing unchanged builds).
+    pub fn build(&mut self, variants: &[Variant]) -> Result<Vec<Built>> {
+        eprintln!("==> build");
+        let fragments = config::fragments(&variant::repo_dir().join("configs"))?;
+        let toolchain = build::toolchain_id();
+        let jobs = self.common.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
+        let mut built = Vec::new();
+        for v in variants {
+            let b = build::build(v, &fragments, &toolchain, jobs)?;
+            self.timings.add(format!("config {}", v.name), b.config_time);
+            self.timings.add(format!("build {}", v.name), b.build_time);
+            built.push(b);
+        }
+        Ok(built)
+    }
+
+    /// Boots every variant in every environment (as many at once as there
+    /// are cores) and returns the parsed reports, in variant, env order.
+    pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
+        eprintln!("==> initramfs");
+        let initramfs_path = ctx.out_dir.join("initramfs.cpio");
+        self.timings.time("initramfs", || initramfs::write(&initramfs::build_init()?, &initramfs_path))?;
+
+        eprintln!("==> boot");
+        let envs = self.common.env.envs();
+        let boots: Vec<(usize, Env)> = (0..variants.len()).flat_map(|v| envs.iter().map(move |&e| (v, e))).collect();
+        // Each TCG guest keeps one core busy.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let common = &self.common;
+        let mut outcomes = Vec::new();
+        for batch in boots.chunks(parallel) {
+            let results: Vec<Result<(Run, Duration)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&(v, env)| {
+                        let (variant, built, initramfs) = (&variants[v], &built[v], &initramfs_path);
+                        scope.spawn(move || boot_one(common, ctx, variant, built, env, initramfs))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("boot thread panicked")))).collect()
+            });
+            outcomes.extend(results);
+        }
+        let mut runs = Vec::new();
+        for outcome in outcomes {
+            let (run, elapsed) = outcome?;
+            self.timings.add(format!("boot {}-{}", run.variant, run.env.name()), elapsed);
+            self.json.environments.push(serde_json::json!({
+                "variant": run.variant, "env": run.env.name(),
+                "pat_layout": run.report.pat_layout, "pat_msr": run.report.pat_msr,
+                "boot_seconds": elapsed.as_secs_f64(),
+            }));
+            for r in &run.report.results {
+                self.json.results.push(JsonResult { variant: run.variant.clone(), env: run.env.name(), result: r.clone() });
+            }
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// Prints the timings and writes the JSON, whatever the outcome;
+    /// `verdict` names the outcome ("pass", "fail", "error", …).
+    pub fn finish(mut self, outcome: Result<()>, verdict: impl FnOnce(&Result<()>) -> (&'static str, i32)) -> Result<()> {
+        self.timings.add("total", self.started.elapsed());
+        eprintln!("\ntime:");
+        for (step, d) in &self.timings.0 {
+            eprintln!("  {step:<28} {:>7.1} s", d.as_secs_f64());
+        }
+        self.json.timings_seconds = self.timings.0.iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect();
+        let (name, code) = verdict(&outcome);
+        self.json.verdict = name;
+        self.json.exit_code = code;
+        self.json.message = match &outcome {
+            Ok(()) => String::new(),
+            Err(err) => format!("{err:#}"),
+        };
+        if let Some(path) = &self.common.json {
+            let text = serde_json::to_string_pretty(&self.json)?;
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        outcome
+    }
+}
+
+fn boot_one(common: &Common, ctx: &Ctx, v: &Variant, b: &Built, env: Env, initramfs: &Path) -> Result<(Run, Duration)> {
+    let label = format!("{}-{}", v.name, env.name());
+    let xen_image = provision::xen_image(&ctx.xen_dir);
+    let boot = qemu::Boot {
+        env,
+        bzimage: &b.bzimage,
+        initramfs,
+        xen: (env == Env::Xen).then_some(xen_image.as_path()),
+        timeout: Duration::from_secs(common.timeout),
+        kvm: common.kvm,
+        console_log: ctx.out_dir.join(format!("{label}.console.log")),
+        extra_cmdline: &common.extra_cmdline,
+    };
+    let console = qemu::run(&boot)?;
+    let named = |what: String| fail(Kind::Boot, format!("{label}: {what} (console log: {})", boot.console_log.display()));
+    let ktap = match report::extract(&console.text) {
+        Ok(ktap) => ktap,
+        Err(problem) => {
+            // An environment that never came up explains a missing report best.
+            qemu::check_env(env, &console.text).map_err(&named)?;
+            return Err(match problem {
+                report::BootProblem::NoReport if console.timed_out => {
+                    named(format!("no report within the {} s timeout (hang)", common.timeout))
+                }
+                problem => named(problem.to_string()),
+            });
+        }
+    };
+    qemu::check_env(env, &console.text).map_err(&named)?;
+    std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
+    let parsed = report::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
+    if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
+        return Err(named("the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT".into()));
+    }
+    eprintln!("  [{label}] report received in {:.1} s", console.elapsed.as_secs_f64());
+    Ok((Run { variant: v.name.clone(), env, report: parsed }, console.elapsed))
+}
