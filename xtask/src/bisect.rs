@@ -89,7 +89,8 @@ impl Bisect {
         let run = git(&["bisect", "run"]).args(probe);
         crate::proc::echo(&run);
         println!("bisecting {} between good {:.12} and bad {:.12} (log: {})", repo.display(), good, bad, log_path.display());
-        let reader = duct::cmd(&run.program, &run.args).stdin_null().stderr_to_stdout().unchecked().reader()?;
+        let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
+        let _guards: Vec<crate::proc::ChildGuard> = reader.pids().into_iter().map(crate::proc::ChildGuard::new).collect();
         let mut all = String::new();
         for line in BufReader::new(&reader).lines() {
             let line = line?;

@@ -1,9 +1,11 @@
 //! patverify's host tool. `main` parses the flags and hands each command to
 //! its module; every module is one step of the pipeline (see verify.rs).
 
+mod bench;
 mod bisect;
 mod build;
 mod cache;
+mod clean;
 mod config;
 mod diff;
 mod failure;
@@ -46,6 +48,10 @@ enum Command {
     Setup,
     /// Report which requirements are present, with versions, and the cache size.
     Doctor,
+    /// Measure warm re-runs and boots (--slow: cold verify vs raw make, edited candidate).
+    Bench(bench::Bench),
+    /// Remove variant trees, builds and run outputs from the cache (--all: everything).
+    Clean(clean::Clean),
     /// Run the unit tests, then the end-to-end test (real builds and boots).
     Test(test::Test),
 }
@@ -61,12 +67,15 @@ fn main() {
         err.exit()
     });
     let cache_root = cli.cache_dir.unwrap_or_else(cache::default_root);
+    proc::end_children_on_signals();
     let result = match cli.command {
         Command::Verify(verify) => verify.run(&cache_root),
         Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
         Command::Bisect(bisect) => bisect.run(&cache_root),
         Command::Setup => provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete")),
         Command::Doctor => provision::doctor(&cache_root),
+        Command::Clean(clean) => clean.run(&cache_root),
+        Command::Bench(bench) => bench.run(&cache_root),
         Command::Test(test) => test.run(&cache_root),
     };
     if let Err(err) = result {

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A command to run: program, arguments, environment, working directory.
@@ -56,8 +57,14 @@ impl Command {
         line
     }
 
-    fn expression(&self) -> duct::Expression {
-        let mut expr = duct::cmd(&self.program, &self.args).stdin_null();
+    pub fn expression(&self) -> duct::Expression {
+        // Long-running children get a process group of their own, so a
+        // signal to the harness can end them and everything they started.
+        let mut expr = duct::cmd(&self.program, &self.args).stdin_null().before_spawn(|cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+            Ok(())
+        });
         for (k, v) in &self.env {
             expr = expr.env(k, v);
         }
@@ -108,6 +115,7 @@ impl Command {
             .with_context(|| format!("cannot open log {}", log.display()))?;
         writeln!(log_file, "$ {}", self.display())?;
         let reader = self.expression().stderr_to_stdout().unchecked().reader()?;
+        let _guards: Vec<ChildGuard> = reader.pids().into_iter().map(ChildGuard::new).collect();
         let mut progress = Progress::new(label);
         let mut tail = VecDeque::with_capacity(TAIL);
         let mut lines = BufReader::new(&reader);
@@ -133,6 +141,50 @@ impl Command {
 }
 
 pub const TAIL: usize = 30;
+
+/// Process groups of the running children (0 = free slot), read by the
+/// signal handler, which may not allocate or lock.
+static CHILDREN: [AtomicI32; 32] = [const { AtomicI32::new(0) }; 32];
+
+/// Registers a child (the leader of its own process group) for as long as
+/// it lives, so that SIGINT/SIGTERM/SIGHUP to the harness ends it too.
+pub struct ChildGuard(Option<usize>);
+
+impl ChildGuard {
+    pub fn new(pid: u32) -> Self {
+        let slot = CHILDREN.iter().position(|c| c.compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst).is_ok());
+        ChildGuard(slot)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            CHILDREN[slot].store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    for child in &CHILDREN {
+        let pgid = child.load(Ordering::SeqCst);
+        if pgid > 0 {
+            // SAFETY: kill is async-signal-safe; a negative pid names the group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+    // SAFETY: _exit is async-signal-safe and ends the process at once.
+    unsafe { libc::_exit(128 + signal) };
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP kill every registered child group
+/// before the harness exits (128 + signal): no make or QEMU is left behind.
+pub fn end_children_on_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only calls async-signal-safe functions.
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
+}
 
 pub struct Streamed {
     pub ok: bool,

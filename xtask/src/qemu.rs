@@ -103,12 +103,13 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let mut log = std::fs::File::create(&boot.console_log)
         .with_context(|| format!("cannot create {}", boot.console_log.display()))?;
     writeln!(log, "$ {}", cmd.display())?;
-    let reader = duct::cmd(&cmd.program, &cmd.args)
-        .stdin_null()
+    let reader = cmd
+        .expression()
         .stderr_to_stdout()
         .unchecked()
         .reader()
         .map_err(|e| fail(Kind::Setup, format!("cannot start qemu-system-x86_64: {e} (run `cargo xtask setup`)")))?;
+    let _guards: Vec<crate::proc::ChildGuard> = reader.pids().into_iter().map(crate::proc::ChildGuard::new).collect();
     let reader = Arc::new(reader);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let pump = {

@@ -152,6 +152,7 @@ fn failure_injection(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resu
         ("hang", vec!["--env".into(), "native".into(), "--timeout".into(), "20".into(), "--extra-cmdline".into(), "patverify_fault=hang".into()], 7, "timeout (hang)"),
         ("truncated report", vec!["--env".into(), "native".into(), "--extra-cmdline".into(), "patverify_fault=truncate".into()], 7, "truncated or garbled report"),
     ];
+    interrupted_run_leaves_no_qemu(cache_root, out, checks)?;
     for (name, args, want_code, want_message) in cases {
         let case_out = out.join(name.replace(' ', "-"));
         let mut argv: Vec<String> = vec!["--cache-dir".into(), cache_root.display().to_string(), "verify".into(), "--out".into(), case_out.display().to_string()];
@@ -313,4 +314,43 @@ fn bisect_finds_the_commit(cache_root: &Path, json: &Value, out: &Path, checks: 
         format!("status {status_before:?} → {status_after:?}, HEAD {head_before} → {head_after}")
     });
     Ok(())
+}
+
+/// SIGTERM during a boot: the harness exits 143 and takes QEMU with it.
+fn interrupted_run_leaves_no_qemu(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e failure case: SIGTERM during a boot");
+    let case_out = out.join("sigterm");
+    let initramfs = case_out.join("initramfs.cpio");
+    let args: Vec<String> = vec![
+        "--cache-dir".into(), cache_root.display().to_string(), "verify".into(), "--env".into(), "native".into(),
+        "--out".into(), case_out.display().to_string(), "--extra-cmdline".into(), "patverify_fault=hang".into(),
+    ];
+    let handle = duct::cmd(std::env::current_exe()?, &args).stdin_null().stdout_null().stderr_null().unchecked().start()?;
+    let qemu_running = || process_mentioning(&initramfs.display().to_string());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !qemu_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let started = qemu_running();
+    for pid in handle.pids() {
+        // SAFETY: sends a signal to a child we started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let status = handle.wait()?.status;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    checks.check("SIGTERM: QEMU had started", started, || "QEMU never started".into());
+    checks.check("SIGTERM: exit 143, no QEMU left", status.code() == Some(143) && !qemu_running(), || {
+        format!("exit {:?}, QEMU still running: {}", status.code(), qemu_running())
+    });
+    Ok(())
+}
+
+/// Whether any process's command line contains `needle` (a /proc scan).
+fn process_mentioning(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+            .unwrap_or(false)
+    })
 }

@@ -125,6 +125,8 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
         std::fs::write(tmp_tree.join(READY), &key)?;
         publish_dir(&tmp, &dest)?;
     }
+    // Mark it used, for `clean --older-than`.
+    let _ = std::fs::File::open(&dest).and_then(|d| d.set_modified(std::time::SystemTime::now()));
     Ok(Variant { name: spec.name, tree, key, describe })
 }
 

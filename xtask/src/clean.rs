@@ -1,0 +1,51 @@
+//! `cargo xtask clean`: keeps the cache in check. Variant trees and their
+//! builds (~0.5 GB each) and run outputs go; the unpacked source, ccache and
+//! Xen stay unless `--all`.
+
+use crate::cache::{size_human, Cache};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+#[derive(clap::Args, Debug)]
+pub struct Clean {
+    /// Remove everything, including the unpacked source, ccache and Xen.
+    #[arg(long)]
+    pub all: bool,
+    /// Only remove entries not used for this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<u64>,
+}
+
+impl Clean {
+    pub fn run(self, cache_root: &Path) -> Result<()> {
+        if !cache_root.exists() {
+            println!("no cache at {}", cache_root.display());
+            return Ok(());
+        }
+        let cache = Cache::open(cache_root)?;
+        println!("cache {} holds {}", cache.root.display(), size_human(&cache.root));
+        let kinds: &[&str] = if self.all { &["variants", "runs", "scratch", "bisect", "src", "ccache", "xen"] } else { &["variants", "runs", "scratch", "bisect"] };
+        let cutoff = self.older_than.map(|days| SystemTime::now() - Duration::from_secs(days * 86_400));
+        for kind in kinds {
+            let dir = cache.root.join(kind);
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let used = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                if cutoff.is_some_and(|c| used > c) {
+                    continue;
+                }
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                }
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+                println!("removed {}", path.display());
+            }
+        }
+        println!("cache now holds {}", size_human(&cache.root));
+        Ok(())
+    }
+}
