@@ -124,6 +124,9 @@ pub fn use_ccache_in(cache: &crate::cache::Cache) {
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
     std::env::set_var("CCACHE_NOHASHDIR", "true");
     std::env::set_var("CCACHE_SLOPPINESS", "time_macros,include_file_mtime,include_file_ctime");
+    // Depend mode: on a miss, no extra preprocessor run (the kernel's
+    // -Wp,-MMD output names the headers), which keeps cold builds cheap.
+    std::env::set_var("CCACHE_DEPEND", "true");
 }
 
 #[cfg(test)]

@@ -281,7 +281,8 @@ fn bisect_finds_the_commit(cache_root: &Path, json: &Value, out: &Path, checks: 
             .args(args.iter().copied())
     };
     git(&["init", "--quiet"]).run()?;
-    git(&["add", "-A"]).run()?;
+    // --force: Debian's kernel source ignores everything at the top level.
+    git(&["add", "-A", "--force"]).run()?;
     git(&["commit", "--quiet", "-m", "good: the tree with the fix"]).run()?;
     crate::patch::apply(&repo, &crate::verify::default_patch(), crate::patch::Direction::Reverse)?;
     git(&["commit", "--quiet", "-am", "bad: reintroduce the bug"]).run()?;
