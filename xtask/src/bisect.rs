@@ -6,6 +6,7 @@ use crate::cache::Key;
 use crate::failure::{fail, Kind};
 use crate::proc::Command;
 use crate::session::EnvChoice;
+use crate::source::resolve_rev;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -35,15 +36,6 @@ pub struct Bisect {
     pub out: Option<PathBuf>,
 }
 
-/// `git … rev-parse` a revision of `repo` to a full SHA, or say it does not exist.
-fn resolve(repo: &Path, rev: &str) -> Result<String> {
-    let (ok, out) = Command::new("git").arg("-C").arg(repo).args(["rev-parse", "--verify", "--quiet"]).arg(format!("{rev}^{{commit}}")).output_quiet()?;
-    if !ok {
-        return Err(fail(Kind::Setup, format!("revision {rev:?} not found in git tree {}", repo.display())));
-    }
-    Ok(out.trim().to_string())
-}
-
 /// The "<sha> is the first bad commit" line of `git bisect run`'s output.
 pub fn first_bad_commit(output: &str) -> Option<String> {
     output.lines().find_map(|l| l.strip_suffix(" is the first bad commit").map(|sha| sha.trim().to_string()))
@@ -52,8 +44,8 @@ pub fn first_bad_commit(output: &str) -> Option<String> {
 impl Bisect {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         let repo = self.kernel.canonicalize().map_err(|_| fail(Kind::Setup, format!("{} does not exist", self.kernel.display())))?;
-        let good = resolve(&repo, &self.good)?;
-        let bad = resolve(&repo, &self.bad)?;
+        let good = resolve_rev(&repo, &self.good)?;
+        let bad = resolve_rev(&repo, &self.bad)?;
         let clone = cache_root.join("bisect").join(Key::new("bisect").add(repo.as_os_str().as_encoded_bytes()).hex());
         if clone.exists() {
             std::fs::remove_dir_all(&clone).with_context(|| format!("cannot remove old clone {}", clone.display()))?;
@@ -96,7 +88,7 @@ impl Bisect {
             let line = line?;
             writeln!(log, "{line}")?;
             // One line per step: probe's own summary.
-            if line.starts_with("probe: ") {
+            if line.starts_with("probe: ") && line.contains("(exit ") {
                 println!("  {}", line.trim_start_matches("probe: "));
             }
             all.push_str(&line);

@@ -147,10 +147,9 @@ pub fn walk(root: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Meta
     Ok(())
 }
 
-fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
-    if !tree.is_dir() {
-        return Err(fail(Kind::Setup, format!("{} is not a Linux kernel tree (no such directory)", tree.display())));
-    }
+/// A revision of the git tree at `tree` as a full commit SHA, or a setup
+/// error saying it does not exist.
+pub fn resolve_rev(tree: &Path, rev: &str) -> Result<String> {
     let (ok, out) = Command::new("git")
         .arg("-C")
         .arg(tree)
@@ -160,7 +159,14 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
     if !ok {
         return Err(fail(Kind::Setup, format!("revision {rev:?} not found in git tree {}", tree.display())));
     }
-    let sha = out.trim().to_string();
+    Ok(out.trim().to_string())
+}
+
+fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
+    if !tree.is_dir() {
+        return Err(fail(Kind::Setup, format!("{} is not a Linux kernel tree (no such directory)", tree.display())));
+    }
+    let sha = resolve_rev(tree, rev)?;
     let dest = cache.dir("src")?.join(format!("git-{sha}"));
     if !dest.exists() {
         let tmp = temp_sibling(&dest)?;
