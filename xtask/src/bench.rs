@@ -56,7 +56,9 @@ impl Bench {
         let out = std::env::temp_dir().join(format!("patverify-bench-{}", std::process::id()));
         std::fs::create_dir_all(&out)?;
         let mut figures = serde_json::Map::new();
-        let machine = format!("{} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), crate::proc::tail_lines(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines().find(|l| l.starts_with("model name")).unwrap_or("").to_string(), 1));
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':'])).unwrap_or("?");
+        let machine = format!("{} cores, {model}", std::thread::available_parallelism().map_or(0, |n| n.get()));
         figures.insert("machine".into(), json!(machine));
 
         if self.slow {
@@ -83,6 +85,18 @@ impl Bench {
             println!("{label:<40} min {min:>6.1} s   median {median:>6.1} s");
             figures.insert(label.replace(' ', "_"), json!({"min": min, "median": median}));
         }
+        let mut serial = Vec::new();
+        let mut parallel = Vec::new();
+        for i in 0..self.runs {
+            eprintln!("bench: boots one at a time vs one per core {}/{}", i + 1, self.runs);
+            serial.push(timing(&verify(cache_root, &out, &["--parallel-boots".into(), "1".into()])?.1, "boots (wall)"));
+            parallel.push(timing(&verify(cache_root, &out, &[])?.1, "boots (wall)"));
+        }
+        let ((smin, smed), (pmin, pmed)) = (min_median(&serial), min_median(&parallel));
+        println!("{:<40} min {smin:>6.1} s   median {smed:>6.1} s", "4 boots, one at a time");
+        println!("{:<40} min {pmin:>6.1} s   median {pmed:>6.1} s", "4 boots, one per core");
+        figures.insert("boots_one_at_a_time_seconds".into(), json!({"min": smin, "median": smed}));
+        figures.insert("boots_one_per_core_seconds".into(), json!({"min": pmin, "median": pmed}));
         if self.slow {
             self.edited_candidate(cache_root, &out, &mut figures)?;
         }

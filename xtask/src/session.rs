@@ -44,6 +44,9 @@ pub struct Common {
     /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
     #[arg(long)]
     pub kvm: bool,
+    /// How many boots run at once (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub parallel_boots: Option<usize>,
     /// Extra kernel command line for every boot (failure-injection tests).
     #[arg(long, hide = true, default_value = "")]
     pub extra_cmdline: String,
@@ -177,12 +180,13 @@ impl Session {
         eprintln!("==> initramfs");
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
         self.timings.time("initramfs", || initramfs::write(&initramfs::build_init()?, &initramfs_path))?;
+        let boots_started = Instant::now();
 
         eprintln!("==> boot");
         let envs = self.common.env.envs();
         let boots: Vec<(usize, Env)> = (0..variants.len()).flat_map(|v| envs.iter().map(move |&e| (v, e))).collect();
         // Each TCG guest keeps one core busy.
-        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallel = self.common.parallel_boots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
         let common = &self.common;
         let mut outcomes = Vec::new();
         for batch in boots.chunks(parallel) {
@@ -198,6 +202,7 @@ impl Session {
             });
             outcomes.extend(results);
         }
+        self.timings.add("boots (wall)", boots_started.elapsed());
         let mut runs = Vec::new();
         for outcome in outcomes {
             let (run, elapsed) = outcome?;

@@ -127,6 +127,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     kunit_parser_agrees(&json, &out, &mut checks)?;
     failure_injection(cache_root, &out, &mut checks)?;
     probe_exit_codes(cache_root, &out, &mut checks)?;
+    baseline_that_keeps_everything_is_not_a_pass(cache_root, &json, &out, &mut checks)?;
     bisect_finds_the_commit(cache_root, &json, &out, &mut checks)?;
     println!("e2e: {} passed, {} failed", checks.passed, checks.failed.len());
     if checks.failed.is_empty() {
@@ -313,6 +314,34 @@ fn bisect_finds_the_commit(cache_root: &Path, json: &Value, out: &Path, checks: 
     let head_after = git(&["rev-parse", "HEAD"]).output_quiet()?.1;
     checks.check("bisect left the repository as it was", status_before == status_after && head_before == head_after, || {
         format!("status {status_before:?} → {status_after:?}, HEAD {head_before} → {head_after}")
+    });
+
+    // --rev builds a revision of a git tree without checking it out.
+    let args: Vec<String> = ["probe", "--env", "native", "--kernel", &repo.display().to_string(), "--rev", "HEAD~3"].iter().map(|s| s.to_string()).collect();
+    let (code, text) = harness(cache_root, &args)?;
+    checks.check("probe --rev of the bug commit is bad", code == Some(1), || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)));
+    let head_after_rev = git(&["rev-parse", "HEAD"]).output_quiet()?.1;
+    checks.check("probe --rev left HEAD alone", head_after_rev == head_before, || format!("HEAD {head_before} → {head_after_rev}"));
+    Ok(())
+}
+
+/// A "candidate" that changes nothing relevant: the baseline keeps every
+/// mode, so verify must refuse to call it a pass (exit 3).
+fn baseline_that_keeps_everything_is_not_a_pass(cache_root: &Path, json: &Value, out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e: a patch that does not touch the bug");
+    let tree = Path::new(json["kernel"]["tree"].as_str().context("verify JSON names no source tree")?);
+    let panic_c = std::fs::read_to_string(tree.join("kernel/panic.c"))?;
+    let head: Vec<&str> = panic_c.lines().take(3).collect();
+    let patch = format!(
+        "--- a/kernel/panic.c\n+++ b/kernel/panic.c\n@@ -1,3 +1,4 @@\n {}\n+/* patverify e2e: a change that does not touch the bug */\n {}\n {}\n",
+        head[0], head[1], head[2]
+    );
+    let path = out.join("unrelated.patch");
+    std::fs::write(&path, patch)?;
+    let args: Vec<String> = ["verify", "--env", "native", "--patch", &path.display().to_string(), "--out", &out.join("unrelated").display().to_string()].iter().map(|s| s.to_string()).collect();
+    let (code, text) = harness(cache_root, &args)?;
+    checks.check("an unrelated patch: exit 3, the bug was not reproduced", code == Some(3) && text.contains("not reproduced"), || {
+        format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4))
     });
     Ok(())
 }
