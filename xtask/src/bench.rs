@@ -117,7 +117,7 @@ impl Bench {
         }
         let (cold, json) = verify(cache_root, out, &[])?;
         let tree = PathBuf::from(json["variants"][1]["tree"].as_str().context("no candidate tree")?);
-        let config = tree.with_file_name("build").join(".config");
+        let config = PathBuf::from(json["builds"][1]["build_dir"].as_str().context("no candidate build")?).join(".config");
         let raw_dir = out.join("raw-make");
         std::fs::create_dir_all(&raw_dir)?;
         std::fs::copy(&config, raw_dir.join(".config"))?;

@@ -49,6 +49,8 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
 
 pub struct Built {
     pub bzimage: PathBuf,
+    pub build_dir: PathBuf,
+    pub reused: bool,
     pub config_time: Duration,
     pub build_time: Duration,
 }
@@ -60,22 +62,23 @@ pub fn toolchain_id() -> String {
 }
 
 pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
-    // Beside the variant's src/: every build then sees its sources as ../src,
-    // so ccache (with CCACHE_BASEDIR at the cache root) shares objects
-    // between variants and bisect steps.
-    let build_dir = variant.tree.with_file_name("build");
-    std::fs::create_dir_all(&build_dir)?;
     let mut key = Key::new("build-v1");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
         key.add_file(fragment)?;
     }
     let key = key.hex();
+    // Beside the variant's src/, one per configuration: every build sees its
+    // sources as ../src, so ccache (CCACHE_BASEDIR at the cache root) shares
+    // objects between variants and bisect steps, and another configuration
+    // never clobbers a finished build.
+    let build_dir = variant.tree.with_file_name(format!("build-{key}"));
+    std::fs::create_dir_all(&build_dir)?;
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
         eprintln!("{}: kernel already built ({}), reusing it", variant.name, bzimage.display());
-        return Ok(Built { bzimage, config_time: Duration::ZERO, build_time: Duration::ZERO });
+        return Ok(Built { bzimage, build_dir, reused: true, config_time: Duration::ZERO, build_time: Duration::ZERO });
     }
     let _ = std::fs::remove_file(&stamp);
     let config_log = build_dir.join("config.log");
@@ -113,7 +116,7 @@ pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: us
         return Err(fail(Kind::Build, format!("make succeeded but left no {}", bzimage.display())));
     }
     write_atomic(&stamp, &key)?;
-    Ok(Built { bzimage, config_time, build_time: out.elapsed })
+    Ok(Built { bzimage, build_dir, reused: false, config_time, build_time: out.elapsed })
 }
 
 /// Points ccache at the harness's cache for every later `make`. Paths are

@@ -63,8 +63,62 @@ pub fn fragments(configs_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The minimum version scripts/min-tool-version.sh gives for `tool`.
+pub fn min_tool_version(script: &str, tool: &str) -> Option<String> {
+    let mut lines = script.lines().map(str::trim);
+    lines.find(|l| *l == format!("{tool})"))?;
+    lines.next()?.strip_prefix("echo ").map(|v| v.trim().to_string())
+}
+
+/// "1.62.0" → (1, 62, 0).
+pub fn version_triple(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+}
+
+/// Before Linux 6.11 (minimum rustc 1.78) the kernel's Rust support was
+/// pinned to one rustc; since then it takes that version or newer.
+const FIRST_UNPINNED_RUSTC: (u32, u32, u32) = (1, 78, 0);
+
+/// Whether the installed rustc and bindgen can build this tree's Rust, from
+/// the tree's own scripts/min-tool-version.sh. `None` when they can.
+pub fn toolchain_mismatch(script: &str, rustc: &str, bindgen: &str) -> Option<String> {
+    let have_rustc = version_triple(rustc)?;
+    let have_bindgen = version_triple(bindgen)?;
+    let want_rustc = min_tool_version(script, "rustc").and_then(|v| version_triple(&v))?;
+    let fmt = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
+    if want_rustc < FIRST_UNPINNED_RUSTC && have_rustc != want_rustc {
+        return Some(format!(
+            "this tree's Rust support is pinned to rustc {} exactly (scripts/min-tool-version.sh); this machine has rustc {}",
+            fmt(want_rustc),
+            fmt(have_rustc)
+        ));
+    }
+    if have_rustc < want_rustc {
+        return Some(format!("this tree needs rustc ≥ {}; this machine has {}", fmt(want_rustc), fmt(have_rustc)));
+    }
+    let want_bindgen = min_tool_version(script, "bindgen").and_then(|v| version_triple(&v))?;
+    if have_bindgen < want_bindgen {
+        return Some(format!("this tree needs bindgen ≥ {}; this machine has {}", fmt(want_bindgen), fmt(have_bindgen)));
+    }
+    None
+}
+
+fn check_toolchain(tree: &Path) -> Result<()> {
+    let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else { return Ok(()) };
+    let version = |p: &Path| Command::new(p).arg("--version").output_quiet().map(|o| o.1).unwrap_or_default();
+    let rustc = version(Path::new(crate::provision::RUSTC));
+    let bindgen = version(&crate::provision::bindgen_path());
+    match toolchain_mismatch(&script, &rustc, &bindgen) {
+        Some(why) => Err(fail(Kind::Toolchain, format!("{why}: it cannot build this tree's Rust test module"))),
+        None => Ok(()),
+    }
+}
+
 /// Configures `build_dir` for `tree` and checks the result.
 pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Path) -> Result<()> {
+    check_toolchain(tree)?;
     let run = |cmd: Command, what: &str| -> Result<()> {
         let out = cmd.run_logged(what, log)?;
         if !out.ok {
@@ -124,6 +178,27 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIN_TOOLS_6_1: &str = "case \"$1\" in\nrustc)\n\techo 1.62.0\n\t;;\nbindgen)\n\techo 0.56.0\n\t;;\nesac\n";
+    const MIN_TOOLS_6_12: &str = "rustc)\n\techo 1.78.0\n\t;;\nbindgen)\n\techo 0.65.1\n\t;;\n";
+
+    #[test]
+    fn reads_min_tool_versions() {
+        assert_eq!(min_tool_version(MIN_TOOLS_6_1, "rustc").as_deref(), Some("1.62.0"));
+        assert_eq!(min_tool_version(MIN_TOOLS_6_12, "bindgen").as_deref(), Some("0.65.1"));
+        assert_eq!(version_triple("rustc 1.96.0 (ac68faa20 2026-05-25)"), Some((1, 96, 0)));
+        assert_eq!(version_triple("bindgen 0.69.5"), Some((0, 69, 5)));
+    }
+
+    #[test]
+    fn pinned_and_too_old_toolchains_are_named() {
+        let why = toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.96.0 (x)", "bindgen 0.69.5").unwrap();
+        assert!(why.contains("pinned to rustc 1.62.0") && why.contains("has rustc 1.96.0"), "{why}");
+        assert_eq!(toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.62.0", "bindgen 0.56.0"), None);
+        assert_eq!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.69.5"), None);
+        assert!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.70.0", "bindgen 0.69.5").unwrap().contains("needs rustc ≥ 1.78.0"));
+        assert!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.60.0").unwrap().contains("bindgen ≥ 0.65.1"));
+    }
 
     #[test]
     fn parses_values_and_not_set() {

@@ -47,6 +47,9 @@ pub struct Common {
     /// How many boots run at once (default: one per core).
     #[arg(long, value_name = "N")]
     pub parallel_boots: Option<usize>,
+    /// Extra config fragment merged after configs/*.config (repeatable).
+    #[arg(long = "config", value_name = "FILE")]
+    pub extra_configs: Vec<PathBuf>,
     /// Extra kernel command line for every boot (failure-injection tests).
     #[arg(long, hide = true, default_value = "")]
     pub extra_cmdline: String,
@@ -86,6 +89,7 @@ pub struct Json {
     pub kernel: Option<serde_json::Value>,
     pub patches: Vec<serde_json::Value>,
     pub variants: Vec<serde_json::Value>,
+    builds: Vec<serde_json::Value>,
     environments: Vec<serde_json::Value>,
     results: Vec<JsonResult>,
     timings_seconds: Vec<(String, f64)>,
@@ -161,7 +165,11 @@ impl Session {
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, variants: &[Variant]) -> Result<Vec<Built>> {
         eprintln!("==> build");
-        let fragments = config::fragments(&variant::repo_dir().join("configs"))?;
+        let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
+        for extra in &self.common.extra_configs {
+            let path = extra.canonicalize().map_err(|e| fail(Kind::Setup, format!("config fragment {}: {e}", extra.display())))?;
+            fragments.push(path);
+        }
         let toolchain = build::toolchain_id();
         let jobs = self.common.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
         let mut built = Vec::new();
@@ -169,6 +177,10 @@ impl Session {
             let b = build::build(v, &fragments, &toolchain, jobs)?;
             self.timings.add(format!("config {}", v.name), b.config_time);
             self.timings.add(format!("build {}", v.name), b.build_time);
+            self.json.builds.push(serde_json::json!({
+                "variant": v.name, "build_dir": b.build_dir.display().to_string(),
+                "bzimage": b.bzimage.display().to_string(), "reused": b.reused,
+            }));
             built.push(b);
         }
         Ok(built)

@@ -128,6 +128,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     failure_injection(cache_root, &out, &mut checks)?;
     probe_exit_codes(cache_root, &out, &mut checks)?;
     baseline_that_keeps_everything_is_not_a_pass(cache_root, &json, &out, &mut checks)?;
+    tree_the_toolchain_cannot_build(cache_root, &out, &mut checks)?;
     bisect_finds_the_commit(cache_root, &json, &out, &mut checks)?;
     println!("e2e: {} passed, {} failed", checks.passed, checks.failed.len());
     if checks.failed.is_empty() {
@@ -143,17 +144,28 @@ fn failure_injection(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resu
     let me = std::env::current_exe()?;
     let not_a_patch = out.join("not-a-patch.patch");
     std::fs::write(&not_a_patch, "this is not a diff\n")?;
+    let empty_patch = out.join("empty.patch");
+    std::fs::write(&empty_patch, "")?;
+    let unknown_option = out.join("unknown-option.config");
+    std::fs::write(&unknown_option, "CONFIG_PATVERIFY_NO_SUCH_OPTION=y\n")?;
     let stale_patch = out.join("stale.patch");
     std::fs::write(&stale_patch, "--- a/Makefile\n+++ b/Makefile\n@@ -1,2 +1,2 @@\n-no such line\n+another line\n context that is not there\n")?;
     let cases: Vec<(&str, Vec<String>, i32, &str)> = vec![
         ("not a kernel tree", vec!["--kernel".into(), "/usr/share".into()], 2, "is not a Linux kernel tree"),
         ("not a patch", vec!["--patch".into(), not_a_patch.display().to_string()], 4, "not a unified diff"),
+        ("empty patch", vec!["--patch".into(), empty_patch.display().to_string()], 4, "is empty"),
+        ("--rev without --kernel", vec!["--rev".into(), "HEAD".into()], 2, "--kernel"),
+        ("unknown config option", vec!["--env".into(), "native".into(), "--config".into(), unknown_option.display().to_string()], 5, "CONFIG_PATVERIFY_NO_SUCH_OPTION=y (got unset)"),
         ("patch applies neither way", vec!["--patch".into(), stale_patch.display().to_string()], 4, "hunk #1 FAILED"),
         ("kernel panic", vec!["--env".into(), "native".into(), "--extra-cmdline".into(), "rdinit=/nonexistent".into()], 7, "kernel panic"),
         ("hang", vec!["--env".into(), "native".into(), "--timeout".into(), "20".into(), "--extra-cmdline".into(), "patverify_fault=hang".into()], 7, "timeout (hang)"),
         ("truncated report", vec!["--env".into(), "native".into(), "--extra-cmdline".into(), "patverify_fault=truncate".into()], 7, "truncated or garbled report"),
     ];
     interrupted_run_leaves_no_qemu(cache_root, out, checks)?;
+    let (code, text) = harness(Path::new("/proc/patverify-cache"), &["verify".to_string()])?;
+    checks.check("unwritable cache directory: exit 2", code == Some(2) && text.contains("cannot create cache directory"), || {
+        format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 2))
+    });
     for (name, args, want_code, want_message) in cases {
         let case_out = out.join(name.replace(' ', "-"));
         let mut argv: Vec<String> = vec!["--cache-dir".into(), cache_root.display().to_string(), "verify".into(), "--out".into(), case_out.display().to_string()];
@@ -330,14 +342,7 @@ fn bisect_finds_the_commit(cache_root: &Path, json: &Value, out: &Path, checks: 
 fn baseline_that_keeps_everything_is_not_a_pass(cache_root: &Path, json: &Value, out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e: a patch that does not touch the bug");
     let tree = Path::new(json["kernel"]["tree"].as_str().context("verify JSON names no source tree")?);
-    let panic_c = std::fs::read_to_string(tree.join("kernel/panic.c"))?;
-    let head: Vec<&str> = panic_c.lines().take(3).collect();
-    let patch = format!(
-        "--- a/kernel/panic.c\n+++ b/kernel/panic.c\n@@ -1,3 +1,4 @@\n {}\n+/* patverify e2e: a change that does not touch the bug */\n {}\n {}\n",
-        head[0], head[1], head[2]
-    );
-    let path = out.join("unrelated.patch");
-    std::fs::write(&path, patch)?;
+    let path = unrelated_patch(tree, &out.join("unrelated.patch"))?;
     let args: Vec<String> = ["verify", "--env", "native", "--patch", &path.display().to_string(), "--out", &out.join("unrelated").display().to_string()].iter().map(|s| s.to_string()).collect();
     let (code, text) = harness(cache_root, &args)?;
     checks.check("an unrelated patch: exit 3, the bug was not reproduced", code == Some(3) && text.contains("not reproduced"), || {
@@ -383,4 +388,46 @@ fn process_mentioning(needle: &str) -> bool {
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
             .unwrap_or(false)
     })
+}
+
+/// A patch adding a comment to kernel/panic.c of `tree`: applies, builds,
+/// and has nothing to do with the bug.
+fn unrelated_patch(tree: &Path, dest: &Path) -> Result<std::path::PathBuf> {
+    let panic_c = std::fs::read_to_string(tree.join("kernel/panic.c"))?;
+    let head: Vec<&str> = panic_c.lines().take(3).collect();
+    anyhow::ensure!(head.len() == 3, "kernel/panic.c is too short");
+    let patch = format!(
+        "--- a/kernel/panic.c\n+++ b/kernel/panic.c\n@@ -1,3 +1,4 @@\n {}\n+/* patverify e2e: a change that does not touch the bug */\n {}\n {}\n",
+        head[0], head[1], head[2]
+    );
+    std::fs::write(dest, patch)?;
+    Ok(dest.to_path_buf())
+}
+
+/// Debian's linux-source-6.1, whose Rust support is pinned to rustc 1.62:
+/// verify must call it a toolchain problem (exit 9), probe untestable (125).
+fn tree_the_toolchain_cannot_build(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e: a tree this toolchain cannot build (linux-source-6.1)");
+    let tarball = Path::new("/usr/src/linux-source-6.1.tar.xz");
+    if !tarball.exists() {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "linux-source-6.1"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .run()
+            .context("cannot install linux-source-6.1 for the toolchain test (needs root)")?;
+    }
+    let dir = out.join("linux-6.1");
+    std::fs::create_dir_all(&dir)?;
+    Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&dir).run()?;
+    let tree = dir.join("linux-source-6.1");
+    let patch = unrelated_patch(&tree, &out.join("unrelated-6.1.patch"))?;
+    let args: Vec<String> = ["verify", "--env", "native", "--kernel", &tree.display().to_string(), "--patch", &patch.display().to_string(), "--out", &out.join("6.1").display().to_string()].iter().map(|s| s.to_string()).collect();
+    let (code, text) = harness(cache_root, &args)?;
+    checks.check("linux 6.1: verify exits 9 naming rustc 1.62", code == Some(9) && text.contains("pinned to rustc 1.62.0"), || {
+        format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3))
+    });
+    let args: Vec<String> = ["probe", "--env", "native", "--kernel", &tree.display().to_string()].iter().map(|s| s.to_string()).collect();
+    let (code, text) = harness(cache_root, &args)?;
+    checks.check("linux 6.1: probe exits 125 (untestable)", code == Some(125), || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)));
+    Ok(())
 }
