@@ -146,6 +146,9 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
                 pte_after: get("pte_after")?,
                 kept: ok,
             };
+            if result.observed == "none" {
+                return Err(format!("{name} was not measured (the guest's /init did not exercise that path)"));
+            }
             if result.requested != mode || !MODES.contains(&mode) {
                 return Err(format!("{name}: requested mode {} does not match", result.requested));
             }
@@ -231,6 +234,8 @@ pub mod tests {
         assert!(parse_ktap(&contradiction).unwrap_err().contains("contradicts"));
         let no_diag: String = ktap.lines().filter(|l| !l.starts_with("# vma_set_page_prot.WP")).map(|l| format!("{l}\n")).collect();
         assert!(parse_ktap(&no_diag).unwrap_err().contains("no diagnostic line"));
+        let unmeasured = ktap.replace("pte_after=0x8000000000000005 observed=WP", "pte_after=none observed=none").replace("ok 6 vma_set_page_prot.WP", "not ok 6 vma_set_page_prot.WP # not measured");
+        assert!(parse_ktap(&unmeasured).unwrap_err().contains("was not measured"));
         let no_layout = ktap.replace("# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n", "");
         assert!(parse_ktap(&no_layout).unwrap_err().contains("PAT layout"));
     }
