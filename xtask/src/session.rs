@@ -152,6 +152,9 @@ impl Session {
         let common = &self.common;
         let source = self.timings.time("source", || source::get(&cache, common.kernel.as_deref(), common.rev.as_deref()))?;
         eprintln!("kernel: {}", source.describe);
+        // Before any variant is made: a tree whose Rust this toolchain cannot
+        // build is named as such, not as a failure further down.
+        config::check_toolchain(&source.root)?;
         self.json.kernel = Some(serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}));
         Ok(Ctx { cache, out_dir, xen_dir, source })
     }

@@ -4,6 +4,7 @@
 //! drivers/patverify. Each variant is keyed by its content and made once.
 
 use crate::cache::{publish_dir, replace_file, temp_sibling, Cache, Key};
+use crate::failure::{fail, Kind};
 use crate::patch::{self, Direction};
 use crate::source::{walk, Source};
 use anyhow::{Context, Result};
@@ -173,6 +174,12 @@ fn link_copy(from: &Path, to: &Path) -> Result<()> {
 
 /// Adds drivers/patverify and the bindings/helpers the module needs.
 fn hook_module(tree: &Path) -> Result<()> {
+    if !tree.join("rust/helpers").is_dir() || !tree.join("rust/bindings/bindings_helper.h").is_file() {
+        return Err(fail(
+            Kind::Toolchain,
+            "this tree cannot take the Rust test module: no rust/helpers/ or rust/bindings/bindings_helper.h (its Rust support predates the layout this module needs, as in Linux 6.12)",
+        ));
+    }
     let driver = tree.join("drivers/patverify");
     std::fs::create_dir_all(&driver)?;
     for file in module_files()? {
@@ -194,11 +201,11 @@ fn hook_module(tree: &Path) -> Result<()> {
 fn edit(tree: &Path, rel: &str, change: impl FnOnce(&str) -> Option<String>) -> Result<()> {
     let path = tree.join(rel);
     let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("this tree has no {rel}: it cannot take the Rust test module"))?;
+        .map_err(|_| fail(Kind::Toolchain, format!("this tree has no {rel}: it cannot take the Rust test module")))?;
     if text.contains("patverify") {
         return Ok(());
     }
-    let new = change(&text).with_context(|| format!("cannot find where to hook the module into {rel}"))?;
+    let new = change(&text).ok_or_else(|| fail(Kind::Toolchain, format!("cannot find where to hook the Rust test module into {rel}")))?;
     replace_file(&path, new)
 }
 
@@ -233,6 +240,18 @@ mod tests {
         let helpers = "/* c */\n#include \"a.c\"\n#include \"b.c\"\n";
         assert_eq!(insert_after_last(helpers, "#include \"", "#include \"p.c\"\n").unwrap(), "/* c */\n#include \"a.c\"\n#include \"b.c\"\n#include \"p.c\"\n");
         assert_eq!(insert_before_last("no marker", "endmenu", "x"), None);
+    }
+
+    #[test]
+    fn a_tree_without_rust_helpers_cannot_take_the_module() {
+        let dir = std::env::temp_dir().join(format!("patverify-hook-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rust")).unwrap();
+        std::fs::write(dir.join("rust/helpers.c"), "").unwrap();
+        let err = hook_module(&dir).unwrap_err();
+        assert_eq!(crate::failure::exit_code_of(&err), 9);
+        assert_eq!(crate::failure::bisect_exit_code(&err), 125);
+        assert!(err.to_string().contains("cannot take the Rust test module"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
