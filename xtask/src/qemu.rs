@@ -199,20 +199,24 @@ mod tests {
         assert_eq!(check_env(Env::Native, ""), Ok(()));
     }
 
-
-    #[test]
-    fn native_command_line() {
+    /// The command line QEMU would get for a boot in `env`.
+    fn command_line(env: Env, xen: Option<&Path>) -> String {
         let boot = Boot {
-            env: Env::Native,
+            env,
             bzimage: Path::new("/k/bzImage"),
             initramfs: Path::new("/k/initrd"),
-            xen: None,
+            xen,
             timeout: Duration::from_secs(1),
             kvm: false,
             console_log: PathBuf::from("/dev/null"),
             extra_cmdline: "",
         };
-        let line = command(&boot).unwrap().display();
+        command(&boot).unwrap().display()
+    }
+
+    #[test]
+    fn native_command_line() {
+        let line = command_line(Env::Native, None);
         assert!(line.starts_with("qemu-system-x86_64 -accel tcg -cpu qemu64 -m 512M"), "{line}");
         assert!(line.contains("-no-reboot") && line.contains("-kernel /k/bzImage -initrd /k/initrd"), "{line}");
         assert!(line.contains("'console=ttyS0 panic=-1 oops=panic'"), "{line}");
@@ -220,17 +224,7 @@ mod tests {
 
     #[test]
     fn xen_command_line_passes_dom0_as_modules() {
-        let boot = Boot {
-            env: Env::Xen,
-            bzimage: Path::new("/k/bzImage"),
-            initramfs: Path::new("/k/initrd"),
-            xen: Some(Path::new("/c/xen")),
-            timeout: Duration::from_secs(1),
-            kvm: false,
-            console_log: PathBuf::from("/dev/null"),
-            extra_cmdline: "",
-        };
-        let line = command(&boot).unwrap().display();
+        let line = command_line(Env::Xen, Some(Path::new("/c/xen")));
         assert!(line.contains("-kernel /c/xen"), "{line}");
         assert!(line.contains("'/k/bzImage console=hvc0 panic=-1 oops=panic,/k/initrd'"), "{line}");
         assert!(line.contains("-m 1G"), "{line}");
