@@ -57,8 +57,8 @@ pub struct Built {
 
 /// The versions a kernel build depends on besides its sources.
 pub fn toolchain_id() -> String {
-    let v = |p: &str| Command::new(p).arg("--version").output_quiet().map(|o| o.1).unwrap_or_default();
-    format!("{}|{}|{}", v(RUSTC), v(&format!("clang{LLVM_SUFFIX}")), v(bindgen_path().to_str().unwrap_or("bindgen")))
+    let v = |p: &str| crate::provision::version_output(Path::new(p));
+    format!("{}|{}|{}", v(RUSTC), v(&format!("clang{LLVM_SUFFIX}")), crate::provision::version_output(&bindgen_path()))
 }
 
 pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {

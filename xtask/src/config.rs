@@ -109,9 +109,8 @@ pub fn toolchain_mismatch(script: &str, rustc: &str, bindgen: &str) -> Option<St
 /// cannot build the Rust of the kernel tree at `tree`.
 pub fn check_toolchain(tree: &Path) -> Result<()> {
     let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else { return Ok(()) };
-    let version = |p: &Path| Command::new(p).arg("--version").output_quiet().map(|o| o.1).unwrap_or_default();
-    let rustc = version(Path::new(crate::provision::RUSTC));
-    let bindgen = version(&crate::provision::bindgen_path());
+    let rustc = crate::provision::version_output(Path::new(crate::provision::RUSTC));
+    let bindgen = crate::provision::version_output(&crate::provision::bindgen_path());
     match toolchain_mismatch(&script, &rustc, &bindgen) {
         Some(why) => Err(fail(Kind::Toolchain, format!("{why}: it cannot build this tree's Rust test module"))),
         None => Ok(()),

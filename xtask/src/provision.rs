@@ -29,6 +29,11 @@ enum Install {
     CargoBindgen,
 }
 
+/// The whole output of `program --version` ("" when it cannot run).
+pub fn version_output(program: &Path) -> String {
+    Command::new(program).arg("--version").output_quiet().map(|(_, out)| out).unwrap_or_default()
+}
+
 fn version_of(program: &str, arg: &str) -> Option<String> {
     let (ok, out) = Command::new(program).arg(arg).output_quiet().ok()?;
     ok.then(|| out.lines().find(|l| !l.trim().is_empty()).unwrap_or("present").trim().to_string())
