@@ -7,31 +7,9 @@
 
 #include <asm/msr.h>
 #include <asm/msr-index.h>
-#include <linux/mm.h>
-#include <linux/mmap_lock.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
 {
 	return rdmsrl_safe(MSR_IA32_CR_PAT, val);
-}
-
-void rust_helper_patverify_get_page(struct page *page)
-{
-	get_page(page);
-}
-
-void rust_helper_patverify_put_page(struct page *page)
-{
-	put_page(page);
-}
-
-void rust_helper_patverify_mmap_read_lock(struct mm_struct *mm)
-{
-	mmap_read_lock(mm);
-}
-
-void rust_helper_patverify_mmap_read_unlock(struct mm_struct *mm)
-{
-	mmap_read_unlock(mm);
 }
