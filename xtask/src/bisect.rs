@@ -82,7 +82,7 @@ impl Bisect {
         crate::proc::echo(&run);
         println!("bisecting {} between good {:.12} and bad {:.12} (log: {})", repo.display(), good, bad, log_path.display());
         let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
-        let _guards: Vec<crate::proc::ChildGuard> = reader.pids().into_iter().map(crate::proc::ChildGuard::new).collect();
+        let _guards = crate::proc::guard_children(&reader);
         let mut all = String::new();
         for line in BufReader::new(&reader).lines() {
             let line = line?;

@@ -115,7 +115,7 @@ impl Command {
             .with_context(|| format!("cannot open log {}", log.display()))?;
         writeln!(log_file, "$ {}", self.display())?;
         let reader = self.expression().stderr_to_stdout().unchecked().reader()?;
-        let _guards: Vec<ChildGuard> = reader.pids().into_iter().map(ChildGuard::new).collect();
+        let _guards = guard_children(&reader);
         let mut progress = Progress::new(label);
         let mut tail = VecDeque::with_capacity(TAIL);
         let mut lines = BufReader::new(&reader);
@@ -155,6 +155,11 @@ impl ChildGuard {
         let slot = CHILDREN.iter().position(|c| c.compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst).is_ok());
         ChildGuard(slot)
     }
+}
+
+/// Guards for every process a duct reader started.
+pub fn guard_children(reader: &duct::ReaderHandle) -> Vec<ChildGuard> {
+    reader.pids().into_iter().map(ChildGuard::new).collect()
 }
 
 impl Drop for ChildGuard {

@@ -109,7 +109,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
         .unchecked()
         .reader()
         .map_err(|e| fail(Kind::Setup, format!("cannot start qemu-system-x86_64: {e} (run `cargo xtask setup`)")))?;
-    let _guards: Vec<crate::proc::ChildGuard> = reader.pids().into_iter().map(crate::proc::ChildGuard::new).collect();
+    let _guards = crate::proc::guard_children(&reader);
     let reader = Arc::new(reader);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let pump = {
