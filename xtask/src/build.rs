@@ -22,7 +22,7 @@ pub fn make(tree: &Path, out: &Path) -> Command {
         .arg(format!("LLVM={LLVM_SUFFIX}"))
         // ccache for the kernel's C only: HOSTCC doubles as the host Rust
         // linker, which cannot take a wrapper command.
-        .arg(format!("CC=ccache clang{LLVM_SUFFIX}"))
+        .arg(format!("CC={}", compiler()))
         .arg(format!("RUSTC={RUSTC}"))
         .arg(format!("HOSTRUSTC={RUSTC}"))
         .arg(format!("BINDGEN={}", bindgen_path().display()))
@@ -32,6 +32,17 @@ pub fn make(tree: &Path, out: &Path) -> Command {
         .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")
         .env("KBUILD_BUILD_USER", "patverify")
         .env("KBUILD_BUILD_HOST", "patverify")
+}
+
+/// The wrapper script (xtask/ccache-cc) installed in the cache by
+/// `use_ccache_in`; without it, builds run clang directly.
+static CCACHE_WRAPPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn compiler() -> String {
+    match CCACHE_WRAPPER.get() {
+        Some(wrapper) => format!("{} clang{LLVM_SUFFIX}", wrapper.display()),
+        None => format!("clang{LLVM_SUFFIX}"),
+    }
 }
 
 /// The lines of a failed build log that say what failed (compiler errors,
@@ -62,7 +73,7 @@ pub fn toolchain_id() -> String {
 }
 
 pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
-    let mut key = Key::new("build-v1");
+    let mut key = Key::new("build-v2");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
         key.add_file(fragment)?;
@@ -115,6 +126,7 @@ pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: us
     if !bzimage.exists() {
         return Err(fail(Kind::Build, format!("make succeeded but left no {}", bzimage.display())));
     }
+    check_payload(&build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
     write_atomic(&stamp, &key)?;
     Ok(Built { bzimage, build_dir, reused: false, config_time, build_time: out.elapsed })
 }
@@ -122,7 +134,16 @@ pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: us
 /// Points ccache at the harness's cache for every later `make`. Paths are
 /// hashed relative to the cache root so variant trees share entries.
 /// Called once at start-up, before any thread is spawned.
-pub fn use_ccache_in(cache: &crate::cache::Cache) {
+pub fn use_ccache_in(cache: &crate::cache::Cache) -> Result<()> {
+    let wrapper = cache.root.join("bin").join("ccache-cc");
+    let script = include_str!("../ccache-cc");
+    if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script) {
+        std::fs::create_dir_all(wrapper.parent().expect("has a parent"))?;
+        write_atomic(&wrapper, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let _ = CCACHE_WRAPPER.set(wrapper);
     std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
     std::env::set_var("CCACHE_NOHASHDIR", "true");
@@ -130,6 +151,47 @@ pub fn use_ccache_in(cache: &crate::cache::Cache) {
     // Depend mode: on a miss, no extra preprocessor run (the kernel's
     // -Wp,-MMD output names the headers), which keeps cold builds cheap.
     std::env::set_var("CCACHE_DEPEND", "true");
+    Ok(())
+}
+
+/// Checks that the bzImage carries this build's compressed vmlinux: its
+/// payload (boot protocol 2.08+: `payload_offset`/`payload_length` in the
+/// setup header) must be byte-for-byte the vmlinux.bin.* the build made.
+/// Guards against any cache serving a stale piggy.o.
+pub fn check_payload(build_dir: &Path) -> Result<()> {
+    let image = std::fs::read(build_dir.join("arch/x86/boot/bzImage"))?;
+    let payload = bzimage_payload(&image).ok_or_else(|| fail(Kind::Build, "the bzImage has no readable payload (setup header too old or truncated)"))?;
+    let compressed = build_dir.join("arch/x86/boot/compressed");
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&compressed)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinux.bin.")))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    candidates.sort();
+    let Some((_, newest)) = candidates.pop() else {
+        return Err(fail(Kind::Build, format!("no compressed kernel (vmlinux.bin.*) in {}", compressed.display())));
+    };
+    if std::fs::read(&newest)? != payload {
+        return Err(fail(
+            Kind::Build,
+            format!("the bzImage does not carry this build's kernel ({} differs from its payload): a stale object was reused; remove {} and re-run", newest.display(), build_dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The compressed kernel inside a bzImage, located by its setup header.
+pub fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
+    let u32_at = |at: usize| image.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    if image.get(0x202..0x206)? != b"HdrS" || u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?) < 0x208 {
+        return None;
+    }
+    let setup_sects = match *image.get(0x1f1)? {
+        0 => 4,
+        n => n as usize,
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    image.get(start..start + u32_at(0x24c)?)
 }
 
 #[cfg(test)]
@@ -144,5 +206,69 @@ mod tests {
             ["mm/mmap.c:12:1: error: expected ';'", "make[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1"]
         );
         assert_eq!(error_lines(log, 1).len(), 1);
+    }
+
+    fn fake_bzimage(payload: &[u8], version: u16) -> Vec<u8> {
+        let mut image = vec![0u8; 5 * 512 + 100 + payload.len() + 50];
+        image[0x1f1] = 4;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+        image[0x248..0x24c].copy_from_slice(&100u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image[5 * 512 + 100..5 * 512 + 100 + payload.len()].copy_from_slice(payload);
+        image
+    }
+
+    #[test]
+    fn finds_the_payload_of_a_bzimage() {
+        let image = fake_bzimage(b"\xfd7zXZ payload", 0x20f);
+        assert_eq!(bzimage_payload(&image), Some(&b"\xfd7zXZ payload"[..]));
+        assert_eq!(bzimage_payload(&fake_bzimage(b"x", 0x207)), None, "boot protocol before 2.08 has no payload fields");
+        assert_eq!(bzimage_payload(&image[..5 * 512 + 104]), None, "truncated");
+        assert_eq!(bzimage_payload(b"not a kernel"), None);
+    }
+
+    #[test]
+    fn a_bzimage_carrying_another_kernel_is_refused() {
+        let dir = crate::cache::scratch("payload");
+        let compressed = dir.join("arch/x86/boot/compressed");
+        std::fs::create_dir_all(&compressed).unwrap();
+        std::fs::write(compressed.join("vmlinux.bin.xz"), b"this build").unwrap();
+        std::fs::write(dir.join("arch/x86/boot/bzImage"), fake_bzimage(b"this build", 0x20f)).unwrap();
+        check_payload(&dir).unwrap();
+        std::fs::write(dir.join("arch/x86/boot/bzImage"), fake_bzimage(b"other build", 0x20f)).unwrap();
+        let err = check_payload(&dir).unwrap_err();
+        assert_eq!(crate::failure::exit_code_of(&err), Kind::Build.exit_code());
+        assert!(err.to_string().contains("does not carry this build's kernel"), "{err}");
+    }
+
+    #[test]
+    fn the_compiler_wrapper_bypasses_ccache_for_incbin_sources() {
+        let dir = crate::cache::scratch("ccache-cc");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // A fake ccache that says it ran; the "compiler" is `echo`.
+        std::fs::write(bin.join("ccache"), "#!/bin/sh\necho ccache \"$@\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("ccache"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("piggy.S"), ".incbin \"vmlinux.bin.xz\"\n").unwrap();
+        std::fs::write(dir.join("plain.c"), "int x;\n").unwrap();
+        let wrapper = variant_repo_file("xtask/ccache-cc");
+        let run = |source: &str| {
+            let out = std::process::Command::new("sh")
+                .arg(&wrapper)
+                .args(["echo", "-c", source])
+                .current_dir(&dir)
+                .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(run("piggy.S"), "-c piggy.S\n");
+        assert_eq!(run("plain.c"), "ccache echo -c plain.c\n");
+    }
+
+    fn variant_repo_file(path: &str) -> PathBuf {
+        crate::variant::repo_dir().join(path)
     }
 }

@@ -135,7 +135,7 @@ impl Session {
     /// Locks the cache, provisions the host, and gets the kernel source.
     pub fn open(&mut self, cache_root: &Path) -> Result<Ctx> {
         let cache = Cache::open(cache_root)?;
-        build::use_ccache_in(&cache);
+        build::use_ccache_in(&cache)?;
         let out_dir = match &self.common.out {
             Some(dir) => dir.clone(),
             None => {
