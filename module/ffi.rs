@@ -1,16 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The module's whole unsafe surface: safe wrappers around the C functions
-//! it calls. 6.12's `kernel` crate has no abstractions for VMAs, page
-//! protections or debugfs, so they are built here on `kernel::bindings`.
+//! it calls and the C callbacks (file and VMA operations) it provides. 6.12's
+//! `kernel` crate has no abstractions for VMAs, page tables or debugfs, so
+//! they are built here on `kernel::bindings`; the rest of the module is safe.
 
+use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 use core::ptr;
 use kernel::bindings;
 use kernel::error::{from_err_ptr, to_result};
+use kernel::page::{PAGE_MASK, PAGE_SIZE};
 use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
 
 /// Raw x86 page protection bits (`pgprotval_t`).
 pub(crate) type ProtVal = usize;
+
+/// The physical-address bits of an x86-64 PTE (PTE_PFN_MASK for 52-bit
+/// physical addresses); everything else is a flag.
+const PTE_PFN_MASK: ProtVal = 0x000f_ffff_ffff_f000;
 
 /// x86 page cache modes, numbered as the kernel's `enum page_cache_mode`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,10 @@ impl CacheMode {
             CacheMode::Wt => "WT",
             CacheMode::Wp => "WP",
         }
+    }
+
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        Self::ALL.get(index).copied()
     }
 
     fn from_raw(raw: bindings::page_cache_mode) -> Option<Self> {
@@ -96,57 +108,232 @@ pub(crate) fn read_pat_msr() -> Result<u64> {
     Ok(value)
 }
 
-/// A read-only debugfs file `/sys/kernel/debug/<dir>/<file>` holding a
-/// fixed buffer; removed again on drop.
-pub(crate) struct DebugfsBlob {
-    dir: *mut bindings::dentry,
-    // Both must outlive the file: debugfs reads through `wrapper.data`.
-    _wrapper: KBox<bindings::debugfs_blob_wrapper>,
-    _data: KVec<u8>,
+/// What mprotect() does to a PTE installed with cache protection `prot`
+/// under a VMA whose protection becomes `newprot`: `pte_modify()` (see
+/// helpers.c). Returns the entry's flags before and after.
+pub(crate) fn pte_modify(prot: ProtVal, newprot: ProtVal) -> Result<(ProtVal, ProtVal)> {
+    let (mut before, mut after): (ProtVal, ProtVal) = (0, 0);
+    // SAFETY: both out-pointers are valid and writable for the duration of
+    // the call; the helper frees the page it allocates before returning.
+    to_result(unsafe {
+        bindings::patverify_pte_modify(prot as c_ulong, newprot as c_ulong, ptr::addr_of_mut!(before).cast(), ptr::addr_of_mut!(after).cast())
+    })?;
+    Ok((before, after))
 }
 
-// SAFETY: after creation the blob is never written; the dentry pointer is only
-// used by `drop`, which debugfs allows from any thread.
-unsafe impl Send for DebugfsBlob {}
-// SAFETY: `DebugfsBlob` has no methods taking `&self` that touch shared state.
-unsafe impl Sync for DebugfsBlob {}
+/// A 2 MiB entry's flags before and after `pmd_modify()` (large-page
+/// encoding), and after in 4 KiB encoding (for `protval_to_cachemode`).
+pub(crate) struct HugePmd {
+    pub(crate) before: ProtVal,
+    pub(crate) after: ProtVal,
+    pub(crate) after_4k: ProtVal,
+}
 
-impl DebugfsBlob {
-    pub(crate) fn create(dir_name: &CStr, file_name: &CStr, data: KVec<u8>) -> Result<Self> {
-        let mut wrapper = KBox::new(
-            bindings::debugfs_blob_wrapper {
-                data: data.as_ptr() as *mut core::ffi::c_void,
-                size: data.len() as _,
-            },
-            GFP_KERNEL,
-        )?;
-        // SAFETY: `dir_name` is NUL-terminated; a null parent is the debugfs root.
-        let dir = from_err_ptr(unsafe {
-            bindings::debugfs_create_dir(dir_name.as_char_ptr(), ptr::null_mut())
-        })?;
-        // SAFETY: `dir` is a live debugfs directory, `file_name` is
-        // NUL-terminated, and `wrapper` and the buffer it points to stay alive
-        // and unchanged until `drop` has removed the file.
-        let file = unsafe {
-            bindings::debugfs_create_blob(file_name.as_char_ptr(), 0o444, dir, &mut *wrapper)
-        };
-        if let Err(err) = from_err_ptr(file) {
-            // SAFETY: `dir` was created above and nothing else references it.
-            unsafe { bindings::debugfs_remove(dir) };
-            return Err(err);
-        }
-        Ok(Self {
-            dir,
-            _wrapper: wrapper,
-            _data: data,
-        })
+/// What mprotect() does to a 2 MiB mapping of cache protection `prot`
+/// when the VMA's protection becomes `newprot` (see helpers.c), or why this
+/// kernel has no 2 MiB entries to measure.
+pub(crate) fn huge_pmd_modify(prot: ProtVal, newprot: ProtVal) -> core::result::Result<HugePmd, NoHugePmd> {
+    let mut pmd = HugePmd { before: 0, after: 0, after_4k: 0 };
+    // SAFETY: the three out-pointers are valid, writable and distinct for
+    // the duration of the call; the helper touches no page table.
+    let outcome = unsafe {
+        bindings::patverify_huge_pmd_modify(
+            prot as c_ulong,
+            newprot as c_ulong,
+            ptr::addr_of_mut!(pmd.before).cast(),
+            ptr::addr_of_mut!(pmd.after).cast(),
+            ptr::addr_of_mut!(pmd.after_4k).cast(),
+        )
+    };
+    match outcome {
+        0 => Ok(pmd),
+        1 => Err(NoHugePmd::XenPv),
+        _ => Err(NoHugePmd::NoPse),
     }
 }
 
-impl Drop for DebugfsBlob {
+/// Why a kernel has no 2 MiB entries to measure.
+#[derive(Clone, Copy)]
+pub(crate) enum NoHugePmd {
+    XenPv = 1,
+    NoPse = 2,
+}
+
+impl NoHugePmd {
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        [Self::XenPv, Self::NoPse].into_iter().find(|why| *why as usize == index)
+    }
+
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::XenPv => "Xen PV has no 2 MiB pages",
+            Self::NoPse => "the CPU has no PSE (2 MiB pages)",
+        }
+    }
+}
+
+struct PteSlot {
+    value: ProtVal,
+    found: bool,
+}
+
+unsafe extern "C" fn read_one_pte(pte: *mut bindings::pte_t, _addr: c_ulong, data: *mut c_void) -> c_int {
+    // SAFETY: `apply_to_existing_page_range()` passes a mapped, locked PTE and
+    // the `PteSlot` that `installed_pte_flags` gave it.
+    let (entry, slot) = unsafe { (ptr::read_volatile(pte), &mut *data.cast::<PteSlot>()) };
+    slot.value = entry.pte as ProtVal;
+    slot.found = true;
+    0
+}
+
+/// The flag bits of the PTE installed in the current process's page table
+/// for `addr` (the PFN masked out), read by walking the page table.
+pub(crate) fn installed_pte_flags(addr: usize) -> Result<ProtVal> {
+    // SAFETY: `get_current()` is always valid in process context.
+    let mm = unsafe { (*bindings::get_current()).mm };
+    if mm.is_null() {
+        return Err(EINVAL);
+    }
+    let mut slot = PteSlot { value: 0, found: false };
+    // SAFETY: `mm` is the live mm of the current task; the page table is
+    // walked under its mmap lock, and `slot` outlives the walk.
+    let ret = unsafe {
+        bindings::patverify_mmap_read_lock(mm);
+        let ret = bindings::apply_to_existing_page_range(
+            mm,
+            (addr & PAGE_MASK) as c_ulong,
+            PAGE_SIZE as c_ulong,
+            Some(read_one_pte),
+            ptr::addr_of_mut!(slot).cast(),
+        );
+        bindings::patverify_mmap_read_unlock(mm);
+        ret
+    };
+    to_result(ret)?;
+    if !slot.found {
+        return Err(ENOENT);
+    }
+    Ok(slot.value & !PTE_PFN_MASK)
+}
+
+/// Static `file_operations`, shareable between threads.
+pub(crate) struct FileOps(bindings::file_operations);
+// SAFETY: the table is immutable and only holds function pointers.
+unsafe impl Sync for FileOps {}
+
+struct VmOps(bindings::vm_operations_struct);
+// SAFETY: the table is immutable and only holds function pointers.
+unsafe impl Sync for VmOps {}
+
+// SAFETY: all-zero is valid for both tables: every callback is `None`.
+const NO_FILE_OPS: bindings::file_operations = unsafe { core::mem::zeroed() };
+// SAFETY: as above.
+const NO_VM_OPS: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+
+/// `results`: reading renders the KTAP report (`crate::render_report`).
+pub(crate) static RESULTS_OPS: FileOps = FileOps(bindings::file_operations { read: Some(results_read), ..NO_FILE_OPS });
+/// `probe`: each write is one command for `crate::probe_command`.
+pub(crate) static PROBE_OPS: FileOps = FileOps(bindings::file_operations { write: Some(probe_write), ..NO_FILE_OPS });
+/// `mmap`: a driver-style mapping; the page offset picks the cache mode.
+pub(crate) static MMAP_OPS: FileOps = FileOps(bindings::file_operations { mmap: Some(mmap), ..NO_FILE_OPS });
+static MAPPING_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct { fault: Some(fault), close: Some(close), ..NO_VM_OPS });
+
+unsafe extern "C" fn results_read(_file: *mut bindings::file, buf: *mut c_char, count: usize, ppos: *mut bindings::loff_t) -> isize {
+    let report = match crate::render_report() {
+        Ok(report) => report,
+        Err(err) => return err.to_errno() as isize,
+    };
+    // SAFETY: `buf`, `count` and `ppos` come from the VFS read call;
+    // `report` is a live buffer of `report.len()` bytes.
+    unsafe { bindings::simple_read_from_buffer(buf.cast(), count, ppos, report.as_ptr().cast(), report.len()) }
+}
+
+unsafe extern "C" fn probe_write(_file: *mut bindings::file, buf: *const c_char, count: usize, _ppos: *mut bindings::loff_t) -> isize {
+    let run = || -> Result<isize> {
+        let mut command = KVec::from_elem(0u8, count.min(128), GFP_KERNEL)?;
+        UserSlice::new(buf as usize, command.len()).reader().read_slice(&mut command)?;
+        crate::probe_command(&command)?;
+        Ok(count as isize)
+    };
+    run().unwrap_or_else(|err| err.to_errno() as isize)
+}
+
+unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
+    let vma = unsafe { &mut *vma };
+    let Some(mode) = CacheMode::from_index(vma.vm_pgoff as usize) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: both union members are the same integer.
+    let vm_flags = unsafe { vma.__bindgen_anon_2.vm_flags };
+    // SAFETY: allocating one zeroed page has no preconditions.
+    let page = unsafe { bindings::alloc_pages(bindings::GFP_KERNEL | bindings::__GFP_ZERO, 0) };
+    if page.is_null() {
+        return ENOMEM.to_errno();
+    }
+    vma.vm_page_prot = bindings::pgprot_t { pgprot: crate::mmap_page_prot(mode, vm_flags) };
+    vma.vm_private_data = page.cast();
+    vma.vm_ops = &MAPPING_VM_OPS.0;
+    0
+}
+
+unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs.
+    let vmf = unsafe { &mut *vmf };
+    let vma = vmf.__bindgen_anon_1.vma;
+    // SAFETY: the VMA is live during the fault; `mmap` stored our page in it.
+    let (page, first) = unsafe { ((*vma).vm_private_data.cast::<bindings::page>(), (*vma).vm_pgoff) };
+    if vmf.__bindgen_anon_1.pgoff != first {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    }
+    // SAFETY: `page` is the page allocated in `mmap`, alive until `close`;
+    // the reference taken here belongs to the PTE the fault installs, which
+    // the kernel builds from `vma->vm_page_prot`.
+    unsafe { bindings::patverify_get_page(page) };
+    vmf.page = page;
+    0
+}
+
+unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: `close` runs once for our VMA; it drops the reference `mmap` took.
+    unsafe {
+        let page = (*vma).vm_private_data.cast::<bindings::page>();
+        if !page.is_null() {
+            bindings::patverify_put_page(page);
+        }
+    }
+}
+
+/// A debugfs directory, removed (with its files) on drop.
+pub(crate) struct DebugfsDir(*mut bindings::dentry);
+
+// SAFETY: the dentry pointer is only used by `add_file` and `drop`, which
+// debugfs allows from any thread.
+unsafe impl Send for DebugfsDir {}
+// SAFETY: as above.
+unsafe impl Sync for DebugfsDir {}
+
+impl DebugfsDir {
+    pub(crate) fn create(name: &CStr) -> Result<Self> {
+        // SAFETY: `name` is NUL-terminated; a null parent is the debugfs root.
+        let dir = from_err_ptr(unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) })?;
+        Ok(DebugfsDir(dir))
+    }
+
+    /// Adds a file served by `ops`. `_unsafe`: debugfs hands the real
+    /// operations to the file on open (the safe proxy does not forward
+    /// `.mmap`); our operations are static and never go away.
+    pub(crate) fn add_file(&self, name: &CStr, mode: u16, ops: &'static FileOps) -> Result {
+        // SAFETY: `self.0` is a live directory, `name` is NUL-terminated and
+        // `ops` is a static table.
+        let file = unsafe { bindings::debugfs_create_file_unsafe(name.as_char_ptr(), mode, self.0, ptr::null_mut(), &ops.0) };
+        from_err_ptr(file).map(|_| ())
+    }
+}
+
+impl Drop for DebugfsDir {
     fn drop(&mut self) {
-        // SAFETY: `self.dir` is the directory created in `create`; removing it
-        // removes the file before the fields it reads are freed.
-        unsafe { bindings::debugfs_remove(self.dir) };
+        // SAFETY: `self.0` is the directory created in `create`.
+        unsafe { bindings::debugfs_remove(self.0) };
     }
 }

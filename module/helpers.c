@@ -7,9 +7,84 @@
 
 #include <asm/msr.h>
 #include <asm/msr-index.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <asm/cpufeature.h>
+#include <asm/pgtable.h>
+#include <xen/xen.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
 {
 	return rdmsrl_safe(MSR_IA32_CR_PAT, val);
+}
+
+void rust_helper_patverify_get_page(struct page *page)
+{
+	get_page(page);
+}
+
+void rust_helper_patverify_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+void rust_helper_patverify_mmap_read_lock(struct mm_struct *mm)
+{
+	mmap_read_lock(mm);
+}
+
+void rust_helper_patverify_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
+/*
+ * The huge_pmd path: what change_huge_pmd() (mprotect of a 2 MiB mapping)
+ * does to an entry made the way pmd_set_huge() makes one — the cache bits
+ * in the large-page encoding, PAT at bit 12 — given the VMA's new
+ * protection in 4 KiB encoding: pmd_modify() with _HPAGE_CHG_MASK.
+ * Returns the entry's flags before and after, and after in 4 KiB encoding
+ * for pgprot2cachemode(). Returns 0, or 1 under Xen PV (no large pages),
+ * or 2 on a CPU without PSE: nothing measured.
+ */
+int rust_helper_patverify_huge_pmd_modify(unsigned long prot_4k, unsigned long newprot_4k,
+					  unsigned long *before, unsigned long *after,
+					  unsigned long *after_4k)
+{
+	pmd_t pmd;
+
+	if (xen_pv_domain())
+		return 1;
+	if (!boot_cpu_has(X86_FEATURE_PSE))
+		return 2;
+	pmd = native_make_pmd(protval_4k_2_large(prot_4k) | _PAGE_PSE);
+	*before = pmd_flags(pmd);
+	pmd = pmd_modify(pmd, __pgprot(newprot_4k));
+	*after = pmd_flags(pmd);
+	*after_4k = protval_large_2_4k(*after);
+	return 0;
+}
+
+/*
+ * The pfn_mprotect path: a PTE installed with a cache mode of its own under
+ * a VMA whose protection says WB — what vmf_insert_pfn_prot() does for TTM
+ * buffer objects — then mprotect(): change_pte_range() calls pte_modify()
+ * with the VMA's recomputed protection. The entry maps a real page so that
+ * Xen PV's pfn/mfn translation sees a valid frame.
+ */
+int rust_helper_patverify_pte_modify(unsigned long prot, unsigned long newprot,
+				     unsigned long *before, unsigned long *after)
+{
+	struct page *page = alloc_page(GFP_KERNEL);
+	pte_t pte;
+
+	if (!page)
+		return -ENOMEM;
+	pte = mk_pte(page, __pgprot(prot));
+	*before = pte_flags(pte);
+	pte = pte_modify(pte, __pgprot(newprot));
+	*after = pte_flags(pte);
+	__free_page(page);
+	return 0;
 }

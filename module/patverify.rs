@@ -1,15 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! patverify: checks that every x86 page cache mode survives
-//! `vma_set_page_prot()`.
+//! patverify: checks that every x86 page cache mode survives the paths that
+//! re-apply a mapping's protection bits.
 //!
-//! For each mode (WB, WC, UC-, UC, WT, WP) it builds a shared read/write VMA
-//! whose `vm_page_prot` requests that mode, as a driver's `.mmap` would, lets
-//! `vma_set_page_prot()` apply the VMA's flags (which goes through
-//! `pgprot_modify()` and `_PAGE_CHG_MASK`), and decodes the mode the result
-//! selects. The report is KTAP v1 in /sys/kernel/debug/patverify/results.
+//! For each mode (WB, WC, UC-, UC, WT, WP) it measures five paths:
+//!
+//! - `vma_set_page_prot`: a shared read/write VMA whose `vm_page_prot`
+//!   requests the mode, put through `vma_set_page_prot()` directly
+//!   (`pgprot_modify()` and `_PAGE_CHG_MASK`), at boot.
+//! - `mmap_fault`: the guest's /init maps `/sys/kernel/debug/patverify/mmap`
+//!   at page offset N (mode N). Its `.mmap` sets `vm_page_prot` for the mode
+//!   as a DRM driver does, `mmap_region()` then applies the VMA's flags, and
+//!   a touch faults in an ordinary page (`vmf->page`, like a shmem-backed GEM
+//!   object — no PFN-map memtype tracking involved). /init then writes
+//!   `mmap_fault MODE ADDR` to `probe`, and the module reads the *installed*
+//!   PTE by walking the page table.
+//! - `mprotect`: /init makes the mapping read-only and writable again
+//!   (`change_protection()` → `pte_modify()`), writes `mprotect MODE ADDR`,
+//!   and the module reads the installed PTE again.
+//! - `pfn_mprotect`: a PTE that carries its own cache mode under a VMA whose
+//!   protection is plain WB — what `vmf_insert_pfn_prot()` installs for a TTM
+//!   buffer object — put through `pte_modify()` with the VMA's recomputed
+//!   protection, as `mprotect()` does (entry built with `mk_pte()`, at boot).
+//! - `huge_pmd`: a 2 MiB entry in the large-page encoding (PAT at bit 12, as
+//!   `pmd_set_huge()` makes it) put through `pmd_modify()` and
+//!   `_HPAGE_CHG_MASK` with the VMA's protection, as `mprotect()` of a huge
+//!   mapping does (at boot). `# SKIP` where there are no 2 MiB pages (Xen PV).
+//!
+//! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kernel::bindings;
 use kernel::c_str;
 use kernel::prelude::*;
@@ -22,22 +43,39 @@ module! {
     type: PatVerify,
     name: "patverify",
     author: "patverify developers",
-    description: "Checks that x86 cache modes survive vma_set_page_prot()",
+    description: "Checks that x86 cache modes survive vma_set_page_prot(), faults and mprotect()",
     license: "GPL",
 }
 
 struct PatVerify {
-    _results: ffi::DebugfsBlob,
+    _dir: ffi::DebugfsDir,
 }
 
 impl kernel::Module for PatVerify {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let mut report = Ktap(KVec::new());
-        write_report(&mut report).map_err(|_| ENOMEM)?;
-        let results =
-            ffi::DebugfsBlob::create(c_str!("patverify"), c_str!("results"), report.0)?;
+        let base = ffi::page_prot_for_flags(SHARED_RW);
+        for mode in CacheMode::ALL {
+            let before = base | ffi::cachemode_to_protval(mode);
+            let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
+            record(Path::VmaSetPageProt, mode, before, after);
+            // mprotect() of a PTE that carries its own cache mode under a WB
+            // VMA (TTM's vmf_insert_pfn_prot()): the VMA's recomputed
+            // protection holds no cache bits, the entry's must survive.
+            let (pte_before, pte_after) = ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
+            record(Path::PfnMprotect, mode, pte_before, pte_after);
+            // mprotect() of a 2 MiB mapping: the VMA's protection, as
+            // vma_set_page_prot() just left it, applied to the huge entry.
+            match ffi::huge_pmd_modify(before, after) {
+                Ok(pmd) => record_decoded(Path::HugePmd, mode, pmd.before, pmd.after, pmd.after_4k),
+                Err(why) => HUGE_PMD_SKIP.store(why as usize, Ordering::Release),
+            }
+        }
+        let dir = ffi::DebugfsDir::create(c_str!("patverify"))?;
+        dir.add_file(c_str!("results"), 0o444, &ffi::RESULTS_OPS)?;
+        dir.add_file(c_str!("probe"), 0o200, &ffi::PROBE_OPS)?;
+        dir.add_file(c_str!("mmap"), 0o600, &ffi::MMAP_OPS)?;
         pr_info!("report in /sys/kernel/debug/patverify/results\n");
-        Ok(PatVerify { _results: results })
+        Ok(PatVerify { _dir: dir })
     }
 }
 
@@ -49,20 +87,120 @@ const SHARED_RW: usize = (bindings::VM_READ
     | bindings::VM_MAYWRITE
     | bindings::VM_MAYSHARE) as usize;
 
+/// The paths through which a mode can be lost, in report order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    VmaSetPageProt = 0,
+    MmapFault = 1,
+    Mprotect = 2,
+    PfnMprotect = 3,
+    HugePmd = 4,
+}
+
+impl Path {
+    const ALL: [Path; 5] = [Path::VmaSetPageProt, Path::MmapFault, Path::Mprotect, Path::PfnMprotect, Path::HugePmd];
+
+    fn name(self) -> &'static str {
+        match self {
+            Path::VmaSetPageProt => "vma_set_page_prot",
+            Path::MmapFault => "mmap_fault",
+            Path::Mprotect => "mprotect",
+            Path::PfnMprotect => "pfn_mprotect",
+            Path::HugePmd => "huge_pmd",
+        }
+    }
+}
+
+/// One measurement: protection bits before and after the path.
+struct Slot {
+    before: AtomicUsize,
+    after: AtomicUsize,
+    /// `after` in the encoding `protval_to_cachemode` reads (differs from
+    /// `after` only for 2 MiB entries).
+    decoded: AtomicUsize,
+    measured: AtomicBool,
+}
+
+impl Slot {
+    const EMPTY: Slot =
+        Slot { before: AtomicUsize::new(0), after: AtomicUsize::new(0), decoded: AtomicUsize::new(0), measured: AtomicBool::new(false) };
+}
+
+/// Why this kernel has no 2 MiB entries (`ffi::NoHugePmd`), 0 if it has.
+static HUGE_PMD_SKIP: AtomicUsize = AtomicUsize::new(0);
+
+const EMPTY_ROW: [Slot; 6] = [Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY];
+static SLOTS: [[Slot; 6]; 5] = [EMPTY_ROW, EMPTY_ROW, EMPTY_ROW, EMPTY_ROW, EMPTY_ROW];
+
+/// The protection each mode's `.mmap` asked for, before the kernel applied
+/// the VMA's flags: the "before" of the `mmap_fault` path.
+static MMAP_REQUESTED: [AtomicUsize; 6] =
+    [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+fn record(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal) {
+    record_decoded(path, mode, before, after, after)
+}
+
+fn record_decoded(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal, decoded: ProtVal) {
+    let slot = &SLOTS[path as usize][mode as usize];
+    slot.before.store(before, Ordering::Relaxed);
+    slot.after.store(after, Ordering::Relaxed);
+    slot.decoded.store(decoded, Ordering::Relaxed);
+    slot.measured.store(true, Ordering::Release);
+}
+
+/// What the `mmap` file's `.mmap` sets: the base protection of the VMA's
+/// flags plus the mode's cache bits, as `pgprot_writecombine()` and friends do.
+fn mmap_page_prot(mode: CacheMode, vm_flags: usize) -> ProtVal {
+    let prot = ffi::page_prot_for_flags(vm_flags) | ffi::cachemode_to_protval(mode);
+    MMAP_REQUESTED[mode as usize].store(prot, Ordering::Relaxed);
+    prot
+}
+
+/// Parses "ADDR" in hex (with or without 0x).
+fn parse_hex(text: &[u8]) -> Option<usize> {
+    let text = text.strip_prefix(b"0x").unwrap_or(text);
+    let text = core::str::from_utf8(text).ok()?;
+    usize::from_str_radix(text, 16).ok()
+}
+
+/// `probe` command from /init: "PATH MODE ADDR", after it touched (or
+/// mprotect()ed) its mapping of mode MODE at ADDR.
+fn probe_command(command: &[u8]) -> Result {
+    let mut words = command.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let (Some(path), Some(mode), Some(addr)) = (words.next(), words.next(), words.next()) else {
+        return Err(EINVAL);
+    };
+    let mode = CacheMode::ALL.into_iter().find(|m| m.name().as_bytes() == mode).ok_or(EINVAL)?;
+    let addr = parse_hex(addr).ok_or(EINVAL)?;
+    let installed = ffi::installed_pte_flags(addr)?;
+    match path {
+        b"mmap_fault" => record(Path::MmapFault, mode, MMAP_REQUESTED[mode as usize].load(Ordering::Relaxed), installed),
+        b"mprotect" => {
+            let faulted = &SLOTS[Path::MmapFault as usize][mode as usize];
+            if !faulted.measured.load(Ordering::Acquire) {
+                return Err(EINVAL);
+            }
+            record(Path::Mprotect, mode, faulted.after.load(Ordering::Relaxed), installed)
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(())
+}
+
 /// The PTE bits that select the PAT entry of a 4 KiB page.
-const PAT_INDEX_BITS: [ProtVal; 3] = [
-    1 << bindings::_PAGE_BIT_PWT,
-    1 << bindings::_PAGE_BIT_PCD,
-    1 << bindings::_PAGE_BIT_PAT,
-];
+const PAT_INDEX_BITS: [ProtVal; 3] = [1 << bindings::_PAGE_BIT_PWT, 1 << bindings::_PAGE_BIT_PCD, 1 << bindings::_PAGE_BIT_PAT];
+
+/// The protection bits selecting PAT entry `index` (0..8).
+fn pat_index_protval(index: usize) -> ProtVal {
+    PAT_INDEX_BITS.iter().enumerate().filter(|(bit, _)| index & (1 << bit) != 0).fold(0, |acc, (_, bits)| acc | bits)
+}
 
 struct Ktap(KVec<u8>);
 
 impl Write for Ktap {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .map_err(|_| fmt::Error)
+        self.0.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| fmt::Error)
     }
 }
 
@@ -70,13 +208,11 @@ fn mode_name(mode: Option<CacheMode>) -> &'static str {
     mode.map_or("?", CacheMode::name)
 }
 
-/// The protection bits selecting PAT entry `index` (0..8).
-fn pat_index_protval(index: usize) -> ProtVal {
-    PAT_INDEX_BITS
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| index & (1 << bit) != 0)
-        .fold(0, |acc, (_, bits)| acc | bits)
+/// The KTAP v1 report of every path and mode (unmeasured ones say so).
+fn render_report() -> Result<KVec<u8>> {
+    let mut out = Ktap(KVec::new());
+    write_report(&mut out).map_err(|_| ENOMEM)?;
+    Ok(out.0)
 }
 
 fn write_report(out: &mut Ktap) -> fmt::Result {
@@ -93,21 +229,28 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
         Ok(msr) => writeln!(out, "# patverify: pat_msr=0x{msr:016x}")?,
         Err(err) => writeln!(out, "# patverify: pat_msr=unreadable ({err:?})")?,
     }
-    writeln!(out, "1..{}", CacheMode::ALL.len())?;
-    let base = ffi::page_prot_for_flags(SHARED_RW);
-    for (number, mode) in CacheMode::ALL.into_iter().enumerate() {
-        let before = base | ffi::cachemode_to_protval(mode);
-        let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
-        let observed = ffi::protval_to_cachemode(after);
-        writeln!(
-            out,
-            "# vma_set_page_prot.{}: requested={} pte_before=0x{before:016x} pte_after=0x{after:016x} observed={}",
-            mode.name(),
-            mode.name(),
-            mode_name(observed),
-        )?;
-        let status = if observed == Some(mode) { "ok" } else { "not ok" };
-        writeln!(out, "{status} {} vma_set_page_prot.{}", number + 1, mode.name())?;
+    writeln!(out, "1..{}", Path::ALL.len() * CacheMode::ALL.len())?;
+    let mut number = 0;
+    for path in Path::ALL {
+        for mode in CacheMode::ALL {
+            number += 1;
+            let slot = &SLOTS[path as usize][mode as usize];
+            if let (Path::HugePmd, Some(why)) = (path, ffi::NoHugePmd::from_index(HUGE_PMD_SKIP.load(Ordering::Acquire))) {
+                writeln!(out, "ok {number} huge_pmd.{} # SKIP {}", mode.name(), why.reason())?;
+                continue;
+            }
+            let (path, name) = (path.name(), mode.name());
+            if !slot.measured.load(Ordering::Acquire) {
+                writeln!(out, "# {path}.{name}: requested={name} pte_before=none pte_after=none observed=none")?;
+                writeln!(out, "not ok {number} {path}.{name} # not measured")?;
+                continue;
+            }
+            let (before, after) = (slot.before.load(Ordering::Relaxed), slot.after.load(Ordering::Relaxed));
+            let observed = ffi::protval_to_cachemode(slot.decoded.load(Ordering::Relaxed));
+            writeln!(out, "# {path}.{name}: requested={name} pte_before=0x{before:016x} pte_after=0x{after:016x} observed={}", mode_name(observed))?;
+            let status = if observed == Some(mode) { "ok" } else { "not ok" };
+            writeln!(out, "{status} {number} {path}.{name}")?;
+        }
     }
     Ok(())
 }

@@ -8,6 +8,11 @@ use std::ffi::CString;
 use std::io::Write;
 
 const REPORT: &str = "/debug/patverify/results";
+const MMAP: &str = "/debug/patverify/mmap";
+const PROBE: &str = "/debug/patverify/probe";
+/// In the module's order: the page offset of a mapping picks its mode.
+const MODES: [&str; 6] = ["WB", "WC", "UC-", "UC", "WT", "WP"];
+const PAGE: usize = 4096;
 const BEGIN: &str = "==== PATVERIFY REPORT BEGIN ====";
 const END: &str = "==== PATVERIFY REPORT END";
 const ERROR: &str = "==== PATVERIFY ERROR:";
@@ -52,8 +57,66 @@ fn main() {
 fn run() -> Result<String, String> {
     std::fs::create_dir_all("/debug").map_err(|e| format!("mkdir /debug: {e}"))?;
     mount("debugfs", "/debug", "debugfs")?;
+    exercise_mappings()?;
     quiet_console();
     std::fs::read_to_string(REPORT).map_err(|e| format!("read {REPORT}: {e}"))
+}
+
+/// For each mode: map the module's `mmap` file as a driver's user would,
+/// touch it (a write fault installs the PTE), have the module read the PTE,
+/// mprotect() it read-only and back, have the module read it again.
+fn exercise_mappings() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let open = |path: &str, write_only: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write_only)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("open {path}: {e}"))
+    };
+    let mapping = open(MMAP, false)?;
+    let mut probe = open(PROBE, true)?;
+    let mut tell = |command: String| {
+        probe
+            .write_all(command.as_bytes())
+            .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
+    };
+    for (index, mode) in MODES.iter().enumerate() {
+        let protect = |addr: *mut libc::c_void, prot: libc::c_int| {
+            // SAFETY: `addr` is our own mapping of PAGE bytes.
+            if unsafe { libc::mprotect(addr, PAGE, prot) } != 0 {
+                return Err(format!(
+                    "mprotect {mode}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        };
+        // SAFETY: a fresh shared mapping of the module's file; no Rust
+        // reference points into it.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                mapping.as_raw_fd(),
+                (index * PAGE) as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(format!("mmap {mode}: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the page is mapped read/write; a volatile store faults it in.
+        unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
+        tell(format!("mmap_fault {mode} {:x}\n", addr as usize))?;
+        protect(addr, libc::PROT_READ)?;
+        protect(addr, libc::PROT_READ | libc::PROT_WRITE)?;
+        tell(format!("mprotect {mode} {:x}\n", addr as usize))?;
+        // SAFETY: unmapping our own mapping, which nothing refers to any more.
+        unsafe { libc::munmap(addr, PAGE) };
+    }
+    Ok(())
 }
 
 fn mount(source: &str, target: &str, fstype: &str) -> Result<(), String> {
@@ -61,10 +124,19 @@ fn mount(source: &str, target: &str, fstype: &str) -> Result<(), String> {
     let (source_c, target_c, fstype_c) = (c(source), c(target), c(fstype));
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
-        libc::mount(source_c.as_ptr(), target_c.as_ptr(), fstype_c.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source_c.as_ptr(),
+            target_c.as_ptr(),
+            fstype_c.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        return Err(format!("mount {fstype} on {target}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mount {fstype} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -84,7 +156,10 @@ fn power_off() -> ! {
         libc::reboot(libc::RB_POWER_OFF);
     }
     // reboot() only returns on failure: say so, and let the host's timeout end the boot.
-    println!("{ERROR} reboot(RB_POWER_OFF) failed: {} ====", std::io::Error::last_os_error());
+    println!(
+        "{ERROR} reboot(RB_POWER_OFF) failed: {} ====",
+        std::io::Error::last_os_error()
+    );
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }

@@ -25,30 +25,70 @@ pub struct Bench {
 fn min_median(samples: &[f64]) -> (f64, f64) {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
-    (s.first().copied().unwrap_or(f64::NAN), s.get(s.len() / 2).copied().unwrap_or(f64::NAN))
+    (
+        s.first().copied().unwrap_or(f64::NAN),
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN),
+    )
 }
 
 /// One `verify` run: wall seconds and its JSON.
 fn verify(cache_root: &Path, out: &Path, extra: &[String]) -> Result<(f64, Value)> {
     let json_path = out.join("bench-verify.json");
-    let mut args = vec!["--cache-dir".to_string(), cache_root.display().to_string(), "verify".into(), "--json".into(), json_path.display().to_string(), "--out".into(), out.display().to_string()];
+    let mut args = vec![
+        "--cache-dir".to_string(),
+        cache_root.display().to_string(),
+        "verify".into(),
+        "--json".into(),
+        json_path.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
     args.extend(extra.iter().cloned());
     let started = Instant::now();
-    let output = duct::cmd(std::env::current_exe()?, &args).stdin_null().stderr_to_stdout().stdout_capture().unchecked().run()?;
+    let output = duct::cmd(std::env::current_exe()?, &args)
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()?;
     let secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(output.status.success(), "verify failed during the bench:\n{}", crate::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10));
-    Ok((secs, serde_json::from_str(&std::fs::read_to_string(&json_path)?)?))
+    anyhow::ensure!(
+        output.status.success(),
+        "verify failed during the bench:\n{}",
+        crate::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
+    );
+    Ok((
+        secs,
+        serde_json::from_str(&std::fs::read_to_string(&json_path)?)?,
+    ))
 }
 
 fn timing(json: &Value, step: &str) -> f64 {
-    json["timings_seconds"].as_array().into_iter().flatten().find(|t| t[0] == step).and_then(|t| t[1].as_f64()).unwrap_or(0.0)
+    json["timings_seconds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t[0] == step)
+        .and_then(|t| t[1].as_f64())
+        .unwrap_or(0.0)
 }
 
 /// ccache's (hits, misses) for the harness's cache.
 fn ccache_counts(cache_root: &Path) -> (u64, u64) {
-    let (_, text) = Command::new("ccache").arg("--print-stats").env("CCACHE_DIR", cache_root.join("ccache")).output_quiet().unwrap_or_default();
-    let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok()).unwrap_or(0);
-    (get("direct_cache_hit") + get("preprocessed_cache_hit"), get("cache_miss"))
+    let (_, text) = Command::new("ccache")
+        .arg("--print-stats")
+        .env("CCACHE_DIR", cache_root.join("ccache"))
+        .output_quiet()
+        .unwrap_or_default();
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        get("direct_cache_hit") + get("preprocessed_cache_hit"),
+        get("cache_miss"),
+    )
 }
 
 impl Bench {
@@ -57,8 +97,15 @@ impl Bench {
         std::fs::create_dir_all(&out)?;
         let mut figures = serde_json::Map::new();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':'])).unwrap_or("?");
-        let machine = format!("{} cores, {model}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|m| m.trim_start_matches([' ', '\t', ':']))
+            .unwrap_or("?");
+        let machine = format!(
+            "{} cores, {model}",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
         figures.insert("machine".into(), json!(machine));
 
         if self.slow {
@@ -73,62 +120,140 @@ impl Bench {
             let (secs, json) = verify(cache_root, &out, &[])?;
             totals.push(secs);
             for env in json["environments"].as_array().into_iter().flatten() {
-                let label = format!("boot {} {}", env["variant"].as_str().unwrap_or("?"), env["env"].as_str().unwrap_or("?"));
-                boots.entry(label).or_default().push(env["boot_seconds"].as_f64().unwrap_or(f64::NAN));
+                let label = format!(
+                    "boot {} {}",
+                    env["variant"].as_str().unwrap_or("?"),
+                    env["env"].as_str().unwrap_or("?")
+                );
+                boots
+                    .entry(label)
+                    .or_default()
+                    .push(env["boot_seconds"].as_f64().unwrap_or(f64::NAN));
             }
         }
         let (min, median) = min_median(&totals);
-        println!("{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 20 s)", "warm verify (both envs)");
-        figures.insert("warm_verify_seconds".into(), json!({"min": min, "median": median, "samples": totals}));
+        println!(
+            "{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 20 s)",
+            "warm verify (both envs)"
+        );
+        figures.insert(
+            "warm_verify_seconds".into(),
+            json!({"min": min, "median": median, "samples": totals}),
+        );
         for (label, samples) in &boots {
             let (min, median) = min_median(samples);
             println!("{label:<40} min {min:>6.1} s   median {median:>6.1} s");
-            figures.insert(label.replace(' ', "_"), json!({"min": min, "median": median}));
+            figures.insert(
+                label.replace(' ', "_"),
+                json!({"min": min, "median": median}),
+            );
         }
         let mut serial = Vec::new();
         let mut parallel = Vec::new();
         for i in 0..self.runs {
-            eprintln!("bench: boots one at a time vs one per core {}/{}", i + 1, self.runs);
-            serial.push(timing(&verify(cache_root, &out, &["--parallel-boots".into(), "1".into()])?.1, "boots (wall)"));
+            eprintln!(
+                "bench: boots one at a time vs one per core {}/{}",
+                i + 1,
+                self.runs
+            );
+            serial.push(timing(
+                &verify(cache_root, &out, &["--parallel-boots".into(), "1".into()])?.1,
+                "boots (wall)",
+            ));
             parallel.push(timing(&verify(cache_root, &out, &[])?.1, "boots (wall)"));
         }
         let ((smin, smed), (pmin, pmed)) = (min_median(&serial), min_median(&parallel));
-        println!("{:<40} min {smin:>6.1} s   median {smed:>6.1} s", "4 boots, one at a time");
-        println!("{:<40} min {pmin:>6.1} s   median {pmed:>6.1} s", "4 boots, one per core");
-        figures.insert("boots_one_at_a_time_seconds".into(), json!({"min": smin, "median": smed}));
-        figures.insert("boots_one_per_core_seconds".into(), json!({"min": pmin, "median": pmed}));
+        println!(
+            "{:<40} min {smin:>6.1} s   median {smed:>6.1} s",
+            "4 boots, one at a time"
+        );
+        println!(
+            "{:<40} min {pmin:>6.1} s   median {pmed:>6.1} s",
+            "4 boots, one per core"
+        );
+        figures.insert(
+            "boots_one_at_a_time_seconds".into(),
+            json!({"min": smin, "median": smed}),
+        );
+        figures.insert(
+            "boots_one_per_core_seconds".into(),
+            json!({"min": pmin, "median": pmed}),
+        );
         if self.slow {
             self.edited_candidate(cache_root, &out, &mut figures)?;
         }
         let text = serde_json::to_string_pretty(&Value::Object(figures))?;
         if let Some(path) = &self.json {
-            std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         println!("{text}");
         Ok(())
     }
 
     /// Cold verify (no builds, empty ccache) against the raw `make` of the
-    /// same tree and configuration, twice (the two variants).
-    fn cold(&self, cache_root: &Path, out: &Path, figures: &mut serde_json::Map<String, Value>) -> Result<()> {
-        eprintln!("bench: cold verify (variant trees, builds and ccache removed)");
-        for dir in ["variants", "ccache"] {
-            let _ = std::fs::remove_dir_all(cache_root.join(dir));
+    /// same tree and configuration, twice (the two variants). Runs in a
+    /// cache of its own that shares only the unpacked source and Xen, so
+    /// the user's builds and ccache survive the bench.
+    fn cold(
+        &self,
+        cache_root: &Path,
+        out: &Path,
+        figures: &mut serde_json::Map<String, Value>,
+    ) -> Result<()> {
+        let cold_root = cache_root.join("bench-cold");
+        let _ = std::fs::remove_dir_all(&cold_root);
+        std::fs::create_dir_all(&cold_root)?;
+        for shared in ["src", "xen"] {
+            if cache_root.join(shared).exists() {
+                std::os::unix::fs::symlink(cache_root.join(shared), cold_root.join(shared))?;
+            }
         }
+        eprintln!(
+            "bench: cold verify (a fresh cache in {}: no variant trees, builds or ccache)",
+            cold_root.display()
+        );
+        let result = self.cold_in(&cold_root, out, figures);
+        let _ = std::fs::remove_dir_all(&cold_root);
+        result
+    }
+
+    fn cold_in(
+        &self,
+        cache_root: &Path,
+        out: &Path,
+        figures: &mut serde_json::Map<String, Value>,
+    ) -> Result<()> {
         let (cold, json) = verify(cache_root, out, &[])?;
-        let tree = PathBuf::from(json["variants"][1]["tree"].as_str().context("no candidate tree")?);
-        let config = PathBuf::from(json["builds"][1]["build_dir"].as_str().context("no candidate build")?).join(".config");
+        let tree = PathBuf::from(
+            json["variants"][1]["tree"]
+                .as_str()
+                .context("no candidate tree")?,
+        );
+        let config = PathBuf::from(
+            json["builds"][1]["build_dir"]
+                .as_str()
+                .context("no candidate build")?,
+        )
+        .join(".config");
         let raw_dir = out.join("raw-make");
         std::fs::create_dir_all(&raw_dir)?;
         std::fs::copy(&config, raw_dir.join(".config"))?;
         eprintln!("bench: raw make of the same configuration (no ccache)");
         let started = Instant::now();
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-        let raw = crate::build::make(&tree, &raw_dir).arg(format!("-j{jobs}")).arg("bzImage").env("CCACHE_DISABLE", "1").run_logged("raw make", &out.join("raw-make.log"))?;
+        let raw = crate::build::make(&tree, &raw_dir)
+            .arg(format!("-j{jobs}"))
+            .arg("bzImage")
+            .env("CCACHE_DISABLE", "1")
+            .run_logged("raw make", &out.join("raw-make.log"))?;
         anyhow::ensure!(raw.ok, "raw make failed: {}", raw.tail.join("\n"));
         let raw_secs = started.elapsed().as_secs_f64();
         let ratio = cold / (2.0 * raw_secs);
-        println!("{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.2} (target ≤ 1.10)", "cold verify");
+        println!(
+            "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.2} (target ≤ 1.10)",
+            "cold verify"
+        );
         figures.insert("cold_verify_seconds".into(), json!(cold));
         figures.insert("raw_make_seconds".into(), json!(raw_secs));
         figures.insert("cold_over_two_raw_makes".into(), json!(ratio));
@@ -138,7 +263,12 @@ impl Bench {
 
     /// A candidate whose content differs (an extra comment in the patched
     /// header): only it is rebuilt; ccache's hit rate shows what it saved.
-    fn edited_candidate(&self, cache_root: &Path, out: &Path, figures: &mut serde_json::Map<String, Value>) -> Result<()> {
+    fn edited_candidate(
+        &self,
+        cache_root: &Path,
+        out: &Path,
+        figures: &mut serde_json::Map<String, Value>,
+    ) -> Result<()> {
         let fix = std::fs::read_to_string(crate::verify::default_patch())?;
         let edited = fix.replacen(
             "+#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK | _PAGE_PAT)\n",
@@ -150,7 +280,11 @@ impl Bench {
         std::fs::write(&patch, edited)?;
         let (hits0, misses0) = ccache_counts(cache_root);
         eprintln!("bench: verify with an edited candidate patch");
-        let (secs, json) = verify(cache_root, out, &["--patch".into(), patch.display().to_string()])?;
+        let (secs, json) = verify(
+            cache_root,
+            out,
+            &["--patch".into(), patch.display().to_string()],
+        )?;
         let (hits1, misses1) = ccache_counts(cache_root);
         let (hits, misses) = (hits1 - hits0, misses1 - misses0);
         let rate = hits as f64 / (hits + misses).max(1) as f64;

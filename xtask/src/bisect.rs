@@ -38,26 +38,51 @@ pub struct Bisect {
 
 /// The "<sha> is the first bad commit" line of `git bisect run`'s output.
 pub fn first_bad_commit(output: &str) -> Option<String> {
-    output.lines().find_map(|l| l.strip_suffix(" is the first bad commit").map(|sha| sha.trim().to_string()))
+    output.lines().find_map(|l| {
+        l.strip_suffix(" is the first bad commit")
+            .map(|sha| sha.trim().to_string())
+    })
 }
 
 impl Bisect {
     pub fn run(self, cache_root: &Path) -> Result<()> {
-        let repo = self.kernel.canonicalize().map_err(|_| fail(Kind::Setup, format!("{} does not exist", self.kernel.display())))?;
+        let repo = self.kernel.canonicalize().map_err(|_| {
+            fail(
+                Kind::Setup,
+                format!("{} does not exist", self.kernel.display()),
+            )
+        })?;
         let good = resolve_rev(&repo, &self.good)?;
         let bad = resolve_rev(&repo, &self.bad)?;
-        let clone = cache_root.join("bisect").join(Key::new("bisect").add(repo.as_os_str().as_encoded_bytes()).hex());
+        let clone = cache_root.join("bisect").join(
+            Key::new("bisect")
+                .add(repo.as_os_str().as_encoded_bytes())
+                .hex(),
+        );
         if clone.exists() {
-            std::fs::remove_dir_all(&clone).with_context(|| format!("cannot remove old clone {}", clone.display()))?;
+            std::fs::remove_dir_all(&clone)
+                .with_context(|| format!("cannot remove old clone {}", clone.display()))?;
         }
         std::fs::create_dir_all(clone.parent().context("clone has a parent")?)?;
         // --shared borrows the user's objects read-only; --no-checkout leaves
         // the work tree to `git bisect start`.
-        Command::new("git").args(["clone", "--quiet", "--shared", "--no-checkout"]).arg(&repo).arg(&clone).run()?;
-        let git = |args: &[&str]| Command::new("git").arg("-C").arg(&clone).args(args.iter().copied());
+        Command::new("git")
+            .args(["clone", "--quiet", "--shared", "--no-checkout"])
+            .arg(&repo)
+            .arg(&clone)
+            .run()?;
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(&clone)
+                .args(args.iter().copied())
+        };
         git(&["bisect", "start", &bad, &good]).run()?;
 
-        let out_dir = self.out.clone().unwrap_or_else(|| clone.with_extension("logs"));
+        let out_dir = self
+            .out
+            .clone()
+            .unwrap_or_else(|| clone.with_extension("logs"));
         std::fs::create_dir_all(&out_dir)?;
         let log_path = out_dir.join("bisect.log");
         let mut log = std::fs::File::create(&log_path)?;
@@ -76,11 +101,22 @@ impl Bisect {
         ];
         for p in &self.patch {
             probe.push("--patch".into());
-            probe.push(p.canonicalize().with_context(|| format!("patch {} not found", p.display()))?.display().to_string());
+            probe.push(
+                p.canonicalize()
+                    .with_context(|| format!("patch {} not found", p.display()))?
+                    .display()
+                    .to_string(),
+            );
         }
         let run = git(&["bisect", "run"]).args(probe);
         crate::proc::echo(&run);
-        println!("bisecting {} between good {:.12} and bad {:.12} (log: {})", repo.display(), good, bad, log_path.display());
+        println!(
+            "bisecting {} between good {:.12} and bad {:.12} (log: {})",
+            repo.display(),
+            good,
+            bad,
+            log_path.display()
+        );
         let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
         let _guards = crate::proc::guard_children(&reader);
         let mut all = String::new();
@@ -99,13 +135,24 @@ impl Bisect {
         let result = match first_bad_commit(&all) {
             Some(sha) => {
                 println!("\nfirst bad commit: {sha}");
-                println!("{}", git(&["show", "--stat", "--format=medium", &sha]).output_quiet()?.1);
+                println!(
+                    "{}",
+                    git(&["show", "--stat", "--format=medium", &sha])
+                        .output_quiet()?
+                        .1
+                );
                 println!("steps: {}", log_path.display());
                 Ok(())
             }
             None => {
                 let tail = crate::proc::tail_lines(&all, 8);
-                Err(fail(Kind::Setup, format!("the bisect found no single first bad commit (log: {}):\n{tail}", log_path.display())))
+                Err(fail(
+                    Kind::Setup,
+                    format!(
+                        "the bisect found no single first bad commit (log: {}):\n{tail}",
+                        log_path.display()
+                    ),
+                ))
             }
         };
         let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
@@ -121,6 +168,9 @@ mod tests {
     fn finds_first_bad_commit_line() {
         let out = "running probe\n0123abcd is the first bad commit\ncommit 0123abcd\n";
         assert_eq!(first_bad_commit(out).as_deref(), Some("0123abcd"));
-        assert_eq!(first_bad_commit("There are only 'skip'ped commits left to test.\n"), None);
+        assert_eq!(
+            first_bad_commit("There are only 'skip'ped commits left to test.\n"),
+            None
+        );
     }
 }

@@ -51,7 +51,10 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
     log.lines()
         .filter(|l| {
             let lower = l.to_ascii_lowercase();
-            lower.contains("error:") || lower.contains("error[") || lower.contains("*** ") || lower.contains("undefined reference")
+            lower.contains("error:")
+                || lower.contains("error[")
+                || lower.contains("*** ")
+                || lower.contains("undefined reference")
         })
         .take(max)
         .map(str::to_string)
@@ -69,10 +72,20 @@ pub struct Built {
 /// The versions a kernel build depends on besides its sources.
 pub fn toolchain_id() -> String {
     let v = |p: &str| crate::provision::version_output(Path::new(p));
-    format!("{}|{}|{}", v(RUSTC), v(&format!("clang{LLVM_SUFFIX}")), crate::provision::version_output(&bindgen_path()))
+    format!(
+        "{}|{}|{}",
+        v(RUSTC),
+        v(&format!("clang{LLVM_SUFFIX}")),
+        crate::provision::version_output(&bindgen_path())
+    )
 }
 
-pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: usize) -> Result<Built> {
+pub fn build(
+    variant: &Variant,
+    fragments: &[PathBuf],
+    toolchain: &str,
+    jobs: usize,
+) -> Result<Built> {
     let mut key = Key::new("build-v2");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
@@ -88,8 +101,18 @@ pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: us
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-        eprintln!("{}: kernel already built ({}), reusing it", variant.name, bzimage.display());
-        return Ok(Built { bzimage, build_dir, reused: true, config_time: Duration::ZERO, build_time: Duration::ZERO });
+        eprintln!(
+            "{}: kernel already built ({}), reusing it",
+            variant.name,
+            bzimage.display()
+        );
+        return Ok(Built {
+            bzimage,
+            build_dir,
+            reused: true,
+            config_time: Duration::ZERO,
+            build_time: Duration::ZERO,
+        });
     }
     let _ = std::fs::remove_file(&stamp);
     let config_log = build_dir.join("config.log");
@@ -124,11 +147,20 @@ pub fn build(variant: &Variant, fragments: &[PathBuf], toolchain: &str, jobs: us
         ));
     }
     if !bzimage.exists() {
-        return Err(fail(Kind::Build, format!("make succeeded but left no {}", bzimage.display())));
+        return Err(fail(
+            Kind::Build,
+            format!("make succeeded but left no {}", bzimage.display()),
+        ));
     }
     check_payload(&build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
     write_atomic(&stamp, &key)?;
-    Ok(Built { bzimage, build_dir, reused: false, config_time, build_time: out.elapsed })
+    Ok(Built {
+        bzimage,
+        build_dir,
+        reused: false,
+        config_time,
+        build_time: out.elapsed,
+    })
 }
 
 /// Points ccache at the harness's cache for every later `make`. Paths are
@@ -147,7 +179,10 @@ pub fn use_ccache_in(cache: &crate::cache::Cache) -> Result<()> {
     std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
     std::env::set_var("CCACHE_NOHASHDIR", "true");
-    std::env::set_var("CCACHE_SLOPPINESS", "time_macros,include_file_mtime,include_file_ctime");
+    std::env::set_var(
+        "CCACHE_SLOPPINESS",
+        "time_macros,include_file_mtime,include_file_ctime",
+    );
     // Depend mode: on a miss, no extra preprocessor run (the kernel's
     // -Wp,-MMD output names the headers), which keeps cold builds cheap.
     std::env::set_var("CCACHE_DEPEND", "true");
@@ -160,16 +195,30 @@ pub fn use_ccache_in(cache: &crate::cache::Cache) -> Result<()> {
 /// Guards against any cache serving a stale piggy.o.
 pub fn check_payload(build_dir: &Path) -> Result<()> {
     let image = std::fs::read(build_dir.join("arch/x86/boot/bzImage"))?;
-    let payload = bzimage_payload(&image).ok_or_else(|| fail(Kind::Build, "the bzImage has no readable payload (setup header too old or truncated)"))?;
+    let payload = bzimage_payload(&image).ok_or_else(|| {
+        fail(
+            Kind::Build,
+            "the bzImage has no readable payload (setup header too old or truncated)",
+        )
+    })?;
     let compressed = build_dir.join("arch/x86/boot/compressed");
     let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&compressed)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinux.bin.")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinux.bin."))
+        })
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
         .collect();
     candidates.sort();
     let Some((_, newest)) = candidates.pop() else {
-        return Err(fail(Kind::Build, format!("no compressed kernel (vmlinux.bin.*) in {}", compressed.display())));
+        return Err(fail(
+            Kind::Build,
+            format!(
+                "no compressed kernel (vmlinux.bin.*) in {}",
+                compressed.display()
+            ),
+        ));
     };
     if std::fs::read(&newest)? != payload {
         return Err(fail(
@@ -182,8 +231,14 @@ pub fn check_payload(build_dir: &Path) -> Result<()> {
 
 /// The compressed kernel inside a bzImage, located by its setup header.
 pub fn bzimage_payload(image: &[u8]) -> Option<&[u8]> {
-    let u32_at = |at: usize| image.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-    if image.get(0x202..0x206)? != b"HdrS" || u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?) < 0x208 {
+    let u32_at = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    if image.get(0x202..0x206)? != b"HdrS"
+        || u16::from_le_bytes(image.get(0x206..0x208)?.try_into().ok()?) < 0x208
+    {
         return None;
     }
     let setup_sects = match *image.get(0x1f1)? {
@@ -203,7 +258,10 @@ mod tests {
         let log = "  CC      mm/mmap.o\nmm/mmap.c:12:1: error: expected ';'\n  CC      mm/x.o\nmake[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1\n  LD vmlinux\n";
         assert_eq!(
             error_lines(log, 10),
-            ["mm/mmap.c:12:1: error: expected ';'", "make[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1"]
+            [
+                "mm/mmap.c:12:1: error: expected ';'",
+                "make[3]: *** [scripts/Makefile.build:229: mm/mmap.o] Error 1"
+            ]
         );
         assert_eq!(error_lines(log, 1).len(), 1);
     }
@@ -223,7 +281,11 @@ mod tests {
     fn finds_the_payload_of_a_bzimage() {
         let image = fake_bzimage(b"\xfd7zXZ payload", 0x20f);
         assert_eq!(bzimage_payload(&image), Some(&b"\xfd7zXZ payload"[..]));
-        assert_eq!(bzimage_payload(&fake_bzimage(b"x", 0x207)), None, "boot protocol before 2.08 has no payload fields");
+        assert_eq!(
+            bzimage_payload(&fake_bzimage(b"x", 0x207)),
+            None,
+            "boot protocol before 2.08 has no payload fields"
+        );
         assert_eq!(bzimage_payload(&image[..5 * 512 + 104]), None, "truncated");
         assert_eq!(bzimage_payload(b"not a kernel"), None);
     }
@@ -234,12 +296,24 @@ mod tests {
         let compressed = dir.join("arch/x86/boot/compressed");
         std::fs::create_dir_all(&compressed).unwrap();
         std::fs::write(compressed.join("vmlinux.bin.xz"), b"this build").unwrap();
-        std::fs::write(dir.join("arch/x86/boot/bzImage"), fake_bzimage(b"this build", 0x20f)).unwrap();
+        std::fs::write(
+            dir.join("arch/x86/boot/bzImage"),
+            fake_bzimage(b"this build", 0x20f),
+        )
+        .unwrap();
         check_payload(&dir).unwrap();
-        std::fs::write(dir.join("arch/x86/boot/bzImage"), fake_bzimage(b"other build", 0x20f)).unwrap();
+        std::fs::write(
+            dir.join("arch/x86/boot/bzImage"),
+            fake_bzimage(b"other build", 0x20f),
+        )
+        .unwrap();
         let err = check_payload(&dir).unwrap_err();
         assert_eq!(crate::failure::exit_code_of(&err), Kind::Build.exit_code());
-        assert!(err.to_string().contains("does not carry this build's kernel"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not carry this build's kernel"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -250,7 +324,8 @@ mod tests {
         // A fake ccache that says it ran; the "compiler" is `echo`.
         std::fs::write(bin.join("ccache"), "#!/bin/sh\necho ccache \"$@\"\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("ccache"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(bin.join("ccache"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         std::fs::write(dir.join("piggy.S"), ".incbin \"vmlinux.bin.xz\"\n").unwrap();
         std::fs::write(dir.join("plain.c"), "int x;\n").unwrap();
         let wrapper = variant_repo_file("xtask/ccache-cc");
@@ -259,7 +334,10 @@ mod tests {
                 .arg(&wrapper)
                 .args(["echo", "-c", source])
                 .current_dir(&dir)
-                .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+                .env(
+                    "PATH",
+                    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+                )
                 .output()
                 .unwrap();
             String::from_utf8(out.stdout).unwrap()

@@ -34,7 +34,10 @@ impl Cache {
         fs::create_dir_all(root).map_err(|e| {
             crate::failure::fail(
                 crate::failure::Kind::Setup,
-                format!("cannot create cache directory {}: {e} (set --cache-dir or PATVERIFY_CACHE)", root.display()),
+                format!(
+                    "cannot create cache directory {}: {e} (set --cache-dir or PATVERIFY_CACHE)",
+                    root.display()
+                ),
             )
         })?;
         let lock_path = root.join("lock");
@@ -61,7 +64,10 @@ impl Cache {
         }
         lock.set_len(0)?;
         write!(lock, "{}", std::process::id())?;
-        Ok(Cache { root: root.to_path_buf(), _lock: lock })
+        Ok(Cache {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn dir(&self, rel: &str) -> Result<PathBuf> {
@@ -102,29 +108,47 @@ impl Key {
     }
     pub fn add_file(&mut self, path: &Path) -> Result<&mut Self> {
         let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.add(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        self.add(
+            path.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         Ok(self.add(bytes))
     }
     pub fn hex(&self) -> String {
-        self.0.clone().finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        self.0
+            .clone()
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Moves a finished temporary directory into place, replacing any stale one.
 pub fn publish_dir(tmp: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
-        fs::remove_dir_all(dest).with_context(|| format!("cannot remove stale {}", dest.display()))?;
+        fs::remove_dir_all(dest)
+            .with_context(|| format!("cannot remove stale {}", dest.display()))?;
     }
-    fs::rename(tmp, dest).with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))
+    fs::rename(tmp, dest)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))
 }
 
 /// A fresh temporary sibling of `dest`, removing leftovers of an interrupted run.
 pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
-    let name = dest.file_name().context("cache path has no name")?.to_string_lossy();
+    let name = dest
+        .file_name()
+        .context("cache path has no name")?
+        .to_string_lossy();
     let tmp = dest.with_file_name(format!(".{name}.tmp"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
@@ -195,9 +219,14 @@ mod tests {
             let _second = Cache::open(&root).unwrap();
             tx.send(()).unwrap();
         });
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "lock not held");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "lock not held"
+        );
         drop(first);
-        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("second run never got the lock");
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("second run never got the lock");
         waiter.join().unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -205,7 +234,11 @@ mod tests {
 
 /// `du -sh`-style size of a directory (0 if it does not exist).
 pub fn size_human(path: &Path) -> String {
-    let (ok, out) = crate::proc::Command::new("du").arg("-sh").arg(path).output_quiet().unwrap_or_default();
+    let (ok, out) = crate::proc::Command::new("du")
+        .arg("-sh")
+        .arg(path)
+        .output_quiet()
+        .unwrap_or_default();
     if ok {
         out.split_whitespace().next().unwrap_or("?").to_string()
     } else {

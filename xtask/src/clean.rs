@@ -24,15 +24,47 @@ impl Clean {
             return Ok(());
         }
         let cache = Cache::open(cache_root)?;
-        println!("cache {} holds {}", cache.root.display(), size_human(&cache.root));
-        let kinds: &[&str] = if self.all { &["variants", "runs", "scratch", "bisect", "src", "ccache", "xen"] } else { &["variants", "runs", "scratch", "bisect"] };
-        let cutoff = self.older_than.map(|days| SystemTime::now() - Duration::from_secs(days * 86_400));
+        println!(
+            "cache {} holds {}",
+            cache.root.display(),
+            size_human(&cache.root)
+        );
+        let kinds: &[&str] = if self.all {
+            &[
+                "variants",
+                "runs",
+                "scratch",
+                "bisect",
+                "series",
+                "bench-cold",
+                "src",
+                "ccache",
+                "xen",
+            ]
+        } else {
+            &[
+                "variants",
+                "runs",
+                "scratch",
+                "bisect",
+                "series",
+                "bench-cold",
+            ]
+        };
+        let cutoff = self
+            .older_than
+            .map(|days| SystemTime::now() - Duration::from_secs(days * 86_400));
         for kind in kinds {
             let dir = cache.root.join(kind);
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let used = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                let used = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
                 if cutoff.is_some_and(|c| used > c) {
                     continue;
                 }

@@ -46,7 +46,11 @@ pub fn dropped(requested: &Options, actual: &Options) -> Vec<Dropped> {
         .filter_map(|(name, wanted)| {
             let got = actual.get(name).cloned();
             let got_or_n = got.as_deref().unwrap_or("n");
-            (got_or_n != wanted).then(|| Dropped { name: name.clone(), wanted: wanted.clone(), got })
+            (got_or_n != wanted).then(|| Dropped {
+                name: name.clone(),
+                wanted: wanted.clone(),
+                got,
+            })
         })
         .collect()
 }
@@ -59,7 +63,11 @@ pub fn fragments(configs_dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|e| e == "config"))
         .collect();
     files.sort();
-    anyhow::ensure!(!files.is_empty(), "no *.config fragments in {}", configs_dir.display());
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no *.config fragments in {}",
+        configs_dir.display()
+    );
     Ok(files)
 }
 
@@ -67,14 +75,26 @@ pub fn fragments(configs_dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn min_tool_version(script: &str, tool: &str) -> Option<String> {
     let mut lines = script.lines().map(str::trim);
     lines.find(|l| *l == format!("{tool})"))?;
-    lines.next()?.strip_prefix("echo ").map(|v| v.trim().to_string())
+    lines
+        .next()?
+        .strip_prefix("echo ")
+        .map(|v| v.trim().to_string())
 }
 
 /// "1.62.0" → (1, 62, 0).
 pub fn version_triple(text: &str) -> Option<(u32, u32, u32)> {
-    let v = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let mut parts = v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+    let v = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Before Linux 6.11 (minimum rustc 1.78) the kernel's Rust support was
@@ -96,11 +116,19 @@ pub fn toolchain_mismatch(script: &str, rustc: &str, bindgen: &str) -> Option<St
         ));
     }
     if have_rustc < want_rustc {
-        return Some(format!("this tree needs rustc ≥ {}; this machine has {}", fmt(want_rustc), fmt(have_rustc)));
+        return Some(format!(
+            "this tree needs rustc ≥ {}; this machine has {}",
+            fmt(want_rustc),
+            fmt(have_rustc)
+        ));
     }
     let want_bindgen = min_tool_version(script, "bindgen").and_then(|v| version_triple(&v))?;
     if have_bindgen < want_bindgen {
-        return Some(format!("this tree needs bindgen ≥ {}; this machine has {}", fmt(want_bindgen), fmt(have_bindgen)));
+        return Some(format!(
+            "this tree needs bindgen ≥ {}; this machine has {}",
+            fmt(want_bindgen),
+            fmt(have_bindgen)
+        ));
     }
     None
 }
@@ -108,11 +136,16 @@ pub fn toolchain_mismatch(script: &str, rustc: &str, bindgen: &str) -> Option<St
 /// Fails (exit 9, or 125 for probe) when this machine's rustc/bindgen
 /// cannot build the Rust of the kernel tree at `tree`.
 pub fn check_toolchain(tree: &Path) -> Result<()> {
-    let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else { return Ok(()) };
+    let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else {
+        return Ok(());
+    };
     let rustc = crate::provision::version_output(Path::new(crate::provision::RUSTC));
     let bindgen = crate::provision::version_output(&crate::provision::bindgen_path());
     match toolchain_mismatch(&script, &rustc, &bindgen) {
-        Some(why) => Err(fail(Kind::Toolchain, format!("{why}: it cannot build this tree's Rust test module"))),
+        Some(why) => Err(fail(
+            Kind::Toolchain,
+            format!("{why}: it cannot build this tree's Rust test module"),
+        )),
         None => Ok(()),
     }
 }
@@ -124,7 +157,11 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
         if !out.ok {
             return Err(fail(
                 Kind::Config,
-                format!("{what} failed (log: {}):\n{}", log.display(), out.tail.join("\n")),
+                format!(
+                    "{what} failed (log: {}):\n{}",
+                    log.display(),
+                    out.tail.join("\n")
+                ),
             ));
         }
         Ok(())
@@ -163,7 +200,14 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
     }
     let list: Vec<String> = lost
         .iter()
-        .map(|d| format!("{}={} (got {})", d.name, d.wanted, d.got.as_deref().unwrap_or("unset")))
+        .map(|d| {
+            format!(
+                "{}={} (got {})",
+                d.name,
+                d.wanted,
+                d.got.as_deref().unwrap_or("unset")
+            )
+        })
         .collect();
     Err(fail(
         Kind::Config,
@@ -179,30 +223,58 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
 mod tests {
     use super::*;
 
-    const MIN_TOOLS_6_1: &str = "case \"$1\" in\nrustc)\n\techo 1.62.0\n\t;;\nbindgen)\n\techo 0.56.0\n\t;;\nesac\n";
+    const MIN_TOOLS_6_1: &str =
+        "case \"$1\" in\nrustc)\n\techo 1.62.0\n\t;;\nbindgen)\n\techo 0.56.0\n\t;;\nesac\n";
     const MIN_TOOLS_6_12: &str = "rustc)\n\techo 1.78.0\n\t;;\nbindgen)\n\techo 0.65.1\n\t;;\n";
 
     #[test]
     fn reads_min_tool_versions() {
-        assert_eq!(min_tool_version(MIN_TOOLS_6_1, "rustc").as_deref(), Some("1.62.0"));
-        assert_eq!(min_tool_version(MIN_TOOLS_6_12, "bindgen").as_deref(), Some("0.65.1"));
-        assert_eq!(version_triple("rustc 1.96.0 (ac68faa20 2026-05-25)"), Some((1, 96, 0)));
+        assert_eq!(
+            min_tool_version(MIN_TOOLS_6_1, "rustc").as_deref(),
+            Some("1.62.0")
+        );
+        assert_eq!(
+            min_tool_version(MIN_TOOLS_6_12, "bindgen").as_deref(),
+            Some("0.65.1")
+        );
+        assert_eq!(
+            version_triple("rustc 1.96.0 (ac68faa20 2026-05-25)"),
+            Some((1, 96, 0))
+        );
         assert_eq!(version_triple("bindgen 0.69.5"), Some((0, 69, 5)));
     }
 
     #[test]
     fn pinned_and_too_old_toolchains_are_named() {
         let why = toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.96.0 (x)", "bindgen 0.69.5").unwrap();
-        assert!(why.contains("pinned to rustc 1.62.0") && why.contains("has rustc 1.96.0"), "{why}");
-        assert_eq!(toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.62.0", "bindgen 0.56.0"), None);
-        assert_eq!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.69.5"), None);
-        assert!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.70.0", "bindgen 0.69.5").unwrap().contains("needs rustc ≥ 1.78.0"));
-        assert!(toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.60.0").unwrap().contains("bindgen ≥ 0.65.1"));
+        assert!(
+            why.contains("pinned to rustc 1.62.0") && why.contains("has rustc 1.96.0"),
+            "{why}"
+        );
+        assert_eq!(
+            toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.62.0", "bindgen 0.56.0"),
+            None
+        );
+        assert_eq!(
+            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.69.5"),
+            None
+        );
+        assert!(
+            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.70.0", "bindgen 0.69.5")
+                .unwrap()
+                .contains("needs rustc ≥ 1.78.0")
+        );
+        assert!(
+            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.60.0")
+                .unwrap()
+                .contains("bindgen ≥ 0.65.1")
+        );
     }
 
     #[test]
     fn parses_values_and_not_set() {
-        let opts = parse("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\n# comment\nOTHER=1\n");
+        let opts =
+            parse("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\n# comment\nOTHER=1\n");
         assert_eq!(opts.get("CONFIG_A").unwrap(), "y");
         assert_eq!(opts.get("CONFIG_B").unwrap(), "n");
         assert_eq!(opts.get("CONFIG_C").unwrap(), "\"x y\"");
@@ -211,14 +283,23 @@ mod tests {
 
     #[test]
     fn finds_dropped_options() {
-        let requested = parse("CONFIG_RUST=y\nCONFIG_PCI=y\n# CONFIG_SMP is not set\nCONFIG_NR=4\n");
+        let requested =
+            parse("CONFIG_RUST=y\nCONFIG_PCI=y\n# CONFIG_SMP is not set\nCONFIG_NR=4\n");
         let actual = parse("CONFIG_PCI=y\nCONFIG_NR=8\n");
         let lost = dropped(&requested, &actual);
         assert_eq!(
             lost,
             vec![
-                Dropped { name: "CONFIG_NR".into(), wanted: "4".into(), got: Some("8".into()) },
-                Dropped { name: "CONFIG_RUST".into(), wanted: "y".into(), got: None },
+                Dropped {
+                    name: "CONFIG_NR".into(),
+                    wanted: "4".into(),
+                    got: Some("8".into())
+                },
+                Dropped {
+                    name: "CONFIG_RUST".into(),
+                    wanted: "y".into(),
+                    got: None
+                },
             ]
         );
     }
@@ -230,7 +311,13 @@ mod tests {
         for f in fragments(&dir).unwrap() {
             all.extend(parse(&std::fs::read_to_string(f).unwrap()));
         }
-        for name in ["CONFIG_RUST", "CONFIG_PATVERIFY", "CONFIG_DEBUG_FS", "CONFIG_X86_PAT", "CONFIG_XEN_PV"] {
+        for name in [
+            "CONFIG_RUST",
+            "CONFIG_PATVERIFY",
+            "CONFIG_DEBUG_FS",
+            "CONFIG_X86_PAT",
+            "CONFIG_XEN_PV",
+        ] {
             assert_eq!(all.get(name).map(String::as_str), Some("y"), "{name}");
         }
     }

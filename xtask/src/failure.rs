@@ -43,9 +43,14 @@ impl Kind {
 /// The exit code `git bisect run` needs: 125 = this revision cannot be
 /// tested (skip it), 128 = the setup is broken (abort the bisect).
 pub fn bisect_exit_code(err: &anyhow::Error) -> i32 {
-    let kind = err.chain().find_map(|cause| cause.downcast_ref::<Failure>()).map(|f| f.kind);
+    let kind = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map(|f| f.kind);
     match kind {
-        Some(Kind::PatchDoesNotApply | Kind::Config | Kind::Build | Kind::Boot | Kind::Toolchain) => BISECT_SKIP,
+        Some(
+            Kind::PatchDoesNotApply | Kind::Config | Kind::Build | Kind::Boot | Kind::Toolchain,
+        ) => BISECT_SKIP,
         _ => BISECT_ABORT,
     }
 }
@@ -73,7 +78,11 @@ impl std::error::Error for Failure {}
 
 /// `Err(fail(Kind::Build, "…"))?`
 pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
-    Failure { kind, message: message.into() }.into()
+    Failure {
+        kind,
+        message: message.into(),
+    }
+    .into()
 }
 
 /// The exit code an error should end the process with.

@@ -15,7 +15,15 @@ pub fn build_init() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // A separate target dir: static RUSTFLAGS must not invalidate the host build.
     Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--package", "patverify-init", "--target", GUEST_TARGET])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "patverify-init",
+            "--target",
+            GUEST_TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -23,19 +31,36 @@ pub fn build_init() -> Result<PathBuf> {
         .run()
         .context("cannot build the guest /init (init/)")?;
     let init = target_dir.join(GUEST_TARGET).join("release/patverify-init");
-    anyhow::ensure!(is_static_elf(&std::fs::read(&init)?), "{} is not a static executable", init.display());
+    anyhow::ensure!(
+        is_static_elf(&std::fs::read(&init)?),
+        "{} is not a static executable",
+        init.display()
+    );
     Ok(init)
 }
 
 /// True for an ELF executable without a PT_INTERP program header.
 pub fn is_static_elf(bytes: &[u8]) -> bool {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
     if bytes.get(..5) != Some(b"\x7fELF\x02") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         return false;
     };
     const PT_INTERP: u32 = 3;
@@ -110,16 +135,32 @@ mod tests {
 
     #[test]
     fn cpio_is_readable_by_cpio_tool() {
-        if Command::new("cpio").arg("--version").output_quiet().is_err() {
+        if Command::new("cpio")
+            .arg("--version")
+            .output_quiet()
+            .is_err()
+        {
             return; // cpio(1) is optional on the host; the boot test covers the archive too.
         }
         let dir = std::env::temp_dir().join(format!("patverify-cpio-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.cpio"), cpio(&[Entry::Dir("dev"), Entry::File("init", b"hello")])).unwrap();
-        let (ok, listing) = Command::new("sh").arg("-c").arg("cpio -it < a.cpio").dir(&dir).output_quiet().unwrap();
+        std::fs::write(
+            dir.join("a.cpio"),
+            cpio(&[Entry::Dir("dev"), Entry::File("init", b"hello")]),
+        )
+        .unwrap();
+        let (ok, listing) = Command::new("sh")
+            .arg("-c")
+            .arg("cpio -it < a.cpio")
+            .dir(&dir)
+            .output_quiet()
+            .unwrap();
         assert!(ok, "{listing}");
-        assert!(listing.contains("dev") && listing.contains("init"), "{listing}");
+        assert!(
+            listing.contains("dev") && listing.contains("init"),
+            "{listing}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

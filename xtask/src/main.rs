@@ -6,10 +6,13 @@ mod bisect;
 mod build;
 mod cache;
 mod clean;
+mod compare;
 mod config;
 mod diff;
 mod failure;
 mod initramfs;
+mod junit;
+mod matrix;
 mod patch;
 mod probe;
 mod proc;
@@ -50,6 +53,11 @@ enum Command {
     Doctor,
     /// Measure warm re-runs and boots (--slow: cold verify vs raw make, edited candidate).
     Bench(bench::Bench),
+    /// One verify per kernel source, merged into one table (or --emit a CI matrix).
+    Matrix(matrix::Matrix),
+    /// Read earlier runs' JSON records (`report diff OLD NEW`, `report merge FILES…`).
+    #[command(subcommand)]
+    Report(compare::Report),
     /// Remove variant trees, builds and run outputs from the cache (--all: everything).
     Clean(clean::Clean),
     /// Run the unit tests, then the end-to-end test (real builds and boots).
@@ -72,9 +80,13 @@ fn main() {
         Command::Verify(verify) => verify.run(&cache_root),
         Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
         Command::Bisect(bisect) => bisect.run(&cache_root),
-        Command::Setup => provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete")),
+        Command::Setup => {
+            provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete"))
+        }
         Command::Doctor => provision::doctor(&cache_root),
         Command::Clean(clean) => clean.run(&cache_root),
+        Command::Report(report) => report.run(),
+        Command::Matrix(matrix) => matrix.run(&cache_root),
         Command::Bench(bench) => bench.run(&cache_root),
         Command::Test(test) => test.run(&cache_root),
     };

@@ -3,7 +3,7 @@
 //! `git bisect run`'s: 0 good, 1 bad, 125 untestable, 128 abort.
 
 use crate::diff::{self, Run};
-use crate::failure::{bisect_exit_code, fail, Kind};
+use crate::failure::bisect_exit_code;
 use crate::patch::Direction;
 use crate::session::{Common, Session};
 use crate::variant::{self, Spec};
@@ -62,30 +62,54 @@ impl Probe {
             eprintln!("error: {err:#}");
         }
         let rev = self.common.rev.clone().or_else(|| {
-            self.common.kernel.as_deref().and_then(|k| crate::source::git_head(k)).map(|r| r[..12.min(r.len())].to_string())
+            self.common
+                .kernel
+                .as_deref()
+                .and_then(|k| crate::source::git_head(k))
+                .map(|r| r[..12.min(r.len())].to_string())
         });
-        println!("probe: {} {what} in {:.0} s (exit {code})", rev.as_deref().unwrap_or("tree"), started.elapsed().as_secs_f64());
+        println!(
+            "probe: {} {what} in {:.0} s (exit {code})",
+            rev.as_deref().unwrap_or("tree"),
+            started.elapsed().as_secs_f64()
+        );
         code
     }
 
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<i32> {
         let ctx = session.open(cache_root)?;
-        for p in &self.patch {
-            if !p.is_file() {
-                return Err(fail(Kind::Setup, format!("patch {} does not exist", p.display())));
-            }
-            crate::verify::note_patch(session, p, Direction::Forward)?;
+        let series_dir = ctx.cache.dir("series")?;
+        let sets = self
+            .patch
+            .iter()
+            .map(|p| crate::patch::load(p, &series_dir))
+            .collect::<Result<Vec<_>>>()?;
+        for set in &sets {
+            crate::verify::note_patch(session, set, Direction::Forward)?;
         }
-        let spec = Spec { name: "probe".into(), patches: self.patch.iter().map(|p| (p.as_path(), Direction::Forward)).collect() };
-        let variant = session.timings.time("variant", || variant::make(&ctx.cache, &ctx.source, spec))?;
+        let spec = Spec {
+            name: "probe".into(),
+            patches: sets
+                .iter()
+                .flat_map(|set| set.applied(Direction::Forward))
+                .collect(),
+        };
+        let variant = session
+            .timings
+            .time("variant", || variant::make(&ctx.cache, &ctx.source, spec))?;
         session.note_variants(std::slice::from_ref(&variant));
         let built = session.build(std::slice::from_ref(&variant))?;
         let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;
-        println!("\nkernel  {}\nvariant {}\n", ctx.source.describe, variant.describe);
+        println!(
+            "\nkernel  {}\nvariant {}\n",
+            ctx.source.describe, variant.describe
+        );
         for run in &runs {
             println!("{}", diff::single_table(run));
         }
-        let all_kept = runs.iter().all(|r| r.report.results.iter().all(|m| m.kept));
+        let all_kept = runs
+            .iter()
+            .all(|r| !r.report.results.iter().any(|m| m.lost()));
         Ok(judge(all_kept, self.expect))
     }
 }

@@ -20,7 +20,12 @@ pub struct Command {
 
 impl Command {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Command { program: program.into(), args: Vec::new(), env: Vec::new(), dir: None }
+        Command {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+        }
     }
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -46,10 +51,14 @@ impl Command {
             parts.push(format!("(cd {} &&", dir.display()));
         }
         for (k, v) in &self.env {
-            parts.push(format!("{}={}", k.to_string_lossy(), quote(&v.to_string_lossy())));
+            parts.push(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                shell_quote(&v.to_string_lossy())
+            ));
         }
         parts.push(self.program.to_string_lossy().into_owned());
-        parts.extend(self.args.iter().map(|a| quote(&a.to_string_lossy())));
+        parts.extend(self.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
         let mut line = parts.join(" ");
         if self.dir.is_some() {
             line.push(')');
@@ -60,11 +69,13 @@ impl Command {
     pub fn expression(&self) -> duct::Expression {
         // Long-running children get a process group of their own, so a
         // signal to the harness can end them and everything they started.
-        let mut expr = duct::cmd(&self.program, &self.args).stdin_null().before_spawn(|cmd| {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-            Ok(())
-        });
+        let mut expr = duct::cmd(&self.program, &self.args)
+            .stdin_null()
+            .before_spawn(|cmd| {
+                use std::os::unix::process::CommandExt;
+                cmd.process_group(0);
+                Ok(())
+            });
         for (k, v) in &self.env {
             expr = expr.env(k, v);
         }
@@ -90,7 +101,10 @@ impl Command {
             .unchecked()
             .run()
             .with_context(|| format!("cannot run {}", self.program.to_string_lossy()))?;
-        Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned()))
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 
     /// Runs, failing with the output's tail if the command fails.
@@ -133,10 +147,16 @@ impl Command {
             }
             tail.push_back(line);
         }
-        let output = reader.try_wait()?.context("command output ended before the command")?;
+        let output = reader
+            .try_wait()?
+            .context("command output ended before the command")?;
         let ok = output.status.success();
         progress.finish(ok);
-        Ok(Streamed { ok, tail: tail.into_iter().collect(), elapsed: progress.started.elapsed() })
+        Ok(Streamed {
+            ok,
+            tail: tail.into_iter().collect(),
+            elapsed: progress.started.elapsed(),
+        })
     }
 }
 
@@ -152,7 +172,10 @@ pub struct ChildGuard(Option<usize>);
 
 impl ChildGuard {
     pub fn new(pid: u32) -> Self {
-        let slot = CHILDREN.iter().position(|c| c.compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst).is_ok());
+        let slot = CHILDREN.iter().position(|c| {
+            c.compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
         ChildGuard(slot)
     }
 }
@@ -201,8 +224,11 @@ pub fn echo(cmd: &Command) {
     eprintln!("$ {}", cmd.display());
 }
 
-fn quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -227,12 +253,21 @@ impl Progress {
     pub fn new(label: &str) -> Self {
         let now = Instant::now();
         let tty = std::io::stderr().is_terminal();
-        Progress { label: label.to_string(), started: now, last_draw: now, tty }
+        Progress {
+            label: label.to_string(),
+            started: now,
+            last_draw: now,
+            tty,
+        }
     }
 
     pub fn update(&mut self, latest: &str) {
         let since = self.last_draw.elapsed();
-        let due = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(20) };
+        let due = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(20)
+        };
         if since < due || latest.trim().is_empty() {
             return;
         }
@@ -242,7 +277,13 @@ impl Progress {
         if step.len() < latest.trim().len() {
             step.push('…');
         }
-        let line = format!("  [{}] {:>3}:{:02} {}", self.label, secs / 60, secs % 60, step);
+        let line = format!(
+            "  [{}] {:>3}:{:02} {}",
+            self.label,
+            secs / 60,
+            secs % 60,
+            step
+        );
         if self.tty {
             eprint!("\r\x1b[K{line}");
         } else {
@@ -255,8 +296,22 @@ impl Progress {
         if self.tty {
             eprint!("\r\x1b[K");
         }
-        eprintln!("  [{}] {} in {:.1} s", self.label, if ok { "done" } else { "FAILED" }, secs);
+        eprintln!(
+            "  [{}] {} in {:.1} s",
+            self.label,
+            if ok { "done" } else { "FAILED" },
+            secs
+        );
     }
+}
+
+/// Where `program` is found on $PATH, if anywhere.
+pub fn which(program: &Path) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 #[cfg(test)]
@@ -265,7 +320,10 @@ mod tests {
 
     #[test]
     fn display_quotes_what_needs_quoting() {
-        let cmd = Command::new("make").arg("O=/tmp/x").arg("a b").env("CC", "ccache clang");
+        let cmd = Command::new("make")
+            .arg("O=/tmp/x")
+            .arg("a b")
+            .env("CC", "ccache clang");
         assert_eq!(cmd.display(), "CC='ccache clang' make O=/tmp/x 'a b'");
     }
 

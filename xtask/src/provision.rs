@@ -31,12 +31,22 @@ enum Install {
 
 /// The whole output of `program --version` ("" when it cannot run).
 pub fn version_output(program: &Path) -> String {
-    Command::new(program).arg("--version").output_quiet().map(|(_, out)| out).unwrap_or_default()
+    Command::new(program)
+        .arg("--version")
+        .output_quiet()
+        .map(|(_, out)| out)
+        .unwrap_or_default()
 }
 
 fn version_of(program: &str, arg: &str) -> Option<String> {
     let (ok, out) = Command::new(program).arg(arg).output_quiet().ok()?;
-    ok.then(|| out.lines().find(|l| !l.trim().is_empty()).unwrap_or("present").trim().to_string())
+    ok.then(|| {
+        out.lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("present")
+            .trim()
+            .to_string()
+    })
 }
 
 fn file_present(path: &str) -> Option<String> {
@@ -61,26 +71,106 @@ fn bindgen_version() -> Option<String> {
 }
 
 const REQUIREMENTS: &[Requirement] = &[
-    Requirement { what: "rustc (Debian rustc-web)", probe: || version_of(RUSTC, "--version"), install: Install::Apt("rustc-web") },
-    Requirement { what: "Rust library sources", probe: || file_present("/usr/lib/rustlib/src/rust/library/core/src/lib.rs"), install: Install::Apt("rust-web-src") },
-    Requirement { what: "clang-19", probe: || version_of("clang-19", "--version"), install: Install::Apt("clang-19") },
-    Requirement { what: "libclang 19", probe: || file_present("/usr/lib/llvm-19/lib/libclang.so"), install: Install::Apt("libclang-19-dev") },
-    Requirement { what: "ld.lld-19", probe: || version_of("ld.lld-19", "--version"), install: Install::Apt("lld-19") },
-    Requirement { what: "llvm-19 tools", probe: || version_of("llvm-ar-19", "--version"), install: Install::Apt("llvm-19") },
-    Requirement { what: "bindgen-cli 0.69.5", probe: bindgen_version, install: Install::CargoBindgen },
-    Requirement { what: "make", probe: || version_of("make", "--version"), install: Install::Apt("make") },
-    Requirement { what: "flex", probe: || version_of("flex", "--version"), install: Install::Apt("flex") },
-    Requirement { what: "bison", probe: || version_of("bison", "--version"), install: Install::Apt("bison") },
-    Requirement { what: "bc", probe: || version_of("bc", "--version"), install: Install::Apt("bc") },
-    Requirement { what: "libelf headers", probe: || file_present("/usr/include/libelf.h"), install: Install::Apt("libelf-dev") },
-    Requirement { what: "OpenSSL headers", probe: || file_present("/usr/include/openssl/ssl.h"), install: Install::Apt("libssl-dev") },
-    Requirement { what: "static glibc (guest /init)", probe: || file_present("/usr/lib/x86_64-linux-gnu/libc.a"), install: Install::Apt("libc6-dev") },
-    Requirement { what: "ccache", probe: || version_of("ccache", "--version"), install: Install::Apt("ccache") },
-    Requirement { what: "patch", probe: || version_of("patch", "--version"), install: Install::Apt("patch") },
-    Requirement { what: "xz", probe: || version_of("xz", "--version"), install: Install::Apt("xz-utils") },
-    Requirement { what: "git", probe: || version_of("git", "--version"), install: Install::Apt("git") },
-    Requirement { what: "qemu-system-x86_64", probe: || version_of("qemu-system-x86_64", "--version"), install: Install::Apt("qemu-system-x86") },
-    Requirement { what: "Linux 6.12 source (Debian linux-source-6.12)", probe: || file_present(KERNEL_TARBALL), install: Install::Apt("linux-source-6.12") },
+    Requirement {
+        what: "rustc (Debian rustc-web)",
+        probe: || version_of(RUSTC, "--version"),
+        install: Install::Apt("rustc-web"),
+    },
+    Requirement {
+        what: "Rust library sources",
+        probe: || file_present("/usr/lib/rustlib/src/rust/library/core/src/lib.rs"),
+        install: Install::Apt("rust-web-src"),
+    },
+    Requirement {
+        what: "clang-19",
+        probe: || version_of("clang-19", "--version"),
+        install: Install::Apt("clang-19"),
+    },
+    Requirement {
+        what: "libclang 19",
+        probe: || file_present("/usr/lib/llvm-19/lib/libclang.so"),
+        install: Install::Apt("libclang-19-dev"),
+    },
+    Requirement {
+        what: "ld.lld-19",
+        probe: || version_of("ld.lld-19", "--version"),
+        install: Install::Apt("lld-19"),
+    },
+    Requirement {
+        what: "llvm-19 tools",
+        probe: || version_of("llvm-ar-19", "--version"),
+        install: Install::Apt("llvm-19"),
+    },
+    Requirement {
+        what: "bindgen-cli 0.69.5",
+        probe: bindgen_version,
+        install: Install::CargoBindgen,
+    },
+    Requirement {
+        what: "make",
+        probe: || version_of("make", "--version"),
+        install: Install::Apt("make"),
+    },
+    Requirement {
+        what: "flex",
+        probe: || version_of("flex", "--version"),
+        install: Install::Apt("flex"),
+    },
+    Requirement {
+        what: "bison",
+        probe: || version_of("bison", "--version"),
+        install: Install::Apt("bison"),
+    },
+    Requirement {
+        what: "bc",
+        probe: || version_of("bc", "--version"),
+        install: Install::Apt("bc"),
+    },
+    Requirement {
+        what: "libelf headers",
+        probe: || file_present("/usr/include/libelf.h"),
+        install: Install::Apt("libelf-dev"),
+    },
+    Requirement {
+        what: "OpenSSL headers",
+        probe: || file_present("/usr/include/openssl/ssl.h"),
+        install: Install::Apt("libssl-dev"),
+    },
+    Requirement {
+        what: "static glibc (guest /init)",
+        probe: || file_present("/usr/lib/x86_64-linux-gnu/libc.a"),
+        install: Install::Apt("libc6-dev"),
+    },
+    Requirement {
+        what: "ccache",
+        probe: || version_of("ccache", "--version"),
+        install: Install::Apt("ccache"),
+    },
+    Requirement {
+        what: "patch",
+        probe: || version_of("patch", "--version"),
+        install: Install::Apt("patch"),
+    },
+    Requirement {
+        what: "xz",
+        probe: || version_of("xz", "--version"),
+        install: Install::Apt("xz-utils"),
+    },
+    Requirement {
+        what: "git",
+        probe: || version_of("git", "--version"),
+        install: Install::Apt("git"),
+    },
+    Requirement {
+        what: "qemu-system-x86_64",
+        probe: || version_of("qemu-system-x86_64", "--version"),
+        install: Install::Apt("qemu-system-x86"),
+    },
+    Requirement {
+        what: "Linux 6.12 source (Debian linux-source-6.12)",
+        probe: || file_present(KERNEL_TARBALL),
+        install: Install::Apt("linux-source-6.12"),
+    },
 ];
 
 pub struct Missing {
@@ -105,17 +195,24 @@ impl Missing {
             );
         }
         if self.bindgen {
-            cmds.push(
-                Command::new("cargo")
-                    .args(["install", "bindgen-cli", "--version", BINDGEN_VERSION, "--locked", "--force"]),
-            );
+            cmds.push(Command::new("cargo").args([
+                "install",
+                "bindgen-cli",
+                "--version",
+                BINDGEN_VERSION,
+                "--locked",
+                "--force",
+            ]));
         }
         cmds
     }
 }
 
 fn missing() -> Missing {
-    let mut m = Missing { apt: Vec::new(), bindgen: false };
+    let mut m = Missing {
+        apt: Vec::new(),
+        bindgen: false,
+    };
     for req in REQUIREMENTS {
         if (req.probe)().is_none() {
             match req.install {
@@ -139,21 +236,36 @@ pub fn ensure(xen_dir: &Path) -> Result<()> {
     if !missing.is_empty() {
         let cmds = missing.commands();
         if !is_root() {
-            let lines: Vec<String> = cmds.iter().map(|c| format!("  sudo {}", c.display())).collect();
+            let lines: Vec<String> = cmds
+                .iter()
+                .map(|c| format!("  sudo {}", c.display()))
+                .collect();
             return Err(fail(
                 Kind::Setup,
-                format!("missing host tools; install them with:\n{}", lines.join("\n")),
+                format!(
+                    "missing host tools; install them with:\n{}",
+                    lines.join("\n")
+                ),
             ));
         }
-        eprintln!("installing: {}{}", missing.apt.join(" "), if missing.bindgen { " bindgen-cli" } else { "" });
+        eprintln!(
+            "installing: {}{}",
+            missing.apt.join(" "),
+            if missing.bindgen { " bindgen-cli" } else { "" }
+        );
         for cmd in cmds {
-            cmd.run().map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
+            cmd.run()
+                .map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
         }
         let still = self::missing();
         if !still.is_empty() {
             return Err(fail(
                 Kind::Setup,
-                format!("still missing after installing: {} {}", still.apt.join(" "), if still.bindgen { "bindgen-cli" } else { "" }),
+                format!(
+                    "still missing after installing: {} {}",
+                    still.apt.join(" "),
+                    if still.bindgen { "bindgen-cli" } else { "" }
+                ),
             ));
         }
     }
@@ -175,25 +287,45 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
     }
     let tmp = crate::cache::temp_sibling(xen_dir)?;
     std::fs::create_dir_all(&tmp)?;
-    let download = Command::new("apt-get").args(["download", XEN_PACKAGE]).dir(&tmp);
+    let download = Command::new("apt-get")
+        .args(["download", XEN_PACKAGE])
+        .dir(&tmp);
     if let Err(err) = download.run() {
-        return Err(fail(Kind::Setup, format!("cannot download {XEN_PACKAGE} (run `apt-get update` first?): {err:#}")));
+        return Err(fail(
+            Kind::Setup,
+            format!("cannot download {XEN_PACKAGE} (run `apt-get update` first?): {err:#}"),
+        ));
     }
     let deb = std::fs::read_dir(&tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("apt-get download left no .deb")?;
-    Command::new("dpkg").arg("-x").arg(&deb).arg(tmp.join("root")).run()?;
+    Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(tmp.join("root"))
+        .run()?;
     let gz = std::fs::read_dir(tmp.join("root/boot"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("xen-") && n.to_string_lossy().ends_with(".gz")))
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("xen-") && n.to_string_lossy().ends_with(".gz")
+            })
+        })
         .context("no boot/xen-*.gz in the Xen package")?;
     let (ok, _) = Command::new("sh")
         .arg("-c")
-        .arg(format!("zcat '{}' > '{}'", gz.display(), tmp.join("xen").display()))
+        .arg(format!(
+            "zcat '{}' > '{}'",
+            gz.display(),
+            tmp.join("xen").display()
+        ))
         .output()?;
     anyhow::ensure!(ok, "cannot unpack {}", gz.display());
-    std::fs::write(tmp.join("version"), deb.file_name().unwrap_or_default().as_encoded_bytes())?;
+    std::fs::write(
+        tmp.join("version"),
+        deb.file_name().unwrap_or_default().as_encoded_bytes(),
+    )?;
     crate::cache::publish_dir(&tmp, xen_dir)
 }
 
@@ -207,7 +339,9 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
                 all_ok = false;
                 let how = match req.install {
                     Install::Apt(pkg) => format!("apt-get install {pkg}"),
-                    Install::CargoBindgen => format!("cargo install bindgen-cli --version {BINDGEN_VERSION} --locked"),
+                    Install::CargoBindgen => {
+                        format!("cargo install bindgen-cli --version {BINDGEN_VERSION} --locked")
+                    }
                 };
                 println!("  MISSING  {:<45} ({how})", req.what);
             }
@@ -215,18 +349,39 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
     }
     let xen_dir = cache_root.join("xen");
     match std::fs::read_to_string(xen_dir.join("version")) {
-        Ok(v) if xen_image(&xen_dir).exists() => println!("  ok       {:<45} {}", "Xen hypervisor (in cache)", v.trim()),
+        Ok(v) if xen_image(&xen_dir).exists() => println!(
+            "  ok       {:<45} {}",
+            "Xen hypervisor (in cache)",
+            v.trim()
+        ),
         _ => {
             all_ok = false;
-            println!("  MISSING  {:<45} (cargo xtask setup)", "Xen hypervisor (in cache)");
+            println!(
+                "  MISSING  {:<45} (cargo xtask setup)",
+                "Xen hypervisor (in cache)"
+            );
         }
     }
-    println!("  kvm      {}", if Path::new("/dev/kvm").exists() { "/dev/kvm present (unused by default: guests die with emulation failures here; --kvm to try)" } else { "absent (TCG)" });
-    println!("  cache    {} ({})", cache_root.display(), crate::cache::size_human(cache_root));
+    println!(
+        "  kvm      {}",
+        if Path::new("/dev/kvm").exists() {
+            "/dev/kvm present (unused by default: guests die with emulation failures here; --kvm to try)"
+        } else {
+            "absent (TCG)"
+        }
+    );
+    println!(
+        "  cache    {} ({})",
+        cache_root.display(),
+        crate::cache::size_human(cache_root)
+    );
     if all_ok {
         println!("everything is present");
         Ok(())
     } else {
-        Err(fail(Kind::Setup, "some requirements are missing: run `cargo xtask setup` as root"))
+        Err(fail(
+            Kind::Setup,
+            "some requirements are missing: run `cargo xtask setup` as root",
+        ))
     }
 }

@@ -28,6 +28,8 @@ impl Env {
 }
 
 pub struct Boot<'a> {
+    /// The QEMU program (`--qemu`, default qemu-system-x86_64).
+    pub qemu: &'a Path,
     pub env: Env,
     pub bzimage: &'a Path,
     pub initramfs: &'a Path,
@@ -42,11 +44,25 @@ pub struct Boot<'a> {
 fn machine_args(kvm: bool, memory: &str) -> Vec<String> {
     // Under Xen, `-cpu max` and Skylake models crash dom0; qemu64 works for both.
     let accel = if kvm { "kvm" } else { "tcg" };
-    ["-accel", accel, "-cpu", "qemu64", "-m", memory, "-smp", "1"].iter().map(|s| s.to_string()).collect()
+    ["-accel", accel, "-cpu", "qemu64", "-m", memory, "-smp", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn console_args() -> Vec<String> {
-    ["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"].iter().map(|s| s.to_string()).collect()
+    [
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn native_args(boot: &Boot) -> Vec<String> {
@@ -71,7 +87,12 @@ fn xen_args(boot: &Boot, xen: &Path) -> Vec<String> {
         "-append".into(),
         "console=com1 com1=115200,8n1 dom0_mem=256M".into(),
         "-initrd".into(),
-        format!("{} {},{}", boot.bzimage.display(), dom0_cmdline.trim(), boot.initramfs.display()),
+        format!(
+            "{} {},{}",
+            boot.bzimage.display(),
+            dom0_cmdline.trim(),
+            boot.initramfs.display()
+        ),
     ]
 }
 
@@ -84,13 +105,18 @@ pub fn command(boot: &Boot) -> Result<Command> {
         Env::Native => native_args(boot),
         Env::Xen => xen_args(boot, boot.xen.context("Xen boot without a Xen image")?),
     };
-    Ok(Command::new("qemu-system-x86_64").args(machine_args(boot.kvm, memory)).args(console_args()).args(env_args))
+    Ok(Command::new(boot.qemu)
+        .args(machine_args(boot.kvm, memory))
+        .args(console_args())
+        .args(env_args))
 }
 
 pub struct Console {
     pub text: String,
     pub elapsed: Duration,
     pub timed_out: bool,
+    /// QEMU's exit status when it failed (not when killed at the timeout).
+    pub failed_status: Option<std::process::ExitStatus>,
 }
 
 /// Boots and returns the console output. QEMU exits by itself when the guest
@@ -108,7 +134,15 @@ pub fn run(boot: &Boot) -> Result<Console> {
         .stderr_to_stdout()
         .unchecked()
         .reader()
-        .map_err(|e| fail(Kind::Setup, format!("cannot start qemu-system-x86_64: {e} (run `cargo xtask setup`)")))?;
+        .map_err(|e| {
+            fail(
+                Kind::Setup,
+                format!(
+                    "cannot start {}: {e} (run `cargo xtask setup`, or pass --qemu)",
+                    boot.qemu.display()
+                ),
+            )
+        })?;
     let _guards = crate::proc::guard_children(&reader);
     let reader = Arc::new(reader);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -148,18 +182,30 @@ pub fn run(boot: &Boot) -> Result<Console> {
         }
     }
     if timed_out {
-        writeln!(log, "\n[patverify: killed after the {} s timeout]", boot.timeout.as_secs())?;
+        writeln!(
+            log,
+            "\n[patverify: killed after the {} s timeout]",
+            boot.timeout.as_secs()
+        )?;
     }
     // The pump ends once QEMU's output closes (it exited or was killed).
     let _ = pump.join();
     let elapsed = started.elapsed();
-    let status = if timed_out { None } else { reader.try_wait().ok().flatten().map(|o| o.status) };
-    if let Some(status) = status {
-        if !status.success() {
-            writeln!(log, "\n[patverify: qemu exited with {status}]")?;
-        }
+    let status = if timed_out {
+        None
+    } else {
+        reader.try_wait().ok().flatten().map(|o| o.status)
+    };
+    let failed_status = status.filter(|s| !s.success());
+    if let Some(status) = failed_status {
+        writeln!(log, "\n[patverify: qemu exited with {status}]")?;
     }
-    Ok(Console { text: String::from_utf8_lossy(&text).into_owned(), elapsed, timed_out })
+    Ok(Console {
+        text: String::from_utf8_lossy(&text).into_owned(),
+        elapsed,
+        timed_out,
+        failed_status,
+    })
 }
 
 /// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
@@ -176,8 +222,15 @@ pub fn check_env(env: Env, console: &str) -> Result<(), String> {
         return Err("the Xen hypervisor did not start (QEMU could not load it?)".into());
     }
     if !console.contains("Linux version") {
-        let last_xen = console.lines().filter(|l| l.starts_with("(XEN)")).last().unwrap_or("").trim();
-        return Err(format!("Xen did not start dom0 (last hypervisor line: {last_xen:?})"));
+        let last_xen = console
+            .lines()
+            .filter(|l| l.starts_with("(XEN)"))
+            .last()
+            .unwrap_or("")
+            .trim();
+        return Err(format!(
+            "Xen did not start dom0 (last hypervisor line: {last_xen:?})"
+        ));
     }
     if !console.contains("Hypervisor detected: Xen PV") {
         return Err("dom0 did not run as a Xen PV guest".into());
@@ -193,9 +246,13 @@ mod tests {
     fn xen_environment_checks() {
         let good = "(XEN) Xen version 4.17\nLinux version 6.12\nHypervisor detected: Xen PV\n";
         assert_eq!(check_env(Env::Xen, good), Ok(()));
-        assert!(check_env(Env::Xen, "SeaBIOS\n").unwrap_err().contains("did not start"));
+        assert!(check_env(Env::Xen, "SeaBIOS\n")
+            .unwrap_err()
+            .contains("did not start"));
         let refused = "(XEN) Xen version 4.17\n(XEN) Could not set up DOM0 guest OS\n";
-        assert!(check_env(Env::Xen, refused).unwrap_err().contains("Could not set up DOM0"));
+        assert!(check_env(Env::Xen, refused)
+            .unwrap_err()
+            .contains("Could not set up DOM0"));
         assert_eq!(check_env(Env::Native, ""), Ok(()));
     }
 
@@ -210,6 +267,7 @@ mod tests {
             kvm: false,
             console_log: PathBuf::from("/dev/null"),
             extra_cmdline: "",
+            qemu: Path::new("qemu-system-x86_64"),
         };
         command(&boot).unwrap().display()
     }
@@ -217,16 +275,28 @@ mod tests {
     #[test]
     fn native_command_line() {
         let line = command_line(Env::Native, None);
-        assert!(line.starts_with("qemu-system-x86_64 -accel tcg -cpu qemu64 -m 512M"), "{line}");
-        assert!(line.contains("-no-reboot") && line.contains("-kernel /k/bzImage -initrd /k/initrd"), "{line}");
-        assert!(line.contains("'console=ttyS0 panic=-1 oops=panic'"), "{line}");
+        assert!(
+            line.starts_with("qemu-system-x86_64 -accel tcg -cpu qemu64 -m 512M"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-no-reboot") && line.contains("-kernel /k/bzImage -initrd /k/initrd"),
+            "{line}"
+        );
+        assert!(
+            line.contains("'console=ttyS0 panic=-1 oops=panic'"),
+            "{line}"
+        );
     }
 
     #[test]
     fn xen_command_line_passes_dom0_as_modules() {
         let line = command_line(Env::Xen, Some(Path::new("/c/xen")));
         assert!(line.contains("-kernel /c/xen"), "{line}");
-        assert!(line.contains("'/k/bzImage console=hvc0 panic=-1 oops=panic,/k/initrd'"), "{line}");
+        assert!(
+            line.contains("'/k/bzImage console=hvc0 panic=-1 oops=panic,/k/initrd'"),
+            "{line}"
+        );
         assert!(line.contains("-m 1G"), "{line}");
     }
 }

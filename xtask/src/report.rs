@@ -32,12 +32,22 @@ impl std::fmt::Display for BootProblem {
 }
 
 const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "(XEN) Panic on CPU"];
-const OOPS_MARKERS: &[&str] = &["BUG: ", "Oops: ", "general protection fault", "Unable to handle kernel"];
+const OOPS_MARKERS: &[&str] = &[
+    "BUG: ",
+    "Oops: ",
+    "general protection fault",
+    "Unable to handle kernel",
+];
 
 /// Extracts the report from a console log (CRs and ANSI noise tolerated).
 pub fn extract(console: &str) -> Result<String, BootProblem> {
     let lines: Vec<&str> = console.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let find = |markers: &[&str]| lines.iter().find(|l| markers.iter().any(|m| l.contains(m))).map(|l| l.trim().to_string());
+    let find = |markers: &[&str]| {
+        lines
+            .iter()
+            .find(|l| markers.iter().any(|m| l.contains(m)))
+            .map(|l| l.trim().to_string())
+    };
     if let Some(line) = find(PANIC_MARKERS) {
         return Err(BootProblem::Panic(line));
     }
@@ -45,8 +55,13 @@ pub fn extract(console: &str) -> Result<String, BootProblem> {
         return Err(BootProblem::Oops(line));
     }
     if let Some(line) = lines.iter().find(|l| l.contains(GUEST_ERROR)) {
-        let msg = line.split_once(GUEST_ERROR).map(|x| x.1).unwrap_or_default();
-        return Err(BootProblem::GuestError(msg.trim().trim_end_matches("====").trim().to_string()));
+        let msg = line
+            .split_once(GUEST_ERROR)
+            .map(|x| x.1)
+            .unwrap_or_default();
+        return Err(BootProblem::GuestError(
+            msg.trim().trim_end_matches("====").trim().to_string(),
+        ));
     }
     let Some(begin) = lines.iter().position(|l| l.contains(BEGIN)) else {
         return Err(BootProblem::NoReport);
@@ -62,8 +77,13 @@ pub fn extract(console: &str) -> Result<String, BootProblem> {
         .and_then(|n| n.parse().ok());
     match expected {
         Some(n) if n == body.len() => Ok(body.iter().map(|l| format!("{l}\n")).collect()),
-        Some(n) => Err(BootProblem::Truncated(format!("the guest sent {n} lines, {} arrived", body.len()))),
-        None => Err(BootProblem::Truncated("end marker without a line count".into())),
+        Some(n) => Err(BootProblem::Truncated(format!(
+            "the guest sent {n} lines, {} arrived",
+            body.len()
+        ))),
+        None => Err(BootProblem::Truncated(
+            "end marker without a line count".into(),
+        )),
     }
 }
 
@@ -75,6 +95,16 @@ pub struct ModeResult {
     pub pte_before: String,
     pub pte_after: String,
     pub kept: bool,
+    /// KTAP `# SKIP` reason: the path cannot run in this environment
+    /// (neither kept nor lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl ModeResult {
+    pub fn lost(&self) -> bool {
+        !self.kept && self.skipped.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,11 +139,16 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
             }
         } else if let Some(rest) = line.strip_prefix("# ") {
             if let Some((name, kvs)) = rest.split_once(": ") {
-                let kvs = key_values(kvs).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let kvs = key_values(kvs)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
                 diagnostics.push((name.to_string(), kvs));
             }
         } else if let Some(n) = line.strip_prefix("1..") {
-            plan = Some(n.parse::<usize>().map_err(|_| format!("bad plan line {line:?}"))?);
+            plan = Some(
+                n.parse::<usize>()
+                    .map_err(|_| format!("bad plan line {line:?}"))?,
+            );
         } else {
             let (ok, rest) = if let Some(r) = line.strip_prefix("ok ") {
                 (true, r)
@@ -122,13 +157,38 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
             } else {
                 return Err(format!("unexpected line {line:?}"));
             };
-            let (number, name) = rest.split_once(' ').ok_or_else(|| format!("bad result line {line:?}"))?;
-            let number: usize = number.parse().map_err(|_| format!("bad test number in {line:?}"))?;
+            let (number, name) = rest
+                .split_once(' ')
+                .ok_or_else(|| format!("bad result line {line:?}"))?;
+            let number: usize = number
+                .parse()
+                .map_err(|_| format!("bad test number in {line:?}"))?;
             if number != results.len() + 1 {
                 return Err(format!("test {number} out of order"));
             }
-            let name = name.split(" # ").next().unwrap_or(name).trim();
-            let (path, mode) = name.rsplit_once('.').ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;
+            let (name, directive) = match name.split_once(" # ") {
+                Some((name, directive)) => (name.trim(), Some(directive.trim())),
+                None => (name.trim(), None),
+            };
+            let (path, mode) = name
+                .rsplit_once('.')
+                .ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;
+            if let Some(reason) = directive.and_then(|d| d.strip_prefix("SKIP")) {
+                if !ok || !MODES.contains(&mode) {
+                    return Err(format!("bad SKIP line {line:?}"));
+                }
+                let none = String::from("-");
+                results.push(ModeResult {
+                    path: path.to_string(),
+                    requested: mode.to_string(),
+                    observed: "skip".into(),
+                    pte_before: none.clone(),
+                    pte_after: none,
+                    kept: false,
+                    skipped: Some(reason.trim().to_string()),
+                });
+                continue;
+            }
             let kvs = diagnostics
                 .iter()
                 .rev()
@@ -136,7 +196,10 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
                 .map(|(_, kvs)| kvs)
                 .ok_or_else(|| format!("no diagnostic line for {name}"))?;
             let get = |key: &str| {
-                kvs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or_else(|| format!("{name}: no {key}="))
+                kvs.iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("{name}: no {key}="))
             };
             let result = ModeResult {
                 path: path.to_string(),
@@ -145,27 +208,47 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
                 pte_before: get("pte_before")?,
                 pte_after: get("pte_after")?,
                 kept: ok,
+                skipped: None,
             };
             if result.observed == "none" {
-                return Err(format!("{name} was not measured (the guest's /init did not exercise that path)"));
+                return Err(format!(
+                    "{name} was not measured (the guest's /init did not exercise that path)"
+                ));
             }
             if result.requested != mode || !MODES.contains(&mode) {
-                return Err(format!("{name}: requested mode {} does not match", result.requested));
+                return Err(format!(
+                    "{name}: requested mode {} does not match",
+                    result.requested
+                ));
             }
             if (result.observed == result.requested) != ok {
-                return Err(format!("{name}: result {} contradicts observed={}", if ok { "ok" } else { "not ok" }, result.observed));
+                return Err(format!(
+                    "{name}: result {} contradicts observed={}",
+                    if ok { "ok" } else { "not ok" },
+                    result.observed
+                ));
             }
             results.push(result);
         }
     }
     let plan = plan.ok_or("no test plan line")?;
     if plan != results.len() {
-        return Err(format!("plan says {plan} tests, {} reported", results.len()));
+        return Err(format!(
+            "plan says {plan} tests, {} reported",
+            results.len()
+        ));
     }
     if pat_layout.len() != 8 {
-        return Err(format!("PAT layout has {} entries, not 8", pat_layout.len()));
+        return Err(format!(
+            "PAT layout has {} entries, not 8",
+            pat_layout.len()
+        ));
     }
-    Ok(Report { pat_layout, pat_msr, results })
+    Ok(Report {
+        pat_layout,
+        pat_msr,
+        results,
+    })
 }
 
 #[cfg(test)]
@@ -176,7 +259,10 @@ pub mod tests {
     pub fn sample_ktap(lost: &[(&str, &str)]) -> String {
         let mut s = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0007010600070106\n1..6\n");
         for (i, mode) in MODES.iter().enumerate() {
-            let observed = lost.iter().find(|(m, _)| m == mode).map_or(*mode, |(_, o)| *o);
+            let observed = lost
+                .iter()
+                .find(|(m, _)| m == mode)
+                .map_or(*mode, |(_, o)| *o);
             s += &format!(
                 "# vma_set_page_prot.{mode}: requested={mode} pte_before=0x80000000000000{i:02x} pte_after=0x80000000000000{i:02x} observed={observed}\n"
             );
@@ -194,12 +280,40 @@ pub mod tests {
     #[test]
     fn parses_a_report_with_lost_modes() {
         let report = parse_ktap(&sample_ktap(&[("WT", "UC"), ("WP", "WC")])).unwrap();
-        assert_eq!(report.pat_layout, ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]);
+        assert_eq!(
+            report.pat_layout,
+            ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]
+        );
         assert_eq!(report.results.len(), 6);
         let wt = &report.results[4];
-        assert_eq!((wt.requested.as_str(), wt.observed.as_str(), wt.kept), ("WT", "UC", false));
+        assert_eq!(
+            (wt.requested.as_str(), wt.observed.as_str(), wt.kept),
+            ("WT", "UC", false)
+        );
         assert_eq!(wt.path, "vma_set_page_prot");
         assert!(report.results[0].kept);
+    }
+
+    #[test]
+    fn a_skipped_path_is_neither_kept_nor_lost() {
+        let ktap = sample_ktap(&[]).replace("1..6", "1..7")
+            + "ok 7 huge_pmd.WB # SKIP Xen PV has no 2 MiB pages\n";
+        let report = parse_ktap(&ktap).unwrap();
+        let skipped = &report.results[6];
+        assert_eq!(
+            (
+                skipped.path.as_str(),
+                skipped.requested.as_str(),
+                skipped.skipped.as_deref()
+            ),
+            ("huge_pmd", "WB", Some("Xen PV has no 2 MiB pages"))
+        );
+        assert!(!skipped.kept && !skipped.lost());
+        assert!(report.results[..6].iter().all(|r| r.kept && !r.lost()));
+        let failed_skip = ktap.replace("ok 7 huge_pmd", "not ok 7 huge_pmd");
+        assert!(parse_ktap(&failed_skip)
+            .unwrap_err()
+            .contains("bad SKIP line"));
     }
 
     #[test]
@@ -211,31 +325,63 @@ pub mod tests {
     #[test]
     fn names_boot_problems() {
         let ktap = sample_ktap(&[]);
-        let panic = format!("[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n{}", console_with(&ktap));
-        assert!(matches!(extract(&panic), Err(BootProblem::Panic(l)) if l.contains("Unable to mount root")));
-        let oops = format!("[ 1.0] BUG: kernel NULL pointer dereference, address: 0\n{}", console_with(&ktap));
+        let panic = format!(
+            "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n{}",
+            console_with(&ktap)
+        );
+        assert!(
+            matches!(extract(&panic), Err(BootProblem::Panic(l)) if l.contains("Unable to mount root"))
+        );
+        let oops = format!(
+            "[ 1.0] BUG: kernel NULL pointer dereference, address: 0\n{}",
+            console_with(&ktap)
+        );
         assert!(matches!(extract(&oops), Err(BootProblem::Oops(_))));
         assert_eq!(extract("[ 0.1] booting\n"), Err(BootProblem::NoReport));
         let cut = console_with(&ktap);
         let cut = &cut[..cut.find("ok 3").unwrap()];
         assert!(matches!(extract(cut), Err(BootProblem::Truncated(_))));
         let dropped_line = console_with(&ktap).replacen("ok 2 vma_set_page_prot.WC\r\n", "", 1);
-        assert!(matches!(extract(&dropped_line), Err(BootProblem::Truncated(w)) if w.contains("16 lines, 15 arrived")));
+        assert!(
+            matches!(extract(&dropped_line), Err(BootProblem::Truncated(w)) if w.contains("16 lines, 15 arrived"))
+        );
         let guest = format!("{GUEST_ERROR} read /debug/patverify/results: No such file ====\n");
-        assert!(matches!(extract(&guest), Err(BootProblem::GuestError(m)) if m.ends_with("No such file")));
+        assert!(
+            matches!(extract(&guest), Err(BootProblem::GuestError(m)) if m.ends_with("No such file"))
+        );
     }
 
     #[test]
     fn rejects_incomplete_or_inconsistent_ktap() {
         let ktap = sample_ktap(&[]);
         assert!(parse_ktap(&ktap.replace("KTAP version 1", "TAP version 13")).is_err());
-        assert!(parse_ktap(&ktap.replace("1..6", "1..7")).unwrap_err().contains("plan says 7"));
+        assert!(parse_ktap(&ktap.replace("1..6", "1..7"))
+            .unwrap_err()
+            .contains("plan says 7"));
         let contradiction = ktap.replace("observed=WT", "observed=UC");
-        assert!(parse_ktap(&contradiction).unwrap_err().contains("contradicts"));
-        let no_diag: String = ktap.lines().filter(|l| !l.starts_with("# vma_set_page_prot.WP")).map(|l| format!("{l}\n")).collect();
-        assert!(parse_ktap(&no_diag).unwrap_err().contains("no diagnostic line"));
-        let unmeasured = ktap.replace("pte_after=0x8000000000000005 observed=WP", "pte_after=none observed=none").replace("ok 6 vma_set_page_prot.WP", "not ok 6 vma_set_page_prot.WP # not measured");
-        assert!(parse_ktap(&unmeasured).unwrap_err().contains("was not measured"));
+        assert!(parse_ktap(&contradiction)
+            .unwrap_err()
+            .contains("contradicts"));
+        let no_diag: String = ktap
+            .lines()
+            .filter(|l| !l.starts_with("# vma_set_page_prot.WP"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_ktap(&no_diag)
+            .unwrap_err()
+            .contains("no diagnostic line"));
+        let unmeasured = ktap
+            .replace(
+                "pte_after=0x8000000000000005 observed=WP",
+                "pte_after=none observed=none",
+            )
+            .replace(
+                "ok 6 vma_set_page_prot.WP",
+                "not ok 6 vma_set_page_prot.WP # not measured",
+            );
+        assert!(parse_ktap(&unmeasured)
+            .unwrap_err()
+            .contains("was not measured"));
         let no_layout = ktap.replace("# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n", "");
         assert!(parse_ktap(&no_layout).unwrap_err().contains("PAT layout"));
     }

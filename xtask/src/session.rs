@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// Kernel tree to test (a directory or git work tree; never modified).
+    /// Kernel to test: a tree (a directory or git work tree; never modified)
+    /// or a source package tarball (/usr/src/linux-source-X.tar.xz).
     /// Default: Debian's linux-source-6.12 tarball, unpacked into the cache.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -35,6 +36,9 @@ pub struct Common {
     /// Write the machine-readable verdict and results here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the results as JUnit XML here (for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -50,9 +54,16 @@ pub struct Common {
     /// Extra config fragment merged after configs/*.config (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     pub extra_configs: Vec<PathBuf>,
+    /// QEMU program to boot with.
+    #[arg(long, value_name = "PROGRAM", default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
     /// Extra kernel command line for every boot (failure-injection tests).
     #[arg(long, hide = true, default_value = "")]
     pub extra_cmdline: String,
+    /// Boot this file as Xen's dom0 instead of the built kernel (tests: a
+    /// kernel Xen refuses).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub dom0_kernel: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,8 +98,13 @@ pub struct Json {
     exit_code: i32,
     message: String,
     pub kernel: Option<serde_json::Value>,
+    /// The versions a result depends on besides the tree and the patches.
+    pub toolchain: Option<serde_json::Value>,
     pub patches: Vec<serde_json::Value>,
     pub variants: Vec<serde_json::Value>,
+    /// verify: each candidate's verdict.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<serde_json::Value>,
     builds: Vec<serde_json::Value>,
     environments: Vec<serde_json::Value>,
     results: Vec<JsonResult>,
@@ -129,7 +145,12 @@ pub struct Ctx {
 
 impl Session {
     pub fn new(common: Common) -> Self {
-        Session { common, json: Json::default(), timings: Timings::default(), started: Instant::now() }
+        Session {
+            common,
+            json: Json::default(),
+            timings: Timings::default(),
+            started: Instant::now(),
+        }
     }
 
     /// Locks the cache, provisions the host, and gets the kernel source.
@@ -139,24 +160,44 @@ impl Session {
         let out_dir = match &self.common.out {
             Some(dir) => dir.clone(),
             None => {
-                let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-                cache.dir("runs")?.join(format!("{stamp}-{}", std::process::id()))
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
+                cache
+                    .dir("runs")?
+                    .join(format!("{stamp}-{}", std::process::id()))
             }
         };
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| fail(Kind::Setup, format!("cannot create output directory {}: {e}", out_dir.display())))?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| {
+            fail(
+                Kind::Setup,
+                format!("cannot create output directory {}: {e}", out_dir.display()),
+            )
+        })?;
         eprintln!("==> provision");
         let xen_dir = cache.root.join("xen");
-        self.timings.time("provision", || provision::ensure(&xen_dir))?;
+        self.timings
+            .time("provision", || provision::ensure(&xen_dir))?;
+        check_qemu(&self.common.qemu)?;
         eprintln!("==> kernel source");
         let common = &self.common;
-        let source = self.timings.time("source", || source::get(&cache, common.kernel.as_deref(), common.rev.as_deref()))?;
+        let source = self.timings.time("source", || {
+            source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
+        })?;
         eprintln!("kernel: {}", source.describe);
         // Before any variant is made: a tree whose Rust this toolchain cannot
         // build is named as such, not as a failure further down.
         config::check_toolchain(&source.root)?;
-        self.json.kernel = Some(serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}));
-        Ok(Ctx { cache, out_dir, xen_dir, source })
+        self.json.kernel = Some(
+            serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}),
+        );
+        self.json.toolchain = Some(toolchain_record(&xen_dir, &self.common.qemu));
+        Ok(Ctx {
+            cache,
+            out_dir,
+            xen_dir,
+            source,
+        })
     }
 
     pub fn note_variants(&mut self, variants: &[Variant]) {
@@ -170,19 +211,34 @@ impl Session {
         eprintln!("==> build");
         let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
-            let path = extra.canonicalize().map_err(|e| fail(Kind::Setup, format!("config fragment {}: {e}", extra.display())))?;
+            let path = extra.canonicalize().map_err(|e| {
+                fail(
+                    Kind::Setup,
+                    format!("config fragment {}: {e}", extra.display()),
+                )
+            })?;
             fragments.push(path);
         }
         let toolchain = build::toolchain_id();
-        let jobs = self.common.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
+        let jobs = self
+            .common
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
         let mut built = Vec::new();
         for v in variants {
             let b = build::build(v, &fragments, &toolchain, jobs)?;
-            self.timings.add(format!("config {}", v.name), b.config_time);
+            self.timings
+                .add(format!("config {}", v.name), b.config_time);
             self.timings.add(format!("build {}", v.name), b.build_time);
+            let sha = |path: &Path| {
+                std::fs::read(path)
+                    .map(|bytes| crate::cache::sha256_hex(&bytes))
+                    .unwrap_or_default()
+            };
             self.json.builds.push(serde_json::json!({
                 "variant": v.name, "build_dir": b.build_dir.display().to_string(),
                 "bzimage": b.bzimage.display().to_string(), "reused": b.reused,
+                "config_sha256": sha(&b.build_dir.join(".config")), "bzimage_sha256": sha(&b.bzimage),
             }));
             built.push(b);
         }
@@ -194,14 +250,22 @@ impl Session {
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
         eprintln!("==> initramfs");
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
-        self.timings.time("initramfs", || initramfs::write(&initramfs::build_init()?, &initramfs_path))?;
+        self.timings.time("initramfs", || {
+            initramfs::write(&initramfs::build_init()?, &initramfs_path)
+        })?;
         let boots_started = Instant::now();
 
         eprintln!("==> boot");
         let envs = self.common.env.envs();
-        let boots: Vec<(usize, Env)> = (0..variants.len()).flat_map(|v| envs.iter().map(move |&e| (v, e))).collect();
+        let boots: Vec<(usize, Env)> = (0..variants.len())
+            .flat_map(|v| envs.iter().map(move |&e| (v, e)))
+            .collect();
         // Each TCG guest keeps one core busy.
-        let parallel = self.common.parallel_boots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+        let parallel = self
+            .common
+            .parallel_boots
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
         let common = &self.common;
         let mut outcomes = Vec::new();
         for batch in boots.chunks(parallel) {
@@ -209,11 +273,18 @@ impl Session {
                 let handles: Vec<_> = batch
                     .iter()
                     .map(|&(v, env)| {
-                        let (variant, built, initramfs) = (&variants[v], &built[v], &initramfs_path);
+                        let (variant, built, initramfs) =
+                            (&variants[v], &built[v], &initramfs_path);
                         scope.spawn(move || boot_one(common, ctx, variant, built, env, initramfs))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("boot thread panicked")))).collect()
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("boot thread panicked")))
+                    })
+                    .collect()
             });
             outcomes.extend(results);
         }
@@ -221,14 +292,19 @@ impl Session {
         let mut runs = Vec::new();
         for outcome in outcomes {
             let (run, elapsed) = outcome?;
-            self.timings.add(format!("boot {}-{}", run.variant, run.env.name()), elapsed);
+            self.timings
+                .add(format!("boot {}-{}", run.variant, run.env.name()), elapsed);
             self.json.environments.push(serde_json::json!({
                 "variant": run.variant, "env": run.env.name(),
                 "pat_layout": run.report.pat_layout, "pat_msr": run.report.pat_msr,
                 "boot_seconds": elapsed.as_secs_f64(),
             }));
             for r in &run.report.results {
-                self.json.results.push(JsonResult { variant: run.variant.clone(), env: run.env.name(), result: r.clone() });
+                self.json.results.push(JsonResult {
+                    variant: run.variant.clone(),
+                    env: run.env.name(),
+                    result: r.clone(),
+                });
             }
             runs.push(run);
         }
@@ -237,13 +313,22 @@ impl Session {
 
     /// Prints the timings and writes the JSON, whatever the outcome;
     /// `verdict` names the outcome ("pass", "fail", "error", …).
-    pub fn finish(mut self, outcome: Result<()>, verdict: impl FnOnce(&Result<()>) -> (&'static str, i32)) -> Result<()> {
+    pub fn finish(
+        mut self,
+        outcome: Result<()>,
+        verdict: impl FnOnce(&Result<()>) -> (&'static str, i32),
+    ) -> Result<()> {
         self.timings.add("total", self.started.elapsed());
         eprintln!("\ntime:");
         for (step, d) in &self.timings.0 {
             eprintln!("  {step:<28} {:>7.1} s", d.as_secs_f64());
         }
-        self.json.timings_seconds = self.timings.0.iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect();
+        self.json.timings_seconds = self
+            .timings
+            .0
+            .iter()
+            .map(|(s, d)| (s.clone(), d.as_secs_f64()))
+            .collect();
         let (name, code) = verdict(&outcome);
         self.json.verdict = name;
         self.json.exit_code = code;
@@ -253,18 +338,67 @@ impl Session {
         };
         if let Some(path) = &self.common.json {
             let text = serde_json::to_string_pretty(&self.json)?;
-            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = &self.common.junit {
+            let xml = crate::junit::render(&serde_json::to_value(&self.json)?);
+            std::fs::write(path, xml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         outcome
     }
 }
 
-fn boot_one(common: &Common, ctx: &Ctx, v: &Variant, b: &Built, env: Env, initramfs: &Path) -> Result<(Run, Duration)> {
+/// Before anything is built: the QEMU that will boot the kernels must run.
+fn check_qemu(qemu: &Path) -> Result<()> {
+    let found = if qemu.components().count() > 1 {
+        qemu.is_file()
+    } else {
+        crate::proc::which(qemu).is_some()
+    };
+    if !found {
+        return Err(fail(Kind::Setup, format!("QEMU program {} not found: run `cargo xtask setup` (Debian package qemu-system-x86) or pass --qemu", qemu.display())));
+    }
+    Ok(())
+}
+
+/// First lines of the tools' `--version` and the Xen package, for the JSON.
+fn toolchain_record(xen_dir: &Path, qemu: &Path) -> serde_json::Value {
+    let first_line = |program: &Path| {
+        provision::version_output(program)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    serde_json::json!({
+        "rustc": first_line(Path::new(provision::RUSTC)),
+        "clang": first_line(Path::new(&format!("clang{}", provision::LLVM_SUFFIX))),
+        "bindgen": first_line(&provision::bindgen_path()),
+        "qemu": first_line(qemu),
+        "xen": std::fs::read_to_string(xen_dir.join("version")).unwrap_or_default().trim(),
+    })
+}
+
+fn boot_one(
+    common: &Common,
+    ctx: &Ctx,
+    v: &Variant,
+    b: &Built,
+    env: Env,
+    initramfs: &Path,
+) -> Result<(Run, Duration)> {
     let label = format!("{}-{}", v.name, env.name());
     let xen_image = provision::xen_image(&ctx.xen_dir);
     let boot = qemu::Boot {
+        qemu: &common.qemu,
         env,
-        bzimage: &b.bzimage,
+        bzimage: match (&common.dom0_kernel, env) {
+            (Some(fake), Env::Xen) => fake,
+            _ => &b.bzimage,
+        },
         initramfs,
         xen: (env == Env::Xen).then_some(xen_image.as_path()),
         timeout: Duration::from_secs(common.timeout),
@@ -273,15 +407,41 @@ fn boot_one(common: &Common, ctx: &Ctx, v: &Variant, b: &Built, env: Env, initra
         extra_cmdline: &common.extra_cmdline,
     };
     let console = qemu::run(&boot)?;
-    let named = |what: String| fail(Kind::Boot, format!("{label}: {what} (console log: {})", boot.console_log.display()));
+    let named = |what: String| {
+        fail(
+            Kind::Boot,
+            format!(
+                "{label}: {what} (console log: {})",
+                boot.console_log.display()
+            ),
+        )
+    };
     let ktap = match report::extract(&console.text) {
         Ok(ktap) => ktap,
         Err(problem) => {
             // An environment that never came up explains a missing report best.
             qemu::check_env(env, &console.text).map_err(&named)?;
             return Err(match problem {
-                report::BootProblem::NoReport if console.timed_out => {
-                    named(format!("no report within the {} s timeout (hang)", common.timeout))
+                report::BootProblem::NoReport if console.timed_out => named(format!(
+                    "no report within the {} s timeout (hang)",
+                    common.timeout
+                )),
+                report::BootProblem::NoReport if console.failed_status.is_some() => {
+                    let last = console
+                        .text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("(no output)")
+                        .trim()
+                        .to_string();
+                    let status = console
+                        .failed_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    named(format!(
+                        "QEMU died ({status}) before the guest reported; last line: {last:?}"
+                    ))
                 }
                 problem => named(problem.to_string()),
             });
@@ -289,10 +449,24 @@ fn boot_one(common: &Common, ctx: &Ctx, v: &Variant, b: &Built, env: Env, initra
     };
     qemu::check_env(env, &console.text).map_err(&named)?;
     std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
-    let parsed = report::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
+    let parsed =
+        report::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
     if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
-        return Err(named("the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT".into()));
+        return Err(named(
+            "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"
+                .into(),
+        ));
     }
-    eprintln!("  [{label}] report received in {:.1} s", console.elapsed.as_secs_f64());
-    Ok((Run { variant: v.name.clone(), env, report: parsed }, console.elapsed))
+    eprintln!(
+        "  [{label}] report received in {:.1} s",
+        console.elapsed.as_secs_f64()
+    );
+    Ok((
+        Run {
+            variant: v.name.clone(),
+            env,
+            report: parsed,
+        },
+        console.elapsed,
+    ))
 }

@@ -24,6 +24,10 @@ pub fn get(cache: &Cache, kernel: Option<&Path>, rev: Option<&str>) -> Result<So
     match (kernel, rev) {
         (None, None) => debian_tarball(cache, Path::new(crate::provision::KERNEL_TARBALL)),
         (None, Some(_)) => Err(fail(Kind::Setup, "--rev needs --kernel PATH (a git tree)")),
+        // A source package's tarball (/usr/src/linux-source-X.tar.xz).
+        (Some(tarball), None) if tarball.to_string_lossy().ends_with(".tar.xz") => {
+            debian_tarball(cache, tarball)
+        }
         (Some(tree), None) => user_tree(tree),
         (Some(tree), Some(rev)) => git_revision(cache, tree, rev),
     }
@@ -39,19 +43,29 @@ pub fn kernel_version(makefile: &str) -> Option<String> {
     };
     let (v, p) = (field("VERSION")?, field("PATCHLEVEL")?);
     let s = field("SUBLEVEL").unwrap_or_default();
-    Some(if s.is_empty() { format!("{v}.{p}") } else { format!("{v}.{p}.{s}") })
+    Some(if s.is_empty() {
+        format!("{v}.{p}")
+    } else {
+        format!("{v}.{p}.{s}")
+    })
 }
 
 fn check_kernel_tree(tree: &Path) -> Result<String> {
     let not_kernel = |why: &str| {
-        fail(Kind::Setup, format!("{} is not a Linux kernel tree ({why})", tree.display()))
+        fail(
+            Kind::Setup,
+            format!("{} is not a Linux kernel tree ({why})", tree.display()),
+        )
     };
     if !tree.is_dir() {
         return Err(not_kernel("no such directory"));
     }
-    let makefile = std::fs::read_to_string(tree.join("Makefile")).map_err(|_| not_kernel("no top-level Makefile"))?;
-    let version = kernel_version(&makefile).ok_or_else(|| not_kernel("its Makefile has no VERSION/PATCHLEVEL"))?;
-    if !tree.join("arch/x86/include/asm/pgtable_types.h").exists() || !tree.join("Kconfig").exists() {
+    let makefile = std::fs::read_to_string(tree.join("Makefile"))
+        .map_err(|_| not_kernel("no top-level Makefile"))?;
+    let version = kernel_version(&makefile)
+        .ok_or_else(|| not_kernel("its Makefile has no VERSION/PATCHLEVEL"))?;
+    if !tree.join("arch/x86/include/asm/pgtable_types.h").exists() || !tree.join("Kconfig").exists()
+    {
         return Err(not_kernel("no arch/x86/include/asm/pgtable_types.h"));
     }
     Ok(version)
@@ -59,14 +73,24 @@ fn check_kernel_tree(tree: &Path) -> Result<String> {
 
 fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
     let meta = std::fs::metadata(tarball).map_err(|_| {
-        fail(Kind::Setup, format!("{} not found: run `cargo xtask setup` (package linux-source-6.12)", tarball.display()))
+        fail(
+            Kind::Setup,
+            format!(
+                "{} not found: run `cargo xtask setup` (package linux-source-6.12)",
+                tarball.display()
+            ),
+        )
     })?;
     let key = Key::new("tarball")
         .add(tarball.as_os_str().as_encoded_bytes())
         .add(meta.len().to_le_bytes())
         .add(meta.mtime().to_le_bytes())
         .hex();
-    let stem = tarball.file_name().unwrap_or_default().to_string_lossy().replace(".tar.xz", "");
+    let stem = tarball
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .replace(".tar.xz", "");
     let dest = cache.dir("src")?.join(format!("{stem}-{key}"));
     if !dest.exists() {
         let tmp = temp_sibling(&dest)?;
@@ -77,7 +101,12 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
             .arg("-C")
             .arg(&tmp)
             .run_logged("unpack", &tmp.join("unpack.log"))?;
-        anyhow::ensure!(out.ok, "cannot unpack {}:\n{}", tarball.display(), out.tail.join("\n"));
+        anyhow::ensure!(
+            out.ok,
+            "cannot unpack {}:\n{}",
+            tarball.display(),
+            out.tail.join("\n")
+        );
         publish_dir(&tmp, &dest)?;
     }
     let root = dest.join(&stem);
@@ -93,12 +122,25 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
 
 fn user_tree(tree: &Path) -> Result<Source> {
     let tree = tree.canonicalize().map_err(|_| {
-        fail(Kind::Setup, format!("{} is not a Linux kernel tree (no such directory)", tree.display()))
+        fail(
+            Kind::Setup,
+            format!(
+                "{} is not a Linux kernel tree (no such directory)",
+                tree.display()
+            ),
+        )
     })?;
     let version = check_kernel_tree(&tree)?;
     let git_rev = git_head(&tree);
     Ok(Source {
-        describe: format!("{} (Linux {version}{})", tree.display(), git_rev.as_deref().map(|r| format!(", HEAD {r}")).unwrap_or_default()),
+        describe: format!(
+            "{} (Linux {version}{})",
+            tree.display(),
+            git_rev
+                .as_deref()
+                .map(|r| format!(", HEAD {r}"))
+                .unwrap_or_default()
+        ),
         id: format!("tree:{}", fingerprint(&tree)?),
         root: tree,
         version,
@@ -107,7 +149,12 @@ fn user_tree(tree: &Path) -> Result<Source> {
 }
 
 pub fn git_head(tree: &Path) -> Option<String> {
-    let (ok, out) = Command::new("git").arg("-C").arg(tree).args(["rev-parse", "HEAD"]).output_quiet().ok()?;
+    let (ok, out) = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["rev-parse", "HEAD"])
+        .output_quiet()
+        .ok()?;
     ok.then(|| out.trim().to_string())
 }
 
@@ -117,20 +164,36 @@ pub fn git_head(tree: &Path) -> Option<String> {
 pub fn fingerprint(tree: &Path) -> Result<String> {
     let mut entries = Vec::new();
     walk(tree, Path::new(""), &mut |rel, meta| {
-        entries.push((rel.to_path_buf(), meta.len(), meta.mtime(), meta.mtime_nsec(), meta.mode()));
+        entries.push((
+            rel.to_path_buf(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.mode(),
+        ));
     })?;
     entries.sort();
     let mut key = Key::new("tree");
     for (rel, len, s, ns, mode) in entries {
-        key.add(rel.as_os_str().as_encoded_bytes()).add(len.to_le_bytes()).add(s.to_le_bytes()).add(ns.to_le_bytes()).add(mode.to_le_bytes());
+        key.add(rel.as_os_str().as_encoded_bytes())
+            .add(len.to_le_bytes())
+            .add(s.to_le_bytes())
+            .add(ns.to_le_bytes())
+            .add(mode.to_le_bytes());
     }
     Ok(key.hex())
 }
 
 /// Visits every non-directory entry below `root` (skipping `.git`).
-pub fn walk(root: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
+pub fn walk(
+    root: &Path,
+    rel: &Path,
+    visit: &mut dyn FnMut(&Path, &std::fs::Metadata),
+) -> Result<()> {
     let dir = root.join(rel);
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name();
         if rel.as_os_str().is_empty() && name == ".git" {
@@ -157,21 +220,34 @@ pub fn resolve_rev(tree: &Path, rev: &str) -> Result<String> {
         .arg(format!("{rev}^{{commit}}"))
         .output_quiet()?;
     if !ok {
-        return Err(fail(Kind::Setup, format!("revision {rev:?} not found in git tree {}", tree.display())));
+        return Err(fail(
+            Kind::Setup,
+            format!("revision {rev:?} not found in git tree {}", tree.display()),
+        ));
     }
     Ok(out.trim().to_string())
 }
 
 fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
     if !tree.is_dir() {
-        return Err(fail(Kind::Setup, format!("{} is not a Linux kernel tree (no such directory)", tree.display())));
+        return Err(fail(
+            Kind::Setup,
+            format!(
+                "{} is not a Linux kernel tree (no such directory)",
+                tree.display()
+            ),
+        ));
     }
     let sha = resolve_rev(tree, rev)?;
     let dest = cache.dir("src")?.join(format!("git-{sha}"));
     if !dest.exists() {
         let tmp = temp_sibling(&dest)?;
         std::fs::create_dir_all(&tmp)?;
-        let archive = Command::new("git").arg("-C").arg(tree).args(["archive", "--format=tar", &sha]);
+        let archive =
+            Command::new("git")
+                .arg("-C")
+                .arg(tree)
+                .args(["archive", "--format=tar", &sha]);
         crate::proc::echo(&archive);
         duct::cmd(&archive.program, &archive.args)
             .pipe(duct::cmd!("tar", "-x", "-C", &tmp))
@@ -205,7 +281,10 @@ mod tests {
     fn rejects_a_directory_that_is_not_a_kernel() {
         let err = check_kernel_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_err();
         assert_eq!(crate::failure::exit_code_of(&err), 2);
-        assert!(err.to_string().contains("is not a Linux kernel tree"), "{err}");
+        assert!(
+            err.to_string().contains("is not a Linux kernel tree"),
+            "{err}"
+        );
         let err = check_kernel_tree(Path::new("/nonexistent/patverify")).unwrap_err();
         assert!(err.to_string().contains("no such directory"), "{err}");
     }

@@ -10,11 +10,15 @@ use crate::source::{walk, Source};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_PATCH: &str = "0001-x86-mm-fix-PAT-bit-missing-from-page-protection-modify-mask.patch";
+pub const DEFAULT_PATCH: &str =
+    "0001-x86-mm-fix-PAT-bit-missing-from-page-protection-modify-mask.patch";
 
 /// The repository's own files the variants are made from.
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+        .to_path_buf()
 }
 
 /// The module sources copied into drivers/patverify (Kconfig, Makefile, *.rs)
@@ -36,6 +40,7 @@ pub struct Spec<'a> {
     pub patches: Vec<(&'a Path, Direction)>,
 }
 
+#[derive(Clone)]
 pub struct Variant {
     pub name: String,
     pub tree: PathBuf,
@@ -51,7 +56,8 @@ pub fn key(cache: &Cache, source: &Source, spec: &Spec) -> Result<String> {
     let mut key = Key::new("variant-v2");
     key.add(&source.id);
     for (path, content) in patched_files(cache, &source.root, &spec.patches)? {
-        key.add(path).add(content.unwrap_or_else(|| b"<deleted>".to_vec()));
+        key.add(path)
+            .add(content.unwrap_or_else(|| b"<deleted>".to_vec()));
     }
     for file in module_files()? {
         key.add_file(&file)?;
@@ -59,52 +65,30 @@ pub fn key(cache: &Cache, source: &Source, spec: &Spec) -> Result<String> {
     Ok(key.hex())
 }
 
-/// The files a patch touches (paths with the first component stripped, as
-/// `patch -p1` does), from its ---/+++ headers.
-pub fn touched_files(patch_text: &str) -> Vec<String> {
-    let mut files: Vec<String> = patch_text
-        .lines()
-        .filter_map(|l| l.strip_prefix("--- ").or_else(|| l.strip_prefix("+++ ")))
-        .map(|rest| rest.split('\t').next().unwrap_or(rest).trim())
-        .filter(|path| *path != "/dev/null")
-        .filter_map(|path| path.split_once('/').map(|(_, p)| p.to_string()))
-        .collect();
-    files.sort();
-    files.dedup();
-    files
-}
-
 /// Applies the patches to scratch copies of just the files they touch and
 /// returns each touched file's resulting content (None: deleted).
-fn patched_files(cache: &Cache, root: &Path, patches: &[(&Path, Direction)]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+fn patched_files(
+    cache: &Cache,
+    root: &Path,
+    patches: &[(&Path, Direction)],
+) -> Result<Vec<(String, Option<Vec<u8>>)>> {
     if patches.is_empty() {
         return Ok(Vec::new());
     }
-    let scratch = temp_sibling(&cache.dir("scratch")?.join(format!("patch-{}", std::process::id())))?;
-    let mut touched = Vec::new();
-    for &(patch_file, direction) in patches {
-        let text = std::fs::read_to_string(patch_file).with_context(|| format!("cannot read {}", patch_file.display()))?;
-        patch::check_is_patch(&patch_file.display().to_string(), &text)?;
-        for file in touched_files(&text) {
-            let (from, to) = (root.join(&file), scratch.join(&file));
-            if !to.exists() && from.is_file() {
-                std::fs::create_dir_all(to.parent().context("file has a parent")?)?;
-                std::fs::copy(&from, &to)?;
-            }
-            touched.push(file);
-        }
-        std::fs::create_dir_all(&scratch)?;
-        patch::apply(&scratch, patch_file, direction)?;
-    }
-    touched.sort();
-    touched.dedup();
-    let result = touched.into_iter().map(|f| {
-        let content = std::fs::read(scratch.join(&f)).ok();
-        (f, content)
+    let scratch = temp_sibling(
+        &cache
+            .dir("scratch")?
+            .join(format!("patch-{}", std::process::id())),
+    )?;
+    let touched = patch::apply_on_copy(root, &scratch, patches);
+    let result = touched.map(|touched| {
+        touched
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(scratch.join(&f)).ok()))
+            .collect()
     });
-    let result = result.collect();
-    std::fs::remove_dir_all(&scratch)?;
-    Ok(result)
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
@@ -115,7 +99,11 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     let dest = cache.dir("variants")?.join(&key);
     let tree = dest.join("src");
     if !tree.join(READY).exists() {
-        eprintln!("making {} tree ({describe}) in {}", spec.name, tree.display());
+        eprintln!(
+            "making {} tree ({describe}) in {}",
+            spec.name,
+            tree.display()
+        );
         let tmp = temp_sibling(&dest)?;
         let tmp_tree = tmp.join("src");
         link_copy(&source.root, &tmp_tree)?;
@@ -128,7 +116,12 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     }
     // Mark it used, for `clean --older-than`.
     let _ = std::fs::File::open(&dest).and_then(|d| d.set_modified(std::time::SystemTime::now()));
-    Ok(Variant { name: spec.name, tree, key, describe })
+    Ok(Variant {
+        name: spec.name,
+        tree,
+        key,
+        describe,
+    })
 }
 
 const READY: &str = ".patverify-variant";
@@ -140,8 +133,15 @@ fn describe(patches: &[(&Path, Direction)]) -> String {
     }
     let mut text = "tree".to_string();
     for (p, direction) in patches {
-        let sign = if *direction == Direction::Forward { '+' } else { '−' };
-        text += &format!(" {sign} {}", p.file_name().unwrap_or_default().to_string_lossy());
+        let sign = if *direction == Direction::Forward {
+            '+'
+        } else {
+            '−'
+        };
+        text += &format!(
+            " {sign} {}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        );
     }
     text
 }
@@ -164,7 +164,8 @@ fn link_copy(from: &Path, to: &Path) -> Result<()> {
                 std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
             } else if cross_device || std::fs::hard_link(&src, &dst).is_err() {
                 cross_device = true;
-                std::fs::copy(&src, &dst).with_context(|| format!("cannot copy {}", src.display()))?;
+                std::fs::copy(&src, &dst)
+                    .with_context(|| format!("cannot copy {}", src.display()))?;
             }
             Ok(())
         })();
@@ -174,7 +175,9 @@ fn link_copy(from: &Path, to: &Path) -> Result<()> {
 
 /// Adds drivers/patverify and the bindings/helpers the module needs.
 fn hook_module(tree: &Path) -> Result<()> {
-    if !tree.join("rust/helpers").is_dir() || !tree.join("rust/bindings/bindings_helper.h").is_file() {
+    if !tree.join("rust/helpers").is_dir()
+        || !tree.join("rust/bindings/bindings_helper.h").is_file()
+    {
         return Err(fail(
             Kind::Toolchain,
             "this tree cannot take the Rust test module: no rust/helpers/ or rust/bindings/bindings_helper.h (its Rust support predates the layout this module needs, as in Linux 6.12)",
@@ -184,15 +187,29 @@ fn hook_module(tree: &Path) -> Result<()> {
     std::fs::create_dir_all(&driver)?;
     for file in module_files()? {
         let name = file.file_name().unwrap_or_default();
-        let dest = if name == "helpers.c" { tree.join("rust/helpers/patverify.c") } else { driver.join(name) };
+        let dest = if name == "helpers.c" {
+            tree.join("rust/helpers/patverify.c")
+        } else {
+            driver.join(name)
+        };
         replace_file(&dest, std::fs::read(&file)?)?;
     }
-    edit(tree, "drivers/Kconfig", |text| insert_before_last(text, "endmenu", "source \"drivers/patverify/Kconfig\"\n\n"))?;
-    edit(tree, "drivers/Makefile", |text| Some(format!("{text}obj-$(CONFIG_PATVERIFY)\t+= patverify/\n")))?;
-    edit(tree, "rust/bindings/bindings_helper.h", |text| {
-        insert_after_last(text, "#include <", "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/memtype.h>\n")
+    edit(tree, "drivers/Kconfig", |text| {
+        insert_before_last(text, "endmenu", "source \"drivers/patverify/Kconfig\"\n\n")
     })?;
-    edit(tree, "rust/helpers/helpers.c", |text| insert_after_last(text, "#include \"", "#include \"patverify.c\"\n"))?;
+    edit(tree, "drivers/Makefile", |text| {
+        Some(format!("{text}obj-$(CONFIG_PATVERIFY)\t+= patverify/\n"))
+    })?;
+    edit(tree, "rust/bindings/bindings_helper.h", |text| {
+        insert_after_last(
+            text,
+            "#include <",
+            "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/memtype.h>\n",
+        )
+    })?;
+    edit(tree, "rust/helpers/helpers.c", |text| {
+        insert_after_last(text, "#include \"", "#include \"patverify.c\"\n")
+    })?;
     Ok(())
 }
 
@@ -200,12 +217,21 @@ fn hook_module(tree: &Path) -> Result<()> {
 /// (say, one whose history carries the module) is left as it is.
 fn edit(tree: &Path, rel: &str, change: impl FnOnce(&str) -> Option<String>) -> Result<()> {
     let path = tree.join(rel);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|_| fail(Kind::Toolchain, format!("this tree has no {rel}: it cannot take the Rust test module")))?;
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        fail(
+            Kind::Toolchain,
+            format!("this tree has no {rel}: it cannot take the Rust test module"),
+        )
+    })?;
     if text.contains("patverify") {
         return Ok(());
     }
-    let new = change(&text).ok_or_else(|| fail(Kind::Toolchain, format!("cannot find where to hook the Rust test module into {rel}")))?;
+    let new = change(&text).ok_or_else(|| {
+        fail(
+            Kind::Toolchain,
+            format!("cannot find where to hook the Rust test module into {rel}"),
+        )
+    })?;
     replace_file(&path, new)
 }
 
@@ -226,6 +252,7 @@ mod tests {
 
     #[test]
     fn touched_files_strip_one_component() {
+        use crate::patch::touched_files;
         let text = "--- a/arch/x86/x.h\t2023\n+++ b/arch/x86/x.h\n@@ -1 +1 @@\n--- /dev/null\n+++ b/new.c\n";
         assert_eq!(touched_files(text), ["arch/x86/x.h", "new.c"]);
     }
@@ -238,7 +265,10 @@ mod tests {
             "menu \"Device Drivers\"\nsource \"drivers/a/Kconfig\"\n\nsource \"x\"\n\nendmenu\n"
         );
         let helpers = "/* c */\n#include \"a.c\"\n#include \"b.c\"\n";
-        assert_eq!(insert_after_last(helpers, "#include \"", "#include \"p.c\"\n").unwrap(), "/* c */\n#include \"a.c\"\n#include \"b.c\"\n#include \"p.c\"\n");
+        assert_eq!(
+            insert_after_last(helpers, "#include \"", "#include \"p.c\"\n").unwrap(),
+            "/* c */\n#include \"a.c\"\n#include \"b.c\"\n#include \"p.c\"\n"
+        );
         assert_eq!(insert_before_last("no marker", "endmenu", "x"), None);
     }
 
@@ -250,7 +280,10 @@ mod tests {
         let err = hook_module(&dir).unwrap_err();
         assert_eq!(crate::failure::exit_code_of(&err), 9);
         assert_eq!(crate::failure::bisect_exit_code(&err), 125);
-        assert!(err.to_string().contains("cannot take the Rust test module"), "{err}");
+        assert!(
+            err.to_string().contains("cannot take the Rust test module"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -264,8 +297,14 @@ mod tests {
         std::fs::write(dir.join("src/.git/HEAD"), "ref").unwrap();
         link_copy(&dir.join("src"), &dir.join("copy")).unwrap();
         assert!(!dir.join("copy/.git").exists());
-        edit(&dir.join("copy"), "drivers/Makefile", |t| Some(format!("{t}obj-y += patverify/\n"))).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("src/drivers/Makefile")).unwrap(), "obj-y += a/\n");
+        edit(&dir.join("copy"), "drivers/Makefile", |t| {
+            Some(format!("{t}obj-y += patverify/\n"))
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/drivers/Makefile")).unwrap(),
+            "obj-y += a/\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

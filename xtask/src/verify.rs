@@ -1,36 +1,46 @@
-//! `cargo xtask verify`: baseline and candidate kernels, both environments,
-//! the diff and the verdict. The steps themselves live in their modules;
+//! `cargo xtask verify`: a baseline kernel and one kernel per candidate
+//! patch, both environments, the side-by-side table and the verdict. The steps themselves live in their modules;
 //! session.rs holds what verify shares with probe.
 
 use crate::cache::sha256_hex;
-use crate::diff::{self, Verdict};
+use crate::diff::{self, Run, Verdict};
 use crate::failure::{exit_code_of, fail, Kind};
-use crate::patch::{self, Direction};
+use crate::patch::{self, Direction, PatchSet};
 use crate::session::{Common, Ctx, Session};
 use crate::variant::{self, Spec, Variant};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Verify {
     #[command(flatten)]
     pub common: Common,
-    /// Candidate patch. Default: patches/0001-…-modify-mask.patch (the upstream fix).
-    #[arg(long, value_name = "FILE")]
-    pub patch: Option<PathBuf>,
+    /// Candidate patch (repeatable: one kernel per candidate, side by side).
+    /// Default: patches/0001-…-modify-mask.patch (the upstream fix).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
 }
 
 pub fn default_patch() -> PathBuf {
-    variant::repo_dir().join("patches").join(variant::DEFAULT_PATCH)
+    variant::repo_dir()
+        .join("patches")
+        .join(variant::DEFAULT_PATCH)
 }
 
-/// Records a patch file (name, hash, direction) in the run's JSON.
-pub fn note_patch(session: &mut Session, file: &Path, direction: Direction) -> Result<()> {
-    let bytes = std::fs::read(file).map_err(|e| fail(Kind::Setup, format!("cannot read patch {}: {e}", file.display())))?;
+/// Records a patch file (name, hash, direction, the mails of a series) in
+/// the run's JSON.
+pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -> Result<()> {
+    let bytes = std::fs::read(&set.file).map_err(|e| {
+        fail(
+            Kind::Setup,
+            format!("cannot read patch {}: {e}", set.file.display()),
+        )
+    })?;
     session.json.patches.push(serde_json::json!({
-        "file": file.display().to_string(),
+        "file": set.file.display().to_string(),
         "sha256": sha256_hex(&bytes),
         "direction": format!("{direction:?}").to_lowercase(),
+        "series": set.subjects,
     }));
     Ok(())
 }
@@ -43,70 +53,200 @@ impl Verify {
             Ok(()) => ("pass", 0),
             Err(err) => {
                 let code = exit_code_of(err);
-                (if code == Kind::CandidateLost.exit_code() { "fail" } else { "error" }, code)
+                (
+                    if code == Kind::CandidateLost.exit_code() {
+                        "fail"
+                    } else {
+                        "error"
+                    },
+                    code,
+                )
             }
         })
     }
 
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
-        let patch_file = self.patch.clone().unwrap_or_else(default_patch);
+        let patch_files = if self.patches.is_empty() {
+            vec![default_patch()]
+        } else {
+            self.patches.clone()
+        };
         let ctx = session.open(cache_root)?;
         eprintln!("==> variants");
-        let variants = session.timings.time("variants", || make_variants(&ctx, &patch_file))?;
-        note_patch(session, &patch_file, variants.direction)?;
-        let [baseline, candidate] = &variants.list;
-        session.note_variants(&variants.list);
-        let built = session.build(&variants.list)?;
-        let runs = session.boot(&ctx, &variants.list, &built)?;
-        let (base_runs, cand_runs): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| r.variant == baseline.name);
+        let plan = session
+            .timings
+            .time("variants", || make_variants(&ctx, &patch_files))?;
+        for candidate in &plan.candidates {
+            note_patch(session, &candidate.patch, candidate.direction)?;
+        }
+        let variants: Vec<Variant> = std::iter::once(plan.baseline)
+            .chain(plan.candidates.iter().map(|c| c.variant.clone()))
+            .collect();
+        session.note_variants(&variants);
+        let built = session.build(&variants)?;
+        let runs = session.boot(&ctx, &variants, &built)?;
+        let runs_of = |name: &str| -> Vec<Run> {
+            runs.iter().filter(|r| r.variant == name).cloned().collect()
+        };
+        let baseline = &variants[0];
+        let base_runs = runs_of(&baseline.name);
 
         println!();
-        println!("kernel     {}", ctx.source.describe);
-        println!("baseline   {}", baseline.describe);
-        println!("candidate  {}", candidate.describe);
+        println!("kernel       {}", ctx.source.describe);
+        for v in &variants {
+            println!("{:<12} {}", v.name, v.describe);
+        }
         println!();
         for env in self.common.env.envs() {
-            let b = base_runs.iter().find(|r| r.env == env).context("missing baseline run")?;
-            let c = cand_runs.iter().find(|r| r.env == env).context("missing candidate run")?;
-            println!("{}", diff::table(env, b, c));
+            let in_env: Vec<&Run> = variants
+                .iter()
+                .filter_map(|v| runs.iter().find(|r| r.env == env && r.variant == v.name))
+                .collect();
+            if in_env.len() != variants.len() {
+                return Err(anyhow::anyhow!("a run is missing for {}", env.name()));
+            }
+            println!("{}", diff::table(env, &in_env));
         }
         println!("results: {}", ctx.out_dir.display());
-        match diff::verdict(&base_runs, &cand_runs) {
-            Verdict::Pass => {
-                println!("PASS: the candidate keeps every cache mode; the baseline loses some (bug reproduced)");
-                Ok(())
+        let mut lost_by = Vec::new();
+        let mut not_reproduced = None;
+        for candidate in &plan.candidates {
+            let name = &candidate.variant.name;
+            let file = candidate
+                .patch
+                .file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let verdict = diff::verdict(&base_runs, &runs_of(name));
+            let lost = match &verdict {
+                Verdict::CandidateLost(lost) => lost.clone(),
+                _ => Vec::new(),
+            };
+            match &verdict {
+                Verdict::CandidateLost(lost) => {
+                    println!("{name:<12} {file}: LOSES {}", lost.join(", "));
+                    lost_by.push(format!("{name} ({file}) loses {}", lost.join(", ")));
+                }
+                Verdict::BaselineNotReproduced(envs) => not_reproduced = Some(envs.clone()),
+                Verdict::Pass => {
+                    println!("{name:<12} {file}: keeps every cache mode on every path")
+                }
             }
-            Verdict::CandidateLost(lost) => Err(fail(Kind::CandidateLost, format!("FAIL: the candidate loses {}", lost.join(", ")))),
-            Verdict::BaselineNotReproduced(envs) => {
-                let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
-                Err(fail(
-                    Kind::BaselineNotReproduced,
-                    format!("the baseline kept every mode in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")),
-                ))
-            }
+            session.json.candidates.push(serde_json::json!({
+                "name": name, "patch": candidate.patch.file.display().to_string(),
+                "verdict": if lost.is_empty() { "pass" } else { "fail" }, "lost": lost,
+            }));
         }
+        if !lost_by.is_empty() {
+            return Err(fail(
+                Kind::CandidateLost,
+                format!("FAIL: {}", lost_by.join("; ")),
+            ));
+        }
+        if let Some(envs) = not_reproduced {
+            let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
+            return Err(fail(
+                Kind::BaselineNotReproduced,
+                format!("the baseline kept every mode in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")),
+            ));
+        }
+        let which = if plan.candidates.len() == 1 {
+            "the candidate keeps"
+        } else {
+            "every candidate keeps"
+        };
+        println!("PASS: {which} every cache mode; the baseline loses some (bug reproduced)");
+        Ok(())
     }
 }
 
-struct Variants {
+struct Candidate {
+    patch: PatchSet,
+    /// How the patch relates to the tree: Forward (new), Reverse (contained).
     direction: Direction,
-    list: [Variant; 2],
+    variant: Variant,
 }
 
-/// Baseline and candidate, depending on whether the tree already has the patch.
-fn make_variants(ctx: &Ctx, patch_file: &Path) -> Result<Variants> {
-    let direction = patch::detect(&ctx.source.root, patch_file)?;
-    let name = patch_file.file_name().unwrap_or_default().to_string_lossy();
-    let (baseline, candidate) = match direction {
-        Direction::Forward => {
-            eprintln!("{name} applies forward: baseline = the tree, candidate = tree + patch");
-            (Spec { name: "baseline".into(), patches: vec![] }, Spec { name: "candidate".into(), patches: vec![(patch_file, direction)] })
+struct Plan {
+    baseline: Variant,
+    candidates: Vec<Candidate>,
+}
+
+/// The baseline is the tree without every candidate it already contains;
+/// each candidate is the baseline plus that one patch (or series).
+fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
+    let series_dir = ctx.cache.dir("series")?;
+    let scratch = ctx
+        .cache
+        .dir("scratch")?
+        .join(format!("detect-{}", std::process::id()));
+    let mut sets = Vec::new();
+    for file in patch_files {
+        let set = patch::load(file, &series_dir)?;
+        let direction = patch::detect(&ctx.source.root, &set, &scratch)?;
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let series = if set.parts.len() > 1 {
+            format!(" (a series of {})", set.parts.len())
+        } else {
+            String::new()
+        };
+        match direction {
+            Direction::Forward => {
+                eprintln!("{name}{series} applies forward: a candidate = baseline + it")
+            }
+            Direction::Reverse => {
+                eprintln!("the tree already contains {name}{series}: the baseline has it reversed")
+            }
         }
-        Direction::Reverse => {
-            eprintln!("the tree already contains {name}: baseline = the tree with it reversed, candidate = the tree");
-            (Spec { name: "baseline".into(), patches: vec![(patch_file, direction)] }, Spec { name: "candidate".into(), patches: vec![] })
-        }
+        sets.push((set, direction));
+    }
+    // Later candidates' parts come off first, as `git revert` of a range would.
+    let contained = |except: Option<usize>| -> Vec<(&Path, Direction)> {
+        sets.iter()
+            .enumerate()
+            .rev()
+            .filter(|(i, (_, d))| *d == Direction::Reverse && Some(*i) != except)
+            .flat_map(|(_, (set, _))| set.applied(Direction::Reverse))
+            .collect()
     };
-    let list = [variant::make(&ctx.cache, &ctx.source, baseline)?, variant::make(&ctx.cache, &ctx.source, candidate)?];
-    Ok(Variants { direction, list })
+    let baseline = variant::make(
+        &ctx.cache,
+        &ctx.source,
+        Spec {
+            name: "baseline".into(),
+            patches: contained(None),
+        },
+    )?;
+    let mut candidates = Vec::new();
+    for (index, (set, direction)) in sets.iter().enumerate() {
+        let name = if sets.len() == 1 {
+            "candidate".to_string()
+        } else {
+            format!("candidate-{}", index + 1)
+        };
+        let patches = match direction {
+            // The tree minus the other contained candidates.
+            Direction::Reverse => contained(Some(index)),
+            Direction::Forward => contained(None)
+                .into_iter()
+                .chain(set.applied(Direction::Forward))
+                .collect(),
+        };
+        let variant = variant::make(&ctx.cache, &ctx.source, Spec { name, patches })?;
+        candidates.push((variant, *direction));
+    }
+    let candidates = sets
+        .into_iter()
+        .zip(candidates)
+        .map(|((patch, direction), (variant, _))| Candidate {
+            patch,
+            direction,
+            variant,
+        })
+        .collect();
+    Ok(Plan {
+        baseline,
+        candidates,
+    })
 }

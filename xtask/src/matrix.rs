@@ -1,0 +1,353 @@
+//! `cargo xtask matrix`: one `verify --json` per kernel source, with the
+//! same candidate patches and environments, run here one after another and
+//! folded into one table (`report merge`) — or, with `--emit`, written as a
+//! CI matrix (GitHub Actions or GitLab CI) whose jobs are those verifies.
+
+use crate::failure::{fail, Kind};
+use crate::session::EnvChoice;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Matrix {
+    /// A kernel source (repeatable): `default` (Debian's linux-source-6.12),
+    /// a source tarball (/usr/src/linux-source-X.tar.xz), a tree, or a git
+    /// tree at a revision (`PATH@REV`).
+    #[arg(long = "source", value_name = "SPEC", required = true)]
+    pub sources: Vec<String>,
+    /// Candidate patch for every source (repeatable; default: the upstream fix).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
+    /// Environments to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub env: EnvChoice,
+    /// Where each job's JSON and logs go.
+    #[arg(long, value_name = "DIR", default_value = "matrix-results")]
+    pub out: PathBuf,
+    /// Do not run: print the jobs as a CI matrix for this system.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    Github,
+    Gitlab,
+}
+
+/// One job: a name for people and the `verify` flags that select its source.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Job {
+    pub name: String,
+    pub source_args: Vec<String>,
+}
+
+pub fn job(spec: &str) -> Job {
+    let name = |s: &str| {
+        let base = Path::new(s)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| s.to_string());
+        base.trim_end_matches(".tar.xz").to_string()
+    };
+    if spec == "default" {
+        return Job {
+            name: "linux-source-6.12".into(),
+            source_args: vec![],
+        };
+    }
+    // PATH@REV: a revision of a git tree (a path may itself contain '@').
+    if let Some((path, rev)) = spec.rsplit_once('@') {
+        if Path::new(path).is_dir() && !rev.is_empty() {
+            return Job {
+                name: format!("{}@{rev}", name(path)),
+                source_args: vec!["--kernel".into(), path.into(), "--rev".into(), rev.into()],
+            };
+        }
+    }
+    Job {
+        name: name(spec),
+        source_args: vec!["--kernel".into(), spec.into()],
+    }
+}
+
+impl Matrix {
+    fn verify_args(&self, job: &Job) -> Vec<String> {
+        let mut args = job.source_args.clone();
+        let env = match self.env {
+            EnvChoice::Native => "native",
+            EnvChoice::Xen => "xen",
+            EnvChoice::All => "all",
+        };
+        args.extend(["--env".into(), env.into()]);
+        for patch in &self.patches {
+            args.extend(["--patch".into(), patch.display().to_string()]);
+        }
+        args
+    }
+
+    pub fn run(self, cache_root: &Path) -> Result<()> {
+        let jobs: Vec<Job> = self.sources.iter().map(|s| job(s)).collect();
+        if let Some(system) = self.emit {
+            print!(
+                "{}",
+                emit(
+                    system,
+                    &jobs
+                        .iter()
+                        .map(|j| (j.name.clone(), self.verify_args(j)))
+                        .collect::<Vec<_>>()
+                )
+            );
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+        let mut records = Vec::new();
+        let mut any_lost = false;
+        for (index, job) in jobs.iter().enumerate() {
+            let slug: String = job
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let dir = self.out.join(format!("{:02}-{slug}", index + 1));
+            let json = dir.with_extension("json");
+            let mut args = vec![
+                "--cache-dir".to_string(),
+                cache_root.display().to_string(),
+                "verify".into(),
+            ];
+            args.extend(self.verify_args(job));
+            args.extend([
+                "--json".into(),
+                json.display().to_string(),
+                "--out".into(),
+                dir.display().to_string(),
+            ]);
+            eprintln!("==> matrix job {}/{}: {}", index + 1, jobs.len(), job.name);
+            let started = Instant::now();
+            let log = dir.with_extension("log");
+            std::fs::create_dir_all(&dir)?;
+            let status = duct::cmd(std::env::current_exe()?, &args)
+                .stdin_null()
+                .stderr_to_stdout()
+                .stdout_path(&log)
+                .unchecked()
+                .run()?
+                .status;
+            let code = status.code().unwrap_or(crate::failure::INTERNAL_EXIT);
+            let what = match code {
+                0 => "pass".to_string(),
+                1 => "a candidate loses modes".to_string(),
+                _ => format!("untestable: {}", last_error(&log)),
+            };
+            println!(
+                "[{}/{}] {:<32} exit {code:<3} {:>6.0} s  {what}",
+                index + 1,
+                jobs.len(),
+                job.name,
+                started.elapsed().as_secs_f64()
+            );
+            any_lost |= code == 1;
+            if !json.exists() {
+                // Even a run that failed before it could write its record
+                // gets a row in the table.
+                let record = serde_json::json!({"verdict": "error", "exit_code": code, "message": last_error(&log), "kernel": {"source": job.name}, "results": []});
+                std::fs::write(&json, serde_json::to_string_pretty(&record)?)?;
+            }
+            let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            records.push((json, record));
+        }
+        let table = crate::compare::merge(&records);
+        std::fs::write(self.out.join("merged.txt"), &table)?;
+        println!("\n{table}");
+        if any_lost {
+            return Err(fail(
+                Kind::CandidateLost,
+                "a candidate loses cache modes on at least one kernel (see the table)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn last_error(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("error: "))
+        .last()
+        .map(|l| l.trim_start_matches("error: ").to_string())
+        .unwrap_or_else(|| "no error line in the log".into())
+}
+
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| crate::proc::shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The CI file: a job per source running `cargo xtask verify --json`, and a
+/// final job merging their records.
+pub fn emit(system: Emit, jobs: &[(String, Vec<String>)]) -> String {
+    match system {
+        Emit::Github => {
+            let mut include = String::new();
+            for (name, args) in jobs {
+                include += &format!(
+                    "          - name: \"{name}\"\n            args: \"{}\"\n",
+                    shell_words(args).replace('"', "\\\"")
+                );
+            }
+            format!(
+                r#"# Generated by `cargo xtask matrix --emit github`: one patverify verify per
+# kernel source, then one merged table. Needs a Debian 12 machine that can
+# run QEMU (TCG is fine); each job is one `cargo xtask verify --json`.
+name: patverify matrix
+on: [workflow_dispatch, push]
+jobs:
+  verify:
+    runs-on: ubuntu-latest
+    container: debian:12
+    strategy:
+      fail-fast: false
+      matrix:
+        include:
+{include}    steps:
+      - run: apt-get update && apt-get install -y --no-install-recommends ca-certificates git cargo
+      - uses: actions/checkout@v4
+      - run: cargo xtask setup
+      - run: cargo xtask verify --json "result-${{{{ strategy.job-index }}}}.json" ${{{{ matrix.args }}}}
+      - if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: result-${{{{ strategy.job-index }}}}
+          path: result-*.json
+  merge:
+    needs: verify
+    if: always()
+    runs-on: ubuntu-latest
+    container: debian:12
+    steps:
+      - run: apt-get update && apt-get install -y --no-install-recommends ca-certificates git cargo
+      - uses: actions/checkout@v4
+      - uses: actions/download-artifact@v4
+        with:
+          path: results
+      - run: cargo xtask report merge results/*/*.json
+"#
+            )
+        }
+        Emit::Gitlab => {
+            let mut matrix = String::new();
+            for (name, args) in jobs {
+                matrix += &format!(
+                    "      - NAME: \"{name}\"\n        ARGS: \"{}\"\n",
+                    shell_words(args).replace('"', "\\\"")
+                );
+            }
+            format!(
+                r#"# Generated by `cargo xtask matrix --emit gitlab`: one patverify verify per
+# kernel source, then one merged table. Each job is one
+# `cargo xtask verify --json`.
+image: debian:12
+stages: [verify, merge]
+verify:
+  stage: verify
+  parallel:
+    matrix:
+{matrix}  before_script:
+    - apt-get update && apt-get install -y --no-install-recommends ca-certificates git cargo
+    - cargo xtask setup
+  script:
+    - cargo xtask verify --json "result-$CI_NODE_INDEX.json" $ARGS
+  artifacts:
+    when: always
+    paths: [result-*.json]
+merge:
+  stage: merge
+  when: always
+  before_script:
+    - apt-get update && apt-get install -y --no-install-recommends ca-certificates git cargo
+  script:
+    - cargo xtask report merge result-*.json
+"#
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_become_verify_flags() {
+        assert_eq!(
+            job("default"),
+            Job {
+                name: "linux-source-6.12".into(),
+                source_args: vec![]
+            }
+        );
+        assert_eq!(
+            job("/usr/src/linux-source-6.1.tar.xz").source_args,
+            ["--kernel", "/usr/src/linux-source-6.1.tar.xz"]
+        );
+        assert_eq!(
+            job("/usr/src/linux-source-6.1.tar.xz").name,
+            "linux-source-6.1"
+        );
+        let rev = job("/tmp@v6.3");
+        assert_eq!(
+            (rev.name.as_str(), rev.source_args),
+            (
+                "tmp@v6.3",
+                vec![
+                    "--kernel".to_string(),
+                    "/tmp".into(),
+                    "--rev".into(),
+                    "v6.3".into()
+                ]
+            )
+        );
+    }
+
+    #[test]
+    fn emitted_ci_files_run_one_verify_per_source() {
+        let jobs = vec![
+            (
+                "linux-source-6.12".to_string(),
+                vec!["--env".to_string(), "all".into()],
+            ),
+            (
+                "linux-source-6.1".to_string(),
+                vec!["--kernel".into(), "/usr/src/linux-source-6.1.tar.xz".into()],
+            ),
+        ];
+        let github = emit(Emit::Github, &jobs);
+        assert!(github.contains("          - name: \"linux-source-6.1\"\n            args: \"--kernel /usr/src/linux-source-6.1.tar.xz\""), "{github}");
+        assert!(github.contains("cargo xtask verify --json \"result-${{ strategy.job-index }}.json\" ${{ matrix.args }}"), "{github}");
+        assert!(
+            github.contains("cargo xtask report merge results/*/*.json"),
+            "{github}"
+        );
+        let gitlab = emit(Emit::Gitlab, &jobs);
+        assert!(
+            gitlab.contains("      - NAME: \"linux-source-6.12\"\n        ARGS: \"--env all\""),
+            "{gitlab}"
+        );
+        assert!(
+            gitlab.contains("cargo xtask report merge result-*.json"),
+            "{gitlab}"
+        );
+    }
+}
