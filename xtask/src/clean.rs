@@ -29,28 +29,17 @@ impl Clean {
             cache.root.display(),
             size_human(&cache.root)
         );
-        let kinds: &[&str] = if self.all {
-            &[
-                "variants",
-                "runs",
-                "scratch",
-                "bisect",
-                "series",
-                "bench-cold",
-                "src",
-                "ccache",
-                "xen",
-            ]
-        } else {
-            &[
-                "variants",
-                "runs",
-                "scratch",
-                "bisect",
-                "series",
-                "bench-cold",
-            ]
-        };
+        let mut kinds = vec![
+            "variants",
+            "runs",
+            "scratch",
+            "bisect",
+            "series",
+            "bench-cold",
+        ];
+        if self.all {
+            kinds.extend(["src", "ccache", "xen"]);
+        }
         let cutoff = self
             .older_than
             .map(|days| SystemTime::now() - Duration::from_secs(days * 86_400));

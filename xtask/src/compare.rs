@@ -298,27 +298,19 @@ mod tests {
         let changes = diff_runs(&old, &new);
         assert_eq!(changes.regressions, 1);
         assert_eq!(changes.compared, 3);
+        let has = |wanted: &dyn Fn(&str) -> bool| changes.lines.iter().any(|l| wanted(l));
         assert!(
-            changes
-                .lines
-                .iter()
-                .any(|l| l.starts_with("LOST probe native mprotect WT: kept WT → LOST →UC")),
+            has(&|l| l.starts_with("LOST probe native mprotect WT: kept WT → LOST →UC")),
             "{:?}",
             changes.lines
         );
         assert!(
-            changes
-                .lines
-                .iter()
-                .any(|l| l.contains("mmap_fault WT: LOST →UC → kept WT") && !l.starts_with("LOST")),
+            has(&|l| l.contains("mmap_fault WT: LOST →UC → kept WT") && !l.starts_with("LOST")),
             "{:?}",
             changes.lines
         );
         assert!(
-            changes
-                .lines
-                .iter()
-                .any(|l| l.contains("new   probe native huge_pmd WT")),
+            has(&|l| l.contains("new   probe native huge_pmd WT")),
             "{:?}",
             changes.lines
         );

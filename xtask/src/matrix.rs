@@ -118,8 +118,9 @@ impl Matrix {
                     }
                 })
                 .collect();
-            let dir = self.out.join(format!("{:02}-{slug}", index + 1));
-            let json = dir.with_extension("json");
+            let stem = format!("{:02}-{slug}", index + 1);
+            let dir = self.out.join(&stem);
+            let json = self.out.join(format!("{stem}.json"));
             let mut args = vec![
                 "--cache-dir".to_string(),
                 cache_root.display().to_string(),
@@ -134,7 +135,7 @@ impl Matrix {
             ]);
             eprintln!("==> matrix job {}/{}: {}", index + 1, jobs.len(), job.name);
             let started = Instant::now();
-            let log = dir.with_extension("log");
+            let log = self.out.join(format!("{stem}.log"));
             std::fs::create_dir_all(&dir)?;
             let status = duct::cmd(std::env::current_exe()?, &args)
                 .stdin_null()

@@ -185,13 +185,13 @@ impl Session {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
         })?;
         eprintln!("kernel: {}", source.describe);
-        // Before any variant is made: a tree whose Rust this toolchain cannot
-        // build is named as such, not as a failure further down.
-        config::check_toolchain(&source.root)?;
         self.json.kernel = Some(
             serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}),
         );
         self.json.toolchain = Some(toolchain_record(&xen_dir, &self.common.qemu));
+        // Before any variant is made: a tree whose Rust this toolchain cannot
+        // build is named as such, not as a failure further down.
+        config::check_toolchain(&source.root)?;
         Ok(Ctx {
             cache,
             out_dir,

@@ -552,33 +552,15 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
     let upstream = patches.join(crate::variant::DEFAULT_PATCH);
     let proposal = patches.join(PROPOSAL_PATCH);
     let dir = out.join("two-candidates");
-    let json_path = dir.join("verify.json");
     println!("==> e2e: verify --patch upstream --patch proposal");
-    let args: Vec<String> = [
-        "verify",
-        "--patch",
-        &upstream.display().to_string(),
-        "--patch",
-        &proposal.display().to_string(),
-        "--json",
-        &json_path.display().to_string(),
-        "--out",
-        &dir.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (code, text) = harness(cache_root, &args)?;
+    let (code, text, json) = verify_with_patches(cache_root, &dir, &[&upstream, &proposal])?;
     println!("{}", crate::proc::tail_lines(&text, 60));
-    let Ok(json) = std::fs::read_to_string(&json_path)
-        .map_err(anyhow::Error::from)
-        .and_then(|t| Ok(serde_json::from_str::<Value>(&t)?))
-    else {
+    if json.is_null() {
         checks.check("two candidates: verify wrote its JSON", false, || {
             format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3))
         });
         return Ok(());
-    };
+    }
     let verdict_of = |name: &str| {
         json["candidates"]
             .as_array()
@@ -621,6 +603,37 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
 /// The thread's v2 proposal (patches/).
 pub const PROPOSAL_PATCH: &str = "0002-v2-proposal-widen-the-mask-in-pgprot_modify-only.patch";
 
+/// `verify --patch P…` with its JSON and outputs in `dir`: the exit code,
+/// the output, and the JSON record (`Null` if it wrote none).
+fn verify_with_patches(
+    cache_root: &Path,
+    dir: &Path,
+    patches: &[&Path],
+) -> Result<(Option<i32>, String, Value)> {
+    let json_path = dir.join("verify.json");
+    let mut args = strings(&[
+        "verify",
+        "--json",
+        &json_path.display().to_string(),
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    for patch in patches {
+        args.extend(strings(&["--patch", &patch.display().to_string()]));
+    }
+    let (code, text) = harness(cache_root, &args)?;
+    let json = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    Ok((code, text, json))
+}
+
+/// Owned command-line words.
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|s| s.to_string()).collect()
+}
+
 fn args_mention(args: &[String], word: &str) -> bool {
     args.iter().any(|a| a == word)
 }
@@ -630,19 +643,20 @@ fn breaking_patch(tree: &Path, out: &Path) -> Result<String> {
     let file = "init/main.c";
     let original = std::fs::read_to_string(tree.join(file))?;
     let broken = format!("#error \"patverify: injected build failure\"\n{original}");
-    let (from, to) = (out.join("main.c.orig"), out.join("main.c.broken"));
-    std::fs::write(&from, &original)?;
-    std::fs::write(&to, broken)?;
+    unified_diff(file, &original, &broken, out)
+}
+
+/// `diff -u` of two versions of `file` (a path in the tree), as a patch
+/// for `patch -p1`; `scratch` holds the two versions meanwhile.
+fn unified_diff(file: &str, from: &str, to: &str, scratch: &Path) -> Result<String> {
+    let (from_path, to_path) = (scratch.join("diff-from"), scratch.join("diff-to"));
+    std::fs::write(&from_path, from)?;
+    std::fs::write(&to_path, to)?;
+    let labels = [format!("a/{file}"), format!("b/{file}")];
     let (_, diff) = Command::new("diff")
-        .args([
-            "-u",
-            "--label",
-            &format!("a/{file}"),
-            "--label",
-            &format!("b/{file}"),
-        ])
-        .arg(&from)
-        .arg(&to)
+        .args(["-u", "--label", &labels[0], "--label", &labels[1]])
+        .arg(&from_path)
+        .arg(&to_path)
         .output_quiet()?;
     Ok(diff)
 }
@@ -664,23 +678,12 @@ fn interrupted_build_leaves_nothing(
     // A comment in a header every file includes: a long build.
     let file = "include/linux/types.h";
     let original = std::fs::read_to_string(tree.join(file))?;
-    let (from, to) = (out.join("types.h.orig"), out.join("types.h.new"));
-    std::fs::write(&from, &original)?;
-    std::fs::write(
-        &to,
-        format!("{original}/* patverify: interrupted build */\n"),
+    let diff = unified_diff(
+        file,
+        &original,
+        &format!("{original}/* patverify: interrupted build */\n"),
+        out,
     )?;
-    let (_, diff) = Command::new("diff")
-        .args([
-            "-u",
-            "--label",
-            &format!("a/{file}"),
-            "--label",
-            &format!("b/{file}"),
-        ])
-        .arg(&from)
-        .arg(&to)
-        .output_quiet()?;
     let patch = out.join("long-build.patch");
     std::fs::write(&patch, diff)?;
     let log = out.join("sigterm-build.log");
@@ -856,7 +859,7 @@ fn repeated_runs_agree(cache_root: &Path, out: &Path, checks: &mut Checks) -> Re
 fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e: matrix of two kernels, merged");
     let dir = out.join("matrix");
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "matrix",
         "--source",
         "default",
@@ -866,10 +869,7 @@ fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> 
         "native",
         "--out",
         &dir.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     println!("{}", crate::proc::tail_lines(&text, 12));
     let merged = std::fs::read_to_string(dir.join("merged.txt")).unwrap_or_default();
@@ -1020,22 +1020,7 @@ fn series_from_a_mailbox(
     let reverted = half.replace(page_fixed, page_old);
     let dir = out.join("series");
     std::fs::create_dir_all(&dir)?;
-    let udiff = |from: &str, to: &str| -> Result<String> {
-        std::fs::write(dir.join("from"), from)?;
-        std::fs::write(dir.join("to"), to)?;
-        let (_, text) = Command::new("diff")
-            .args([
-                "-u",
-                "--label",
-                &format!("a/{file}"),
-                "--label",
-                &format!("b/{file}"),
-            ])
-            .arg(dir.join("from"))
-            .arg(dir.join("to"))
-            .output_quiet()?;
-        Ok(text)
-    };
+    let udiff = |from: &str, to: &str| unified_diff(file, from, to, &dir);
     let mail = |n: usize, subject: &str, diff: String| {
         format!("From {n:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nSubject: [PATCH {n}/2] {subject}\n\nPart {n} of the fix.\n---\n{diff}-- \n2.39.5\n\n")
     };
@@ -1047,25 +1032,8 @@ fn series_from_a_mailbox(
     );
     let mbox_path = dir.join("fix-series.mbox");
     std::fs::write(&mbox_path, mbox)?;
-    let json_path = dir.join("verify.json");
     println!("==> e2e: verify --patch a two-mail series");
-    let args: Vec<String> = [
-        "verify",
-        "--patch",
-        &mbox_path.display().to_string(),
-        "--json",
-        &json_path.display().to_string(),
-        "--out",
-        &dir.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (code, text) = harness(cache_root, &args)?;
-    let series_json: Value = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let (code, text, series_json) = verify_with_patches(cache_root, &dir, &[&mbox_path])?;
     checks.check(
         "a mailbox series is verified as one candidate: exit 0",
         code == Some(0) && series_json["verdict"] == "pass",
@@ -1104,10 +1072,7 @@ fn revert_patch(out: &Path) -> Result<std::path::PathBuf> {
 fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
     let revert = revert_patch(out)?;
     let native = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["probe", "--env", "native"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut v: Vec<String> = strings(&["probe", "--env", "native"]);
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -1214,6 +1179,11 @@ fn bisect_finds_the_commit(
                 "user.email=patverify@localhost",
                 "-c",
                 "core.compression=0",
+                // No background gc/maintenance touching the tree while its hash is compared.
+                "-c",
+                "gc.auto=0",
+                "-c",
+                "maintenance.auto=false",
             ])
             .args(args.iter().copied())
     };
@@ -1260,7 +1230,7 @@ fn bisect_finds_the_commit(
     };
     let hash_before = tree_hash()?;
 
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "bisect",
         "--kernel",
         &repo.display().to_string(),
@@ -1270,10 +1240,7 @@ fn bisect_finds_the_commit(
         "HEAD",
         "--out",
         &out.join("bisect").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     println!(
         "{}",
@@ -1305,7 +1272,7 @@ fn bisect_finds_the_commit(
     );
 
     // --rev builds a revision of a git tree without checking it out.
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "probe",
         "--env",
         "native",
@@ -1313,10 +1280,7 @@ fn bisect_finds_the_commit(
         &repo.display().to_string(),
         "--rev",
         "HEAD~3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     checks.check(
         "probe --rev of the bug commit is bad",
@@ -1330,7 +1294,7 @@ fn bisect_finds_the_commit(
         || format!("HEAD {head_before} → {head_after_rev}"),
     );
     // A failed run too: a patch that does not apply (exit 125).
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "probe",
         "--env",
         "native",
@@ -1338,10 +1302,7 @@ fn bisect_finds_the_commit(
         &repo.display().to_string(),
         "--patch",
         &out.join("stale.patch").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, _) = harness(cache_root, &args)?;
     let hash_after = tree_hash()?;
     checks.check(
@@ -1367,7 +1328,7 @@ fn baseline_that_keeps_everything_is_not_a_pass(
             .context("verify JSON names no source tree")?,
     );
     let path = unrelated_patch(tree, &out.join("unrelated.patch"))?;
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "verify",
         "--env",
         "native",
@@ -1375,10 +1336,7 @@ fn baseline_that_keeps_everything_is_not_a_pass(
         &path.display().to_string(),
         "--out",
         &out.join("unrelated").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     checks.check(
         "an unrelated patch: exit 3, the bug was not reproduced",
@@ -1504,7 +1462,7 @@ fn tree_the_toolchain_cannot_build(
         .run()?;
     let tree = dir.join("linux-source-6.1");
     let patch = unrelated_patch(&tree, &out.join("unrelated-6.1.patch"))?;
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "verify",
         "--env",
         "native",
@@ -1514,26 +1472,20 @@ fn tree_the_toolchain_cannot_build(
         &patch.display().to_string(),
         "--out",
         &out.join("6.1").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     checks.check(
         "linux 6.1: verify exits 9 naming rustc 1.62",
         code == Some(9) && text.contains("pinned to rustc 1.62.0"),
         || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
     );
-    let args: Vec<String> = [
+    let args: Vec<String> = strings(&[
         "probe",
         "--env",
         "native",
         "--kernel",
         &tree.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let (code, text) = harness(cache_root, &args)?;
     checks.check(
         "linux 6.1: probe exits 125 (untestable)",
