@@ -85,11 +85,26 @@ pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// The exit code an error should end the process with.
+/// The exit code an error should end the process with. A full disk is a
+/// setup problem (exit 2; `probe` aborts a bisect on it), not a harness bug.
 pub fn exit_code_of(err: &anyhow::Error) -> i32 {
-    err.chain()
+    if let Some(failure) = err
+        .chain()
         .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map_or(INTERNAL_EXIT, |failure| failure.kind.exit_code())
+    {
+        return failure.kind.exit_code();
+    }
+    if disk_full(err) {
+        return Kind::Setup.exit_code();
+    }
+    INTERNAL_EXIT
+}
+
+/// Whether an I/O error in the chain is ENOSPC or EDQUOT.
+pub fn disk_full(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
 }
 
 #[cfg(test)]
@@ -134,5 +149,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_code_of(&err), 7);
         assert_eq!(exit_code_of(&anyhow::anyhow!("unexpected")), INTERNAL_EXIT);
+    }
+
+    #[test]
+    fn a_full_disk_is_a_setup_error_that_aborts_a_bisect() {
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("cannot write /x/out.json");
+        assert!(disk_full(&full));
+        assert_eq!(exit_code_of(&full), Kind::Setup.exit_code());
+        assert_eq!(bisect_exit_code(&full), BISECT_ABORT);
     }
 }

@@ -93,6 +93,11 @@ fn main() {
     if let Err(err) = result {
         let code = failure::exit_code_of(&err);
         eprintln!("error: {err:#}");
+        if failure::disk_full(&err) {
+            eprintln!(
+                "error: the disk is full: free space (e.g. `cargo xtask clean`) and run again"
+            );
+        }
         std::process::exit(code);
     }
 }

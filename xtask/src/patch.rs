@@ -419,6 +419,29 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_that_applies_only_partly_is_refused_and_changes_nothing() {
+        let dir = tree_with("partial", "one\n#define MASK (A)\nthree\n");
+        std::fs::write(dir.join("t/g.h"), "alpha\nbeta\ngamma\n").unwrap();
+        // The hunk for f.h fits, the one for g.h does not.
+        let partial = format!(
+            "{PATCH}--- a/g.h\n+++ b/g.h\n@@ -1,3 +1,3 @@\n alpha\n-BETA\n+beta2\n gamma\n"
+        );
+        std::fs::write(dir.join("p.patch"), partial).unwrap();
+        let set = load(&dir.join("p.patch"), &dir.join("series")).unwrap();
+        let err = detect(&dir.join("t"), &set, &dir.join("scratch")).unwrap_err();
+        assert_eq!(crate::failure::exit_code_of(&err), 4);
+        assert!(
+            format!("{err:#}").contains("hunk #1 FAILED at 1 in g.h"),
+            "{err:#}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("t/f.h")).unwrap(),
+            "one\n#define MASK (A)\nthree\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn applies_in_both_directions() {
         let dir = tree_with("apply", "one\n#define MASK (A | PAT)\nthree\n");
         std::fs::write(dir.join("p.patch"), PATCH).unwrap();

@@ -271,6 +271,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_revision_that_does_not_exist_is_named() {
+        let dir = std::env::temp_dir().join(format!("patverify-rev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        git(&["init", "--quiet"]);
+        std::fs::write(dir.join("f"), "x").unwrap();
+        git(&["add", "f"]);
+        git(&["commit", "--quiet", "-m", "one"]);
+        assert_eq!(resolve_rev(&dir, "HEAD").unwrap().len(), 40);
+        let err = resolve_rev(&dir, "v9.99-no-such-tag").unwrap_err();
+        assert_eq!(crate::failure::exit_code_of(&err), 2);
+        assert!(
+            err.to_string()
+                .contains("revision \"v9.99-no-such-tag\" not found in git tree"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_kernel_version() {
         let mk = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n";
         assert_eq!(kernel_version(mk).as_deref(), Some("6.12.117"));

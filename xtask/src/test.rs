@@ -463,6 +463,17 @@ fn failure_injection(
             "Xen did not start dom0",
         ),
         (
+            "output device full",
+            vec![
+                "--env".into(),
+                "native".into(),
+                "--json".into(),
+                "/dev/full".into(),
+            ],
+            2,
+            "the disk is full",
+        ),
+        (
             "build failure",
             vec![
                 "--env".into(),
