@@ -218,7 +218,7 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
             patches: contained(None),
         },
     )?;
-    let mut candidates = Vec::new();
+    let mut variants = Vec::new();
     for (index, (set, direction)) in sets.iter().enumerate() {
         let name = if sets.len() == 1 {
             "candidate".to_string()
@@ -234,12 +234,12 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
                 .collect(),
         };
         let variant = variant::make(&ctx.cache, &ctx.source, Spec { name, patches })?;
-        candidates.push((variant, *direction));
+        variants.push(variant);
     }
     let candidates = sets
         .into_iter()
-        .zip(candidates)
-        .map(|((patch, direction), (variant, _))| Candidate {
+        .zip(variants)
+        .map(|((patch, direction), variant)| Candidate {
             patch,
             direction,
             variant,
