@@ -311,11 +311,19 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         checks.failed.len()
     );
     if checks.failed.is_empty() {
+        // Several GB (the synthetic history's copy of the tree); kept only
+        // as evidence when a check failed.
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot remove {}", out.display()))?;
         Ok(())
     } else {
         Err(fail(
             Kind::CandidateLost,
-            format!("end-to-end checks failed: {}", checks.failed.join("; ")),
+            format!(
+                "end-to-end checks failed (evidence in {}): {}",
+                out.display(),
+                checks.failed.join("; ")
+            ),
         ))
     }
 }
