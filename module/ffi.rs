@@ -108,6 +108,14 @@ pub(crate) fn read_pat_msr() -> Result<u64> {
     Ok(value)
 }
 
+/// Oopses the calling task on purpose (the harness's oops test); does not
+/// return to it.
+pub(crate) fn inject_oops() {
+    // SAFETY: the helper touches no memory of ours: its NULL store faults,
+    // and the oops kills the calling task, which holds no lock at this point.
+    unsafe { bindings::patverify_inject_oops() };
+}
+
 /// What mprotect() does to a PTE installed with cache protection `prot`
 /// under a VMA whose protection becomes `newprot`: `pte_modify()` (see
 /// helpers.c). Returns the entry's flags before and after.

@@ -88,3 +88,14 @@ int rust_helper_patverify_pte_modify(unsigned long prot, unsigned long newprot,
 	__free_page(page);
 	return 0;
 }
+
+/*
+ * Failure injection for the harness's own tests (`patverify_fault=oops`):
+ * a store through NULL in process context. The page-fault handler oopses
+ * and kills the writing task; the kernel itself keeps running, as after a
+ * real oops with panic_on_oops=0.
+ */
+void rust_helper_patverify_inject_oops(void)
+{
+	*(volatile int *)NULL = 0;
+}

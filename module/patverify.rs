@@ -166,7 +166,13 @@ fn parse_hex(text: &[u8]) -> Option<usize> {
 
 /// `probe` command from /init: "PATH MODE ADDR", after it touched (or
 /// mprotect()ed) its mapping of mode MODE at ADDR.
+/// "oops" oopses the writing task instead (failure injection for the
+/// harness's tests).
 fn probe_command(command: &[u8]) -> Result {
+    if command.trim_ascii() == b"oops" {
+        ffi::inject_oops();
+        return Ok(());
+    }
     let mut words = command.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
     let (Some(path), Some(mode), Some(addr)) = (words.next(), words.next(), words.next()) else {
         return Err(EINVAL);

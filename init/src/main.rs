@@ -58,6 +58,10 @@ fn run() -> Result<String, String> {
     std::fs::create_dir_all("/debug").map_err(|e| format!("mkdir /debug: {e}"))?;
     mount("debugfs", "/debug", "debugfs")?;
     exercise_mappings()?;
+    if injected_fault().as_deref() == Some("oops") {
+        // Before quiet_console(): the oops must reach the console.
+        oops_in_a_child()?;
+    }
     quiet_console();
     std::fs::read_to_string(REPORT).map_err(|e| format!("read {REPORT}: {e}"))
 }
@@ -117,6 +121,38 @@ fn exercise_mappings() -> Result<(), String> {
         unsafe { libc::munmap(addr, PAGE) };
     }
     Ok(())
+}
+
+/// Has the module oops a child process (init itself must survive it: an
+/// oops in PID 1 is a panic). The report is printed as usual afterwards;
+/// the host must refuse it because the kernel oopsed.
+fn oops_in_a_child() -> Result<(), String> {
+    // SAFETY: init is single-threaded; the child only writes and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let wrote = std::fs::OpenOptions::new()
+            .write(true)
+            .open(PROBE)
+            .and_then(|mut f| f.write_all(b"oops\n"));
+        // SAFETY: _exit ends the child without running anything of the parent's.
+        unsafe { libc::_exit(if wrote.is_ok() { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+    }
+    if libc::WIFSIGNALED(status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the injected oops did not happen (the child exited with {})",
+            libc::WEXITSTATUS(status)
+        ))
+    }
 }
 
 fn mount(source: &str, target: &str, fstype: &str) -> Result<(), String> {

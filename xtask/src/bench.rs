@@ -3,7 +3,6 @@
 //! a raw `make` of the same configuration, and an edited candidate patch
 //! (with ccache's hit rate).
 
-use crate::proc::Command;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -95,22 +94,15 @@ fn timing(json: &Value, step: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// ccache's (hits, misses) for the harness's cache.
-fn ccache_counts(cache_root: &Path) -> (u64, u64) {
-    let (_, text) = Command::new("ccache")
-        .arg("--print-stats")
-        .env("CCACHE_DIR", cache_root.join("ccache"))
-        .output_quiet()
-        .unwrap_or_default();
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (
-        get("direct_cache_hit") + get("preprocessed_cache_hit"),
-        get("cache_miss"),
-    )
+/// The ccache counters of a run's builds, summed (hits, misses).
+fn ccache_counts(json: &Value) -> (u64, u64) {
+    let builds = json["builds"].as_array().into_iter().flatten();
+    builds.fold((0, 0), |(hits, misses), b| {
+        (
+            hits + b["ccache"]["hits"].as_u64().unwrap_or(0),
+            misses + b["ccache"]["misses"].as_u64().unwrap_or(0),
+        )
+    })
 }
 
 impl Bench {
@@ -336,7 +328,6 @@ impl Bench {
         let patch = out.join("edited-proposal.patch");
         std::fs::write(&patch, edited)?;
         let upstream = crate::verify::default_patch().display().to_string();
-        let (hits0, misses0) = ccache_counts(cache_root);
         eprintln!("bench: verify with an edited candidate patch");
         let (secs, json) = verify_expecting(
             cache_root,
@@ -349,8 +340,7 @@ impl Bench {
             ],
             1,
         )?;
-        let (hits1, misses1) = ccache_counts(cache_root);
-        let (hits, misses) = (hits1 - hits0, misses1 - misses0);
+        let (hits, misses) = ccache_counts(&json);
         let rate = hits as f64 / (hits + misses).max(1) as f64;
         println!(
             "{:<40} {secs:>6.1} s (build baseline {:.1} s, build candidate-1 {:.1} s, build candidate-2 {:.1} s; ccache {hits} hits / {misses} misses = {:.0} %)",

@@ -2,6 +2,12 @@
 //! with the full log kept and one progress line. A build is skipped when its
 //! key (variant content, config fragments, toolchain) matches the last
 //! successful build in the same directory.
+//!
+//! The kernel's C goes through ccache (xtask/ccache-cc), which can share its
+//! results with other machines (ccache remote storage, `--cache-remote`) and
+//! hand its misses to distcc workers (`--distcc`). Builds are reproducible
+//! (fixed metadata, no absolute paths in Rust panic locations), so a kernel
+//! built elsewhere, or through distcc, is byte-for-byte the local one.
 
 use crate::cache::{write_atomic, Key};
 use crate::failure::{fail, Kind};
@@ -32,6 +38,79 @@ pub fn make(tree: &Path, out: &Path) -> Command {
         .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")
         .env("KBUILD_BUILD_USER", "patverify")
         .env("KBUILD_BUILD_HOST", "patverify")
+        // A rebuild in the same directory would otherwise count up (#2, #3…).
+        .env("KBUILD_BUILD_VERSION", "1")
+        // Rust panic locations embed source paths: make them relative, so
+        // the image does not depend on where the cache lives.
+        .env("KRUSTFLAGS", remap_flags(tree, out))
+}
+
+fn remap_flags(tree: &Path, out: &Path) -> String {
+    let mut flags = std::env::var("KRUSTFLAGS").unwrap_or_default();
+    for dir in [tree, out] {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        flags.push_str(&format!(" --remap-path-prefix={}/=", dir.display()));
+    }
+    flags.trim().to_string()
+}
+
+/// How this machine's compiles are shared beyond it.
+#[derive(Clone, Debug, Default)]
+pub struct Sharing {
+    /// ccache remote storage (`redis://HOST:PORT`, `http://…`): every
+    /// machine pointed at it reuses what any of them compiled.
+    pub cache_remote: Option<String>,
+    /// distcc hosts (DISTCC_HOSTS syntax): ccache's misses compile there.
+    pub distcc: Option<String>,
+}
+
+impl Sharing {
+    /// Checks the flags before anything runs.
+    pub fn check(&self) -> Result<()> {
+        if let Some(url) = &self.cache_remote {
+            const SCHEMES: [&str; 5] = ["redis://", "redis+unix:", "http://", "https://", "file:"];
+            if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+                return Err(fail(
+                    Kind::Setup,
+                    format!("--cache-remote {url:?}: not a ccache remote storage URL (redis://HOST:PORT, redis+unix:PATH, http://HOST/PATH or file:DIR)"),
+                ));
+            }
+        }
+        if let Some(hosts) = &self.distcc {
+            if distcc_slots(hosts) == 0 {
+                return Err(fail(
+                    Kind::Setup,
+                    format!("--distcc {hosts:?}: no hosts (DISTCC_HOSTS syntax: HOST[:PORT][/LIMIT] …)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parallel make jobs: one per core here, or with distcc, one per slot
+    /// of all its hosts (what `-j` distcc's manual recommends), whichever is more.
+    pub fn jobs(&self) -> usize {
+        let local = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        self.distcc.as_deref().map_or(local, |hosts| local.max(distcc_slots(hosts)))
+    }
+}
+
+/// How many compile jobs a DISTCC_HOSTS list takes at once: `HOST/N` is N,
+/// a host without a limit 4 (distcc's default), `localhost` 2; options
+/// after a comma (`,lzo`, `,cpp`) and `--randomize` do not count.
+pub fn distcc_slots(hosts: &str) -> usize {
+    hosts
+        .split_whitespace()
+        .filter(|h| !h.starts_with("--"))
+        .map(|host| {
+            let host = host.split(',').next().unwrap_or(host);
+            match host.split_once('/') {
+                Some((_, limit)) => limit.parse().unwrap_or(4),
+                None if host == "localhost" => 2,
+                None => 4,
+            }
+        })
+        .sum()
 }
 
 /// The wrapper script (xtask/ccache-cc) installed in the cache by
@@ -67,6 +146,84 @@ pub struct Built {
     pub reused: bool,
     pub config_time: Duration,
     pub build_time: Duration,
+    /// What ccache did during this build (None when reused).
+    pub ccache: Option<CcacheStats>,
+}
+
+/// ccache's counters (`ccache --print-stats`); a build's own are the
+/// difference of two readings around it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CcacheStats {
+    /// Compiles answered from a cache (local or remote).
+    pub hits: u64,
+    /// Of those, answered by the remote storage.
+    pub remote_hits: u64,
+    pub misses: u64,
+    /// Remote storage errors and timeouts (an unreachable server).
+    pub remote_errors: u64,
+}
+
+impl CcacheStats {
+    /// The counters of the ccache the builds use now.
+    pub fn read() -> CcacheStats {
+        let (_, text) = Command::new("ccache")
+            .arg("--print-stats")
+            .output_quiet()
+            .unwrap_or_default();
+        CcacheStats::parse(&text)
+    }
+
+    fn parse(text: &str) -> CcacheStats {
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once('\t')?;
+                    (k == key).then(|| v.trim().parse::<u64>().ok())?
+                })
+                .unwrap_or(0)
+        };
+        CcacheStats {
+            hits: get("direct_cache_hit") + get("preprocessed_cache_hit"),
+            remote_hits: get("remote_storage_hit"),
+            misses: get("cache_miss"),
+            remote_errors: get("remote_storage_error") + get("remote_storage_timeout"),
+        }
+    }
+
+    pub fn since(self, before: CcacheStats) -> CcacheStats {
+        CcacheStats {
+            hits: self.hits.saturating_sub(before.hits),
+            remote_hits: self.remote_hits.saturating_sub(before.remote_hits),
+            misses: self.misses.saturating_sub(before.misses),
+            remote_errors: self.remote_errors.saturating_sub(before.remote_errors),
+        }
+    }
+
+    pub fn hit_rate(self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.hits as f64 / total as f64
+        }
+    }
+}
+
+impl std::fmt::Display for CcacheStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ccache {} hits ({} remote) / {} misses = {:.0} %",
+            self.hits,
+            self.remote_hits,
+            self.misses,
+            self.hit_rate()
+        )?;
+        if self.remote_errors > 0 {
+            write!(f, ", {} remote storage errors (is the server reachable?)", self.remote_errors)?;
+        }
+        Ok(())
+    }
 }
 
 /// The versions a kernel build depends on besides its sources.
@@ -86,7 +243,7 @@ pub fn build(
     toolchain: &str,
     jobs: usize,
 ) -> Result<Built> {
-    let mut key = Key::new("build-v2");
+    let mut key = Key::new("build-v3");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
         key.add_file(fragment)?;
@@ -112,6 +269,7 @@ pub fn build(
             reused: true,
             config_time: Duration::ZERO,
             build_time: Duration::ZERO,
+            ccache: None,
         });
     }
     let _ = std::fs::remove_file(&stamp);
@@ -129,6 +287,7 @@ pub fn build(
 
     let log = build_dir.join("build.log");
     let _ = std::fs::remove_file(&log);
+    let stats_before = CcacheStats::read();
     let out = make(&variant.tree, &build_dir)
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
@@ -154,19 +313,23 @@ pub fn build(
     }
     check_payload(&build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
     write_atomic(&stamp, &key)?;
+    let ccache = CcacheStats::read().since(stats_before);
+    eprintln!("{}: built in {:.0} s, {ccache}", variant.name, out.elapsed.as_secs_f64());
     Ok(Built {
         bzimage,
         build_dir,
         reused: false,
         config_time,
         build_time: out.elapsed,
+        ccache: Some(ccache),
     })
 }
 
-/// Points ccache at the harness's cache for every later `make`. Paths are
-/// hashed relative to the cache root so variant trees share entries.
+/// Points ccache at the harness's cache for every later `make` (and at the
+/// remote storage and distcc hosts of `sharing`). Paths are hashed relative
+/// to the cache root so variant trees share entries.
 /// Called once at start-up, before any thread is spawned.
-pub fn use_ccache_in(cache: &crate::cache::Cache) -> Result<()> {
+pub fn use_ccache_in(cache: &crate::cache::Cache, sharing: &Sharing) -> Result<()> {
     let wrapper = cache.root.join("bin").join("ccache-cc");
     let script = include_str!("../ccache-cc");
     if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script) {
@@ -186,6 +349,19 @@ pub fn use_ccache_in(cache: &crate::cache::Cache) -> Result<()> {
     // Depend mode: on a miss, no extra preprocessor run (the kernel's
     // -Wp,-MMD output names the headers), which keeps cold builds cheap.
     std::env::set_var("CCACHE_DEPEND", "true");
+    match &sharing.cache_remote {
+        Some(url) => std::env::set_var("CCACHE_REMOTE_STORAGE", url),
+        // Only what the flag (or PATVERIFY_CACHE_REMOTE) says: a remote
+        // from the user's ccache.conf must not change a run silently.
+        None => std::env::set_var("CCACHE_REMOTE_STORAGE", ""),
+    }
+    match &sharing.distcc {
+        Some(hosts) => {
+            std::env::set_var("CCACHE_PREFIX", "distcc");
+            std::env::set_var("DISTCC_HOSTS", hosts);
+        }
+        None => std::env::remove_var("CCACHE_PREFIX"),
+    }
     Ok(())
 }
 
@@ -344,6 +520,64 @@ mod tests {
         };
         assert_eq!(run("piggy.S"), "-c piggy.S\n");
         assert_eq!(run("plain.c"), "ccache echo -c plain.c\n");
+    }
+
+    #[test]
+    fn distcc_host_lists_size_the_jobs() {
+        assert_eq!(distcc_slots("127.0.0.1:3632/8"), 8);
+        assert_eq!(distcc_slots("a/6 b c,lzo localhost"), 6 + 4 + 4 + 2);
+        assert_eq!(distcc_slots("--randomize w1/3,lzo w2/5"), 8);
+        assert_eq!(distcc_slots("  "), 0);
+        let sharing = Sharing {
+            distcc: Some("w1/40".into()),
+            ..Sharing::default()
+        };
+        assert_eq!(sharing.jobs(), 40);
+        assert!(sharing.check().is_ok());
+    }
+
+    #[test]
+    fn sharing_flags_are_checked_before_anything_runs() {
+        let bad_url = Sharing {
+            cache_remote: Some("127.0.0.1:6379".into()),
+            ..Sharing::default()
+        };
+        let err = bad_url.check().unwrap_err();
+        assert_eq!(crate::failure::exit_code_of(&err), Kind::Setup.exit_code());
+        assert!(err.to_string().contains("redis://HOST:PORT"), "{err}");
+        let no_hosts = Sharing {
+            distcc: Some(" ".into()),
+            ..Sharing::default()
+        };
+        assert!(no_hosts.check().unwrap_err().to_string().contains("no hosts"));
+        let good = Sharing {
+            cache_remote: Some("redis://127.0.0.1:6379".into()),
+            distcc: Some("127.0.0.1/4".into()),
+        };
+        assert!(good.check().is_ok());
+    }
+
+    #[test]
+    fn ccache_counters_of_one_build() {
+        let before = CcacheStats::parse("cache_miss\t10\ndirect_cache_hit\t5\nremote_storage_hit\t0\n");
+        let after = CcacheStats::parse(
+            "cache_miss\t10\ndirect_cache_hit\t95\npreprocessed_cache_hit\t5\nremote_storage_hit\t90\nremote_storage_read_hit\t180\nremote_storage_timeout\t1\n",
+        );
+        let build = after.since(before);
+        assert_eq!(
+            build,
+            CcacheStats { hits: 95, remote_hits: 90, misses: 0, remote_errors: 1 }
+        );
+        assert_eq!(build.hit_rate(), 100.0);
+        let line = build.to_string();
+        assert!(line.starts_with("ccache 95 hits (90 remote) / 0 misses = 100 %"), "{line}");
+        assert!(line.contains("1 remote storage errors"), "{line}");
+    }
+
+    #[test]
+    fn rust_paths_are_remapped_relative_to_tree_and_build() {
+        let flags = remap_flags(Path::new("/c/variants/k/src"), Path::new("/c/variants/k/build-1"));
+        assert!(flags.ends_with("--remap-path-prefix=/c/variants/k/src/= --remap-path-prefix=/c/variants/k/build-1/="), "{flags}");
     }
 
     fn variant_repo_file(path: &str) -> PathBuf {

@@ -43,11 +43,10 @@ impl Kind {
 /// The exit code `git bisect run` needs: 125 = this revision cannot be
 /// tested (skip it), 128 = the setup is broken (abort the bisect).
 pub fn bisect_exit_code(err: &anyhow::Error) -> i32 {
-    let kind = err
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map(|f| f.kind);
-    match kind {
+    if disk_full(err) {
+        return BISECT_ABORT;
+    }
+    match kind_of(err) {
         Some(
             Kind::PatchDoesNotApply | Kind::Config | Kind::Build | Kind::Boot | Kind::Toolchain,
         ) => BISECT_SKIP,
@@ -85,26 +84,78 @@ pub fn fail(kind: Kind, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// The exit code an error should end the process with. A full disk is a
-/// setup problem (exit 2; `probe` aborts a bisect on it), not a harness bug.
-pub fn exit_code_of(err: &anyhow::Error) -> i32 {
-    if let Some(failure) = err
-        .chain()
+fn kind_of(err: &anyhow::Error) -> Option<Kind> {
+    err.chain()
         .find_map(|cause| cause.downcast_ref::<Failure>())
-    {
-        return failure.kind.exit_code();
-    }
+        .map(|f| f.kind)
+}
+
+/// The exit code an error should end the process with. A full disk is a
+/// setup problem (exit 2; `probe` aborts a bisect on it), not a harness bug
+/// and not a build or boot failure of the kernel under test.
+pub fn exit_code_of(err: &anyhow::Error) -> i32 {
     if disk_full(err) {
         return Kind::Setup.exit_code();
     }
-    INTERNAL_EXIT
+    kind_of(err).map_or(INTERNAL_EXIT, Kind::exit_code)
 }
 
-/// Whether an I/O error in the chain is ENOSPC or EDQUOT.
+/// The directory whose filesystem holds the cache; `disk_full` looks at it.
+static WATCHED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Below this, a failure that is not a verdict is put down to the full disk.
+const NEARLY_FULL_BYTES: u64 = 64 << 20;
+
+/// Names `dir`'s filesystem as the one to blame when a step fails on a
+/// full disk in a child process (tar, make, apt), whose ENOSPC reaches us
+/// only as text.
+pub fn watch_disk(dir: &std::path::Path) {
+    let _ = WATCHED.set(dir.to_path_buf());
+}
+
+/// Bytes available to us on the filesystem holding `dir` (or its nearest
+/// existing parent).
+pub fn available_bytes(dir: &std::path::Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs writes only into the zeroed struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string, `st` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Whether the error comes from a full disk: ENOSPC or EDQUOT in the chain,
+/// or a failure that is not a verdict while the cache's disk is (nearly) full.
 pub fn disk_full(err: &anyhow::Error) -> bool {
-    err.chain()
+    let io_full = err
+        .chain()
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
-        .any(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+        .any(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)));
+    let verdict = matches!(
+        kind_of(err),
+        Some(Kind::CandidateLost | Kind::BaselineNotReproduced)
+    );
+    io_full
+        || (!verdict
+            && WATCHED
+                .get()
+                .and_then(|dir| available_bytes(dir))
+                .is_some_and(|free| free < NEARLY_FULL_BYTES))
+}
+
+/// The one line that says so, naming the disk.
+pub fn disk_full_hint() -> String {
+    match WATCHED.get() {
+        Some(dir) => format!(
+            "the disk is full ({} has {} MiB free): free space (`cargo xtask clean`) or point --cache-dir elsewhere, and run again",
+            dir.display(),
+            available_bytes(dir).unwrap_or(0) >> 20
+        ),
+        None => "the disk is full: free space (e.g. `cargo xtask clean`) and run again".into(),
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +209,11 @@ mod tests {
         assert!(disk_full(&full));
         assert_eq!(exit_code_of(&full), Kind::Setup.exit_code());
         assert_eq!(bisect_exit_code(&full), BISECT_ABORT);
+    }
+
+    #[test]
+    fn free_space_of_a_path_that_does_not_exist_yet() {
+        let free = available_bytes(std::path::Path::new("/tmp/patverify-no-such/dir/below"));
+        assert!(free.is_some_and(|b| b > 0));
     }
 }

@@ -75,6 +75,7 @@ fn main() {
         err.exit()
     });
     let cache_root = cli.cache_dir.unwrap_or_else(cache::default_root);
+    failure::watch_disk(&cache_root);
     proc::end_children_on_signals();
     let result = match cli.command {
         Command::Verify(verify) => verify.run(&cache_root),
@@ -94,9 +95,7 @@ fn main() {
         let code = failure::exit_code_of(&err);
         eprintln!("error: {err:#}");
         if failure::disk_full(&err) {
-            eprintln!(
-                "error: the disk is full: free space (e.g. `cargo xtask clean`) and run again"
-            );
+            eprintln!("error: {}", failure::disk_full_hint());
         }
         std::process::exit(code);
     }

@@ -27,6 +27,9 @@ struct Requirement {
 enum Install {
     Apt(&'static str),
     CargoBindgen,
+    /// distccd runs only the compilers linked in /usr/lib/distcc; clang-19
+    /// gets its link when distcc is configured after it, so make sure.
+    DistccLinks,
 }
 
 /// The whole output of `program --version` ("" when it cannot run).
@@ -147,6 +150,21 @@ const REQUIREMENTS: &[Requirement] = &[
         install: Install::Apt("ccache"),
     },
     Requirement {
+        what: "distcc (--distcc, and its test's distccd)",
+        probe: || version_of("distcc", "--version"),
+        install: Install::Apt("distcc"),
+    },
+    Requirement {
+        what: "distccd may run clang-19",
+        probe: || file_present("/usr/lib/distcc/clang-19"),
+        install: Install::DistccLinks,
+    },
+    Requirement {
+        what: "redis-server (the remote ccache test)",
+        probe: || version_of("redis-server", "--version"),
+        install: Install::Apt("redis-server"),
+    },
+    Requirement {
         what: "patch",
         probe: || version_of("patch", "--version"),
         install: Install::Apt("patch"),
@@ -176,11 +194,23 @@ const REQUIREMENTS: &[Requirement] = &[
 pub struct Missing {
     apt: Vec<&'static str>,
     bindgen: bool,
+    distcc_links: bool,
 }
 
 impl Missing {
     fn is_empty(&self) -> bool {
-        self.apt.is_empty() && !self.bindgen
+        self.apt.is_empty() && !self.bindgen && !self.distcc_links
+    }
+
+    fn describe(&self) -> String {
+        let mut what: Vec<&str> = self.apt.clone();
+        if self.bindgen {
+            what.push("bindgen-cli");
+        }
+        if self.distcc_links {
+            what.push("distcc's clang-19 link");
+        }
+        what.join(" ")
     }
 
     fn commands(&self) -> Vec<Command> {
@@ -204,6 +234,9 @@ impl Missing {
                 "--force",
             ]));
         }
+        if self.distcc_links {
+            cmds.push(Command::new("update-distcc-symlinks"));
+        }
         cmds
     }
 }
@@ -212,12 +245,14 @@ fn missing() -> Missing {
     let mut m = Missing {
         apt: Vec::new(),
         bindgen: false,
+        distcc_links: false,
     };
     for req in REQUIREMENTS {
         if (req.probe)().is_none() {
             match req.install {
                 Install::Apt(pkg) => m.apt.push(pkg),
                 Install::CargoBindgen => m.bindgen = true,
+                Install::DistccLinks => m.distcc_links = true,
             }
         }
     }
@@ -248,11 +283,7 @@ pub fn ensure(xen_dir: &Path) -> Result<()> {
                 ),
             ));
         }
-        eprintln!(
-            "installing: {}{}",
-            missing.apt.join(" "),
-            if missing.bindgen { " bindgen-cli" } else { "" }
-        );
+        eprintln!("installing: {}", missing.describe());
         for cmd in cmds {
             cmd.run()
                 .map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
@@ -261,11 +292,7 @@ pub fn ensure(xen_dir: &Path) -> Result<()> {
         if !still.is_empty() {
             return Err(fail(
                 Kind::Setup,
-                format!(
-                    "still missing after installing: {} {}",
-                    still.apt.join(" "),
-                    if still.bindgen { "bindgen-cli" } else { "" }
-                ),
+                format!("still missing after installing: {}", still.describe()),
             ));
         }
     }
@@ -342,6 +369,7 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
                     Install::CargoBindgen => {
                         format!("cargo install bindgen-cli --version {BINDGEN_VERSION} --locked")
                     }
+                    Install::DistccLinks => "update-distcc-symlinks".into(),
                 };
                 println!("  MISSING  {:<45} ({how})", req.what);
             }

@@ -48,11 +48,14 @@ pub fn extract(console: &str) -> Result<String, BootProblem> {
             .find(|l| markers.iter().any(|m| l.contains(m)))
             .map(|l| l.trim().to_string())
     };
-    if let Some(line) = find(PANIC_MARKERS) {
-        return Err(BootProblem::Panic(line));
-    }
-    if let Some(line) = find(OOPS_MARKERS) {
-        return Err(BootProblem::Oops(line));
+    // The first sign of trouble names it: an oops that the kernel then
+    // turns into a panic (the boots run with oops=panic) is an oops.
+    if let Some(line) = find(&[PANIC_MARKERS, OOPS_MARKERS].concat()) {
+        return Err(if PANIC_MARKERS.iter().any(|m| line.contains(m)) {
+            BootProblem::Panic(line)
+        } else {
+            BootProblem::Oops(line)
+        });
     }
     if let Some(line) = lines.iter().find(|l| l.contains(GUEST_ERROR)) {
         let msg = line
@@ -337,6 +340,11 @@ pub mod tests {
             console_with(&ktap)
         );
         assert!(matches!(extract(&oops), Err(BootProblem::Oops(_))));
+        let oops_then_panic = "[ 1.0] BUG: kernel NULL pointer dereference, address: 0\n[ 1.1] Oops: 0002 [#1]\n[ 1.2] Kernel panic - not syncing: Fatal exception\n";
+        assert!(
+            matches!(extract(oops_then_panic), Err(BootProblem::Oops(l)) if l.contains("NULL pointer")),
+            "an oops that oops=panic turns into a panic is named as the oops"
+        );
         assert_eq!(extract("[ 0.1] booting\n"), Err(BootProblem::NoReport));
         let cut = console_with(&ktap);
         let cut = &cut[..cut.find("ok 3").unwrap()];

@@ -42,9 +42,18 @@ pub struct Common {
     /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Parallel make jobs (default: cores + 1).
+    /// Parallel make jobs (default: cores + 1; with --distcc, the hosts' slots).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Share compiled objects through ccache's remote storage
+    /// (redis://HOST:PORT, http://HOST/PATH): every machine pointed at it
+    /// reuses what any of them compiled.
+    #[arg(long, env = "PATVERIFY_CACHE_REMOTE", value_name = "URL")]
+    pub cache_remote: Option<String>,
+    /// Hand compile jobs to distccd workers (DISTCC_HOSTS syntax, e.g.
+    /// "10.0.0.5/8 10.0.0.6/8"); make's -j is sized for their slots.
+    #[arg(long, env = "PATVERIFY_DISTCC", value_name = "HOSTS")]
+    pub distcc: Option<String>,
     /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
     #[arg(long)]
     pub kvm: bool,
@@ -155,8 +164,10 @@ impl Session {
 
     /// Locks the cache, provisions the host, and gets the kernel source.
     pub fn open(&mut self, cache_root: &Path) -> Result<Ctx> {
+        let sharing = self.sharing();
+        sharing.check()?;
         let cache = Cache::open(cache_root)?;
-        build::use_ccache_in(&cache)?;
+        build::use_ccache_in(&cache, &sharing)?;
         let out_dir = match &self.common.out {
             Some(dir) => dir.clone(),
             None => {
@@ -200,6 +211,13 @@ impl Session {
         })
     }
 
+    fn sharing(&self) -> build::Sharing {
+        build::Sharing {
+            cache_remote: self.common.cache_remote.clone(),
+            distcc: self.common.distcc.clone(),
+        }
+    }
+
     pub fn note_variants(&mut self, variants: &[Variant]) {
         for v in variants {
             self.json.variants.push(serde_json::json!({"name": v.name, "describe": v.describe, "key": v.key, "tree": v.tree.display().to_string()}));
@@ -220,10 +238,7 @@ impl Session {
             fragments.push(path);
         }
         let toolchain = build::toolchain_id();
-        let jobs = self
-            .common
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
+        let jobs = self.common.jobs.unwrap_or_else(|| self.sharing().jobs());
         let mut built = Vec::new();
         for v in variants {
             let b = build::build(v, &fragments, &toolchain, jobs)?;
@@ -239,6 +254,7 @@ impl Session {
                 "variant": v.name, "build_dir": b.build_dir.display().to_string(),
                 "bzimage": b.bzimage.display().to_string(), "reused": b.reused,
                 "config_sha256": sha(&b.build_dir.join(".config")), "bzimage_sha256": sha(&b.bzimage),
+                "ccache": b.ccache, "cache_remote": self.common.cache_remote, "distcc": self.common.distcc,
             }));
             built.push(b);
         }

@@ -100,7 +100,8 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
             .arg(tarball)
             .arg("-C")
             .arg(&tmp)
-            .run_logged("unpack", &tmp.join("unpack.log"))?;
+            .run_logged("unpack", &tmp.join("unpack.log"))
+            .with_context(|| format!("cannot unpack {} into {}", tarball.display(), tmp.display()))?;
         anyhow::ensure!(
             out.ok,
             "cannot unpack {}:\n{}",

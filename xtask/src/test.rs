@@ -301,6 +301,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     concurrent_runs_wait_for_each_other(cache_root, &out, &mut checks)?;
     repeated_runs_agree(cache_root, &out, &mut checks)?;
     probe_exit_codes(cache_root, &out, &mut checks)?;
+    shared_cache_and_distcc(&out, &mut checks)?;
     baseline_that_keeps_everything_is_not_a_pass(cache_root, &json, &out, &mut checks)?;
     tree_the_toolchain_cannot_build(cache_root, &out, &mut checks)?;
     matrix_of_two_kernels(cache_root, &out, &mut checks)?;
@@ -438,6 +439,17 @@ fn failure_injection(
             "truncated or garbled report",
         ),
         (
+            "kernel oops",
+            vec![
+                "--env".into(),
+                "native".into(),
+                "--extra-cmdline".into(),
+                "patverify_fault=oops".into(),
+            ],
+            7,
+            "kernel oops: BUG: kernel NULL pointer dereference",
+        ),
+        (
             "QEMU missing",
             vec![
                 "--env".into(),
@@ -494,6 +506,7 @@ fn failure_injection(
         ),
     ];
     interrupted_run_leaves_no_qemu(cache_root, out, checks)?;
+    full_cache_directory(out, checks)?;
     let (code, text) = harness(Path::new("/proc/patverify-cache"), &["verify".to_string()])?;
     checks.check(
         "unwritable cache directory: exit 2",
@@ -1167,6 +1180,180 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
     Ok(())
 }
 
+/// A server the test starts (redis-server, distccd), in a process group of
+/// its own that a signal to the harness ends too; killed when dropped.
+struct Server {
+    child: std::process::Child,
+    _guard: crate::proc::ChildGuard,
+}
+
+impl Server {
+    fn start(program: &str, args: &[String], port: u16) -> Result<Server> {
+        use std::os::unix::process::CommandExt;
+        println!("$ {program} {}", args.join(" "));
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        let server = Server {
+            _guard: crate::proc::ChildGuard::new(child.id()),
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{program} did not listen on 127.0.0.1:{port} within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group of a child we started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Beyond one machine, against real servers on the loopback: two "machines"
+/// (fresh cache directories, each with its own local ccache) share a
+/// redis-server as ccache's remote storage; the first hands its compiles to
+/// a distccd. The first must compile through distccd, the second must be
+/// served remotely, and both kernels must be byte-for-byte the one this
+/// machine built alone (probe-good.json).
+fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e: shared compile cache (redis-server) and distributed compiles (distccd)");
+    let local: Value = serde_json::from_str(&std::fs::read_to_string(out.join("probe-good.json"))?)?;
+    let local_sha = local["builds"][0]["bzimage_sha256"].as_str().unwrap_or("").to_string();
+    let dir = out.join("at-scale");
+    std::fs::create_dir_all(&dir)?;
+    let (redis_port, distcc_port) = (free_port()?, free_port()?);
+    let _redis = Server::start(
+        "redis-server",
+        &strings(&["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no", "--dir", &dir.display().to_string(), "--logfile", &dir.join("redis.log").display().to_string()]),
+        redis_port,
+    )?;
+    // distccd drops root for its own user, which must be able to write its log.
+    let distcc_log = dir.join("distccd.log");
+    std::fs::write(&distcc_log, "")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&distcc_log, std::fs::Permissions::from_mode(0o666))?;
+    let _distccd = Server::start(
+        "distccd",
+        &strings(&["--no-detach", "--daemon", "--listen", "127.0.0.1", "--port", &distcc_port.to_string(), "--allow", "127.0.0.1", "--jobs", "2", "--log-level", "info", "--log-file", &distcc_log.display().to_string()]),
+        distcc_port,
+    )?;
+    let remote = format!("redis://127.0.0.1:{redis_port}");
+    let machine = |name: &str, extra: &[String], env_remote: bool| -> Result<(Option<i32>, String, Value, f64)> {
+        let json = dir.join(format!("{name}.json"));
+        let mut argv = strings(&["--cache-dir", &dir.join(name).display().to_string(), "probe", "--env", "native", "--json", &json.display().to_string()]);
+        argv.extend(extra.iter().cloned());
+        println!("==> e2e: {name}: probe {}", argv[3..].join(" "));
+        let started = std::time::Instant::now();
+        let mut cmd = duct::cmd(std::env::current_exe()?, &argv)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked();
+        if env_remote {
+            cmd = cmd.env("PATVERIFY_CACHE_REMOTE", &remote);
+        }
+        let output = cmd.run()?;
+        let secs = started.elapsed().as_secs_f64();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        std::fs::write(dir.join(format!("{name}.log")), &text)?;
+        let record = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        Ok((output.status.code(), text, record, secs))
+    };
+    let build_secs = |json: &Value| {
+        json["timings_seconds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t[0] == "build probe")
+            .and_then(|t| t[1].as_f64())
+            .unwrap_or(0.0)
+    };
+    let distcc_hosts = format!("127.0.0.1:{distcc_port}/4");
+    let (code_a, text_a, json_a, _) = machine(
+        "machine-a",
+        &strings(&["--cache-remote", &remote, "--distcc", &distcc_hosts]),
+        false,
+    )?;
+    let a = &json_a["builds"][0];
+    let jobs_on_distccd = std::fs::read_to_string(&distcc_log)?
+        .lines()
+        .filter(|l| l.contains("COMPILE_OK"))
+        .count() as u64;
+    let misses_a = a["ccache"]["misses"].as_u64().unwrap_or(0);
+    checks.check(
+        "machine A (empty caches, --distcc): the kernel is good",
+        code_a == Some(0) && a["reused"] == false,
+        || format!("exit {code_a:?}: {}", crate::proc::tail_lines(&text_a, 3)),
+    );
+    checks.check(
+        "machine A: its compiles went through distccd",
+        misses_a > 500 && jobs_on_distccd * 2 >= misses_a,
+        || format!("{jobs_on_distccd} jobs in {}, {misses_a} ccache misses", distcc_log.display()),
+    );
+    checks.check(
+        "machine A: -j sized for the distcc hosts (4 slots)",
+        text_a.contains(" -j4 bzImage"),
+        || crate::proc::tail_lines(&text_a, 3),
+    );
+    checks.check(
+        "machine A: the distcc-built kernel is byte-for-byte the local one",
+        !local_sha.is_empty() && a["bzimage_sha256"] == local_sha.as_str(),
+        || format!("{} vs local {local_sha}", a["bzimage_sha256"]),
+    );
+    let (code_b, text_b, json_b, _) = machine("machine-b", &[], true)?;
+    let b = &json_b["builds"][0];
+    let remote_hits = b["ccache"]["remote_hits"].as_u64().unwrap_or(0);
+    let misses_b = b["ccache"]["misses"].as_u64().unwrap_or(u64::MAX);
+    checks.check(
+        "machine B (empty local cache, PATVERIFY_CACHE_REMOTE): the kernel is good",
+        code_b == Some(0) && b["reused"] == false,
+        || format!("exit {code_b:?}: {}", crate::proc::tail_lines(&text_b, 3)),
+    );
+    checks.check(
+        "machine B: machine A's compiles are served by redis",
+        remote_hits * 100 >= misses_a * 95 && misses_b * 100 <= misses_a,
+        || format!("{remote_hits} remote hits, {misses_b} misses (A missed {misses_a})"),
+    );
+    checks.check(
+        "machine B: byte-for-byte the local kernel",
+        b["bzimage_sha256"] == local_sha.as_str(),
+        || format!("{} vs local {local_sha}", b["bzimage_sha256"]),
+    );
+    println!(
+        "e2e: at scale: machine A built in {:.0} s ({misses_a} ccache misses, {jobs_on_distccd} compiles on distccd), machine B in {:.0} s ({remote_hits} remote hits, {misses_b} misses = {:.0} % hit rate)",
+        build_secs(&json_a),
+        build_secs(&json_b),
+        100.0 * remote_hits as f64 / (remote_hits + misses_b).max(1) as f64,
+    );
+    // Each machine holds a kernel source and build (~3 GB); the logs and
+    // JSON stay with the other evidence.
+    for name in ["machine-a", "machine-b"] {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+    }
+    Ok(())
+}
+
 /// A real kernel history in which one commit reintroduces the bug and a
 /// later one cannot be built: `cargo xtask bisect` must land on the first,
 /// skipping the second, without touching the repository it was given.
@@ -1420,6 +1607,46 @@ fn interrupted_run_leaves_no_qemu(
                 qemu_running()
             )
         },
+    );
+    Ok(())
+}
+
+/// A cache directory on a filesystem that fills up (a 48 MiB tmpfs: Xen
+/// fits, the kernel source does not): exit 2 naming the full disk, and no
+/// half-unpacked source left that a later run would trust.
+fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
+    println!("==> e2e failure case: full cache directory");
+    let small = out.join("full-cache");
+    std::fs::create_dir_all(&small)?;
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "patverify-full"])
+        .arg(&small)
+        .output_quiet();
+    if !matches!(mounted, Ok((true, _))) {
+        // Not root, or a container without CAP_SYS_ADMIN: say so loudly.
+        println!("e2e: SKIPPED full cache directory: cannot mount a tmpfs here ({mounted:?})");
+        return Ok(());
+    }
+    let outcome = harness(&small, &strings(&["verify", "--env", "native"]));
+    let leftovers: Vec<String> = std::fs::read_dir(small.join("src"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = Command::new("umount").arg(&small).output_quiet();
+    let (code, text) = outcome?;
+    checks.check(
+        "full cache directory: exit 2, names the full disk",
+        code == Some(2) && text.contains(&format!("the disk is full ({} has 0 MiB free)", small.display())),
+        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
+    );
+    checks.check(
+        "full cache directory: no half-unpacked source left",
+        leftovers.is_empty(),
+        || format!("left in src/: {leftovers:?}"),
     );
     Ok(())
 }
