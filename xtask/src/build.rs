@@ -330,14 +330,9 @@ pub fn build(
 /// to the cache root so variant trees share entries.
 /// Called once at start-up, before any thread is spawned.
 pub fn use_ccache_in(cache: &crate::cache::Cache, sharing: &Sharing) -> Result<()> {
-    let wrapper = cache.root.join("bin").join("ccache-cc");
-    let script = include_str!("../ccache-cc");
-    if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script) {
-        std::fs::create_dir_all(wrapper.parent().expect("has a parent"))?;
-        write_atomic(&wrapper, script)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    }
+    let bin = cache.root.join("bin");
+    let wrapper = install_script(&bin, "ccache-cc", include_str!("../ccache-cc"))?;
+    let distcc_prefix = install_script(&bin, "distcc-cc", include_str!("../distcc-cc"))?;
     let _ = CCACHE_WRAPPER.set(wrapper);
     std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
@@ -357,12 +352,24 @@ pub fn use_ccache_in(cache: &crate::cache::Cache, sharing: &Sharing) -> Result<(
     }
     match &sharing.distcc {
         Some(hosts) => {
-            std::env::set_var("CCACHE_PREFIX", "distcc");
+            std::env::set_var("CCACHE_PREFIX", &distcc_prefix);
             std::env::set_var("DISTCC_HOSTS", hosts);
         }
         None => std::env::remove_var("CCACHE_PREFIX"),
     }
     Ok(())
+}
+
+/// Writes one of the compiler wrapper scripts into `bin` (when changed).
+fn install_script(bin: &Path, name: &str, script: &str) -> Result<PathBuf> {
+    let path = bin.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(script) {
+        std::fs::create_dir_all(bin)?;
+        write_atomic(&path, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
 }
 
 /// Checks that the bzImage carries this build's compressed vmlinux: its
