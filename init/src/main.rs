@@ -36,15 +36,11 @@ fn main() {
             let half: Vec<&str> = report.lines().take(report.lines().count() / 2).collect();
             let _ = writeln!(console, "{BEGIN}\n{}", half.join("\n"));
         }
-        (Ok(report), _) => {
-            // The host checks the line count to detect a truncated report.
-            let lines = report.lines().count();
-            let _ = write!(console, "{BEGIN}\n{report}");
-            if !report.ends_with('\n') {
-                let _ = writeln!(console);
-            }
-            let _ = writeln!(console, "{END} lines={lines} ====");
+        (Ok(report), Some("garble")) => {
+            // Every line arrives, one of them corrupt (a flipped byte on the line).
+            print_report(&mut console, &report.replacen("\nok ", "\nko ", 1));
         }
+        (Ok(report), _) => print_report(&mut console, &report),
         (Err(err), _) => {
             let _ = writeln!(console, "{ERROR} {err} ====");
         }
@@ -52,6 +48,17 @@ fn main() {
     let _ = console.flush();
     drop(console);
     power_off();
+}
+
+/// The report between markers; the host checks the line count to detect a
+/// truncated one.
+fn print_report(console: &mut impl Write, report: &str) {
+    let lines = report.lines().count();
+    let _ = write!(console, "{BEGIN}\n{report}");
+    if !report.ends_with('\n') {
+        let _ = writeln!(console);
+    }
+    let _ = writeln!(console, "{END} lines={lines} ====");
 }
 
 fn run() -> Result<String, String> {

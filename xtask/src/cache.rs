@@ -134,7 +134,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Moves a finished temporary directory into place, replacing any stale one.
-pub fn publish_dir(tmp: &Path, dest: &Path) -> Result<()> {
+fn publish_dir(tmp: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest)
             .with_context(|| format!("cannot remove stale {}", dest.display()))?;
@@ -154,6 +154,38 @@ pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
         fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     Ok(tmp)
+}
+
+/// A cache entry being made under a temporary name beside `dest`:
+/// `publish` renames it into place. Dropped unpublished (an error on the
+/// way), it is removed, so a failed step gives its space back (a full disk
+/// especially) and leaves nothing a later run could take for finished.
+pub struct Staged {
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn new(dest: &Path) -> Result<Staged> {
+        let path = temp_sibling(dest)?;
+        fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Staged { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn publish(self, dest: &Path) -> Result<()> {
+        publish_dir(&self.path, dest)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // After publish, nothing is left here to remove.
+        let _ = fs::remove_dir_all(&self.path);
+    }
 }
 
 /// Writes a file by replacing it (unlink, then create), so a hard-linked
@@ -186,6 +218,23 @@ pub fn scratch(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_entry_is_published_whole_or_removed() {
+        let dir = scratch("staged");
+        let dest = dir.join("entry");
+        let failed = Staged::new(&dest).unwrap();
+        fs::write(failed.path().join("half"), "written before the error").unwrap();
+        let failed_path = failed.path().to_path_buf();
+        drop(failed);
+        assert!(!failed_path.exists(), "an unpublished entry is removed");
+        assert!(!dest.exists());
+        let staged = Staged::new(&dest).unwrap();
+        fs::write(staged.path().join("whole"), "done").unwrap();
+        staged.publish(&dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("whole")).unwrap(), "done");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "only the entry is left");
+    }
 
     #[test]
     fn keys_depend_on_every_part_and_its_boundaries() {

@@ -312,18 +312,18 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
     if image.exists() {
         return Ok(());
     }
-    let tmp = crate::cache::temp_sibling(xen_dir)?;
-    std::fs::create_dir_all(&tmp)?;
+    let staged = crate::cache::Staged::new(xen_dir)?;
+    let tmp = staged.path();
     let download = Command::new("apt-get")
         .args(["download", XEN_PACKAGE])
-        .dir(&tmp);
+        .dir(tmp);
     if let Err(err) = download.run() {
         return Err(fail(
             Kind::Setup,
             format!("cannot download {XEN_PACKAGE} (run `apt-get update` first?): {err:#}"),
         ));
     }
-    let deb = std::fs::read_dir(&tmp)?
+    let deb = std::fs::read_dir(tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("apt-get download left no .deb")?;
@@ -353,7 +353,7 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
         tmp.join("version"),
         deb.file_name().unwrap_or_default().as_encoded_bytes(),
     )?;
-    crate::cache::publish_dir(&tmp, xen_dir)
+    staged.publish(xen_dir)
 }
 
 /// `cargo xtask doctor`: what is present, with versions, and what is missing.

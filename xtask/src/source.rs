@@ -2,7 +2,7 @@
 //! cache, a user's tree (read, never written), or a git revision of it
 //! exported into the cache with `git archive`.
 
-use crate::cache::{publish_dir, temp_sibling, Cache, Key};
+use crate::cache::{Cache, Key, Staged};
 use crate::failure::{fail, Kind};
 use crate::proc::Command;
 use anyhow::{Context, Result};
@@ -93,13 +93,13 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
         .replace(".tar.xz", "");
     let dest = cache.dir("src")?.join(format!("{stem}-{key}"));
     if !dest.exists() {
-        let tmp = temp_sibling(&dest)?;
-        std::fs::create_dir_all(&tmp)?;
+        let staged = Staged::new(&dest)?;
+        let tmp = staged.path();
         let out = Command::new("tar")
             .arg("-xf")
             .arg(tarball)
             .arg("-C")
-            .arg(&tmp)
+            .arg(tmp)
             .run_logged("unpack", &tmp.join("unpack.log"))
             .with_context(|| format!("cannot unpack {} into {}", tarball.display(), tmp.display()))?;
         anyhow::ensure!(
@@ -108,7 +108,7 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
             tarball.display(),
             out.tail.join("\n")
         );
-        publish_dir(&tmp, &dest)?;
+        staged.publish(&dest)?;
     }
     let root = dest.join(&stem);
     let version = check_kernel_tree(&root)?;
@@ -242,8 +242,8 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
     let sha = resolve_rev(tree, rev)?;
     let dest = cache.dir("src")?.join(format!("git-{sha}"));
     if !dest.exists() {
-        let tmp = temp_sibling(&dest)?;
-        std::fs::create_dir_all(&tmp)?;
+        let staged = Staged::new(&dest)?;
+        let tmp = staged.path();
         let archive =
             Command::new("git")
                 .arg("-C")
@@ -251,11 +251,11 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
                 .args(["archive", "--format=tar", &sha]);
         crate::proc::echo(&archive);
         duct::cmd(&archive.program, &archive.args)
-            .pipe(duct::cmd!("tar", "-x", "-C", &tmp))
+            .pipe(duct::cmd!("tar", "-x", "-C", tmp))
             .stdin_null()
             .run()
             .with_context(|| format!("git archive {sha} from {} failed", tree.display()))?;
-        publish_dir(&tmp, &dest)?;
+        staged.publish(&dest)?;
     }
     let version = check_kernel_tree(&dest)?;
     Ok(Source {

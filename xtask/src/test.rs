@@ -369,6 +369,12 @@ fn failure_injection(
             "is not a Linux kernel tree",
         ),
         (
+            "kernel path does not exist",
+            vec!["--kernel".into(), "/nonexistent/linux".into()],
+            2,
+            "/nonexistent/linux is not a Linux kernel tree (no such directory)",
+        ),
+        (
             "not a patch",
             vec!["--patch".into(), not_a_patch.display().to_string()],
             4,
@@ -437,6 +443,17 @@ fn failure_injection(
             ],
             7,
             "truncated or garbled report",
+        ),
+        (
+            "garbled report",
+            vec![
+                "--env".into(),
+                "native".into(),
+                "--extra-cmdline".into(),
+                "patverify_fault=garble".into(),
+            ],
+            7,
+            "garbled KTAP report: unexpected line \"ko ",
         ),
         (
             "kernel oops",

@@ -3,7 +3,7 @@
 //! the variant's direction and the test module hooked in as
 //! drivers/patverify. Each variant is keyed by its content and made once.
 
-use crate::cache::{publish_dir, replace_file, temp_sibling, Cache, Key};
+use crate::cache::{replace_file, temp_sibling, Cache, Key, Staged};
 use crate::failure::{fail, Kind};
 use crate::patch::{self, Direction};
 use crate::source::{walk, Source};
@@ -104,15 +104,15 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
             spec.name,
             tree.display()
         );
-        let tmp = temp_sibling(&dest)?;
-        let tmp_tree = tmp.join("src");
+        let staged = Staged::new(&dest)?;
+        let tmp_tree = staged.path().join("src");
         link_copy(&source.root, &tmp_tree)?;
         for &(patch, direction) in &spec.patches {
             patch::apply(&tmp_tree, patch, direction)?;
         }
         hook_module(&tmp_tree)?;
         std::fs::write(tmp_tree.join(READY), &key)?;
-        publish_dir(&tmp, &dest)?;
+        staged.publish(&dest)?;
     }
     // Mark it used, for `clean --older-than`.
     let _ = std::fs::File::open(&dest).and_then(|d| d.set_modified(std::time::SystemTime::now()));
