@@ -344,6 +344,13 @@ pub fn use_ccache_in(cache: &crate::cache::Cache, sharing: &Sharing) -> Result<(
     // Depend mode: on a miss, no extra preprocessor run (the kernel's
     // -Wp,-MMD output names the headers), which keeps cold builds cheap.
     std::env::set_var("CCACHE_DEPEND", "true");
+    // ccache hashes a -fmacro-prefix-map by its replacement only and paths
+    // relative to the base dir, so entries made in preprocessor mode (the
+    // first harness versions), whose __FILE__ strings say "../src/…", were
+    // served to depend-mode builds that would say "…": right code, other
+    // bytes. A namespace of our own keeps those entries out, so the same
+    // content gives the same image wherever and however it is compiled.
+    std::env::set_var("CCACHE_NAMESPACE", "patverify-2");
     match &sharing.cache_remote {
         Some(url) => std::env::set_var("CCACHE_REMOTE_STORAGE", url),
         // Only what the flag (or PATVERIFY_CACHE_REMOTE) says: a remote

@@ -194,19 +194,41 @@ impl Drop for ChildGuard {
 }
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    for child in &CHILDREN {
-        let pgid = child.load(Ordering::SeqCst);
-        if pgid > 0 {
+    // SIGTERM first: a child that is itself a harness (`probe` under `git
+    // bisect run`) ends its own make and QEMU groups before it goes; SIGKILL
+    // for whatever is left after two seconds.
+    let signal_all = |sig: libc::c_int| {
+        let mut alive = false;
+        for child in &CHILDREN {
+            let pgid = child.load(Ordering::SeqCst);
             // SAFETY: kill is async-signal-safe; a negative pid names the group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            if pgid > 0 && unsafe { libc::kill(-pgid, sig) } == 0 {
+                alive = true;
+            }
         }
+        alive
+    };
+    signal_all(libc::SIGTERM);
+    let tick = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    for _ in 0..20 {
+        // Signal 0 only asks whether any process of the groups is left.
+        if !signal_all(0) {
+            break;
+        }
+        // SAFETY: nanosleep is async-signal-safe; `tick` is a valid timespec.
+        unsafe { libc::nanosleep(&tick, std::ptr::null_mut()) };
     }
+    signal_all(libc::SIGKILL);
     // SAFETY: _exit is async-signal-safe and ends the process at once.
     unsafe { libc::_exit(128 + signal) };
 }
 
-/// Makes SIGINT, SIGTERM and SIGHUP kill every registered child group
-/// before the harness exits (128 + signal): no make or QEMU is left behind.
+/// Makes SIGINT, SIGTERM and SIGHUP end every registered child group
+/// (TERM, then KILL) before the harness exits (128 + signal): no make or
+/// QEMU is left behind, also under a nested harness.
 pub fn end_children_on_signals() {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: installs a handler that only calls async-signal-safe functions.

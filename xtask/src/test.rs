@@ -1252,6 +1252,7 @@ fn free_port() -> Result<u16> {
 /// machine built alone (probe-good.json).
 fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e: shared compile cache (redis-server) and distributed compiles (distccd)");
+    let failed_before = checks.failed.len();
     let local: Value = serde_json::from_str(&std::fs::read_to_string(out.join("probe-good.json"))?)?;
     let local_sha = local["builds"][0]["bzimage_sha256"].as_str().unwrap_or("").to_string();
     let dir = out.join("at-scale");
@@ -1363,10 +1364,12 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
         build_secs(&json_b),
         100.0 * remote_hits as f64 / (remote_hits + misses_b).max(1) as f64,
     );
-    // Each machine holds a kernel source and build (~3 GB); the logs and
-    // JSON stay with the other evidence.
-    for name in ["machine-a", "machine-b"] {
-        let _ = std::fs::remove_dir_all(dir.join(name));
+    // Each machine holds a kernel source and build (~3 GB): kept as
+    // evidence only when a check failed; the logs and JSON stay anyway.
+    if checks.failed.len() == failed_before {
+        for name in ["machine-a", "machine-b"] {
+            let _ = std::fs::remove_dir_all(dir.join(name));
+        }
     }
     Ok(())
 }
