@@ -80,7 +80,9 @@ impl Sharing {
             if distcc_slots(hosts) == 0 {
                 return Err(fail(
                     Kind::Setup,
-                    format!("--distcc {hosts:?}: no hosts (DISTCC_HOSTS syntax: HOST[:PORT][/LIMIT] …)"),
+                    format!(
+                        "--distcc {hosts:?}: no hosts (DISTCC_HOSTS syntax: HOST[:PORT][/LIMIT] …)"
+                    ),
                 ));
             }
         }
@@ -91,7 +93,9 @@ impl Sharing {
     /// of all its hosts (what `-j` distcc's manual recommends), whichever is more.
     pub fn jobs(&self) -> usize {
         let local = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
-        self.distcc.as_deref().map_or(local, |hosts| local.max(distcc_slots(hosts)))
+        self.distcc
+            .as_deref()
+            .map_or(local, |hosts| local.max(distcc_slots(hosts)))
     }
 }
 
@@ -220,7 +224,11 @@ impl std::fmt::Display for CcacheStats {
             self.hit_rate()
         )?;
         if self.remote_errors > 0 {
-            write!(f, ", {} remote storage errors (is the server reachable?)", self.remote_errors)?;
+            write!(
+                f,
+                ", {} remote storage errors (is the server reachable?)",
+                self.remote_errors
+            )?;
         }
         Ok(())
     }
@@ -314,7 +322,11 @@ pub fn build(
     check_payload(&build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
     write_atomic(&stamp, &key)?;
     let ccache = CcacheStats::read().since(stats_before);
-    eprintln!("{}: built in {:.0} s, {ccache}", variant.name, out.elapsed.as_secs_f64());
+    eprintln!(
+        "{}: built in {:.0} s, {ccache}",
+        variant.name,
+        out.elapsed.as_secs_f64()
+    );
     Ok(Built {
         bzimage,
         build_dir,
@@ -563,7 +575,11 @@ mod tests {
             distcc: Some(" ".into()),
             ..Sharing::default()
         };
-        assert!(no_hosts.check().unwrap_err().to_string().contains("no hosts"));
+        assert!(no_hosts
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("no hosts"));
         let good = Sharing {
             cache_remote: Some("redis://127.0.0.1:6379".into()),
             distcc: Some("127.0.0.1/4".into()),
@@ -573,24 +589,36 @@ mod tests {
 
     #[test]
     fn ccache_counters_of_one_build() {
-        let before = CcacheStats::parse("cache_miss\t10\ndirect_cache_hit\t5\nremote_storage_hit\t0\n");
+        let before =
+            CcacheStats::parse("cache_miss\t10\ndirect_cache_hit\t5\nremote_storage_hit\t0\n");
         let after = CcacheStats::parse(
             "cache_miss\t10\ndirect_cache_hit\t95\npreprocessed_cache_hit\t5\nremote_storage_hit\t90\nremote_storage_read_hit\t180\nremote_storage_timeout\t1\n",
         );
         let build = after.since(before);
         assert_eq!(
             build,
-            CcacheStats { hits: 95, remote_hits: 90, misses: 0, remote_errors: 1 }
+            CcacheStats {
+                hits: 95,
+                remote_hits: 90,
+                misses: 0,
+                remote_errors: 1
+            }
         );
         assert_eq!(build.hit_rate(), 100.0);
         let line = build.to_string();
-        assert!(line.starts_with("ccache 95 hits (90 remote) / 0 misses = 100 %"), "{line}");
+        assert!(
+            line.starts_with("ccache 95 hits (90 remote) / 0 misses = 100 %"),
+            "{line}"
+        );
         assert!(line.contains("1 remote storage errors"), "{line}");
     }
 
     #[test]
     fn rust_paths_are_remapped_relative_to_tree_and_build() {
-        let flags = remap_flags(Path::new("/c/variants/k/src"), Path::new("/c/variants/k/build-1"));
+        let flags = remap_flags(
+            Path::new("/c/variants/k/src"),
+            Path::new("/c/variants/k/build-1"),
+        );
         assert!(flags.ends_with("--remap-path-prefix=/c/variants/k/src/= --remap-path-prefix=/c/variants/k/build-1/="), "{flags}");
     }
 

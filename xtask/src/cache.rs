@@ -167,8 +167,7 @@ pub struct Staged {
 impl Staged {
     pub fn new(dest: &Path) -> Result<Staged> {
         let path = temp_sibling(dest)?;
-        fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Staged { path })
     }
 
@@ -233,7 +232,11 @@ mod tests {
         fs::write(staged.path().join("whole"), "done").unwrap();
         staged.publish(&dest).unwrap();
         assert_eq!(fs::read_to_string(dest.join("whole")).unwrap(), "done");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "only the entry is left");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "only the entry is left"
+        );
     }
 
     #[test]

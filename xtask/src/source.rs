@@ -101,7 +101,9 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
             .arg("-C")
             .arg(tmp)
             .run_logged("unpack", &tmp.join("unpack.log"))
-            .with_context(|| format!("cannot unpack {} into {}", tarball.display(), tmp.display()))?;
+            .with_context(|| {
+                format!("cannot unpack {} into {}", tarball.display(), tmp.display())
+            })?;
         anyhow::ensure!(
             out.ok,
             "cannot unpack {}:\n{}",

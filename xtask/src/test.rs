@@ -1241,7 +1241,9 @@ impl Drop for Server {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Beyond one machine, against real servers on the loopback: two "machines"
@@ -1253,14 +1255,31 @@ fn free_port() -> Result<u16> {
 fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e: shared compile cache (redis-server) and distributed compiles (distccd)");
     let failed_before = checks.failed.len();
-    let local: Value = serde_json::from_str(&std::fs::read_to_string(out.join("probe-good.json"))?)?;
-    let local_sha = local["builds"][0]["bzimage_sha256"].as_str().unwrap_or("").to_string();
+    let local: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("probe-good.json"))?)?;
+    let local_sha = local["builds"][0]["bzimage_sha256"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let dir = out.join("at-scale");
     std::fs::create_dir_all(&dir)?;
     let (redis_port, distcc_port) = (free_port()?, free_port()?);
     let _redis = Server::start(
         "redis-server",
-        &strings(&["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no", "--dir", &dir.display().to_string(), "--logfile", &dir.join("redis.log").display().to_string()]),
+        &strings(&[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &redis_port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.display().to_string(),
+            "--logfile",
+            &dir.join("redis.log").display().to_string(),
+        ]),
         redis_port,
     )?;
     // distccd drops root for its own user, which must be able to write its log.
@@ -1270,34 +1289,56 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     std::fs::set_permissions(&distcc_log, std::fs::Permissions::from_mode(0o666))?;
     let _distccd = Server::start(
         "distccd",
-        &strings(&["--no-detach", "--daemon", "--listen", "127.0.0.1", "--port", &distcc_port.to_string(), "--allow", "127.0.0.1", "--jobs", "2", "--log-level", "info", "--log-file", &distcc_log.display().to_string()]),
+        &strings(&[
+            "--no-detach",
+            "--daemon",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &distcc_port.to_string(),
+            "--allow",
+            "127.0.0.1",
+            "--jobs",
+            "2",
+            "--log-level",
+            "info",
+            "--log-file",
+            &distcc_log.display().to_string(),
+        ]),
         distcc_port,
     )?;
     let remote = format!("redis://127.0.0.1:{redis_port}");
-    let machine = |name: &str, extra: &[String], env_remote: bool| -> Result<(Option<i32>, String, Value, f64)> {
-        let json = dir.join(format!("{name}.json"));
-        let mut argv = strings(&["--cache-dir", &dir.join(name).display().to_string(), "probe", "--env", "native", "--json", &json.display().to_string()]);
-        argv.extend(extra.iter().cloned());
-        println!("==> e2e: {name}: probe {}", argv[3..].join(" "));
-        let started = std::time::Instant::now();
-        let mut cmd = duct::cmd(std::env::current_exe()?, &argv)
-            .stdin_null()
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked();
-        if env_remote {
-            cmd = cmd.env("PATVERIFY_CACHE_REMOTE", &remote);
-        }
-        let output = cmd.run()?;
-        let secs = started.elapsed().as_secs_f64();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        std::fs::write(dir.join(format!("{name}.log")), &text)?;
-        let record = std::fs::read_to_string(&json)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
-        Ok((output.status.code(), text, record, secs))
-    };
+    let machine =
+        |name: &str, extra: &[String], env_remote: bool| -> Result<(Option<i32>, String, Value)> {
+            let json = dir.join(format!("{name}.json"));
+            let mut argv = strings(&[
+                "--cache-dir",
+                &dir.join(name).display().to_string(),
+                "probe",
+                "--env",
+                "native",
+                "--json",
+                &json.display().to_string(),
+            ]);
+            argv.extend(extra.iter().cloned());
+            println!("==> e2e: {name}: probe {}", argv[3..].join(" "));
+            let mut cmd = duct::cmd(std::env::current_exe()?, &argv)
+                .stdin_null()
+                .stderr_to_stdout()
+                .stdout_capture()
+                .unchecked();
+            if env_remote {
+                cmd = cmd.env("PATVERIFY_CACHE_REMOTE", &remote);
+            }
+            let output = cmd.run()?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            std::fs::write(dir.join(format!("{name}.log")), &text)?;
+            let record = std::fs::read_to_string(&json)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            Ok((output.status.code(), text, record))
+        };
     let build_secs = |json: &Value| {
         json["timings_seconds"]
             .as_array()
@@ -1308,7 +1349,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
             .unwrap_or(0.0)
     };
     let distcc_hosts = format!("127.0.0.1:{distcc_port}/4");
-    let (code_a, text_a, json_a, _) = machine(
+    let (code_a, text_a, json_a) = machine(
         "machine-a",
         &strings(&["--cache-remote", &remote, "--distcc", &distcc_hosts]),
         false,
@@ -1327,7 +1368,12 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     checks.check(
         "machine A: its compiles went through distccd",
         misses_a > 500 && jobs_on_distccd * 2 >= misses_a,
-        || format!("{jobs_on_distccd} jobs in {}, {misses_a} ccache misses", distcc_log.display()),
+        || {
+            format!(
+                "{jobs_on_distccd} jobs in {}, {misses_a} ccache misses",
+                distcc_log.display()
+            )
+        },
     );
     checks.check(
         "machine A: -j sized for the distcc hosts (4 slots)",
@@ -1339,7 +1385,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
         !local_sha.is_empty() && a["bzimage_sha256"] == local_sha.as_str(),
         || format!("{} vs local {local_sha}", a["bzimage_sha256"]),
     );
-    let (code_b, text_b, json_b, _) = machine("machine-b", &[], true)?;
+    let (code_b, text_b, json_b) = machine("machine-b", &[], true)?;
     let b = &json_b["builds"][0];
     let remote_hits = b["ccache"]["remote_hits"].as_u64().unwrap_or(0);
     let misses_b = b["ccache"]["misses"].as_u64().unwrap_or(u64::MAX);
@@ -1660,7 +1706,11 @@ fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
     let (code, text) = outcome?;
     checks.check(
         "full cache directory: exit 2, names the full disk",
-        code == Some(2) && text.contains(&format!("the disk is full ({} has 0 MiB free)", small.display())),
+        code == Some(2)
+            && text.contains(&format!(
+                "the disk is full ({} has 0 MiB free)",
+                small.display()
+            )),
         || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
     );
     checks.check(
