@@ -251,7 +251,7 @@ pub fn build(
     toolchain: &str,
     jobs: usize,
 ) -> Result<Built> {
-    let mut key = Key::new("build-v3");
+    let mut key = Key::new("build-v4");
     key.add(&variant.key).add(toolchain);
     for fragment in fragments {
         key.add_file(fragment)?;

@@ -128,29 +128,35 @@ pub fn available_bytes(dir: &std::path::Path) -> Option<u64> {
 }
 
 /// Whether the error comes from a full disk: ENOSPC or EDQUOT in the chain,
-/// or a failure that is not a verdict while the cache's disk is (nearly) full.
+/// a child tool's "No space left on device" in the message (tar, make, apt
+/// only tell us in text), or a failure that is not a verdict while the
+/// cache's disk is (nearly) full.
 pub fn disk_full(err: &anyhow::Error) -> bool {
     let io_full = err
         .chain()
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
         .any(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)));
+    let text = format!("{err:#}");
+    let said_full =
+        text.contains("No space left on device") || text.contains("Disk quota exceeded");
     let verdict = matches!(
         kind_of(err),
         Some(Kind::CandidateLost | Kind::BaselineNotReproduced)
     );
     io_full
         || (!verdict
-            && WATCHED
-                .get()
-                .and_then(|dir| available_bytes(dir))
-                .is_some_and(|free| free < NEARLY_FULL_BYTES))
+            && (said_full
+                || WATCHED
+                    .get()
+                    .and_then(|dir| available_bytes(dir))
+                    .is_some_and(|free| free < NEARLY_FULL_BYTES)))
 }
 
 /// The one line that says so, naming the disk.
 pub fn disk_full_hint() -> String {
     match WATCHED.get() {
         Some(dir) => format!(
-            "the disk is full ({} has {} MiB free): free space (`cargo xtask clean`) or point --cache-dir elsewhere, and run again",
+            "the disk is full (the cache {} has {} MiB free now): free space (`cargo xtask clean`) or point --cache-dir elsewhere, and run again",
             dir.display(),
             available_bytes(dir).unwrap_or(0) >> 20
         ),
@@ -209,6 +215,25 @@ mod tests {
         assert!(disk_full(&full));
         assert_eq!(exit_code_of(&full), Kind::Setup.exit_code());
         assert_eq!(bisect_exit_code(&full), BISECT_ABORT);
+    }
+
+    #[test]
+    fn a_tool_that_says_the_disk_is_full_is_a_setup_error() {
+        let tar = fail(
+            Kind::Build,
+            "cannot unpack x.tar.xz:\ntar: linux/mm/mmap.c: Cannot write: No space left on device",
+        );
+        assert!(disk_full(&tar));
+        assert_eq!(exit_code_of(&tar), Kind::Setup.exit_code());
+        let verdict = fail(
+            Kind::CandidateLost,
+            "No space left on device in a patch hunk",
+        );
+        assert!(!disk_full(&verdict), "a verdict stays a verdict");
+        assert!(!disk_full(&fail(
+            Kind::Build,
+            "mm/mmap.c: error: expected ';'"
+        )));
     }
 
     #[test]

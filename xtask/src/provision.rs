@@ -340,7 +340,7 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
             })
         })
         .context("no boot/xen-*.gz in the Xen package")?;
-    let (ok, _) = Command::new("sh")
+    let (ok, why) = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "zcat '{}' > '{}'",
@@ -348,7 +348,7 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
             tmp.join("xen").display()
         ))
         .output()?;
-    anyhow::ensure!(ok, "cannot unpack {}", gz.display());
+    anyhow::ensure!(ok, "cannot unpack {}: {}", gz.display(), why.trim());
     std::fs::write(
         tmp.join("version"),
         deb.file_name().unwrap_or_default().as_encoded_bytes(),

@@ -1708,7 +1708,7 @@ fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
         "full cache directory: exit 2, names the full disk",
         code == Some(2)
             && text.contains(&format!(
-                "the disk is full ({} has 0 MiB free)",
+                "the disk is full (the cache {} has",
                 small.display()
             )),
         || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
