@@ -275,7 +275,7 @@ impl Bench {
         std::fs::copy(&config, raw_dir.join(".config"))?;
         eprintln!("bench: raw make of the same configuration (no ccache)");
         let started = Instant::now();
-        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let jobs = crate::build::local_jobs();
         let raw = crate::build::make(&tree, &raw_dir)
             .arg(format!("-j{jobs}"))
             .arg("bzImage")

@@ -92,11 +92,16 @@ impl Sharing {
     /// Parallel make jobs: one per core here, or with distcc, one per slot
     /// of all its hosts (what `-j` distcc's manual recommends), whichever is more.
     pub fn jobs(&self) -> usize {
-        let local = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let local = local_jobs();
         self.distcc
             .as_deref()
             .map_or(local, |hosts| local.max(distcc_slots(hosts)))
     }
+}
+
+/// make's -j on this machine alone: one per core, and one more.
+pub fn local_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
 
 /// How many compile jobs a DISTCC_HOSTS list takes at once: `HOST/N` is N,
