@@ -152,8 +152,17 @@ pub fn disk_full(err: &anyhow::Error) -> bool {
                     .is_some_and(|free| free < NEARLY_FULL_BYTES)))
 }
 
+/// Prints an error that ends a command, with the full-disk hint when that
+/// is the cause.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err:#}");
+    if disk_full(err) {
+        eprintln!("error: {}", disk_full_hint());
+    }
+}
+
 /// The one line that says so, naming the disk.
-pub fn disk_full_hint() -> String {
+fn disk_full_hint() -> String {
     match WATCHED.get() {
         Some(dir) => format!(
             "the disk is full (the cache {} has {} MiB free now): free space (`cargo xtask clean`) or point --cache-dir elsewhere, and run again",

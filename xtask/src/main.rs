@@ -93,10 +93,7 @@ fn main() {
     };
     if let Err(err) = result {
         let code = failure::exit_code_of(&err);
-        eprintln!("error: {err:#}");
-        if failure::disk_full(&err) {
-            eprintln!("error: {}", failure::disk_full_hint());
-        }
+        failure::print_error(&err);
         std::process::exit(code);
     }
 }

@@ -59,10 +59,7 @@ impl Probe {
         };
         let result = session.finish(outcome.map(|_| ()), |_| (what, code));
         if let Err(err) = &result {
-            eprintln!("error: {err:#}");
-            if crate::failure::disk_full(err) {
-                eprintln!("error: {}", crate::failure::disk_full_hint());
-            }
+            crate::failure::print_error(err);
         }
         let rev = self.common.rev.clone().or_else(|| {
             self.common
