@@ -5,10 +5,10 @@
 //! `kernel` crate has no abstractions for VMAs, page tables or debugfs, so
 //! they are built here on `kernel::bindings`; the rest of the module is safe.
 
-use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 use core::ptr;
 use kernel::bindings;
 use kernel::error::{from_err_ptr, to_result};
+use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 use kernel::page::{PAGE_MASK, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
@@ -58,7 +58,9 @@ impl CacheMode {
     }
 
     fn from_raw(raw: bindings::page_cache_mode) -> Option<Self> {
-        Self::ALL.into_iter().find(|mode| *mode as bindings::page_cache_mode == raw)
+        Self::ALL
+            .into_iter()
+            .find(|mode| *mode as bindings::page_cache_mode == raw)
     }
 }
 
@@ -124,7 +126,12 @@ pub(crate) fn pte_modify(prot: ProtVal, newprot: ProtVal) -> Result<(ProtVal, Pr
     // SAFETY: both out-pointers are valid and writable for the duration of
     // the call; the helper frees the page it allocates before returning.
     to_result(unsafe {
-        bindings::patverify_pte_modify(prot as c_ulong, newprot as c_ulong, ptr::addr_of_mut!(before).cast(), ptr::addr_of_mut!(after).cast())
+        bindings::patverify_pte_modify(
+            prot as c_ulong,
+            newprot as c_ulong,
+            ptr::addr_of_mut!(before).cast(),
+            ptr::addr_of_mut!(after).cast(),
+        )
     })?;
     Ok((before, after))
 }
@@ -140,8 +147,15 @@ pub(crate) struct HugePmd {
 /// What mprotect() does to a 2 MiB mapping of cache protection `prot`
 /// when the VMA's protection becomes `newprot` (see helpers.c), or why this
 /// kernel has no 2 MiB entries to measure.
-pub(crate) fn huge_pmd_modify(prot: ProtVal, newprot: ProtVal) -> core::result::Result<HugePmd, NoHugePmd> {
-    let mut pmd = HugePmd { before: 0, after: 0, after_4k: 0 };
+pub(crate) fn huge_pmd_modify(
+    prot: ProtVal,
+    newprot: ProtVal,
+) -> core::result::Result<HugePmd, NoHugePmd> {
+    let mut pmd = HugePmd {
+        before: 0,
+        after: 0,
+        after_4k: 0,
+    };
     // SAFETY: the three out-pointers are valid, writable and distinct for
     // the duration of the call; the helper touches no page table.
     let outcome = unsafe {
@@ -169,7 +183,9 @@ pub(crate) enum NoHugePmd {
 
 impl NoHugePmd {
     pub(crate) fn from_index(index: usize) -> Option<Self> {
-        [Self::XenPv, Self::NoPse].into_iter().find(|why| *why as usize == index)
+        [Self::XenPv, Self::NoPse]
+            .into_iter()
+            .find(|why| *why as usize == index)
     }
 
     pub(crate) fn reason(self) -> &'static str {
@@ -185,7 +201,18 @@ struct PteSlot {
     found: bool,
 }
 
-unsafe extern "C" fn read_one_pte(pte: *mut bindings::pte_t, _addr: c_ulong, data: *mut c_void) -> c_int {
+/// `pte_fn_t` for `installed_pte_flags`: copies the one PTE it is called for.
+///
+/// # Safety
+///
+/// `pte` must point to a mapped PTE kept stable by the caller's locks, and
+/// `data` to a `PteSlot` that nothing else accesses during the call, as
+/// `apply_to_existing_page_range()` guarantees for `installed_pte_flags`.
+unsafe extern "C" fn read_one_pte(
+    pte: *mut bindings::pte_t,
+    _addr: c_ulong,
+    data: *mut c_void,
+) -> c_int {
     // SAFETY: `apply_to_existing_page_range()` passes a mapped, locked PTE and
     // the `PteSlot` that `installed_pte_flags` gave it.
     let (entry, slot) = unsafe { (ptr::read_volatile(pte), &mut *data.cast::<PteSlot>()) };
@@ -202,7 +229,10 @@ pub(crate) fn installed_pte_flags(addr: usize) -> Result<ProtVal> {
     if mm.is_null() {
         return Err(EINVAL);
     }
-    let mut slot = PteSlot { value: 0, found: false };
+    let mut slot = PteSlot {
+        value: 0,
+        found: false,
+    };
     // SAFETY: `mm` is the live mm of the current task; the page table is
     // walked under its mmap lock, and `slot` outlives the walk.
     let ret = unsafe {
@@ -239,33 +269,84 @@ const NO_FILE_OPS: bindings::file_operations = unsafe { core::mem::zeroed() };
 const NO_VM_OPS: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
 
 /// `results`: reading renders the KTAP report (`crate::render_report`).
-pub(crate) static RESULTS_OPS: FileOps = FileOps(bindings::file_operations { read: Some(results_read), ..NO_FILE_OPS });
+pub(crate) static RESULTS_OPS: FileOps = FileOps(bindings::file_operations {
+    read: Some(results_read),
+    ..NO_FILE_OPS
+});
 /// `probe`: each write is one command for `crate::probe_command`.
-pub(crate) static PROBE_OPS: FileOps = FileOps(bindings::file_operations { write: Some(probe_write), ..NO_FILE_OPS });
+pub(crate) static PROBE_OPS: FileOps = FileOps(bindings::file_operations {
+    write: Some(probe_write),
+    ..NO_FILE_OPS
+});
 /// `mmap`: a driver-style mapping; the page offset picks the cache mode.
-pub(crate) static MMAP_OPS: FileOps = FileOps(bindings::file_operations { mmap: Some(mmap), ..NO_FILE_OPS });
-static MAPPING_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct { fault: Some(fault), close: Some(close), ..NO_VM_OPS });
+pub(crate) static MMAP_OPS: FileOps = FileOps(bindings::file_operations {
+    mmap: Some(mmap),
+    ..NO_FILE_OPS
+});
+static MAPPING_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
+    fault: Some(fault),
+    close: Some(close),
+    ..NO_VM_OPS
+});
 
-unsafe extern "C" fn results_read(_file: *mut bindings::file, buf: *mut c_char, count: usize, ppos: *mut bindings::loff_t) -> isize {
+/// `.read` of `results`.
+///
+/// # Safety
+///
+/// Called by the VFS only: `buf` is a user buffer of `count` bytes and `ppos`
+/// a valid file position, as for any `file_operations::read`.
+unsafe extern "C" fn results_read(
+    _file: *mut bindings::file,
+    buf: *mut c_char,
+    count: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
     let report = match crate::render_report() {
         Ok(report) => report,
         Err(err) => return err.to_errno() as isize,
     };
     // SAFETY: `buf`, `count` and `ppos` come from the VFS read call;
     // `report` is a live buffer of `report.len()` bytes.
-    unsafe { bindings::simple_read_from_buffer(buf.cast(), count, ppos, report.as_ptr().cast(), report.len()) }
+    unsafe {
+        bindings::simple_read_from_buffer(
+            buf.cast(),
+            count,
+            ppos,
+            report.as_ptr().cast(),
+            report.len(),
+        )
+    }
 }
 
-unsafe extern "C" fn probe_write(_file: *mut bindings::file, buf: *const c_char, count: usize, _ppos: *mut bindings::loff_t) -> isize {
+/// `.write` of `probe`.
+///
+/// # Safety
+///
+/// Called by the VFS only: `buf` is a user buffer of `count` bytes (read
+/// through `UserSlice`, which checks the access).
+unsafe extern "C" fn probe_write(
+    _file: *mut bindings::file,
+    buf: *const c_char,
+    count: usize,
+    _ppos: *mut bindings::loff_t,
+) -> isize {
     let run = || -> Result<isize> {
         let mut command = KVec::from_elem(0u8, count.min(128), GFP_KERNEL)?;
-        UserSlice::new(buf as usize, command.len()).reader().read_slice(&mut command)?;
+        UserSlice::new(buf as usize, command.len())
+            .reader()
+            .read_slice(&mut command)?;
         crate::probe_command(&command)?;
         Ok(count as isize)
     };
     run().unwrap_or_else(|err| err.to_errno() as isize)
 }
 
+/// `.mmap` of `mmap`: sets up a driver-style mapping of one page.
+///
+/// # Safety
+///
+/// Called by `mmap_region()` only, with `vma` the VMA being set up, which
+/// the caller holds exclusively (mmap write lock) until this returns.
 unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
     // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
     let vma = unsafe { &mut *vma };
@@ -279,18 +360,42 @@ unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_are
     if page.is_null() {
         return ENOMEM.to_errno();
     }
-    vma.vm_page_prot = bindings::pgprot_t { pgprot: crate::mmap_page_prot(mode, vm_flags) };
+    vma.vm_page_prot = bindings::pgprot_t {
+        pgprot: crate::mmap_page_prot(mode, vm_flags),
+    };
+    // No copy on fork, no growth by mremap: `close` then runs once for the one
+    // VMA holding `vm_private_data`, so the page's reference is dropped once.
+    // SAFETY: `vma` is being set up under the mmap write lock, which
+    // `vm_flags_set()` requires.
+    unsafe {
+        bindings::patverify_vm_flags_set(
+            vma,
+            (bindings::VM_DONTCOPY | bindings::VM_DONTEXPAND) as c_ulong,
+        )
+    };
     vma.vm_private_data = page.cast();
     vma.vm_ops = &MAPPING_VM_OPS.0;
     0
 }
 
+/// `.fault` of the mapping made by `mmap`.
+///
+/// # Safety
+///
+/// Called by the fault handler only, with `vmf` valid for a VMA whose
+/// `vm_ops` is `MAPPING_VM_OPS` (so `vm_private_data` is the page `mmap`
+/// allocated), under the mmap or VMA read lock.
 unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
     // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs.
     let vmf = unsafe { &mut *vmf };
     let vma = vmf.__bindgen_anon_1.vma;
     // SAFETY: the VMA is live during the fault; `mmap` stored our page in it.
-    let (page, first) = unsafe { ((*vma).vm_private_data.cast::<bindings::page>(), (*vma).vm_pgoff) };
+    let (page, first) = unsafe {
+        (
+            (*vma).vm_private_data.cast::<bindings::page>(),
+            (*vma).vm_pgoff,
+        )
+    };
     if vmf.__bindgen_anon_1.pgoff != first {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
     }
@@ -302,6 +407,14 @@ unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t
     0
 }
 
+/// `.close` of the mapping made by `mmap`: drops the page's first reference.
+///
+/// # Safety
+///
+/// Called by the kernel only, once per VMA whose `vm_ops` is
+/// `MAPPING_VM_OPS`. The mapping is VM_DONTCOPY | VM_DONTEXPAND, so no fork
+/// or mremap makes a second VMA share `vm_private_data`: the reference
+/// `mmap` took is dropped exactly once.
 unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
     // SAFETY: `close` runs once for our VMA; it drops the reference `mmap` took.
     unsafe {
@@ -313,6 +426,12 @@ unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
 }
 
 /// A debugfs directory, removed (with its files) on drop.
+///
+/// # Invariants
+///
+/// The pointer is a live dentry returned by `debugfs_create_dir()` (never
+/// an error pointer or null), owned by this value: nothing else removes it,
+/// so `drop` removes it exactly once.
 pub(crate) struct DebugfsDir(*mut bindings::dentry);
 
 // SAFETY: the dentry pointer is only used by `add_file` and `drop`, which
@@ -324,7 +443,11 @@ unsafe impl Sync for DebugfsDir {}
 impl DebugfsDir {
     pub(crate) fn create(name: &CStr) -> Result<Self> {
         // SAFETY: `name` is NUL-terminated; a null parent is the debugfs root.
-        let dir = from_err_ptr(unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) })?;
+        let dir = from_err_ptr(unsafe {
+            bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut())
+        })?;
+        // INVARIANT: `from_err_ptr` turned an error pointer into `Err`; debugfs
+        // never returns null here.
         Ok(DebugfsDir(dir))
     }
 
@@ -334,14 +457,23 @@ impl DebugfsDir {
     pub(crate) fn add_file(&self, name: &CStr, mode: u16, ops: &'static FileOps) -> Result {
         // SAFETY: `self.0` is a live directory, `name` is NUL-terminated and
         // `ops` is a static table.
-        let file = unsafe { bindings::debugfs_create_file_unsafe(name.as_char_ptr(), mode, self.0, ptr::null_mut(), &ops.0) };
+        let file = unsafe {
+            bindings::debugfs_create_file_unsafe(
+                name.as_char_ptr(),
+                mode,
+                self.0,
+                ptr::null_mut(),
+                &ops.0,
+            )
+        };
         from_err_ptr(file).map(|_| ())
     }
 }
 
 impl Drop for DebugfsDir {
     fn drop(&mut self) {
-        // SAFETY: `self.0` is the directory created in `create`.
+        // SAFETY: by the type invariant, `self.0` is the live directory created
+        // in `create`, removed nowhere else.
         unsafe { bindings::debugfs_remove(self.0) };
     }
 }

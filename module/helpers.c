@@ -29,6 +29,12 @@ void rust_helper_patverify_put_page(struct page *page)
 	put_page(page);
 }
 
+/* vm_flags_set() is an inline that also takes the VMA write lock. */
+void rust_helper_patverify_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
+{
+	vm_flags_set(vma, flags);
+}
+
 void rust_helper_patverify_mmap_read_lock(struct mm_struct *mm)
 {
 	mmap_read_lock(mm);
@@ -40,7 +46,8 @@ void rust_helper_patverify_mmap_read_unlock(struct mm_struct *mm)
 }
 
 /*
- * The huge_pmd path: what change_huge_pmd() (mprotect of a 2 MiB mapping)
+ * The pmd_modify_ioremap_encoding path (synthetic: pmd_modify() called
+ * directly, no page table): what change_huge_pmd() (mprotect of a 2 MiB mapping)
  * does to an entry made the way pmd_set_huge() makes one — the cache bits
  * in the large-page encoding, PAT at bit 12 — given the VMA's new
  * protection in 4 KiB encoding: pmd_modify() with _HPAGE_CHG_MASK.
@@ -67,7 +74,8 @@ int rust_helper_patverify_huge_pmd_modify(unsigned long prot_4k, unsigned long n
 }
 
 /*
- * The pfn_mprotect path: a PTE installed with a cache mode of its own under
+ * The pte_modify_direct path (synthetic: pte_modify() called directly, no
+ * page table, no syscall): a PTE installed with a cache mode of its own under
  * a VMA whose protection says WB — what vmf_insert_pfn_prot() does for TTM
  * buffer objects — then mprotect(): change_pte_range() calls pte_modify()
  * with the VMA's recomputed protection. The entry maps a real page so that

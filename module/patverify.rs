@@ -18,14 +18,18 @@
 //! - `mprotect`: /init makes the mapping read-only and writable again
 //!   (`change_protection()` → `pte_modify()`), writes `mprotect MODE ADDR`,
 //!   and the module reads the installed PTE again.
-//! - `pfn_mprotect`: a PTE that carries its own cache mode under a VMA whose
-//!   protection is plain WB — what `vmf_insert_pfn_prot()` installs for a TTM
-//!   buffer object — put through `pte_modify()` with the VMA's recomputed
-//!   protection, as `mprotect()` does (entry built with `mk_pte()`, at boot).
-//! - `huge_pmd`: a 2 MiB entry in the large-page encoding (PAT at bit 12, as
-//!   `pmd_set_huge()` makes it) put through `pmd_modify()` and
-//!   `_HPAGE_CHG_MASK` with the VMA's protection, as `mprotect()` of a huge
-//!   mapping does (at boot). `# SKIP` where there are no 2 MiB pages (Xen PV).
+//! - `pte_modify_direct` (synthetic: no page table, no syscall): an entry
+//!   built with `mk_pte()` at boot carrying its own cache mode, put through
+//!   `pte_modify()` called directly with the protection a plain WB VMA gets
+//!   back from `vma_set_page_prot()` — the computation `mprotect()` would do
+//!   on a PTE that `vmf_insert_pfn_prot()` installed for a TTM buffer.
+//! - `pmd_modify_ioremap_encoding` (synthetic): a 2 MiB entry in the
+//!   large-page encoding `pmd_set_huge()` makes for kernel ioremap mappings
+//!   (PAT at bit 12, inside `PTE_PFN_MASK`), put through `pmd_modify()`
+//!   called directly. No user mapping carries this encoding, and bit 12 is
+//!   kept by `_HPAGE_CHG_MASK` with or without the fix, so this row cannot
+//!   tell a fixed kernel from a broken one; it is kept to show the encoding.
+//!   `# SKIP` where there are no 2 MiB pages (Xen PV).
 //!
 //! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
 
@@ -61,13 +65,20 @@ impl kernel::Module for PatVerify {
             // mprotect() of a PTE that carries its own cache mode under a WB
             // VMA (TTM's vmf_insert_pfn_prot()): the VMA's recomputed
             // protection holds no cache bits, the entry's must survive.
-            let (pte_before, pte_after) = ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
-            record(Path::PfnMprotect, mode, pte_before, pte_after);
+            let (pte_before, pte_after) =
+                ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
+            record(Path::PteModifyDirect, mode, pte_before, pte_after);
             // mprotect() of a 2 MiB mapping: the VMA's protection, as
             // vma_set_page_prot() just left it, applied to the huge entry.
             match ffi::huge_pmd_modify(before, after) {
-                Ok(pmd) => record_decoded(Path::HugePmd, mode, pmd.before, pmd.after, pmd.after_4k),
-                Err(why) => HUGE_PMD_SKIP.store(why as usize, Ordering::Release),
+                Ok(pmd) => record_decoded(
+                    Path::PmdModifyIoremapEncoding,
+                    mode,
+                    pmd.before,
+                    pmd.after,
+                    pmd.after_4k,
+                ),
+                Err(why) => STATE.huge_pmd_skip.store(why as usize, Ordering::Release),
             }
         }
         let dir = ffi::DebugfsDir::create(c_str!("patverify"))?;
@@ -93,20 +104,26 @@ enum Path {
     VmaSetPageProt = 0,
     MmapFault = 1,
     Mprotect = 2,
-    PfnMprotect = 3,
-    HugePmd = 4,
+    PteModifyDirect = 3,
+    PmdModifyIoremapEncoding = 4,
 }
 
 impl Path {
-    const ALL: [Path; 5] = [Path::VmaSetPageProt, Path::MmapFault, Path::Mprotect, Path::PfnMprotect, Path::HugePmd];
+    const ALL: [Path; 5] = [
+        Path::VmaSetPageProt,
+        Path::MmapFault,
+        Path::Mprotect,
+        Path::PteModifyDirect,
+        Path::PmdModifyIoremapEncoding,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Path::VmaSetPageProt => "vma_set_page_prot",
             Path::MmapFault => "mmap_fault",
             Path::Mprotect => "mprotect",
-            Path::PfnMprotect => "pfn_mprotect",
-            Path::HugePmd => "huge_pmd",
+            Path::PteModifyDirect => "pte_modify_direct",
+            Path::PmdModifyIoremapEncoding => "pmd_modify_ioremap_encoding",
         }
     }
 }
@@ -122,27 +139,54 @@ struct Slot {
 }
 
 impl Slot {
-    const EMPTY: Slot =
-        Slot { before: AtomicUsize::new(0), after: AtomicUsize::new(0), decoded: AtomicUsize::new(0), measured: AtomicBool::new(false) };
+    const EMPTY: Slot = Slot {
+        before: AtomicUsize::new(0),
+        after: AtomicUsize::new(0),
+        decoded: AtomicUsize::new(0),
+        measured: AtomicBool::new(false),
+    };
 }
 
-/// Why this kernel has no 2 MiB entries (`ffi::NoHugePmd`), 0 if it has.
-static HUGE_PMD_SKIP: AtomicUsize = AtomicUsize::new(0);
+const MODE_COUNT: usize = CacheMode::ALL.len();
+const PATH_COUNT: usize = Path::ALL.len();
 
-const EMPTY_ROW: [Slot; 6] = [Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY, Slot::EMPTY];
-static SLOTS: [[Slot; 6]; 5] = [EMPTY_ROW, EMPTY_ROW, EMPTY_ROW, EMPTY_ROW, EMPTY_ROW];
+/// Everything the module measured. It lives in a static because the debugfs
+/// and VMA callbacks receive no pointer of ours to find it through (the
+/// files are created without private data, and 6.12's `kernel` crate has
+/// no debugfs abstraction to carry one); atomics make it shareable.
+struct State {
+    slots: [[Slot; MODE_COUNT]; PATH_COUNT],
+    /// Why this kernel has no 2 MiB entries (`ffi::NoHugePmd`), 0 if it has.
+    huge_pmd_skip: AtomicUsize,
+    /// The protection each mode's `.mmap` asked for, before the kernel
+    /// applied the VMA's flags: the "before" of the `mmap_fault` path.
+    mmap_requested: [AtomicUsize; MODE_COUNT],
+}
 
-/// The protection each mode's `.mmap` asked for, before the kernel applied
-/// the VMA's flags: the "before" of the `mmap_fault` path.
-static MMAP_REQUESTED: [AtomicUsize; 6] =
-    [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+impl State {
+    const fn new() -> Self {
+        const NOTHING: AtomicUsize = AtomicUsize::new(0);
+        const EMPTY_ROW: [Slot; MODE_COUNT] = [Slot::EMPTY; MODE_COUNT];
+        State {
+            slots: [EMPTY_ROW; PATH_COUNT],
+            huge_pmd_skip: AtomicUsize::new(0),
+            mmap_requested: [NOTHING; MODE_COUNT],
+        }
+    }
+
+    fn slot(&self, path: Path, mode: CacheMode) -> &Slot {
+        &self.slots[path as usize][mode as usize]
+    }
+}
+
+static STATE: State = State::new();
 
 fn record(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal) {
     record_decoded(path, mode, before, after, after)
 }
 
 fn record_decoded(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal, decoded: ProtVal) {
-    let slot = &SLOTS[path as usize][mode as usize];
+    let slot = STATE.slot(path, mode);
     slot.before.store(before, Ordering::Relaxed);
     slot.after.store(after, Ordering::Relaxed);
     slot.decoded.store(decoded, Ordering::Relaxed);
@@ -153,7 +197,7 @@ fn record_decoded(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal, 
 /// flags plus the mode's cache bits, as `pgprot_writecombine()` and friends do.
 fn mmap_page_prot(mode: CacheMode, vm_flags: usize) -> ProtVal {
     let prot = ffi::page_prot_for_flags(vm_flags) | ffi::cachemode_to_protval(mode);
-    MMAP_REQUESTED[mode as usize].store(prot, Ordering::Relaxed);
+    STATE.mmap_requested[mode as usize].store(prot, Ordering::Relaxed);
     prot
 }
 
@@ -173,21 +217,36 @@ fn probe_command(command: &[u8]) -> Result {
         ffi::inject_oops();
         return Ok(());
     }
-    let mut words = command.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let mut words = command
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
     let (Some(path), Some(mode), Some(addr)) = (words.next(), words.next(), words.next()) else {
         return Err(EINVAL);
     };
-    let mode = CacheMode::ALL.into_iter().find(|m| m.name().as_bytes() == mode).ok_or(EINVAL)?;
+    let mode = CacheMode::ALL
+        .into_iter()
+        .find(|m| m.name().as_bytes() == mode)
+        .ok_or(EINVAL)?;
     let addr = parse_hex(addr).ok_or(EINVAL)?;
     let installed = ffi::installed_pte_flags(addr)?;
     match path {
-        b"mmap_fault" => record(Path::MmapFault, mode, MMAP_REQUESTED[mode as usize].load(Ordering::Relaxed), installed),
+        b"mmap_fault" => record(
+            Path::MmapFault,
+            mode,
+            STATE.mmap_requested[mode as usize].load(Ordering::Relaxed),
+            installed,
+        ),
         b"mprotect" => {
-            let faulted = &SLOTS[Path::MmapFault as usize][mode as usize];
+            let faulted = STATE.slot(Path::MmapFault, mode);
             if !faulted.measured.load(Ordering::Acquire) {
                 return Err(EINVAL);
             }
-            record(Path::Mprotect, mode, faulted.after.load(Ordering::Relaxed), installed)
+            record(
+                Path::Mprotect,
+                mode,
+                faulted.after.load(Ordering::Relaxed),
+                installed,
+            )
         }
         _ => return Err(EINVAL),
     }
@@ -195,18 +254,28 @@ fn probe_command(command: &[u8]) -> Result {
 }
 
 /// The PTE bits that select the PAT entry of a 4 KiB page.
-const PAT_INDEX_BITS: [ProtVal; 3] = [1 << bindings::_PAGE_BIT_PWT, 1 << bindings::_PAGE_BIT_PCD, 1 << bindings::_PAGE_BIT_PAT];
+const PAT_INDEX_BITS: [ProtVal; 3] = [
+    1 << bindings::_PAGE_BIT_PWT,
+    1 << bindings::_PAGE_BIT_PCD,
+    1 << bindings::_PAGE_BIT_PAT,
+];
 
 /// The protection bits selecting PAT entry `index` (0..8).
 fn pat_index_protval(index: usize) -> ProtVal {
-    PAT_INDEX_BITS.iter().enumerate().filter(|(bit, _)| index & (1 << bit) != 0).fold(0, |acc, (_, bits)| acc | bits)
+    PAT_INDEX_BITS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| index & (1 << bit) != 0)
+        .fold(0, |acc, (_, bits)| acc | bits)
 }
 
 struct Ktap(KVec<u8>);
 
 impl Write for Ktap {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| fmt::Error)
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| fmt::Error)
     }
 }
 
@@ -228,7 +297,11 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
     write!(out, "# patverify: pat_layout=")?;
     for index in 0..8 {
         let sep = if index == 0 { "" } else { " " };
-        write!(out, "{sep}{}", mode_name(ffi::protval_to_cachemode(pat_index_protval(index))))?;
+        write!(
+            out,
+            "{sep}{}",
+            mode_name(ffi::protval_to_cachemode(pat_index_protval(index)))
+        )?;
     }
     writeln!(out)?;
     match ffi::read_pat_msr() {
@@ -240,21 +313,40 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
     for path in Path::ALL {
         for mode in CacheMode::ALL {
             number += 1;
-            let slot = &SLOTS[path as usize][mode as usize];
-            if let (Path::HugePmd, Some(why)) = (path, ffi::NoHugePmd::from_index(HUGE_PMD_SKIP.load(Ordering::Acquire))) {
-                writeln!(out, "ok {number} huge_pmd.{} # SKIP {}", mode.name(), why.reason())?;
+            let slot = STATE.slot(path, mode);
+            if let (Path::PmdModifyIoremapEncoding, Some(why)) = (
+                path,
+                ffi::NoHugePmd::from_index(STATE.huge_pmd_skip.load(Ordering::Acquire)),
+            ) {
+                writeln!(
+                    out,
+                    "ok {number} {}.{} # SKIP {}",
+                    path.name(),
+                    mode.name(),
+                    why.reason()
+                )?;
                 continue;
             }
             let (path, name) = (path.name(), mode.name());
             if !slot.measured.load(Ordering::Acquire) {
-                writeln!(out, "# {path}.{name}: requested={name} pte_before=none pte_after=none observed=none")?;
+                write!(out, "# {path}.{name}: requested={name} ")?;
+                writeln!(out, "pte_before=none pte_after=none observed=none")?;
                 writeln!(out, "not ok {number} {path}.{name} # not measured")?;
                 continue;
             }
-            let (before, after) = (slot.before.load(Ordering::Relaxed), slot.after.load(Ordering::Relaxed));
+            let (before, after) = (
+                slot.before.load(Ordering::Relaxed),
+                slot.after.load(Ordering::Relaxed),
+            );
             let observed = ffi::protval_to_cachemode(slot.decoded.load(Ordering::Relaxed));
-            writeln!(out, "# {path}.{name}: requested={name} pte_before=0x{before:016x} pte_after=0x{after:016x} observed={}", mode_name(observed))?;
-            let status = if observed == Some(mode) { "ok" } else { "not ok" };
+            write!(out, "# {path}.{name}: requested={name} ")?;
+            write!(out, "pte_before=0x{before:016x} pte_after=0x{after:016x} ")?;
+            writeln!(out, "observed={}", mode_name(observed))?;
+            let status = if observed == Some(mode) {
+                "ok"
+            } else {
+                "not ok"
+            };
             writeln!(out, "{status} {number} {path}.{name}")?;
         }
     }

@@ -307,7 +307,7 @@ impl Bench {
     /// the upstream fix. The baseline and the upstream candidate are reused;
     /// only the edited candidate is rebuilt (its header is in nearly every
     /// file, so ccache's depend mode misses on them). Exit 1 is the honest
-    /// verdict: the proposal loses modes on pfn_mprotect.
+    /// verdict: the proposal loses modes on pte_modify_direct.
     fn edited_candidate(
         &self,
         cache_root: &Path,

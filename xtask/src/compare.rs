@@ -100,7 +100,7 @@ pub fn merge(runs: &[(PathBuf, Value)]) -> String {
         .max()
         .unwrap_or(6)
         .clamp(6, 60);
-    let mut out = format!("{:<kernel_width$}  {:<6}  {:<18}", "kernel", "env", "path");
+    let mut out = format!("{:<kernel_width$}  {:<6}  {:<27}", "kernel", "env", "path");
     for v in &variants {
         out += &format!("  {v:<24}");
     }
@@ -136,7 +136,7 @@ pub fn merge(runs: &[(PathBuf, Value)]) -> String {
             }
         }
         for (env, path) in rows {
-            out += &format!("{kernel:<kernel_width$}  {env:<6}  {path:<18}");
+            out += &format!("{kernel:<kernel_width$}  {env:<6}  {path:<27}");
             for v in &variants {
                 let cell: Vec<&&Value> = results
                     .iter()
@@ -293,7 +293,7 @@ mod tests {
             ("mprotect", "WT", false),
             ("mprotect", "WB", true),
             ("mmap_fault", "WT", true),
-            ("huge_pmd", "WT", true),
+            ("pmd_modify_ioremap_encoding", "WT", true),
         ]);
         let changes = diff_runs(&old, &new);
         assert_eq!(changes.regressions, 1);
@@ -310,7 +310,7 @@ mod tests {
             changes.lines
         );
         assert!(
-            has(&|l| l.contains("new   probe native huge_pmd WT")),
+            has(&|l| l.contains("new   probe native pmd_modify_ioremap_encoding WT")),
             "{:?}",
             changes.lines
         );

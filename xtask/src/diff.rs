@@ -93,7 +93,7 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
         .unwrap_or(0)
         .max(9)
         + 2;
-    out += &format!("  {:<18} {:<4} ", "path", "mode");
+    out += &format!("  {:<27} {:<4} ", "path", "mode");
     for run in runs {
         out += &format!("{:<width$}", run.variant);
     }
@@ -130,7 +130,7 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
             } else {
                 " "
             };
-            out += &format!("{marker} {path:<18} {mode:<4} ");
+            out += &format!("{marker} {path:<27} {mode:<4} ");
             for c in &cells {
                 out += &format!("{:<width$}", cell(c.as_ref()));
             }
@@ -161,7 +161,7 @@ pub fn single_table(run: &Run) -> String {
             format!("{} → {}", r.pte_before, r.pte_after)
         };
         out += &format!(
-            "{marker} {:<18} {:<4} {:<10} {ptes}\n",
+            "{marker} {:<27} {:<4} {:<10} {ptes}\n",
             r.path,
             r.requested,
             cell(Some(r))
@@ -224,7 +224,7 @@ mod tests {
         let t = table(Env::Native, &[&b, &c, &c2]);
         let wt = t
             .lines()
-            .find(|l| l.contains("vma_set_page_prot  WT "))
+            .find(|l| l.contains(&format!("{:<27} WT ", "vma_set_page_prot")))
             .unwrap();
         assert!(
             wt.starts_with('!') && wt.contains("UC  LOST") && wt.contains("WT  kept"),
@@ -232,12 +232,12 @@ mod tests {
         );
         let wp = t
             .lines()
-            .find(|l| l.contains("vma_set_page_prot  WP "))
+            .find(|l| l.contains(&format!("{:<27} WP ", "vma_set_page_prot")))
             .unwrap();
         assert_eq!(wp.matches("LOST").count(), 2, "{t}");
         let wb = t
             .lines()
-            .find(|l| l.contains("vma_set_page_prot  WB "))
+            .find(|l| l.contains(&format!("{:<27} WB ", "vma_set_page_prot")))
             .unwrap();
         assert!(
             wb.starts_with(' ')

@@ -300,7 +300,7 @@ pub mod tests {
     #[test]
     fn a_skipped_path_is_neither_kept_nor_lost() {
         let ktap = sample_ktap(&[]).replace("1..6", "1..7")
-            + "ok 7 huge_pmd.WB # SKIP Xen PV has no 2 MiB pages\n";
+            + "ok 7 pmd_modify_ioremap_encoding.WB # SKIP Xen PV has no 2 MiB pages\n";
         let report = parse_ktap(&ktap).unwrap();
         let skipped = &report.results[6];
         assert_eq!(
@@ -309,11 +309,11 @@ pub mod tests {
                 skipped.requested.as_str(),
                 skipped.skipped.as_deref()
             ),
-            ("huge_pmd", "WB", Some("Xen PV has no 2 MiB pages"))
+            ("pmd_modify_ioremap_encoding", "WB", Some("Xen PV has no 2 MiB pages"))
         );
         assert!(!skipped.kept && !skipped.lost());
         assert!(report.results[..6].iter().all(|r| r.kept && !r.lost()));
-        let failed_skip = ktap.replace("ok 7 huge_pmd", "not ok 7 huge_pmd");
+        let failed_skip = ktap.replace("ok 7 pmd_modify_ioremap_encoding", "not ok 7 pmd_modify_ioremap_encoding");
         assert!(parse_ktap(&failed_skip)
             .unwrap_err()
             .contains("bad SKIP line"));

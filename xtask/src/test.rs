@@ -197,7 +197,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         "vma_set_page_prot",
         "mmap_fault",
         "mprotect",
-        "pfn_mprotect",
+        "pte_modify_direct",
     ] {
         for (env, baseline) in [("native", native_baseline), ("xen", xen_baseline)] {
             expect_modes(&mut checks, &json, "baseline", env, path, &baseline);
@@ -211,7 +211,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         &json,
         "baseline",
         "native",
-        "huge_pmd",
+        "pmd_modify_ioremap_encoding",
         &keeps_all,
     );
     expect_modes(
@@ -219,7 +219,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         &json,
         "candidate",
         "native",
-        "huge_pmd",
+        "pmd_modify_ioremap_encoding",
         &keeps_all,
     );
     for variant in ["baseline", "candidate"] {
@@ -227,11 +227,11 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| r["variant"] == variant && r["env"] == "xen" && r["path"] == "huge_pmd")
+            .filter(|r| r["variant"] == variant && r["env"] == "xen" && r["path"] == "pmd_modify_ioremap_encoding")
             .filter(|r| r["skipped"].as_str().is_some_and(|s| s.contains("Xen PV")))
             .count();
         checks.check(
-            &format!("xen huge_pmd {variant}: six modes skipped (no 2 MiB pages under Xen PV)"),
+            &format!("xen pmd_modify_ioremap_encoding {variant}: six modes skipped (no 2 MiB pages under Xen PV)"),
             skipped == 6,
             || format!("{skipped} skipped"),
         );
@@ -269,7 +269,7 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     kunit_parser_agrees(&json, &out, &mut checks)?;
     let junit = std::fs::read_to_string(&junit_path).unwrap_or_default();
     // 2 variants × 2 envs × 5 paths × 6 modes, plus a "baseline reproduces
-    // the bug" case per environment; huge_pmd is skipped under Xen.
+    // the bug" case per environment; pmd_modify_ioremap_encoding is skipped under Xen.
     let want =
         "<testsuites name=\"patverify\" tests=\"122\" failures=\"0\" errors=\"0\" skipped=\"12\">";
     checks.check(
@@ -595,7 +595,7 @@ fn failure_injection(
 /// The upstream fix and the thread's v2 proposal in one run: one baseline,
 /// one kernel per candidate. The proposal widens only pgprot_modify()'s mask,
 /// so the entry pte_modify() rewrites with a protection that has no cache
-/// bits (pfn_mprotect) loses the PAT bit as on the baseline.
+/// bits (pte_modify_direct) loses the PAT bit as on the baseline.
 fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
     let patches = crate::variant::repo_dir().join("patches");
     let upstream = patches.join(crate::variant::DEFAULT_PATCH);
@@ -629,13 +629,13 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
         || format!("{:?}", verdict_of("candidate-1")),
     );
     let want_lost = serde_json::json!([
-        "native pfn_mprotect WT→UC",
-        "native pfn_mprotect WP→WC",
-        "xen pfn_mprotect WC→WB",
-        "xen pfn_mprotect WP→WT"
+        "native pte_modify_direct WT→UC",
+        "native pte_modify_direct WP→WC",
+        "xen pte_modify_direct WC→WB",
+        "xen pte_modify_direct WP→WT"
     ]);
     checks.check(
-        "two candidates: candidate-2 (v2 proposal) loses exactly the pfn_mprotect PAT-bit modes",
+        "two candidates: candidate-2 (v2 proposal) loses exactly the pte_modify_direct PAT-bit modes",
         verdict_of("candidate-2").is_some_and(|(v, lost)| v == "fail" && lost == want_lost),
         || format!("{:?}", verdict_of("candidate-2")),
     );
