@@ -130,7 +130,13 @@ mod tests {
 
     #[test]
     fn candidate_losses_fail_baseline_losses_reproduce() {
-        let mut skipped = result("candidate", "xen", "pmd_modify_ioremap_encoding", "WB", "skip");
+        let mut skipped = result(
+            "candidate",
+            "xen",
+            "pmd_modify_ioremap_encoding",
+            "WB",
+            "skip",
+        );
         skipped["kept"] = json!(false);
         skipped["skipped"] = json!("Xen PV has no 2 MiB pages");
         let run = json!({"verdict": "fail", "results": [

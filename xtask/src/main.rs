@@ -1,68 +1,9 @@
-//! patverify's host tool. `main` parses the flags and hands each command to
-//! its module; every module is one step of the pipeline (see verify.rs).
+//! `cargo xtask`: parses the flags (all declared in `xtask::flags`) and hands
+//! each command to its module in `xtask::commands`.
 
-mod bench;
-mod bisect;
-mod build;
-mod cache;
-mod clean;
-mod compare;
-mod config;
-mod diff;
-mod failure;
-mod initramfs;
-mod junit;
-mod matrix;
-mod patch;
-mod probe;
-mod proc;
-mod provision;
-mod qemu;
-mod report;
-mod session;
-mod source;
-mod test;
-mod variant;
-mod verify;
-
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
-
-/// Proves or disproves an x86 page-table patch on real booted kernels.
-#[derive(Parser)]
-#[command(name = "cargo xtask", version)]
-struct Cli {
-    /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
-    #[arg(long, global = true, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Build baseline and candidate kernels, boot them, diff the cache modes.
-    Verify(verify::Verify),
-    /// Build and boot one tree; exit 0 good, 1 bad, 125 untestable, 128 abort (for `git bisect run`).
-    Probe(probe::Probe),
-    /// Bisect a kernel git history with `probe` in a clone of its own.
-    Bisect(bisect::Bisect),
-    /// Install what the pipeline needs (Debian packages, bindgen-cli, Xen).
-    Setup,
-    /// Report which requirements are present, with versions, and the cache size.
-    Doctor,
-    /// Measure warm re-runs and boots (--slow: cold verify vs raw make, edited candidate).
-    Bench(bench::Bench),
-    /// One verify per kernel source, merged into one table (or --emit a CI matrix).
-    Matrix(matrix::Matrix),
-    /// Read earlier runs' JSON records (`report diff OLD NEW`, `report merge FILES…`).
-    #[command(subcommand)]
-    Report(compare::Report),
-    /// Remove variant trees, builds and run outputs from the cache (--all: everything).
-    Clean(clean::Clean),
-    /// Run the unit tests, then the end-to-end test (real builds and boots).
-    Test(test::Test),
-}
+use clap::Parser;
+use xtask::flags::{Cli, Command};
+use xtask::support::{cache, failure, proc, provision};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|err| {

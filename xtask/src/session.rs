@@ -3,84 +3,21 @@
 //! variants, booting them in every environment, and the record of the run
 //! (timings, JSON) that is written whatever the outcome.
 
-use crate::build::{self, Built};
-use crate::cache::Cache;
-use crate::diff::Run;
-use crate::failure::{fail, Kind};
-use crate::qemu::{self, Env};
-use crate::report::{self, ModeResult};
-use crate::source::Source;
-use crate::variant::{self, Variant};
-use crate::{config, initramfs, provision, source};
+use crate::flags::{Common, EnvChoice};
+use crate::stages::build::{self, Built};
+use crate::stages::compare::Run;
+use crate::stages::ktap::{self, ModeResult};
+use crate::stages::qemu::{self, Env};
+use crate::stages::source::Source;
+use crate::stages::variant::{self, Variant};
+use crate::stages::{config, initramfs, source};
+use crate::support::cache::Cache;
+use crate::support::failure::{fail, Kind};
+use crate::support::provision;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Common {
-    /// Kernel to test: a tree (a directory or git work tree; never modified)
-    /// or a source package tarball (/usr/src/linux-source-X.tar.xz).
-    /// Default: Debian's linux-source-6.12 tarball, unpacked into the cache.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// Git revision of --kernel to build (exported with `git archive`).
-    #[arg(long, value_name = "REV", requires = "kernel")]
-    pub rev: Option<String>,
-    /// Environments to boot.
-    #[arg(long, value_enum, default_value = "all")]
-    pub env: EnvChoice,
-    /// Seconds each boot may take before it counts as hung.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub timeout: u64,
-    /// Write the machine-readable verdict and results here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write the results as JUnit XML here (for CI systems).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Parallel make jobs (default: cores + 1; with --distcc, the hosts' slots).
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Share compiled objects through ccache's remote storage
-    /// (redis://HOST:PORT, http://HOST/PATH): every machine pointed at it
-    /// reuses what any of them compiled.
-    #[arg(long, env = "PATVERIFY_CACHE_REMOTE", value_name = "URL")]
-    pub cache_remote: Option<String>,
-    /// Hand compile jobs to distccd workers (DISTCC_HOSTS syntax, e.g.
-    /// "10.0.0.5/8 10.0.0.6/8"); make's -j is sized for their slots.
-    #[arg(long, env = "PATVERIFY_DISTCC", value_name = "HOSTS")]
-    pub distcc: Option<String>,
-    /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
-    #[arg(long)]
-    pub kvm: bool,
-    /// How many boots run at once (default: one per core).
-    #[arg(long, value_name = "N")]
-    pub parallel_boots: Option<usize>,
-    /// Extra config fragment merged after configs/*.config (repeatable).
-    #[arg(long = "config", value_name = "FILE")]
-    pub extra_configs: Vec<PathBuf>,
-    /// QEMU program to boot with.
-    #[arg(long, value_name = "PROGRAM", default_value = "qemu-system-x86_64")]
-    pub qemu: PathBuf,
-    /// Extra kernel command line for every boot (failure-injection tests).
-    #[arg(long, hide = true, default_value = "")]
-    pub extra_cmdline: String,
-    /// Boot this file as Xen's dom0 instead of the built kernel (tests: a
-    /// kernel Xen refuses).
-    #[arg(long, hide = true, value_name = "FILE")]
-    pub dom0_kernel: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum EnvChoice {
-    Native,
-    Xen,
-    All,
-}
 
 impl EnvChoice {
     pub fn envs(self) -> Vec<Env> {
@@ -247,7 +184,7 @@ impl Session {
             self.timings.add(format!("build {}", v.name), b.build_time);
             let sha = |path: &Path| {
                 std::fs::read(path)
-                    .map(|bytes| crate::cache::sha256_hex(&bytes))
+                    .map(|bytes| crate::support::cache::sha256_hex(&bytes))
                     .unwrap_or_default()
             };
             self.json.builds.push(serde_json::json!({
@@ -371,7 +308,7 @@ fn check_qemu(qemu: &Path) -> Result<()> {
     let found = if qemu.components().count() > 1 {
         qemu.is_file()
     } else {
-        crate::proc::which(qemu).is_some()
+        crate::support::proc::which(qemu).is_some()
     };
     if !found {
         return Err(fail(Kind::Setup, format!("QEMU program {} not found: run `cargo xtask setup` (Debian package qemu-system-x86) or pass --qemu", qemu.display())));
@@ -432,17 +369,17 @@ fn boot_one(
             ),
         )
     };
-    let ktap = match report::extract(&console.text) {
+    let ktap = match ktap::extract(&console.text) {
         Ok(ktap) => ktap,
         Err(problem) => {
             // An environment that never came up explains a missing report best.
             qemu::check_env(env, &console.text).map_err(&named)?;
             return Err(match problem {
-                report::BootProblem::NoReport if console.timed_out => named(format!(
+                ktap::BootProblem::NoReport if console.timed_out => named(format!(
                     "no report within the {} s timeout (hang)",
                     common.timeout
                 )),
-                report::BootProblem::NoReport if console.failed_status.is_some() => {
+                ktap::BootProblem::NoReport if console.failed_status.is_some() => {
                     let last = console
                         .text
                         .lines()
@@ -465,8 +402,7 @@ fn boot_one(
     };
     qemu::check_env(env, &console.text).map_err(&named)?;
     std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
-    let parsed =
-        report::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
+    let parsed = ktap::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
     if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
         return Err(named(
             "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"

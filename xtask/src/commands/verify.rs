@@ -2,24 +2,15 @@
 //! patch, both environments, the side-by-side table and the verdict. The steps themselves live in their modules;
 //! session.rs holds what verify shares with probe.
 
-use crate::cache::sha256_hex;
-use crate::diff::{self, Run, Verdict};
-use crate::failure::{exit_code_of, fail, Kind};
-use crate::patch::{self, Direction, PatchSet};
-use crate::session::{Common, Ctx, Session};
-use crate::variant::{self, Spec, Variant};
+use crate::flags::Verify;
+use crate::session::{Ctx, Session};
+use crate::stages::compare::{self, Run, Verdict};
+use crate::stages::patch::{self, Direction, PatchSet};
+use crate::stages::variant::{self, Spec, Variant};
+use crate::support::cache::sha256_hex;
+use crate::support::failure::{exit_code_of, fail, Kind};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Verify {
-    #[command(flatten)]
-    pub common: Common,
-    /// Candidate patch (repeatable: one kernel per candidate, side by side).
-    /// Default: patches/0001-…-modify-mask.patch (the upstream fix).
-    #[arg(long = "patch", value_name = "FILE")]
-    pub patches: Vec<PathBuf>,
-}
 
 pub fn default_patch() -> PathBuf {
     variant::repo_dir()
@@ -105,7 +96,7 @@ impl Verify {
             if in_env.len() != variants.len() {
                 return Err(anyhow::anyhow!("a run is missing for {}", env.name()));
             }
-            println!("{}", diff::table(env, &in_env));
+            println!("{}", compare::table(env, &in_env));
         }
         println!("results: {}", ctx.out_dir.display());
         let mut lost_by = Vec::new();
@@ -118,7 +109,7 @@ impl Verify {
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy();
-            let verdict = diff::verdict(&base_runs, &runs_of(name));
+            let verdict = compare::verdict(&base_runs, &runs_of(name));
             let lost = match &verdict {
                 Verdict::CandidateLost(lost) => lost.clone(),
                 _ => Vec::new(),

@@ -2,7 +2,7 @@
 //! host's cargo, glibc linked statically) and a /dev/console node, written as
 //! a newc cpio archive directly (no root needed for the device node).
 
-use crate::proc::Command;
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Builds init/ as a static binary and returns its path.
 pub fn build_init() -> Result<PathBuf> {
-    let repo = crate::variant::repo_dir();
+    let repo = crate::stages::variant::repo_dir();
     let target_dir = repo.join("target/guest");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // A separate target dir: static RUSTFLAGS must not invalidate the host build.
@@ -113,7 +113,7 @@ pub fn write(init: &Path, dest: &Path) -> Result<()> {
         Entry::Dir("debug"),
         Entry::File("init", &init_bytes),
     ]);
-    crate::cache::write_atomic(dest, archive)
+    crate::support::cache::write_atomic(dest, archive)
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! the variant's direction and the test module hooked in as
 //! drivers/patverify. Each variant is keyed by its content and made once.
 
-use crate::cache::{replace_file, temp_sibling, Cache, Key, Staged};
-use crate::failure::{fail, Kind};
-use crate::patch::{self, Direction};
-use crate::source::{walk, Source};
+use crate::stages::patch::{self, Direction};
+use crate::stages::source::{walk, Source};
+use crate::support::cache::{replace_file, temp_sibling, Cache, Key, Staged};
+use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn touched_files_strip_one_component() {
-        use crate::patch::touched_files;
+        use crate::stages::patch::touched_files;
         let text = "--- a/arch/x86/x.h\t2023\n+++ b/arch/x86/x.h\n@@ -1 +1 @@\n--- /dev/null\n+++ b/new.c\n";
         assert_eq!(touched_files(text), ["arch/x86/x.h", "new.c"]);
     }
@@ -278,8 +278,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("rust")).unwrap();
         std::fs::write(dir.join("rust/helpers.c"), "").unwrap();
         let err = hook_module(&dir).unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), 9);
-        assert_eq!(crate::failure::bisect_exit_code(&err), 125);
+        assert_eq!(crate::support::failure::exit_code_of(&err), 9);
+        assert_eq!(crate::support::failure::bisect_exit_code(&err), 125);
         assert!(
             err.to_string().contains("cannot take the Rust test module"),
             "{err}"

@@ -2,8 +2,8 @@
 //! line is built from small pieces; the child is killed on drop and on
 //! timeout; the whole console is kept in a log.
 
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
@@ -124,7 +124,7 @@ pub struct Console {
 /// timeout. The console is always written to `boot.console_log`.
 pub fn run(boot: &Boot) -> Result<Console> {
     let cmd = command(boot)?;
-    crate::proc::echo(&cmd);
+    crate::support::proc::echo(&cmd);
     let started = Instant::now();
     let mut log = std::fs::File::create(&boot.console_log)
         .with_context(|| format!("cannot create {}", boot.console_log.display()))?;
@@ -143,7 +143,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
                 ),
             )
         })?;
-    let _guards = crate::proc::guard_children(&reader);
+    let _guards = crate::support::proc::guard_children(&reader);
     let reader = Arc::new(reader);
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let pump = {

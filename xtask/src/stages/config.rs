@@ -2,9 +2,9 @@
 //! with the tree's own merge_config.sh, then `olddefconfig`, then a check
 //! that every requested option survived.
 
-use crate::build::make;
-use crate::failure::{fail, Kind};
-use crate::proc::{tail_lines, Command};
+use crate::stages::build::make;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::{tail_lines, Command};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -139,8 +139,10 @@ pub fn check_toolchain(tree: &Path) -> Result<()> {
     let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else {
         return Ok(());
     };
-    let rustc = crate::provision::version_output(Path::new(crate::provision::RUSTC));
-    let bindgen = crate::provision::version_output(&crate::provision::bindgen_path());
+    let rustc =
+        crate::support::provision::version_output(Path::new(crate::support::provision::RUSTC));
+    let bindgen =
+        crate::support::provision::version_output(&crate::support::provision::bindgen_path());
     match toolchain_mismatch(&script, &rustc, &bindgen) {
         Some(why) => Err(fail(
             Kind::Toolchain,

@@ -5,8 +5,8 @@
 //! a failure, not a guess. A series applies like `git am`: in order, each on
 //! the result of the previous one.
 
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -124,13 +124,13 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
             subjects,
         });
     }
-    let dir = series_dir.join(crate::cache::sha256_hex(text.as_bytes()));
+    let dir = series_dir.join(crate::support::cache::sha256_hex(text.as_bytes()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut parts = Vec::new();
     for (index, mail) in mails.iter().enumerate() {
         let part = dir.join(format!("{:04}-{}.patch", index + 1, slug(&mail.subject)));
         if std::fs::read_to_string(&part).ok().as_deref() != Some(mail.text.as_str()) {
-            crate::cache::write_atomic(&part, &mail.text)?;
+            crate::support::cache::write_atomic(&part, &mail.text)?;
         }
         parts.push(part);
     }
@@ -265,7 +265,7 @@ pub fn detect(tree: &Path, set: &PatchSet, scratch: &Path) -> Result<Direction> 
     if attempt(Direction::Reverse).is_ok() {
         return Ok(Direction::Reverse);
     }
-    if crate::failure::exit_code_of(&forward_err) != Kind::PatchDoesNotApply.exit_code() {
+    if crate::support::failure::exit_code_of(&forward_err) != Kind::PatchDoesNotApply.exit_code() {
         return Err(forward_err);
     }
     Err(fail(
@@ -281,7 +281,8 @@ pub fn detect(tree: &Path, set: &PatchSet, scratch: &Path) -> Result<Direction> 
 pub fn apply(tree: &Path, patch: &Path, direction: Direction) -> Result<()> {
     let (ok, out) = patch_cmd(tree, patch, direction).output()?;
     if !ok {
-        let what = first_failed_hunk(&out).unwrap_or_else(|| crate::proc::tail_lines(&out, 5));
+        let what =
+            first_failed_hunk(&out).unwrap_or_else(|| crate::support::proc::tail_lines(&out, 5));
         let name = patch.file_name().unwrap_or_default().to_string_lossy();
         let reversed = if direction == Direction::Reverse {
             " (reversed)"
@@ -329,7 +330,7 @@ mod tests {
                 Some(d) => assert_eq!(got.unwrap(), d),
                 None => {
                     let err = got.unwrap_err();
-                    assert_eq!(crate::failure::exit_code_of(&err), 4);
+                    assert_eq!(crate::support::failure::exit_code_of(&err), 4);
                     assert!(
                         err.to_string().contains("hunk #1 FAILED at 1 in f.h"),
                         "{err}"
@@ -390,7 +391,7 @@ mod tests {
             match (detect(&dir.join("t"), &set, &dir.join("scratch")), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
                 (Err(err), Err(want)) => {
-                    assert_eq!(crate::failure::exit_code_of(&err), 4);
+                    assert_eq!(crate::support::failure::exit_code_of(&err), 4);
                     assert!(format!("{err:#}").contains(want), "{err:#}");
                 }
                 (got, want) => panic!("{content:?}: got {got:?}, want {want:?}"),
@@ -429,7 +430,7 @@ mod tests {
         std::fs::write(dir.join("p.patch"), partial).unwrap();
         let set = load(&dir.join("p.patch"), &dir.join("series")).unwrap();
         let err = detect(&dir.join("t"), &set, &dir.join("scratch")).unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), 4);
+        assert_eq!(crate::support::failure::exit_code_of(&err), 4);
         assert!(
             format!("{err:#}").contains("hunk #1 FAILED at 1 in g.h"),
             "{err:#}"
@@ -461,7 +462,7 @@ mod tests {
     #[test]
     fn rejects_empty_and_garbage() {
         assert_eq!(
-            crate::failure::exit_code_of(&check_is_patch("x", "  \n").unwrap_err()),
+            crate::support::failure::exit_code_of(&check_is_patch("x", "  \n").unwrap_err()),
             4
         );
         let err = check_is_patch("x", "hello world\n").unwrap_err();
@@ -472,7 +473,8 @@ mod tests {
     #[test]
     fn the_shipped_patch_is_a_patch_to_the_masks() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches");
-        let text = std::fs::read_to_string(dir.join(crate::variant::DEFAULT_PATCH)).unwrap();
+        let text =
+            std::fs::read_to_string(dir.join(crate::stages::variant::DEFAULT_PATCH)).unwrap();
         check_is_patch("default", &text).unwrap();
         assert!(text.contains("+#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK | _PAGE_PAT)"));
     }

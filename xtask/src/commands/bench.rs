@@ -3,34 +3,11 @@
 //! a raw `make` of the same configuration, and an edited candidate patch
 //! (with ccache's hit rate).
 
+use crate::flags::{Bench, Scenario};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-#[derive(clap::Args, Debug)]
-pub struct Bench {
-    /// Measured runs per scenario.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Also the slow scenarios: cold verify vs raw make, edited candidate.
-    #[arg(long)]
-    pub slow: bool,
-    /// Only these scenarios (repeatable): cold, warm, edited. Default: warm,
-    /// plus cold and edited with --slow.
-    #[arg(long = "scenario", value_enum, value_name = "NAME")]
-    pub scenarios: Vec<Scenario>,
-    /// Write the figures here as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    Cold,
-    Warm,
-    Edited,
-}
 
 fn min_median(samples: &[f64]) -> (f64, f64) {
     let mut s = samples.to_vec();
@@ -76,7 +53,7 @@ fn verify_expecting(
         output.status.code() == Some(expected),
         "verify ended with {} during the bench, not {expected}:\n{}",
         output.status,
-        crate::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
+        crate::support::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
     );
     Ok((
         secs,
@@ -275,8 +252,8 @@ impl Bench {
         std::fs::copy(&config, raw_dir.join(".config"))?;
         eprintln!("bench: raw make of the same configuration (no ccache)");
         let started = Instant::now();
-        let jobs = crate::build::local_jobs();
-        let raw = crate::build::make(&tree, &raw_dir)
+        let jobs = crate::stages::build::local_jobs();
+        let raw = crate::stages::build::make(&tree, &raw_dir)
             .arg(format!("-j{jobs}"))
             .arg("bzImage")
             .env("CCACHE_DISABLE", "1")
@@ -314,8 +291,9 @@ impl Bench {
         out: &Path,
         figures: &mut serde_json::Map<String, Value>,
     ) -> Result<()> {
-        let patches = crate::variant::repo_dir().join("patches");
-        let proposal = std::fs::read_to_string(patches.join(crate::test::PROPOSAL_PATCH))?;
+        let patches = crate::stages::variant::repo_dir().join("patches");
+        let proposal =
+            std::fs::read_to_string(patches.join(crate::commands::test::PROPOSAL_PATCH))?;
         let edited = proposal.replacen(
             "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT;\n",
             "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT; /* bench edit */\n",
@@ -327,7 +305,9 @@ impl Bench {
         );
         let patch = out.join("edited-proposal.patch");
         std::fs::write(&patch, edited)?;
-        let upstream = crate::verify::default_patch().display().to_string();
+        let upstream = crate::commands::verify::default_patch()
+            .display()
+            .to_string();
         eprintln!("bench: verify with an edited candidate patch");
         let (secs, json) = verify_expecting(
             cache_root,

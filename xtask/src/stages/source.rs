@@ -2,9 +2,9 @@
 //! cache, a user's tree (read, never written), or a git revision of it
 //! exported into the cache with `git archive`.
 
-use crate::cache::{Cache, Key, Staged};
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
+use crate::support::cache::{Cache, Key, Staged};
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub struct Source {
 
 pub fn get(cache: &Cache, kernel: Option<&Path>, rev: Option<&str>) -> Result<Source> {
     match (kernel, rev) {
-        (None, None) => debian_tarball(cache, Path::new(crate::provision::KERNEL_TARBALL)),
+        (None, None) => debian_tarball(cache, Path::new(crate::support::provision::KERNEL_TARBALL)),
         (None, Some(_)) => Err(fail(Kind::Setup, "--rev needs --kernel PATH (a git tree)")),
         // A source package's tarball (/usr/src/linux-source-X.tar.xz).
         (Some(tarball), None) if tarball.to_string_lossy().ends_with(".tar.xz") => {
@@ -251,7 +251,7 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
                 .arg("-C")
                 .arg(tree)
                 .args(["archive", "--format=tar", &sha]);
-        crate::proc::echo(&archive);
+        crate::support::proc::echo(&archive);
         duct::cmd(&archive.program, &archive.args)
             .pipe(duct::cmd!("tar", "-x", "-C", tmp))
             .stdin_null()
@@ -293,7 +293,7 @@ mod tests {
         git(&["commit", "--quiet", "-m", "one"]);
         assert_eq!(resolve_rev(&dir, "HEAD").unwrap().len(), 40);
         let err = resolve_rev(&dir, "v9.99-no-such-tag").unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), 2);
+        assert_eq!(crate::support::failure::exit_code_of(&err), 2);
         assert!(
             err.to_string()
                 .contains("revision \"v9.99-no-such-tag\" not found in git tree"),
@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn rejects_a_directory_that_is_not_a_kernel() {
         let err = check_kernel_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), 2);
+        assert_eq!(crate::support::failure::exit_code_of(&err), 2);
         assert!(
             err.to_string().contains("is not a Linux kernel tree"),
             "{err}"

@@ -32,8 +32,8 @@ impl Cache {
     /// run that holds it.
     pub fn open(root: &Path) -> Result<Cache> {
         fs::create_dir_all(root).map_err(|e| {
-            crate::failure::fail(
-                crate::failure::Kind::Setup,
+            crate::support::failure::fail(
+                crate::support::failure::Kind::Setup,
                 format!(
                     "cannot create cache directory {}: {e} (set --cache-dir or PATVERIFY_CACHE)",
                     root.display()
@@ -48,8 +48,8 @@ impl Cache {
             .write(true)
             .open(&lock_path)
             .map_err(|e| {
-                crate::failure::fail(
-                    crate::failure::Kind::Setup,
+                crate::support::failure::fail(
+                    crate::support::failure::Kind::Setup,
                     format!("cannot write to cache directory {}: {e}", root.display()),
                 )
             })?;
@@ -286,7 +286,7 @@ mod tests {
 
 /// `du -sh`-style size of a directory (0 if it does not exist).
 pub fn size_human(path: &Path) -> String {
-    let (ok, out) = crate::proc::Command::new("du")
+    let (ok, out) = crate::support::proc::Command::new("du")
         .arg("-sh")
         .arg(path)
         .output_quiet()

@@ -2,8 +2,8 @@
 //! is there, and how to install it (Debian packages, `cargo install`, and the
 //! Xen hypervisor unpacked into the cache). `setup` installs, `doctor` reports.
 
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -312,7 +312,7 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
     if image.exists() {
         return Ok(());
     }
-    let staged = crate::cache::Staged::new(xen_dir)?;
+    let staged = crate::support::cache::Staged::new(xen_dir)?;
     let tmp = staged.path();
     let download = Command::new("apt-get")
         .args(["download", XEN_PACKAGE])
@@ -401,7 +401,7 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
     println!(
         "  cache    {} ({})",
         cache_root.display(),
-        crate::cache::size_human(cache_root)
+        crate::support::cache::size_human(cache_root)
     );
     if all_ok {
         println!("everything is present");

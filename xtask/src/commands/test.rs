@@ -2,8 +2,9 @@
 //! which runs the real `verify` (builds, boots) and checks what the booted
 //! kernels reported against what is known about the bug.
 
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
+use crate::flags::Test;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -22,24 +23,17 @@ mod tests {
     }
 }
 
-#[derive(clap::Args, Debug)]
-pub struct Test {
-    /// Only the unit tests.
-    #[arg(long)]
-    pub unit: bool,
-}
-
 impl Test {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         // The unit tests drive GNU patch and friends too: provision first, so
         // this one command works on a bare machine.
-        crate::provision::ensure(&cache_root.join("xen"))?;
-        let repo = crate::variant::repo_dir();
+        crate::support::provision::ensure(&cache_root.join("xen"))?;
+        let repo = crate::stages::variant::repo_dir();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let unit = Command::new(cargo)
             .args(["test", "--workspace", "--quiet"])
             .dir(&repo);
-        crate::proc::echo(&unit);
+        crate::support::proc::echo(&unit);
         let status = duct::cmd(&unit.program, &unit.args)
             .dir(&repo)
             .stdin_null()
@@ -227,7 +221,11 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| r["variant"] == variant && r["env"] == "xen" && r["path"] == "pmd_modify_ioremap_encoding")
+            .filter(|r| {
+                r["variant"] == variant
+                    && r["env"] == "xen"
+                    && r["path"] == "pmd_modify_ioremap_encoding"
+            })
             .filter(|r| r["skipped"].as_str().is_some_and(|s| s.contains("Xen PV")))
             .count();
         checks.check(
@@ -528,7 +526,12 @@ fn failure_injection(
     checks.check(
         "unwritable cache directory: exit 2",
         code == Some(2) && text.contains("cannot create cache directory"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 2)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 2)
+            )
+        },
     );
     for (name, args, want_code, want_message) in cases {
         let case_out = out.join(name.replace(' ', "-"));
@@ -585,7 +588,7 @@ fn failure_injection(
             checks.check(
                 &format!("{name}: shows the log's last lines"),
                 text.contains("last lines:"),
-                || crate::proc::tail_lines(&text, 3),
+                || crate::support::proc::tail_lines(&text, 3),
             );
         }
     }
@@ -597,16 +600,19 @@ fn failure_injection(
 /// so the entry pte_modify() rewrites with a protection that has no cache
 /// bits (pte_modify_direct) loses the PAT bit as on the baseline.
 fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
-    let patches = crate::variant::repo_dir().join("patches");
-    let upstream = patches.join(crate::variant::DEFAULT_PATCH);
+    let patches = crate::stages::variant::repo_dir().join("patches");
+    let upstream = patches.join(crate::stages::variant::DEFAULT_PATCH);
     let proposal = patches.join(PROPOSAL_PATCH);
     let dir = out.join("two-candidates");
     println!("==> e2e: verify --patch upstream --patch proposal");
     let (code, text, json) = verify_with_patches(cache_root, &dir, &[&upstream, &proposal])?;
-    println!("{}", crate::proc::tail_lines(&text, 60));
+    println!("{}", crate::support::proc::tail_lines(&text, 60));
     if json.is_null() {
         checks.check("two candidates: verify wrote its JSON", false, || {
-            format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3))
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
         });
         return Ok(());
     }
@@ -644,7 +650,7 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
         text.lines().any(|l| {
             l.contains("baseline") && l.contains("candidate-1") && l.contains("candidate-2")
         }),
-        || crate::proc::tail_lines(&text, 5),
+        || crate::support::proc::tail_lines(&text, 5),
     );
     Ok(())
 }
@@ -785,7 +791,10 @@ fn interrupted_build_leaves_nothing(
         || {
             format!(
                 "build dir {dir:?}; {}",
-                crate::proc::tail_lines(&std::fs::read_to_string(&log).unwrap_or_default(), 3)
+                crate::support::proc::tail_lines(
+                    &std::fs::read_to_string(&log).unwrap_or_default(),
+                    3
+                )
             )
         },
     );
@@ -845,7 +854,7 @@ fn concurrent_runs_wait_for_each_other(
     checks.check(
         "concurrent runs: one waited for the other's lock",
         waited,
-        || crate::proc::tail_lines(&text2, 3),
+        || crate::support::proc::tail_lines(&text2, 3),
     );
     checks.check(
         "concurrent runs: both pass with the same table",
@@ -920,12 +929,17 @@ fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> 
         &dir.display().to_string(),
     ]);
     let (code, text) = harness(cache_root, &args)?;
-    println!("{}", crate::proc::tail_lines(&text, 12));
+    println!("{}", crate::support::proc::tail_lines(&text, 12));
     let merged = std::fs::read_to_string(dir.join("merged.txt")).unwrap_or_default();
     checks.check(
         "matrix: exit 0, one job passes, the other is untestable",
         code == Some(0) && text.contains("[1/2]") && text.contains("exit 9"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 4)
+            )
+        },
     );
     let row = |kernel: &str, path: &str| {
         merged.lines().any(|l| {
@@ -983,7 +997,7 @@ fn kunit_parser_agrees(json: &Value, out: &Path, checks: &mut Checks) -> Result<
             checks.check(
                 &format!("kunit.py parse {variant}-{env}.ktap says {want:?}"),
                 text.contains(&want),
-                || crate::proc::tail_lines(&text, 2),
+                || crate::support::proc::tail_lines(&text, 2),
             );
         }
     }
@@ -1086,7 +1100,12 @@ fn series_from_a_mailbox(
     checks.check(
         "a mailbox series is verified as one candidate: exit 0",
         code == Some(0) && series_json["verdict"] == "pass",
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
+        },
     );
     checks.check(
         "the series is recognised as already in the tree (2 mails)",
@@ -1108,7 +1127,7 @@ fn series_from_a_mailbox(
 }
 
 fn revert_patch(out: &Path) -> Result<std::path::PathBuf> {
-    let fix = std::fs::read_to_string(crate::verify::default_patch())?;
+    let fix = std::fs::read_to_string(crate::commands::verify::default_patch())?;
     let diff = &fix[fix.find("--- a/").context("the fix has no diff")?..];
     let path = out.join("revert-fix.patch");
     std::fs::write(&path, reversed(diff))?;
@@ -1167,7 +1186,10 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
         println!("==> e2e: {name}");
         let (code, text) = harness(cache_root, &args)?;
         checks.check(name, code == Some(want), || {
-            format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3))
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
         });
     }
     // Last week's good tree against today's bad one, and back.
@@ -1183,7 +1205,12 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
     checks.check(
         "report diff good → bad: exit 1, names the newly lost modes",
         code == Some(1) && text.contains("LOST probe native mprotect WT: kept WT → LOST →UC"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 4)
+            )
+        },
     );
     let (code, text) = harness(
         cache_root,
@@ -1192,7 +1219,12 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
     checks.check(
         "report diff bad → good: exit 0",
         code == Some(0) && text.contains("0 newly lost"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 4)
+            )
+        },
     );
     Ok(())
 }
@@ -1201,7 +1233,7 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
 /// its own that a signal to the harness ends too; killed when dropped.
 struct Server {
     child: std::process::Child,
-    _guard: crate::proc::ChildGuard,
+    _guard: crate::support::proc::ChildGuard,
 }
 
 impl Server {
@@ -1217,7 +1249,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot start {program}"))?;
         let server = Server {
-            _guard: crate::proc::ChildGuard::new(child.id()),
+            _guard: crate::support::proc::ChildGuard::new(child.id()),
             child,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1363,7 +1395,12 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     checks.check(
         "machine A (empty caches, --distcc): the kernel is good",
         code_a == Some(0) && a["reused"] == false,
-        || format!("exit {code_a:?}: {}", crate::proc::tail_lines(&text_a, 3)),
+        || {
+            format!(
+                "exit {code_a:?}: {}",
+                crate::support::proc::tail_lines(&text_a, 3)
+            )
+        },
     );
     checks.check(
         "machine A: its compiles went through distccd",
@@ -1378,7 +1415,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     checks.check(
         "machine A: -j sized for the distcc hosts (4 slots)",
         text_a.contains(" -j4 bzImage"),
-        || crate::proc::tail_lines(&text_a, 3),
+        || crate::support::proc::tail_lines(&text_a, 3),
     );
     checks.check(
         "machine A: the distcc-built kernel is byte-for-byte the local one",
@@ -1392,7 +1429,12 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     checks.check(
         "machine B (empty local cache, PATVERIFY_CACHE_REMOTE): the kernel is good",
         code_b == Some(0) && b["reused"] == false,
-        || format!("exit {code_b:?}: {}", crate::proc::tail_lines(&text_b, 3)),
+        || {
+            format!(
+                "exit {code_b:?}: {}",
+                crate::support::proc::tail_lines(&text_b, 3)
+            )
+        },
     );
     checks.check(
         "machine B: machine A's compiles are served by redis",
@@ -1467,10 +1509,10 @@ fn bisect_finds_the_commit(
     // --force: Debian's kernel source ignores everything at the top level.
     git(&["add", "-A", "--force"]).run()?;
     git(&["commit", "--quiet", "-m", "good: the tree with the fix"]).run()?;
-    crate::patch::apply(
+    crate::stages::patch::apply(
         &repo,
-        &crate::verify::default_patch(),
-        crate::patch::Direction::Reverse,
+        &crate::commands::verify::default_patch(),
+        crate::stages::patch::Direction::Reverse,
     )?;
     git(&["commit", "--quiet", "-am", "bad: reintroduce the bug"]).run()?;
     let makefile = repo.join("Makefile");
@@ -1528,7 +1570,12 @@ fn bisect_finds_the_commit(
     checks.check(
         "bisect lands on the commit that reintroduces the bug",
         code == Some(0) && text.contains(&format!("first bad commit: {bad_commit}")),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 6)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 6)
+            )
+        },
     );
     checks.check(
         "bisect skipped the untestable commit",
@@ -1561,7 +1608,12 @@ fn bisect_finds_the_commit(
     checks.check(
         "probe --rev of the bug commit is bad",
         code == Some(1),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 4)
+            )
+        },
     );
     let head_after_rev = git(&["rev-parse", "HEAD"]).output_quiet()?.1;
     checks.check(
@@ -1617,7 +1669,12 @@ fn baseline_that_keeps_everything_is_not_a_pass(
     checks.check(
         "an unrelated patch: exit 3, the bug was not reproduced",
         code == Some(3) && text.contains("not reproduced"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 4)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 4)
+            )
+        },
     );
     Ok(())
 }
@@ -1711,7 +1768,12 @@ fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
                 "the disk is full (the cache {} has",
                 small.display()
             )),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
+        },
     );
     checks.check(
         "full cache directory: no half-unpacked source left",
@@ -1797,7 +1859,12 @@ fn tree_the_toolchain_cannot_build(
     checks.check(
         "linux 6.1: verify exits 9 naming rustc 1.62",
         code == Some(9) && text.contains("pinned to rustc 1.62.0"),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
+        },
     );
     let args: Vec<String> = strings(&[
         "probe",
@@ -1810,7 +1877,12 @@ fn tree_the_toolchain_cannot_build(
     checks.check(
         "linux 6.1: probe exits 125 (untestable)",
         code == Some(125),
-        || format!("exit {code:?}: {}", crate::proc::tail_lines(&text, 3)),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                crate::support::proc::tail_lines(&text, 3)
+            )
+        },
     );
     Ok(())
 }

@@ -2,32 +2,14 @@
 //! top) and judge it alone — does it keep every cache mode? Exit codes are
 //! `git bisect run`'s: 0 good, 1 bad, 125 untestable, 128 abort.
 
-use crate::diff::{self, Run};
-use crate::failure::bisect_exit_code;
-use crate::patch::Direction;
-use crate::session::{Common, Session};
-use crate::variant::{self, Spec};
+use crate::flags::{Expect, Probe};
+use crate::session::Session;
+use crate::stages::compare::{self, Run};
+use crate::stages::patch::Direction;
+use crate::stages::variant::{self, Spec};
+use crate::support::failure::bisect_exit_code;
 use anyhow::Result;
-use std::path::{Path, PathBuf};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Probe {
-    #[command(flatten)]
-    pub common: Common,
-    /// Patch applied on top of the tree (repeatable, applied in order).
-    #[arg(long, value_name = "FILE")]
-    pub patch: Vec<PathBuf>,
-    /// What counts as good: every mode kept (default), or a mode lost (to
-    /// hunt the commit that fixed the bug).
-    #[arg(long, value_enum, default_value = "kept")]
-    pub expect: Expect,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Expect {
-    Kept,
-    Lost,
-}
+use std::path::Path;
 
 pub const GOOD: i32 = 0;
 pub const BAD: i32 = 1;
@@ -59,13 +41,13 @@ impl Probe {
         };
         let result = session.finish(outcome.map(|_| ()), |_| (what, code));
         if let Err(err) = &result {
-            crate::failure::print_error(err);
+            crate::support::failure::print_error(err);
         }
         let rev = self.common.rev.clone().or_else(|| {
             self.common
                 .kernel
                 .as_deref()
-                .and_then(|k| crate::source::git_head(k))
+                .and_then(|k| crate::stages::source::git_head(k))
                 .map(|r| r[..12.min(r.len())].to_string())
         });
         println!(
@@ -82,10 +64,10 @@ impl Probe {
         let sets = self
             .patch
             .iter()
-            .map(|p| crate::patch::load(p, &series_dir))
+            .map(|p| crate::stages::patch::load(p, &series_dir))
             .collect::<Result<Vec<_>>>()?;
         for set in &sets {
-            crate::verify::note_patch(session, set, Direction::Forward)?;
+            crate::commands::verify::note_patch(session, set, Direction::Forward)?;
         }
         let spec = Spec {
             name: "probe".into(),
@@ -105,7 +87,7 @@ impl Probe {
             ctx.source.describe, variant.describe
         );
         for run in &runs {
-            println!("{}", diff::single_table(run));
+            println!("{}", compare::single_table(run));
         }
         let all_kept = runs
             .iter()

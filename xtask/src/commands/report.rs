@@ -6,21 +6,11 @@
 //!   variant (a matrix's jobs); a run that could not test its kernel shows
 //!   as untestable with its reason.
 
-use crate::failure::{fail, Kind};
+use crate::flags::Report;
+use crate::support::failure::{fail, Kind};
 use anyhow::Result;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-#[derive(clap::Subcommand, Debug)]
-pub enum Report {
-    /// Print what changed from OLD to NEW; exit 1 if a kept mode is now lost.
-    Diff { old: PathBuf, new: PathBuf },
-    /// One table of kernel × environment × path × variant from many runs.
-    Merge {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-}
 
 impl Report {
     pub fn run(self) -> Result<()> {
@@ -351,11 +341,14 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_record_is_a_setup_error() {
-        let dir = crate::cache::scratch("report-diff");
+        let dir = crate::support::cache::scratch("report-diff");
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"verdict\": \"pass\"}").unwrap();
         let err = load(&bad).unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), Kind::Setup.exit_code());
+        assert_eq!(
+            crate::support::failure::exit_code_of(&err),
+            Kind::Setup.exit_code()
+        );
         assert!(err.to_string().contains("has no results"), "{err}");
     }
 }

@@ -309,11 +309,18 @@ pub mod tests {
                 skipped.requested.as_str(),
                 skipped.skipped.as_deref()
             ),
-            ("pmd_modify_ioremap_encoding", "WB", Some("Xen PV has no 2 MiB pages"))
+            (
+                "pmd_modify_ioremap_encoding",
+                "WB",
+                Some("Xen PV has no 2 MiB pages")
+            )
         );
         assert!(!skipped.kept && !skipped.lost());
         assert!(report.results[..6].iter().all(|r| r.kept && !r.lost()));
-        let failed_skip = ktap.replace("ok 7 pmd_modify_ioremap_encoding", "not ok 7 pmd_modify_ioremap_encoding");
+        let failed_skip = ktap.replace(
+            "ok 7 pmd_modify_ioremap_encoding",
+            "not ok 7 pmd_modify_ioremap_encoding",
+        );
         assert!(parse_ktap(&failed_skip)
             .unwrap_err()
             .contains("bad SKIP line"));

@@ -2,39 +2,14 @@
 //! user's repository (the user's checkout and refs are never touched), one
 //! line per step, ending with the first bad commit.
 
-use crate::cache::Key;
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
-use crate::session::EnvChoice;
-use crate::source::resolve_rev;
+use crate::flags::Bisect;
+use crate::stages::source::resolve_rev;
+use crate::support::cache::Key;
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Bisect {
-    /// The kernel git repository to bisect (only read).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
-    /// A revision known to keep every cache mode.
-    #[arg(long, value_name = "REV")]
-    pub good: String,
-    /// A revision known to lose a mode.
-    #[arg(long, value_name = "REV")]
-    pub bad: String,
-    /// Environments each step boots.
-    #[arg(long, value_enum, default_value = "native")]
-    pub env: EnvChoice,
-    /// Seconds each boot may take.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub timeout: u64,
-    /// Patch applied on top of every step (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub patch: Vec<PathBuf>,
-    /// Keep the steps' log here (default: the clone's directory).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-}
+use std::path::Path;
 
 /// The "<sha> is the first bad commit" line of `git bisect run`'s output.
 pub fn first_bad_commit(output: &str) -> Option<String> {
@@ -109,7 +84,7 @@ impl Bisect {
             );
         }
         let run = git(&["bisect", "run"]).args(probe);
-        crate::proc::echo(&run);
+        crate::support::proc::echo(&run);
         println!(
             "bisecting {} between good {:.12} and bad {:.12} (log: {})",
             repo.display(),
@@ -118,7 +93,7 @@ impl Bisect {
             log_path.display()
         );
         let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
-        let _guards = crate::proc::guard_children(&reader);
+        let _guards = crate::support::proc::guard_children(&reader);
         let mut all = String::new();
         for line in BufReader::new(&reader).lines() {
             let line = line?;
@@ -145,7 +120,7 @@ impl Bisect {
                 Ok(())
             }
             None => {
-                let tail = crate::proc::tail_lines(&all, 8);
+                let tail = crate::support::proc::tail_lines(&all, 8);
                 Err(fail(
                     Kind::Setup,
                     format!(

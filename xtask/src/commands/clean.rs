@@ -2,20 +2,11 @@
 //! builds (~0.5 GB each) and run outputs go; the unpacked source, ccache and
 //! Xen stay unless `--all`.
 
-use crate::cache::{size_human, Cache};
+use crate::flags::Clean;
+use crate::support::cache::{size_human, Cache};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-#[derive(clap::Args, Debug)]
-pub struct Clean {
-    /// Remove everything, including the unpacked source, ccache and Xen.
-    #[arg(long)]
-    pub all: bool,
-    /// Only remove entries not used for this many days.
-    #[arg(long, value_name = "DAYS")]
-    pub older_than: Option<u64>,
-}
 
 impl Clean {
     pub fn run(self, cache_root: &Path) -> Result<()> {

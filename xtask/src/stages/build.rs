@@ -9,11 +9,11 @@
 //! (fixed metadata, no absolute paths in Rust panic locations), so a kernel
 //! built elsewhere, or through distcc, is byte-for-byte the local one.
 
-use crate::cache::{write_atomic, Key};
-use crate::failure::{fail, Kind};
-use crate::proc::Command;
-use crate::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
-use crate::variant::Variant;
+use crate::stages::variant::Variant;
+use crate::support::cache::{write_atomic, Key};
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
+use crate::support::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -241,12 +241,12 @@ impl std::fmt::Display for CcacheStats {
 
 /// The versions a kernel build depends on besides its sources.
 pub fn toolchain_id() -> String {
-    let v = |p: &str| crate::provision::version_output(Path::new(p));
+    let v = |p: &str| crate::support::provision::version_output(Path::new(p));
     format!(
         "{}|{}|{}",
         v(RUSTC),
         v(&format!("clang{LLVM_SUFFIX}")),
-        crate::provision::version_output(&bindgen_path())
+        crate::support::provision::version_output(&bindgen_path())
     )
 }
 
@@ -289,7 +289,7 @@ pub fn build(
     let config_log = build_dir.join("config.log");
     let _ = std::fs::remove_file(&config_log);
     let started = std::time::Instant::now();
-    crate::config::configure(&variant.tree, &build_dir, fragments, &config_log).map_err(|e| {
+    crate::stages::config::configure(&variant.tree, &build_dir, fragments, &config_log).map_err(|e| {
         if e.to_string().contains("is not clean") {
             fail(Kind::Setup, format!("{}: the kernel tree has in-tree build output; run `make mrproper` in it (or use --rev) — log {}", variant.name, config_log.display()))
         } else {
@@ -346,10 +346,10 @@ pub fn build(
 /// remote storage and distcc hosts of `sharing`). Paths are hashed relative
 /// to the cache root so variant trees share entries.
 /// Called once at start-up, before any thread is spawned.
-pub fn use_ccache_in(cache: &crate::cache::Cache, sharing: &Sharing) -> Result<()> {
+pub fn use_ccache_in(cache: &crate::support::cache::Cache, sharing: &Sharing) -> Result<()> {
     let bin = cache.root.join("bin");
-    let wrapper = install_script(&bin, "ccache-cc", include_str!("../ccache-cc"))?;
-    let distcc_prefix = install_script(&bin, "distcc-cc", include_str!("../distcc-cc"))?;
+    let wrapper = install_script(&bin, "ccache-cc", include_str!("../../ccache-cc"))?;
+    let distcc_prefix = install_script(&bin, "distcc-cc", include_str!("../../distcc-cc"))?;
     let _ = CCACHE_WRAPPER.set(wrapper);
     std::env::set_var("CCACHE_DIR", cache.root.join("ccache"));
     std::env::set_var("CCACHE_BASEDIR", &cache.root);
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn a_bzimage_carrying_another_kernel_is_refused() {
-        let dir = crate::cache::scratch("payload");
+        let dir = crate::support::cache::scratch("payload");
         let compressed = dir.join("arch/x86/boot/compressed");
         std::fs::create_dir_all(&compressed).unwrap();
         std::fs::write(compressed.join("vmlinux.bin.xz"), b"this build").unwrap();
@@ -515,7 +515,10 @@ mod tests {
         )
         .unwrap();
         let err = check_payload(&dir).unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), Kind::Build.exit_code());
+        assert_eq!(
+            crate::support::failure::exit_code_of(&err),
+            Kind::Build.exit_code()
+        );
         assert!(
             err.to_string()
                 .contains("does not carry this build's kernel"),
@@ -525,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_compiler_wrapper_bypasses_ccache_for_incbin_sources() {
-        let dir = crate::cache::scratch("ccache-cc");
+        let dir = crate::support::cache::scratch("ccache-cc");
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         // A fake ccache that says it ran; the "compiler" is `echo`.
@@ -574,7 +577,10 @@ mod tests {
             ..Sharing::default()
         };
         let err = bad_url.check().unwrap_err();
-        assert_eq!(crate::failure::exit_code_of(&err), Kind::Setup.exit_code());
+        assert_eq!(
+            crate::support::failure::exit_code_of(&err),
+            Kind::Setup.exit_code()
+        );
         assert!(err.to_string().contains("redis://HOST:PORT"), "{err}");
         let no_hosts = Sharing {
             distcc: Some(" ".into()),
@@ -628,6 +634,6 @@ mod tests {
     }
 
     fn variant_repo_file(path: &str) -> PathBuf {
-        crate::variant::repo_dir().join(path)
+        crate::stages::variant::repo_dir().join(path)
     }
 }

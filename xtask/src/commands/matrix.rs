@@ -3,38 +3,12 @@
 //! folded into one table (`report merge`) — or, with `--emit`, written as a
 //! CI matrix (GitHub Actions or GitLab CI) whose jobs are those verifies.
 
-use crate::failure::{fail, Kind};
-use crate::session::EnvChoice;
+use crate::flags::EnvChoice;
+use crate::flags::{Emit, Matrix};
+use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-#[derive(clap::Args, Debug)]
-pub struct Matrix {
-    /// A kernel source (repeatable): `default` (Debian's linux-source-6.12),
-    /// a source tarball (/usr/src/linux-source-X.tar.xz), a tree, or a git
-    /// tree at a revision (`PATH@REV`).
-    #[arg(long = "source", value_name = "SPEC", required = true)]
-    pub sources: Vec<String>,
-    /// Candidate patch for every source (repeatable; default: the upstream fix).
-    #[arg(long = "patch", value_name = "FILE")]
-    pub patches: Vec<PathBuf>,
-    /// Environments to boot.
-    #[arg(long, value_enum, default_value = "all")]
-    pub env: EnvChoice,
-    /// Where each job's JSON and logs go.
-    #[arg(long, value_name = "DIR", default_value = "matrix-results")]
-    pub out: PathBuf,
-    /// Do not run: print the jobs as a CI matrix for this system.
-    #[arg(long, value_enum)]
-    pub emit: Option<Emit>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Emit {
-    Github,
-    Gitlab,
-}
 
 /// One job: a name for people and the `verify` flags that select its source.
 #[derive(Debug, PartialEq, Eq)]
@@ -144,7 +118,9 @@ impl Matrix {
                 .unchecked()
                 .run()?
                 .status;
-            let code = status.code().unwrap_or(crate::failure::INTERNAL_EXIT);
+            let code = status
+                .code()
+                .unwrap_or(crate::support::failure::INTERNAL_EXIT);
             let what = match code {
                 0 => "pass".to_string(),
                 1 => "a candidate loses modes".to_string(),
@@ -167,7 +143,7 @@ impl Matrix {
             let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
             records.push((json, record));
         }
-        let table = crate::compare::merge(&records);
+        let table = crate::commands::report::merge(&records);
         std::fs::write(self.out.join("merged.txt"), &table)?;
         println!("\n{table}");
         if any_lost {
@@ -191,7 +167,7 @@ fn last_error(log: &Path) -> String {
 
 fn shell_words(args: &[String]) -> String {
     args.iter()
-        .map(|a| crate::proc::shell_quote(a))
+        .map(|a| crate::support::proc::shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ")
 }

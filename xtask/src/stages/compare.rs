@@ -1,8 +1,8 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::qemu::Env;
-use crate::report::{ModeResult, Report, MODES};
+use crate::stages::ktap::{ModeResult, Report, MODES};
+use crate::stages::qemu::Env;
 use serde::Serialize;
 
 /// One boot's parsed report.
@@ -173,7 +173,7 @@ pub fn single_table(run: &Run) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{parse_ktap, tests::sample_ktap};
+    use crate::stages::ktap::{parse_ktap, tests::sample_ktap};
 
     fn run(variant: &str, env: Env, lost: &[(&str, &str)]) -> Run {
         Run {

@@ -1,0 +1,241 @@
+//! Every flag of every command, in one place. The commands implement `run`
+//! on these types in their own modules (`crate::commands`); a flag's value
+//! reaches the stages through `session::Session` (verify, probe) or the
+//! command's own code.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Kernel to test: a tree (a directory or git work tree; never modified)
+    /// or a source package tarball (/usr/src/linux-source-X.tar.xz).
+    /// Default: Debian's linux-source-6.12 tarball, unpacked into the cache.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Git revision of --kernel to build (exported with `git archive`).
+    #[arg(long, value_name = "REV", requires = "kernel")]
+    pub rev: Option<String>,
+    /// Environments to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub env: EnvChoice,
+    /// Seconds each boot may take before it counts as hung.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Write the machine-readable verdict and results here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the results as JUnit XML here (for CI systems).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Parallel make jobs (default: cores + 1; with --distcc, the hosts' slots).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Share compiled objects through ccache's remote storage
+    /// (redis://HOST:PORT, http://HOST/PATH): every machine pointed at it
+    /// reuses what any of them compiled.
+    #[arg(long, env = "PATVERIFY_CACHE_REMOTE", value_name = "URL")]
+    pub cache_remote: Option<String>,
+    /// Hand compile jobs to distccd workers (DISTCC_HOSTS syntax, e.g.
+    /// "10.0.0.5/8 10.0.0.6/8"); make's -j is sized for their slots.
+    #[arg(long, env = "PATVERIFY_DISTCC", value_name = "HOSTS")]
+    pub distcc: Option<String>,
+    /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
+    #[arg(long)]
+    pub kvm: bool,
+    /// How many boots run at once (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub parallel_boots: Option<usize>,
+    /// Extra config fragment merged after configs/*.config (repeatable).
+    #[arg(long = "config", value_name = "FILE")]
+    pub extra_configs: Vec<PathBuf>,
+    /// QEMU program to boot with.
+    #[arg(long, value_name = "PROGRAM", default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    /// Extra kernel command line for every boot (failure-injection tests).
+    #[arg(long, hide = true, default_value = "")]
+    pub extra_cmdline: String,
+    /// Boot this file as Xen's dom0 instead of the built kernel (tests: a
+    /// kernel Xen refuses).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub dom0_kernel: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvChoice {
+    Native,
+    Xen,
+    All,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Verify {
+    #[command(flatten)]
+    pub common: Common,
+    /// Candidate patch (repeatable: one kernel per candidate, side by side).
+    /// Default: patches/0001-…-modify-mask.patch (the upstream fix).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Probe {
+    #[command(flatten)]
+    pub common: Common,
+    /// Patch applied on top of the tree (repeatable, applied in order).
+    #[arg(long, value_name = "FILE")]
+    pub patch: Vec<PathBuf>,
+    /// What counts as good: every mode kept (default), or a mode lost (to
+    /// hunt the commit that fixed the bug).
+    #[arg(long, value_enum, default_value = "kept")]
+    pub expect: Expect,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Expect {
+    Kept,
+    Lost,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Bisect {
+    /// The kernel git repository to bisect (only read).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// A revision known to keep every cache mode.
+    #[arg(long, value_name = "REV")]
+    pub good: String,
+    /// A revision known to lose a mode.
+    #[arg(long, value_name = "REV")]
+    pub bad: String,
+    /// Environments each step boots.
+    #[arg(long, value_enum, default_value = "native")]
+    pub env: EnvChoice,
+    /// Seconds each boot may take.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Patch applied on top of every step (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub patch: Vec<PathBuf>,
+    /// Keep the steps' log here (default: the clone's directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Matrix {
+    /// A kernel source (repeatable): `default` (Debian's linux-source-6.12),
+    /// a source tarball (/usr/src/linux-source-X.tar.xz), a tree, or a git
+    /// tree at a revision (`PATH@REV`).
+    #[arg(long = "source", value_name = "SPEC", required = true)]
+    pub sources: Vec<String>,
+    /// Candidate patch for every source (repeatable; default: the upstream fix).
+    #[arg(long = "patch", value_name = "FILE")]
+    pub patches: Vec<PathBuf>,
+    /// Environments to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub env: EnvChoice,
+    /// Where each job's JSON and logs go.
+    #[arg(long, value_name = "DIR", default_value = "matrix-results")]
+    pub out: PathBuf,
+    /// Do not run: print the jobs as a CI matrix for this system.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    Github,
+    Gitlab,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Bench {
+    /// Measured runs per scenario.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also the slow scenarios: cold verify vs raw make, edited candidate.
+    #[arg(long)]
+    pub slow: bool,
+    /// Only these scenarios (repeatable): cold, warm, edited. Default: warm,
+    /// plus cold and edited with --slow.
+    #[arg(long = "scenario", value_enum, value_name = "NAME")]
+    pub scenarios: Vec<Scenario>,
+    /// Write the figures here as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Cold,
+    Warm,
+    Edited,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Report {
+    /// Print what changed from OLD to NEW; exit 1 if a kept mode is now lost.
+    Diff { old: PathBuf, new: PathBuf },
+    /// One table of kernel × environment × path × variant from many runs.
+    Merge {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Clean {
+    /// Remove everything, including the unpacked source, ccache and Xen.
+    #[arg(long)]
+    pub all: bool,
+    /// Only remove entries not used for this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Test {
+    /// Only the unit tests.
+    #[arg(long)]
+    pub unit: bool,
+}
+
+/// Proves or disproves an x86 page-table patch on real booted kernels.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version)]
+pub struct Cli {
+    /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build baseline and candidate kernels, boot them, diff the cache modes.
+    Verify(Verify),
+    /// Build and boot one tree; exit 0 good, 1 bad, 125 untestable, 128 abort (for `git bisect run`).
+    Probe(Probe),
+    /// Bisect a kernel git history with `probe` in a clone of its own.
+    Bisect(Bisect),
+    /// Install what the pipeline needs (Debian packages, bindgen-cli, Xen).
+    Setup,
+    /// Report which requirements are present, with versions, and the cache size.
+    Doctor,
+    /// Measure warm re-runs and boots (--slow: cold verify vs raw make, edited candidate).
+    Bench(Bench),
+    /// One verify per kernel source, merged into one table (or --emit a CI matrix).
+    Matrix(Matrix),
+    /// Read earlier runs' JSON records (`report diff OLD NEW`, `report merge FILES…`).
+    #[command(subcommand)]
+    Report(Report),
+    /// Remove variant trees, builds and run outputs from the cache (--all: everything).
+    Clean(Clean),
+    /// Run the unit tests, then the end-to-end test (real builds and boots).
+    Test(Test),
+}

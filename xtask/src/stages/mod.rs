@@ -1,0 +1,11 @@
+//! The pipeline's steps, in the order a run takes them.
+
+pub mod build;
+pub mod compare;
+pub mod config;
+pub mod initramfs;
+pub mod ktap;
+pub mod patch;
+pub mod qemu;
+pub mod source;
+pub mod variant;

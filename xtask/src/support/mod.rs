@@ -1,0 +1,7 @@
+//! What every stage leans on: child processes, the cache, failure kinds and
+//! exit codes, provisioning the host.
+
+pub mod cache;
+pub mod failure;
+pub mod proc;
+pub mod provision;
