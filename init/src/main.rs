@@ -7,36 +7,34 @@
 use std::ffi::CString;
 use std::io::Write;
 
-const REPORT: &str = "/debug/patverify/results";
-const MMAP: &str = "/debug/patverify/mmap";
-const PROBE: &str = "/debug/patverify/probe";
-/// In the module's order: the page offset of a mapping picks its mode.
-const MODES: [&str; 6] = ["WB", "WC", "UC-", "UC", "WT", "WP"];
+use patverify_protocol::files::{MMAP, PROBE, RESULTS as REPORT};
+use patverify_protocol::{
+    CacheMode, Fault, ProbePath, FAULT_PARAMETER, GUEST_ERROR as ERROR, OOPS_COMMAND,
+    REPORT_BEGIN as BEGIN, REPORT_END as END,
+};
+
 const PAGE: usize = 4096;
-const BEGIN: &str = "==== PATVERIFY REPORT BEGIN ====";
-const END: &str = "==== PATVERIFY REPORT END";
-const ERROR: &str = "==== PATVERIFY ERROR:";
 
 /// Failure injection for the harness's own tests: the kernel passes
 /// `patverify_fault=…` from its command line to init's environment.
-fn injected_fault() -> Option<String> {
-    std::env::var("patverify_fault").ok()
+fn injected_fault() -> Option<Fault> {
+    std::env::var(FAULT_PARAMETER).ok()?.parse().ok()
 }
 
 fn main() {
     let outcome = run();
     let mut console = std::io::stdout().lock();
-    match (outcome, injected_fault().as_deref()) {
-        (_, Some("hang")) => loop {
+    match (outcome, injected_fault()) {
+        (_, Some(Fault::Hang)) => loop {
             // A guest that never prints: the host's timeout must end it.
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
-        (Ok(report), Some("truncate")) => {
+        (Ok(report), Some(Fault::Truncate)) => {
             // A report cut in half, as a stalled serial console would leave it.
             let half: Vec<&str> = report.lines().take(report.lines().count() / 2).collect();
             let _ = writeln!(console, "{BEGIN}\n{}", half.join("\n"));
         }
-        (Ok(report), Some("garble")) => {
+        (Ok(report), Some(Fault::Garble)) => {
             // Every line arrives, one of them corrupt (a flipped byte on the line).
             print_report(&mut console, &report.replacen("\nok ", "\nko ", 1));
         }
@@ -65,7 +63,7 @@ fn run() -> Result<String, String> {
     std::fs::create_dir_all("/debug").map_err(|e| format!("mkdir /debug: {e}"))?;
     mount("debugfs", "/debug", "debugfs")?;
     exercise_mappings()?;
-    if injected_fault().as_deref() == Some("oops") {
+    if injected_fault() == Some(Fault::Oops) {
         // Before quiet_console(): the oops must reach the console.
         oops_in_a_child()?;
     }
@@ -92,7 +90,7 @@ fn exercise_mappings() -> Result<(), String> {
             .write_all(command.as_bytes())
             .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
     };
-    for (index, mode) in MODES.iter().enumerate() {
+    for mode in CacheMode::ALL {
         let protect = |addr: *mut libc::c_void, prot: libc::c_int| {
             // SAFETY: `addr` is our own mapping of PAGE bytes.
             if unsafe { libc::mprotect(addr, PAGE, prot) } != 0 {
@@ -112,7 +110,7 @@ fn exercise_mappings() -> Result<(), String> {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 mapping.as_raw_fd(),
-                (index * PAGE) as libc::off_t,
+                (mode.index() * PAGE) as libc::off_t,
             )
         };
         if addr == libc::MAP_FAILED {
@@ -120,10 +118,18 @@ fn exercise_mappings() -> Result<(), String> {
         }
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
-        tell(format!("mmap_fault {mode} {:x}\n", addr as usize))?;
+        tell(format!(
+            "{} {mode} {:x}\n",
+            ProbePath::MmapFault,
+            addr as usize
+        ))?;
         protect(addr, libc::PROT_READ)?;
         protect(addr, libc::PROT_READ | libc::PROT_WRITE)?;
-        tell(format!("mprotect {mode} {:x}\n", addr as usize))?;
+        tell(format!(
+            "{} {mode} {:x}\n",
+            ProbePath::Mprotect,
+            addr as usize
+        ))?;
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
         unsafe { libc::munmap(addr, PAGE) };
     }
@@ -143,7 +149,7 @@ fn oops_in_a_child() -> Result<(), String> {
         let wrote = std::fs::OpenOptions::new()
             .write(true)
             .open(PROBE)
-            .and_then(|mut f| f.write_all(b"oops\n"));
+            .and_then(|mut f| f.write_all(format!("{OOPS_COMMAND}\n").as_bytes()));
         // SAFETY: _exit ends the child without running anything of the parent's.
         unsafe { libc::_exit(if wrote.is_ok() { 0 } else { 1 }) };
     }

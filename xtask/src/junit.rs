@@ -1,161 +1,127 @@
-//! `--junit FILE`: the run's JSON record as JUnit XML for CI systems. A
-//! suite per variant and environment, a test case per path and mode. A mode
-//! a candidate (or probed tree) loses is a failure; the baseline's losses
-//! are the bug being reproduced, so its suite instead has one case per
+//! `--junit FILE`: the run's record as JUnit XML for CI systems. A suite per
+//! variant and environment, a test case per path and mode. A mode a
+//! candidate (or probed tree) loses is a failure; the baseline's losses are
+//! the bug being reproduced, so its suite instead has one case per
 //! environment that fails when the baseline lost nothing. A run that ended
 //! in an error (build, boot, setup) is one case with an <error>.
 
-use serde_json::Value;
-use std::fmt::Write;
+use crate::record::{Record, Verdict};
+use crate::stages::ktap::{ModeResult, Outcome};
+use crate::stages::qemu::Env;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-pub fn render(json: &Value) -> String {
-    let results: Vec<&Value> = json["results"].as_array().into_iter().flatten().collect();
-    let mut suites: Vec<(String, String)> = Vec::new();
-    for r in &results {
-        let key = (str_of(&r["variant"]), str_of(&r["env"]));
-        if !suites.contains(&key) {
-            suites.push(key);
+/// The JUnit XML of a record.
+pub fn render(record: &Record) -> String {
+    let mut report = Report::new("patverify");
+    let mut suites: Vec<(&str, Env)> = Vec::new();
+    for r in &record.results {
+        if !suites.contains(&(r.variant.as_str(), r.env)) {
+            suites.push((r.variant.as_str(), r.env));
         }
     }
-    let mut body = String::new();
-    let (mut total, mut failures, mut skipped) = (0, 0, 0);
-    for (variant, env) in &suites {
-        let in_suite: Vec<&&Value> = results
-            .iter()
-            .filter(|r| str_of(&r["variant"]) == *variant && str_of(&r["env"]) == *env)
-            .collect();
-        let mut cases = String::new();
-        let (mut tests, mut failed, mut skips) = (0, 0, 0);
-        let class = format!("patverify.{variant}.{env}");
-        for r in &in_suite {
-            tests += 1;
-            let name = format!("{}.{}", str_of(&r["path"]), str_of(&r["requested"]));
-            let detail = format!(
-                "observed {} (PTE {} → {})",
-                str_of(&r["observed"]),
-                str_of(&r["pte_before"]),
-                str_of(&r["pte_after"])
-            );
-            let inner = if let Some(reason) = r["skipped"].as_str() {
-                skips += 1;
-                format!("<skipped message=\"{}\"/>", escape(reason))
-            } else if r["kept"] == true || variant == "baseline" {
-                format!("<system-out>{}</system-out>", escape(&detail))
-            } else {
-                failed += 1;
-                format!(
-                    "<failure message=\"{} lost: {}\">{}</failure>",
-                    escape(&str_of(&r["requested"])),
-                    escape(&str_of(&r["observed"])),
-                    escape(&detail)
-                )
-            };
-            let _ = write!(
-                cases,
-                "    <testcase classname=\"{}\" name=\"{}\">{inner}</testcase>\n",
-                escape(&class),
-                escape(&name)
-            );
-        }
-        if variant == "baseline" {
-            tests += 1;
-            let reproduced = in_suite
-                .iter()
-                .any(|r| r["kept"] == false && r["skipped"].is_null());
-            let inner = if reproduced {
-                String::new()
-            } else {
-                failed += 1;
-                "<failure message=\"the baseline kept every mode: bug not reproduced\"/>"
-                    .to_string()
-            };
-            let _ = write!(cases, "    <testcase classname=\"{}\" name=\"baseline reproduces the bug\">{inner}</testcase>\n", escape(&class));
-        }
-        total += tests;
-        failures += failed;
-        skipped += skips;
-        let _ = write!(
-            body,
-            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failed}\" errors=\"0\" skipped=\"{skips}\">\n{cases}  </testsuite>\n",
-            escape(&class)
-        );
+    for (variant, env) in suites {
+        report.add_test_suite(suite(record, variant, env));
     }
-    let mut errors = 0;
-    if json["verdict"] == "error" {
-        errors = 1;
-        total += 1;
-        let _ = write!(
-            body,
-            "  <testsuite name=\"patverify.run\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\">\n    <testcase classname=\"patverify.run\" name=\"run\"><error message=\"{}\"/></testcase>\n  </testsuite>\n",
-            escape(&str_of(&json["message"]))
-        );
+    if record.verdict == Verdict::Error {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(record.message.as_str());
+        let mut case = TestCase::new("run", status);
+        case.set_classname("patverify.run");
+        let mut suite = TestSuite::new("patverify.run");
+        suite.add_test_case(case);
+        report.add_test_suite(suite);
     }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"patverify\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">\n{body}</testsuites>\n"
-    )
+    report
+        .to_string()
+        .unwrap_or_else(|e| format!("<!-- cannot render JUnit XML: {e} -->\n"))
 }
 
-fn str_of(v: &Value) -> String {
-    v.as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
+fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
+    let class = format!("patverify.{variant}.{env}");
+    let mut suite = TestSuite::new(class.as_str());
+    let baseline = variant == "baseline";
+    for r in record.rows(variant, env) {
+        let mut case = TestCase::new(format!("{}.{}", r.path, r.requested), status(r, baseline));
+        case.set_classname(class.as_str());
+        if let Outcome::Measured { observed, .. } = r.outcome {
+            case.set_system_out(format!("observed {observed} (PTE {})", r.ptes()));
+        }
+        suite.add_test_case(case);
+    }
+    if baseline {
+        let reproduced = record.rows(variant, env).any(ModeResult::lost);
+        let status = if reproduced {
+            TestCaseStatus::success()
+        } else {
+            let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            failed.set_message("the baseline kept every mode: bug not reproduced");
+            failed
+        };
+        let mut case = TestCase::new("baseline reproduces the bug", status);
+        case.set_classname(class.as_str());
+        suite.add_test_case(case);
+    }
+    suite
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry other control characters at all.
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('?'),
-            c => out.push(c),
+/// A row's status: a skip, a loss (a failure, except on the baseline,
+/// whose losses are the bug being reproduced), or a pass.
+fn status(r: &ModeResult, baseline: bool) -> TestCaseStatus {
+    match &r.outcome {
+        Outcome::Skipped { reason } => {
+            let mut skipped = TestCaseStatus::skipped();
+            skipped.set_message(reason.as_str());
+            skipped
         }
+        Outcome::Measured { observed, .. } if r.lost() && !baseline => {
+            let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            failed.set_message(format!("{} lost: {observed}", r.requested));
+            failed.set_description(format!("observed {observed} (PTE {})", r.ptes()));
+            failed
+        }
+        Outcome::Measured { .. } => TestCaseStatus::success(),
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn result(variant: &str, env: &str, path: &str, mode: &str, observed: &str) -> Value {
-        json!({"variant": variant, "env": env, "path": path, "requested": mode, "observed": observed,
-               "pte_before": "0x1", "pte_after": "0x2", "kept": mode == observed})
-    }
+    use crate::record::tests::record_with;
+    use crate::record::ResultRecord;
+    use crate::stages::ktap::{CacheMode, ProbePath};
 
     #[test]
     fn candidate_losses_fail_baseline_losses_reproduce() {
-        let mut skipped = result(
-            "candidate",
-            "xen",
-            "pmd_modify_ioremap_encoding",
-            "WB",
-            "skip",
-        );
-        skipped["kept"] = json!(false);
-        skipped["skipped"] = json!("Xen PV has no 2 MiB pages");
-        let run = json!({"verdict": "fail", "results": [
-            result("baseline", "native", "mprotect", "WT", "UC"),
-            result("baseline", "native", "mprotect", "WB", "WB"),
-            result("candidate", "native", "mprotect", "WT", "UC"),
-            result("candidate", "native", "mprotect", "WB", "WB"),
-            skipped,
-        ]});
-        let xml = render(&run);
+        let mut record = record_with("baseline", &[("WT", "UC")]);
+        let candidate = record_with("candidate", &[("WP", "WC")]);
+        record.results.extend(candidate.results);
+        record.results.push(ResultRecord {
+            variant: "candidate".into(),
+            env: Env::Xen,
+            result: ModeResult {
+                path: ProbePath::PmdModifyIoremapEncoding,
+                requested: CacheMode::Wb,
+                outcome: Outcome::Skipped {
+                    reason: "Xen PV has no 2 MiB pages".into(),
+                },
+            },
+        });
+        record.verdict = Verdict::Fail;
+        let xml = render(&record);
         assert!(xml.starts_with("<?xml version=\"1.0\""), "{xml}");
-        assert!(xml.contains("<testsuites name=\"patverify\" tests=\"6\" failures=\"1\" errors=\"0\" skipped=\"1\">"), "{xml}");
         assert!(
-            xml.contains(
-                "<testsuite name=\"patverify.baseline.native\" tests=\"3\" failures=\"0\""
-            ),
+            xml.contains("tests=\"14\" skipped=\"1\" failures=\"1\" errors=\"0\""),
             "{xml}"
         );
-        assert!(xml.contains("name=\"mprotect.WT\"><failure message=\"WT lost: UC\">observed UC (PTE 0x1 → 0x2)</failure>"), "{xml}");
+        assert!(
+            xml.contains("<testsuite name=\"patverify.baseline.native\" tests=\"7\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("name=\"vma_set_page_prot.WP\" classname=\"patverify.candidate.native\"")
+                && xml.contains("<failure message=\"WP lost: WC\""),
+            "{xml}"
+        );
         assert!(
             xml.contains("<skipped message=\"Xen PV has no 2 MiB pages\"/>"),
             "{xml}"
@@ -164,18 +130,24 @@ mod tests {
 
     #[test]
     fn a_baseline_that_keeps_everything_fails_and_errors_are_named() {
-        let run = json!({"verdict": "error", "message": "build failed: <a> & \"b\"", "results": [result("baseline", "xen", "mprotect", "WC", "WC")]});
-        let xml = render(&run);
+        let mut record = record_with("baseline", &[]);
+        record.verdict = Verdict::Error;
+        record.message = "build failed: <a> & \"b\"".into();
+        let xml = render(&record);
         assert!(
-            xml.contains("name=\"baseline reproduces the bug\"><failure"),
+            xml.contains("name=\"baseline reproduces the bug\""),
             "{xml}"
         );
         assert!(
-            xml.contains("<error message=\"build failed: &lt;a&gt; &amp; &quot;b&quot;\"/>"),
+            xml.contains("<failure message=\"the baseline kept every mode: bug not reproduced\""),
             "{xml}"
         );
         assert!(
-            xml.contains("tests=\"3\" failures=\"1\" errors=\"1\""),
+            xml.contains("<error message=\"build failed: &lt;a&gt; &amp; &quot;b&quot;\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("tests=\"8\" skipped=\"0\" failures=\"1\" errors=\"1\""),
             "{xml}"
         );
     }

@@ -15,8 +15,8 @@
 pub mod commands;
 pub mod flags;
 pub mod junit;
-// pub mod record;
+pub mod record;
 pub mod session;
 pub mod stages;
 pub mod support;
-// pub mod ui;
+pub mod ui;

@@ -4,9 +4,13 @@
 //! (timings, JSON) that is written whatever the outcome.
 
 use crate::flags::{Common, EnvChoice};
+use crate::record::{
+    BuildRecord, EnvRecord, KernelRecord, Record, ResultRecord, Step, Timing, ToolchainRecord,
+    VariantRecord, Verdict,
+};
 use crate::stages::build::{self, Built};
 use crate::stages::compare::Run;
-use crate::stages::ktap::{self, ModeResult};
+use crate::stages::ktap;
 use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
 use crate::stages::variant::{self, Variant};
@@ -15,7 +19,6 @@ use crate::support::cache::Cache;
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
 use anyhow::{Context, Result};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,43 +32,15 @@ impl EnvChoice {
     }
 }
 
-#[derive(Serialize)]
-struct JsonResult {
-    variant: String,
-    env: &'static str,
-    #[serde(flatten)]
-    result: ModeResult,
-}
-
-/// The machine-readable record of a run.
-#[derive(Serialize, Default)]
-pub struct Json {
-    verdict: &'static str,
-    exit_code: i32,
-    message: String,
-    pub kernel: Option<serde_json::Value>,
-    /// The versions a result depends on besides the tree and the patches.
-    pub toolchain: Option<serde_json::Value>,
-    pub patches: Vec<serde_json::Value>,
-    pub variants: Vec<serde_json::Value>,
-    /// verify: each candidate's verdict.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<serde_json::Value>,
-    builds: Vec<serde_json::Value>,
-    environments: Vec<serde_json::Value>,
-    results: Vec<JsonResult>,
-    timings_seconds: Vec<(String, f64)>,
-}
-
-/// Where the time went, printed at the end of every run.
+/// Where the time went: recorded per step, printed at the end of every run.
 #[derive(Default)]
-pub struct Timings(Vec<(String, Duration)>);
+pub struct Timings(Vec<(Step, Duration)>);
 
 impl Timings {
-    pub fn add(&mut self, step: impl Into<String>, d: Duration) {
-        self.0.push((step.into(), d));
+    pub fn add(&mut self, step: Step, d: Duration) {
+        self.0.push((step, d));
     }
-    pub fn time<T>(&mut self, step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn time<T>(&mut self, step: Step, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let out = f();
         self.add(step, started.elapsed());
@@ -76,7 +51,7 @@ impl Timings {
 /// A run in progress: its record, and once opened, its cache and outputs.
 pub struct Session {
     pub common: Common,
-    pub json: Json,
+    pub record: Record,
     pub timings: Timings,
     started: Instant,
 }
@@ -93,7 +68,7 @@ impl Session {
     pub fn new(common: Common) -> Self {
         Session {
             common,
-            json: Json::default(),
+            record: Record::default(),
             timings: Timings::default(),
             started: Instant::now(),
         }
@@ -125,18 +100,21 @@ impl Session {
         eprintln!("==> provision");
         let xen_dir = cache.root.join("xen");
         self.timings
-            .time("provision", || provision::ensure(&xen_dir))?;
+            .time(Step::Provision, || provision::ensure(&xen_dir))?;
         check_qemu(&self.common.qemu)?;
         eprintln!("==> kernel source");
         let common = &self.common;
-        let source = self.timings.time("source", || {
+        let source = self.timings.time(Step::Source, || {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
         })?;
         eprintln!("kernel: {}", source.describe);
-        self.json.kernel = Some(
-            serde_json::json!({"source": source.describe, "tree": source.root.display().to_string(), "version": source.version, "git_rev": source.git_rev}),
-        );
-        self.json.toolchain = Some(toolchain_record(&xen_dir, &self.common.qemu));
+        self.record.kernel = Some(KernelRecord {
+            source: source.describe.clone(),
+            tree: source.root.display().to_string(),
+            version: source.version.clone(),
+            git_rev: source.git_rev.clone(),
+        });
+        self.record.toolchain = Some(toolchain_record(&xen_dir, &self.common.qemu));
         // Before any variant is made: a tree whose Rust this toolchain cannot
         // build is named as such, not as a failure further down.
         config::check_toolchain(&source.root)?;
@@ -157,7 +135,12 @@ impl Session {
 
     pub fn note_variants(&mut self, variants: &[Variant]) {
         for v in variants {
-            self.json.variants.push(serde_json::json!({"name": v.name, "describe": v.describe, "key": v.key, "tree": v.tree.display().to_string()}));
+            self.record.variants.push(VariantRecord {
+                name: v.name.clone(),
+                describe: v.describe.clone(),
+                key: v.key.clone(),
+                tree: v.tree.display().to_string(),
+            });
         }
     }
 
@@ -179,20 +162,26 @@ impl Session {
         let mut built = Vec::new();
         for v in variants {
             let b = build::build(v, &fragments, &toolchain, jobs)?;
-            self.timings
-                .add(format!("config {}", v.name), b.config_time);
-            self.timings.add(format!("build {}", v.name), b.build_time);
+            let variant = v.name.clone();
+            self.timings.add(Step::Config { variant }, b.config_time);
+            let variant = v.name.clone();
+            self.timings.add(Step::Build { variant }, b.build_time);
             let sha = |path: &Path| {
                 std::fs::read(path)
                     .map(|bytes| crate::support::cache::sha256_hex(&bytes))
                     .unwrap_or_default()
             };
-            self.json.builds.push(serde_json::json!({
-                "variant": v.name, "build_dir": b.build_dir.display().to_string(),
-                "bzimage": b.bzimage.display().to_string(), "reused": b.reused,
-                "config_sha256": sha(&b.build_dir.join(".config")), "bzimage_sha256": sha(&b.bzimage),
-                "ccache": b.ccache, "cache_remote": self.common.cache_remote, "distcc": self.common.distcc,
-            }));
+            self.record.builds.push(BuildRecord {
+                variant: v.name.clone(),
+                build_dir: b.build_dir.display().to_string(),
+                bzimage: b.bzimage.display().to_string(),
+                reused: b.reused,
+                config_sha256: sha(&b.build_dir.join(".config")),
+                bzimage_sha256: sha(&b.bzimage),
+                ccache: b.ccache,
+                cache_remote: self.common.cache_remote.clone(),
+                distcc: self.common.distcc.clone(),
+            });
             built.push(b);
         }
         Ok(built)
@@ -203,7 +192,7 @@ impl Session {
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
         eprintln!("==> initramfs");
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
-        self.timings.time("initramfs", || {
+        self.timings.time(Step::Initramfs, || {
             initramfs::write(&initramfs::build_init()?, &initramfs_path)
         })?;
         let boots_started = Instant::now();
@@ -241,61 +230,74 @@ impl Session {
             });
             outcomes.extend(results);
         }
-        self.timings.add("boots (wall)", boots_started.elapsed());
+        self.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
         for outcome in outcomes {
             let (run, elapsed) = outcome?;
-            self.timings
-                .add(format!("boot {}-{}", run.variant, run.env.name()), elapsed);
-            self.json.environments.push(serde_json::json!({
-                "variant": run.variant, "env": run.env.name(),
-                "pat_layout": run.report.pat_layout, "pat_msr": run.report.pat_msr,
-                "boot_seconds": elapsed.as_secs_f64(),
-            }));
-            for r in &run.report.results {
-                self.json.results.push(JsonResult {
-                    variant: run.variant.clone(),
-                    env: run.env.name(),
-                    result: r.clone(),
-                });
-            }
+            self.note_run(&run, elapsed);
             runs.push(run);
         }
         Ok(runs)
     }
 
-    /// Prints the timings and writes the JSON, whatever the outcome;
-    /// `verdict` names the outcome ("pass", "fail", "error", …).
+    /// Records one boot: its environment and its report's rows.
+    fn note_run(&mut self, run: &Run, elapsed: Duration) {
+        let (variant, env) = (run.variant.clone(), run.env);
+        self.timings.add(Step::Boot { variant, env }, elapsed);
+        self.record.environments.push(EnvRecord {
+            variant: run.variant.clone(),
+            env: run.env,
+            pat_layout: run
+                .report
+                .pat_layout
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+            pat_msr: run.report.pat_msr.clone(),
+            boot_seconds: elapsed.as_secs_f64(),
+        });
+        for r in &run.report.results {
+            self.record.results.push(ResultRecord {
+                variant: run.variant.clone(),
+                env: run.env,
+                result: r.clone(),
+            });
+        }
+    }
+
+    /// Prints the timings and writes the JSON (and JUnit), whatever the
+    /// outcome; `verdict` names the outcome and its exit code.
     pub fn finish(
         mut self,
         outcome: Result<()>,
-        verdict: impl FnOnce(&Result<()>) -> (&'static str, i32),
+        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
     ) -> Result<()> {
-        self.timings.add("total", self.started.elapsed());
+        self.timings.add(Step::Total, self.started.elapsed());
         eprintln!("\ntime:");
         for (step, d) in &self.timings.0 {
             eprintln!("  {step:<28} {:>7.1} s", d.as_secs_f64());
         }
-        self.json.timings_seconds = self
+        self.record.timings = self
             .timings
             .0
             .iter()
-            .map(|(s, d)| (s.clone(), d.as_secs_f64()))
+            .map(|(step, d)| Timing {
+                step: step.clone(),
+                seconds: d.as_secs_f64(),
+            })
             .collect();
-        let (name, code) = verdict(&outcome);
-        self.json.verdict = name;
-        self.json.exit_code = code;
-        self.json.message = match &outcome {
+        let (verdict, code) = verdict(&outcome);
+        self.record.verdict = verdict;
+        self.record.exit_code = code;
+        self.record.message = match &outcome {
             Ok(()) => String::new(),
             Err(err) => format!("{err:#}"),
         };
         if let Some(path) = &self.common.json {
-            let text = serde_json::to_string_pretty(&self.json)?;
-            std::fs::write(path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            self.record.write(path)?;
         }
         if let Some(path) = &self.common.junit {
-            let xml = crate::junit::render(&serde_json::to_value(&self.json)?);
+            let xml = crate::junit::render(&self.record);
             std::fs::write(path, xml)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
@@ -317,7 +319,7 @@ fn check_qemu(qemu: &Path) -> Result<()> {
 }
 
 /// First lines of the tools' `--version` and the Xen package, for the JSON.
-fn toolchain_record(xen_dir: &Path, qemu: &Path) -> serde_json::Value {
+fn toolchain_record(xen_dir: &Path, qemu: &Path) -> ToolchainRecord {
     let first_line = |program: &Path| {
         provision::version_output(program)
             .lines()
@@ -326,13 +328,14 @@ fn toolchain_record(xen_dir: &Path, qemu: &Path) -> serde_json::Value {
             .trim()
             .to_string()
     };
-    serde_json::json!({
-        "rustc": first_line(Path::new(provision::RUSTC)),
-        "clang": first_line(Path::new(&format!("clang{}", provision::LLVM_SUFFIX))),
-        "bindgen": first_line(&provision::bindgen_path()),
-        "qemu": first_line(qemu),
-        "xen": std::fs::read_to_string(xen_dir.join("version")).unwrap_or_default().trim(),
-    })
+    let xen = std::fs::read_to_string(xen_dir.join("version")).unwrap_or_default();
+    ToolchainRecord {
+        rustc: first_line(Path::new(provision::RUSTC)),
+        clang: first_line(Path::new(&format!("clang{}", provision::LLVM_SUFFIX))),
+        bindgen: first_line(&provision::bindgen_path()),
+        qemu: first_line(qemu),
+        xen: xen.trim().to_string(),
+    }
 }
 
 fn boot_one(

@@ -4,6 +4,7 @@
 //! (with ccache's hit rate).
 
 use crate::flags::{Bench, Scenario};
+use crate::record::{Record, Step};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -18,8 +19,10 @@ fn min_median(samples: &[f64]) -> (f64, f64) {
     )
 }
 
-/// One `verify` run: wall seconds and its JSON.
-fn verify(cache_root: &Path, out: &Path, extra: &[String]) -> Result<(f64, Value)> {
+/// One `verify` run: wall seconds and its record. The bench runs the
+/// command as a separate process on purpose: its figure is the wall time a
+/// user waits for, start-up and all.
+fn verify(cache_root: &Path, out: &Path, extra: &[String]) -> Result<(f64, Record)> {
     verify_expecting(cache_root, out, extra, 0)
 }
 
@@ -29,7 +32,7 @@ fn verify_expecting(
     out: &Path,
     extra: &[String],
     expected: i32,
-) -> Result<(f64, Value)> {
+) -> Result<(f64, Record)> {
     let json_path = out.join("bench-verify.json");
     let mut args = vec![
         "--cache-dir".to_string(),
@@ -55,30 +58,24 @@ fn verify_expecting(
         output.status,
         crate::support::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
     );
-    Ok((
-        secs,
-        serde_json::from_str(&std::fs::read_to_string(&json_path)?)?,
-    ))
+    Ok((secs, Record::read(&json_path)?))
 }
 
-fn timing(json: &Value, step: &str) -> f64 {
-    json["timings_seconds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t[0] == step)
-        .and_then(|t| t[1].as_f64())
-        .unwrap_or(0.0)
+fn timing(record: &Record, step: Step) -> f64 {
+    record.seconds(&step).unwrap_or(0.0)
+}
+
+fn build_of(variant: &str) -> Step {
+    Step::Build {
+        variant: variant.into(),
+    }
 }
 
 /// The ccache counters of a run's builds, summed (hits, misses).
-fn ccache_counts(json: &Value) -> (u64, u64) {
-    let builds = json["builds"].as_array().into_iter().flatten();
-    builds.fold((0, 0), |(hits, misses), b| {
-        (
-            hits + b["ccache"]["hits"].as_u64().unwrap_or(0),
-            misses + b["ccache"]["misses"].as_u64().unwrap_or(0),
-        )
+fn ccache_counts(record: &Record) -> (u64, u64) {
+    let stats = record.builds.iter().filter_map(|b| b.ccache);
+    stats.fold((0, 0), |(hits, misses), c| {
+        (hits + c.hits, misses + c.misses)
     })
 }
 
@@ -139,16 +136,9 @@ impl Bench {
             eprintln!("bench: warm verify {}/{}", i + 1, self.runs);
             let (secs, json) = verify(cache_root, out, &[])?;
             totals.push(secs);
-            for env in json["environments"].as_array().into_iter().flatten() {
-                let label = format!(
-                    "boot {} {}",
-                    env["variant"].as_str().unwrap_or("?"),
-                    env["env"].as_str().unwrap_or("?")
-                );
-                boots
-                    .entry(label)
-                    .or_default()
-                    .push(env["boot_seconds"].as_f64().unwrap_or(f64::NAN));
+            for env in &json.environments {
+                let label = format!("boot {} {}", env.variant, env.env);
+                boots.entry(label).or_default().push(env.boot_seconds);
             }
         }
         let (min, median) = min_median(&totals);
@@ -176,11 +166,12 @@ impl Bench {
                 i + 1,
                 self.runs
             );
+            let one_at_a_time = ["--parallel-boots".into(), "1".into()];
             serial.push(timing(
-                &verify(cache_root, out, &["--parallel-boots".into(), "1".into()])?.1,
-                "boots (wall)",
+                &verify(cache_root, out, &one_at_a_time)?.1,
+                Step::Boots,
             ));
-            parallel.push(timing(&verify(cache_root, out, &[])?.1, "boots (wall)"));
+            parallel.push(timing(&verify(cache_root, out, &[])?.1, Step::Boots));
         }
         let ((smin, smed), (pmin, pmed)) = (min_median(&serial), min_median(&parallel));
         println!(
@@ -236,17 +227,9 @@ impl Bench {
         figures: &mut serde_json::Map<String, Value>,
     ) -> Result<()> {
         let (cold, json) = verify(cache_root, out, &[])?;
-        let tree = PathBuf::from(
-            json["variants"][1]["tree"]
-                .as_str()
-                .context("no candidate tree")?,
-        );
-        let config = PathBuf::from(
-            json["builds"][1]["build_dir"]
-                .as_str()
-                .context("no candidate build")?,
-        )
-        .join(".config");
+        let tree = PathBuf::from(&json.variants.get(1).context("no candidate tree")?.tree);
+        let config = PathBuf::from(&json.builds.get(1).context("no candidate build")?.build_dir)
+            .join(".config");
         let raw_dir = out.join("raw-make");
         std::fs::create_dir_all(&raw_dir)?;
         std::fs::copy(&config, raw_dir.join(".config"))?;
@@ -269,14 +252,10 @@ impl Bench {
         figures.insert("raw_make_seconds".into(), json!(raw_secs));
         figures.insert("cold_over_two_raw_makes".into(), json!(ratio));
         // The profile that explains the ratio: where the cold verify's time went.
-        for step in json["timings_seconds"].as_array().into_iter().flatten() {
-            println!(
-                "  cold step {:<28} {:>7.1} s",
-                step[0].as_str().unwrap_or("?"),
-                step[1].as_f64().unwrap_or(0.0)
-            );
+        for timing in &json.timings {
+            println!("  cold step {:<28} {:>7.1} s", timing.step, timing.seconds);
         }
-        figures.insert("cold_steps".into(), json["timings_seconds"].clone());
+        figures.insert("cold_steps".into(), serde_json::to_value(&json.timings)?);
         Ok(())
     }
 
@@ -293,7 +272,7 @@ impl Bench {
     ) -> Result<()> {
         let patches = crate::stages::variant::repo_dir().join("patches");
         let proposal =
-            std::fs::read_to_string(patches.join(crate::commands::test::PROPOSAL_PATCH))?;
+            std::fs::read_to_string(patches.join(crate::stages::variant::PROPOSAL_PATCH))?;
         let edited = proposal.replacen(
             "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT;\n",
             "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT; /* bench edit */\n",
@@ -325,12 +304,12 @@ impl Bench {
         println!(
             "{:<40} {secs:>6.1} s (build baseline {:.1} s, build candidate-1 {:.1} s, build candidate-2 {:.1} s; ccache {hits} hits / {misses} misses = {:.0} %)",
             "edited candidate",
-            timing(&json, "build baseline"),
-            timing(&json, "build candidate-1"),
-            timing(&json, "build candidate-2"),
+            timing(&json, build_of("baseline")),
+            timing(&json, build_of("candidate-1")),
+            timing(&json, build_of("candidate-2")),
             rate * 100.0
         );
-        figures.insert("edited_candidate".into(), json!({"seconds": secs, "build_baseline": timing(&json, "build baseline"), "build_candidate_1": timing(&json, "build candidate-1"), "build_candidate_2": timing(&json, "build candidate-2"), "ccache_hits": hits, "ccache_misses": misses}));
+        figures.insert("edited_candidate".into(), json!({"seconds": secs, "build_baseline": timing(&json, build_of("baseline")), "build_candidate_1": timing(&json, build_of("candidate-1")), "build_candidate_2": timing(&json, build_of("candidate-2")), "ccache_hits": hits, "ccache_misses": misses}));
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::flags::EnvChoice;
 use crate::flags::{Emit, Matrix};
+use crate::record::{KernelRecord, Record, Verdict};
 use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -137,10 +138,21 @@ impl Matrix {
             if !json.exists() {
                 // Even a run that failed before it could write its record
                 // gets a row in the table.
-                let record = serde_json::json!({"verdict": "error", "exit_code": code, "message": last_error(&log), "kernel": {"source": job.name}, "results": []});
-                std::fs::write(&json, serde_json::to_string_pretty(&record)?)?;
+                let record = Record {
+                    verdict: Verdict::Error,
+                    exit_code: code,
+                    message: last_error(&log),
+                    kernel: Some(KernelRecord {
+                        source: job.name.clone(),
+                        tree: String::new(),
+                        version: String::new(),
+                        git_rev: None,
+                    }),
+                    ..Record::default()
+                };
+                record.write(&json)?;
             }
-            let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            let record = Record::read(&json)?;
             records.push((json, record));
         }
         let table = crate::commands::report::merge(&records);

@@ -3,11 +3,12 @@
 //! `git bisect run`'s: 0 good, 1 bad, 125 untestable, 128 abort.
 
 use crate::flags::{Expect, Probe};
+use crate::record::{Step, Verdict};
 use crate::session::Session;
 use crate::stages::compare::{self, Run};
 use crate::stages::patch::Direction;
 use crate::stages::variant::{self, Spec};
-use crate::support::failure::bisect_exit_code;
+use crate::support::failure::{bisect_exit_code, BISECT_SKIP};
 use anyhow::Result;
 use std::path::Path;
 
@@ -33,13 +34,13 @@ impl Probe {
             Ok(code) => *code,
             Err(err) => bisect_exit_code(err),
         };
-        let what = match code {
-            GOOD => "good",
-            BAD => "bad",
-            125 => "untestable (skip)",
-            _ => "setup broken (abort)",
+        let (verdict, what) = match code {
+            GOOD => (Verdict::Good, "good"),
+            BAD => (Verdict::Bad, "bad"),
+            BISECT_SKIP => (Verdict::Untestable, "untestable (skip)"),
+            _ => (Verdict::Abort, "setup broken (abort)"),
         };
-        let result = session.finish(outcome.map(|_| ()), |_| (what, code));
+        let result = session.finish(outcome.map(|_| ()), |_| (verdict, code));
         if let Err(err) = &result {
             crate::support::failure::print_error(err);
         }
@@ -76,9 +77,9 @@ impl Probe {
                 .flat_map(|set| set.applied(Direction::Forward))
                 .collect(),
         };
-        let variant = session
-            .timings
-            .time("variant", || variant::make(&ctx.cache, &ctx.source, spec))?;
+        let variant = session.timings.time(Step::Variants, || {
+            variant::make(&ctx.cache, &ctx.source, spec)
+        })?;
         session.note_variants(std::slice::from_ref(&variant));
         let built = session.build(std::slice::from_ref(&variant))?;
         let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;

@@ -7,45 +7,21 @@
 //!   as untestable with its reason.
 
 use crate::flags::Report;
+use crate::record::{Record, ResultRecord, Verdict};
+use crate::stages::ktap::{CacheMode, ModeResult, ProbePath};
+use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use anyhow::Result;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 impl Report {
     pub fn run(self) -> Result<()> {
         match self {
-            Report::Diff { old, new } => {
-                let (old_json, new_json) = (load(&old)?, load(&new)?);
-                let changes = diff_runs(&old_json, &new_json);
-                println!("old  {} ({})", old.display(), describe(&old_json));
-                println!("new  {} ({})", new.display(), describe(&new_json));
-                for change in &changes.lines {
-                    println!("{change}");
-                }
-                println!(
-                    "{} results compared, {} changed, {} newly lost",
-                    changes.compared,
-                    changes.lines.len(),
-                    changes.regressions
-                );
-                if changes.regressions > 0 {
-                    return Err(fail(
-                        Kind::CandidateLost,
-                        format!(
-                            "{} mode(s) kept in {} are lost in {}",
-                            changes.regressions,
-                            old.display(),
-                            new.display()
-                        ),
-                    ));
-                }
-                Ok(())
-            }
+            Report::Diff { old, new } => diff(&old, &new),
             Report::Merge { files } => {
                 let runs = files
                     .iter()
-                    .map(|f| load_any(f).map(|j| (f.clone(), j)))
+                    .map(|f| Record::read(f).map(|r| (f.clone(), r)))
                     .collect::<Result<Vec<_>>>()?;
                 print!("{}", merge(&runs));
                 Ok(())
@@ -54,88 +30,87 @@ impl Report {
     }
 }
 
-/// A record that may hold no results (a run that failed before booting).
-fn load_any(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(Kind::Setup, format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        fail(
-            Kind::Setup,
-            format!("{} is not a patverify JSON record: {e}", path.display()),
-        )
-    })
+fn diff(old: &Path, new: &Path) -> Result<()> {
+    let (old_record, new_record) = (Record::read(old)?, Record::read(new)?);
+    let changes = diff_runs(&old_record, &new_record);
+    println!("old  {} ({})", old.display(), describe(&old_record));
+    println!("new  {} ({})", new.display(), describe(&new_record));
+    for change in &changes.lines {
+        println!("{change}");
+    }
+    println!(
+        "{} results compared, {} changed, {} newly lost",
+        changes.compared,
+        changes.lines.len(),
+        changes.regressions
+    );
+    if changes.regressions > 0 {
+        return Err(fail(
+            Kind::CandidateLost,
+            format!(
+                "{} mode(s) kept in {} are lost in {}",
+                changes.regressions,
+                old.display(),
+                new.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn kernel_of(file: &Path, record: &Record) -> String {
+    record
+        .kernel
+        .as_ref()
+        .map(|k| k.source.clone())
+        .unwrap_or_else(|| file.display().to_string())
 }
 
 /// The merged table: a row per kernel, environment and path; a column per
 /// variant name; each cell "kept 6", "LOST WT→UC WP→WC" or "skip".
-pub fn merge(runs: &[(PathBuf, Value)]) -> String {
-    let mut variants: Vec<String> = Vec::new();
-    for (_, json) in runs {
-        for r in json["results"].as_array().into_iter().flatten() {
-            let name = r["variant"].as_str().unwrap_or("?").to_string();
-            if !variants.contains(&name) {
-                variants.push(name);
-            }
+pub fn merge(runs: &[(PathBuf, Record)]) -> String {
+    let mut variants: Vec<&str> = Vec::new();
+    for r in runs.iter().flat_map(|(_, record)| &record.results) {
+        if !variants.contains(&r.variant.as_str()) {
+            variants.push(&r.variant);
         }
     }
-    let kernel_of = |file: &Path, json: &Value| {
-        json["kernel"]["source"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| file.display().to_string())
-    };
     let kernel_width = runs
         .iter()
-        .map(|(f, j)| kernel_of(f, j).chars().count())
+        .map(|(f, r)| kernel_of(f, r).chars().count())
         .max()
         .unwrap_or(6)
         .clamp(6, 60);
-    let mut out = format!("{:<kernel_width$}  {:<6}  {:<27}", "kernel", "env", "path");
+    let pw = ProbePath::WIDTH;
+    let mut out = format!("{:<kernel_width$}  {:<6}  {:<pw$}", "kernel", "env", "path");
     for v in &variants {
         out += &format!("  {v:<24}");
     }
     out += "\n";
     let (mut untestable, mut failing) = (0, 0);
-    for (file, json) in runs {
-        let kernel = kernel_of(file, json);
-        let results: Vec<&Value> = json["results"].as_array().into_iter().flatten().collect();
-        if results.is_empty() {
+    for (file, record) in runs {
+        let kernel = kernel_of(file, record);
+        if record.results.is_empty() {
             untestable += 1;
-            let why = json["message"]
-                .as_str()
-                .unwrap_or("no results")
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let why = record.message.lines().next().unwrap_or("no results");
             out += &format!(
                 "{kernel:<kernel_width$}  untestable (exit {}): {why}\n",
-                json["exit_code"]
+                record.exit_code
             );
             continue;
         }
-        failing += usize::from(json["verdict"] == "fail");
-        let mut rows: Vec<(String, String)> = Vec::new();
-        for r in &results {
-            let row = (
-                r["env"].as_str().unwrap_or("?").to_string(),
-                r["path"].as_str().unwrap_or("?").to_string(),
-            );
-            if !rows.contains(&row) {
-                rows.push(row);
+        failing += usize::from(record.verdict == Verdict::Fail);
+        let mut rows: Vec<(Env, ProbePath)> = Vec::new();
+        for r in &record.results {
+            if !rows.contains(&(r.env, r.result.path)) {
+                rows.push((r.env, r.result.path));
             }
         }
         for (env, path) in rows {
-            out += &format!("{kernel:<kernel_width$}  {env:<6}  {path:<27}");
+            out += &format!("{kernel:<kernel_width$}  {env:<6}  {path:<pw$}");
             for v in &variants {
-                let cell: Vec<&&Value> = results
-                    .iter()
-                    .filter(|r| {
-                        r["variant"] == v.as_str()
-                            && r["env"] == env.as_str()
-                            && r["path"] == path.as_str()
-                    })
-                    .collect();
+                let cell: Vec<&ModeResult> =
+                    record.rows(v, env).filter(|r| r.path == path).collect();
                 out += &format!("  {:<24}", summarize(&cell));
             }
             out += "\n";
@@ -145,22 +120,18 @@ pub fn merge(runs: &[(PathBuf, Value)]) -> String {
     out
 }
 
-fn summarize(results: &[&&Value]) -> String {
+fn summarize(results: &[&ModeResult]) -> String {
     if results.is_empty() {
         return "-".into();
     }
-    if results.iter().all(|r| r["skipped"].is_string()) {
+    if results.iter().all(|r| r.observed().is_none()) {
         return "skip".into();
     }
     let lost: Vec<String> = results
         .iter()
-        .filter(|r| r["kept"] != true && r["skipped"].is_null())
-        .map(|r| {
-            format!(
-                "{}→{}",
-                r["requested"].as_str().unwrap_or("?"),
-                r["observed"].as_str().unwrap_or("?")
-            )
+        .filter_map(|r| {
+            let observed = r.observed().filter(|_| r.lost())?;
+            Some(format!("{}→{observed}", r.requested))
         })
         .collect();
     if lost.is_empty() {
@@ -170,30 +141,9 @@ fn summarize(results: &[&&Value]) -> String {
     }
 }
 
-fn load(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(Kind::Setup, format!("cannot read {}: {e}", path.display())))?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| {
-        fail(
-            Kind::Setup,
-            format!("{} is not a patverify JSON record: {e}", path.display()),
-        )
-    })?;
-    if !json["results"].is_array() {
-        return Err(fail(
-            Kind::Setup,
-            format!("{} has no results (not written by --json?)", path.display()),
-        ));
-    }
-    Ok(json)
-}
-
-fn describe(json: &Value) -> String {
-    let kernel = json["kernel"]["source"].as_str().unwrap_or("?");
-    format!(
-        "{kernel}; verdict {}",
-        json["verdict"].as_str().unwrap_or("?")
-    )
+fn describe(record: &Record) -> String {
+    let kernel = record.kernel.as_ref().map_or("?", |k| k.source.as_str());
+    format!("{kernel}; verdict {}", record.verdict)
 }
 
 pub struct Changes {
@@ -202,40 +152,41 @@ pub struct Changes {
     pub regressions: usize,
 }
 
-fn status(r: &Value) -> String {
-    if r["skipped"].is_string() {
-        "skipped".into()
-    } else if r["kept"] == true {
-        format!("kept {}", r["observed"].as_str().unwrap_or("?"))
-    } else {
-        format!("LOST →{}", r["observed"].as_str().unwrap_or("?"))
+fn status(r: &ModeResult) -> String {
+    match r.observed() {
+        None => "skipped".into(),
+        Some(observed) if r.kept() => format!("kept {observed}"),
+        Some(observed) => format!("LOST →{observed}"),
     }
 }
 
-pub fn diff_runs(old: &Value, new: &Value) -> Changes {
-    let key = |r: &Value| {
-        ["variant", "env", "path", "requested"].map(|k| r[k].as_str().unwrap_or("").to_string())
-    };
-    let results = |j: &Value| j["results"].as_array().cloned().unwrap_or_default();
-    let (old_results, new_results) = (results(old), results(new));
+type RowKey<'a> = (&'a str, Env, ProbePath, CacheMode);
+
+fn key(r: &ResultRecord) -> RowKey<'_> {
+    (&r.variant, r.env, r.result.path, r.result.requested)
+}
+
+fn label((variant, env, path, mode): RowKey<'_>) -> String {
+    format!("{variant} {env} {path} {mode}")
+}
+
+pub fn diff_runs(old: &Record, new: &Record) -> Changes {
     let mut changes = Changes {
         lines: Vec::new(),
         compared: 0,
         regressions: 0,
     };
-    for n in &new_results {
-        let k = key(n);
-        let label = format!("{} {} {} {}", k[0], k[1], k[2], k[3]);
-        match old_results.iter().find(|o| key(o) == k) {
+    for n in &new.results {
+        let label = label(key(n));
+        match old.results.iter().find(|o| key(o) == key(n)) {
             None => changes
                 .lines
-                .push(format!("  new   {label}: {}", status(n))),
+                .push(format!("  new   {label}: {}", status(&n.result))),
             Some(o) => {
                 changes.compared += 1;
-                let (was, is) = (status(o), status(n));
+                let (was, is) = (status(&o.result), status(&n.result));
                 if was != is {
-                    let regression =
-                        o["kept"] == true && n["kept"] != true && n["skipped"].is_null();
+                    let regression = o.result.kept() && n.result.lost();
                     changes.regressions += usize::from(regression);
                     let tag = if regression { "LOST " } else { "      " };
                     changes.lines.push(format!("{tag}{label}: {was} → {is}"));
@@ -243,17 +194,12 @@ pub fn diff_runs(old: &Value, new: &Value) -> Changes {
             }
         }
     }
-    for o in &old_results {
-        if !new_results.iter().any(|n| key(n) == key(o)) {
-            let k = key(o);
-            changes.lines.push(format!(
-                "  gone  {} {} {} {}: was {}",
-                k[0],
-                k[1],
-                k[2],
-                k[3],
-                status(o)
-            ));
+    for o in &old.results {
+        if !new.results.iter().any(|n| key(n) == key(o)) {
+            let was = status(&o.result);
+            changes
+                .lines
+                .push(format!("  gone  {}: was {was}", label(key(o))));
         }
     }
     changes
@@ -262,14 +208,44 @@ pub fn diff_runs(old: &Value, new: &Value) -> Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::record::KernelRecord;
+    use crate::stages::ktap::{Outcome, Pte};
 
-    fn run(results: &[(&str, &str, bool)]) -> Value {
-        let results: Vec<Value> = results
+    fn run(results: &[(&str, &str, bool)]) -> Record {
+        let results = results
             .iter()
-            .map(|(path, mode, kept)| json!({"variant": "probe", "env": "native", "path": path, "requested": mode, "observed": if *kept { *mode } else { "UC" }, "kept": kept}))
+            .map(|(path, mode, kept)| ResultRecord {
+                variant: "probe".into(),
+                env: Env::Native,
+                result: ModeResult {
+                    path: path.parse().unwrap(),
+                    requested: mode.parse().unwrap(),
+                    outcome: Outcome::Measured {
+                        observed: if *kept {
+                            mode.parse().unwrap()
+                        } else {
+                            CacheMode::Uc
+                        },
+                        pte_before: Pte(0),
+                        pte_after: Pte(0),
+                    },
+                },
+            })
             .collect();
-        json!({"verdict": "pass", "results": results})
+        Record {
+            verdict: Verdict::Pass,
+            results,
+            ..Record::default()
+        }
+    }
+
+    fn kernel(source: &str) -> Option<KernelRecord> {
+        Some(KernelRecord {
+            source: source.into(),
+            tree: String::new(),
+            version: String::new(),
+            git_rev: None,
+        })
     }
 
     #[test]
@@ -310,10 +286,16 @@ mod tests {
     #[test]
     fn merge_folds_runs_into_one_table_with_untestable_kernels() {
         let mut good = run(&[("mprotect", "WT", true), ("mprotect", "WB", true)]);
-        good["kernel"] = json!({"source": "linux-6.12"});
+        good.kernel = kernel("linux-6.12");
         let mut bad = run(&[("mprotect", "WT", false), ("mprotect", "WB", true)]);
-        bad["kernel"] = json!({"source": "linux-6.3"});
-        let untestable = json!({"verdict": "error", "exit_code": 9, "message": "linux-source-6.1 is pinned to rustc 1.62.0\nmore", "kernel": {"source": "linux-6.1"}, "results": []});
+        bad.kernel = kernel("linux-6.3");
+        let untestable = Record {
+            verdict: Verdict::Error,
+            exit_code: 9,
+            message: "linux-source-6.1 is pinned to rustc 1.62.0\nmore".into(),
+            kernel: kernel("linux-6.1"),
+            ..Record::default()
+        };
         let table = merge(&[
             ("a.json".into(), good),
             ("b.json".into(), bad),
@@ -344,11 +326,14 @@ mod tests {
         let dir = crate::support::cache::scratch("report-diff");
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"verdict\": \"pass\"}").unwrap();
-        let err = load(&bad).unwrap_err();
+        let err = Record::read(&bad).unwrap_err();
         assert_eq!(
             crate::support::failure::exit_code_of(&err),
             Kind::Setup.exit_code()
         );
-        assert!(err.to_string().contains("has no results"), "{err}");
+        assert!(
+            err.to_string().contains("not a patverify JSON record"),
+            "{err}"
+        );
     }
 }

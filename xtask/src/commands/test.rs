@@ -3,10 +3,12 @@
 //! kernels reported against what is known about the bug.
 
 use crate::flags::Test;
+use crate::record::{BuildRecord, CandidateVerdict, Record, Step, Verdict};
+use crate::stages::ktap::{ModeResult, ProbePath};
+use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
-use serde_json::Value;
 use std::path::Path;
 
 #[cfg(test)]
@@ -68,28 +70,25 @@ impl Checks {
     }
 }
 
-/// The observed mode for (variant, env, path, requested) in verify's JSON.
-fn observed<'a>(
-    json: &'a Value,
+/// The observed mode for (variant, env, path, requested) in verify's record.
+fn observed(
+    json: &Record,
     variant: &str,
     env: &str,
     path: &str,
     requested: &str,
-) -> Option<&'a str> {
-    json["results"].as_array()?.iter().find_map(|r| {
-        (r["variant"] == variant
-            && r["env"] == env
-            && r["path"] == path
-            && r["requested"] == requested)
-            .then(|| r["observed"].as_str())
-            .flatten()
-    })
+) -> Option<&'static str> {
+    let env: Env = env.parse().ok()?;
+    json.rows(variant, env)
+        .find(|r| r.path.name() == path && r.requested.name() == requested)
+        .and_then(|r| r.observed())
+        .map(|m| m.name())
 }
 
 /// Checks the observed mode of each requested mode on one path.
 fn expect_modes(
     checks: &mut Checks,
-    json: &Value,
+    json: &Record,
     variant: &str,
     env: &str,
     path: &str,
@@ -135,23 +134,21 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     .unchecked()
     .run()?
     .status;
-    let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(&json_path)
-            .with_context(|| format!("verify wrote no {}", json_path.display()))?,
-    )?;
+    let json = Record::read(&json_path)
+        .with_context(|| format!("verify wrote no {}", json_path.display()))?;
     let mut checks = Checks {
         passed: 0,
         failed: Vec::new(),
     };
     checks.check(
         "verify exits 0 with verdict pass",
-        status.code() == Some(0) && json["verdict"] == "pass",
+        status.code() == Some(0) && json.verdict == Verdict::Pass,
         || {
             format!(
                 "exit {:?}, verdict {}, {}",
                 status.code(),
-                json["verdict"],
-                json["message"]
+                json.verdict,
+                json.message
             )
         },
     );
@@ -217,16 +214,10 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         &keeps_all,
     );
     for variant in ["baseline", "candidate"] {
-        let skipped = json["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| {
-                r["variant"] == variant
-                    && r["env"] == "xen"
-                    && r["path"] == "pmd_modify_ioremap_encoding"
-            })
-            .filter(|r| r["skipped"].as_str().is_some_and(|s| s.contains("Xen PV")))
+        let skipped = json
+            .rows(variant, Env::Xen)
+            .filter(|r| r.path == ProbePath::PmdModifyIoremapEncoding)
+            .filter(|r| r.skip_reason().is_some_and(|s| s.contains("Xen PV")))
             .count();
         checks.check(
             &format!("xen pmd_modify_ioremap_encoding {variant}: six modes skipped (no 2 MiB pages under Xen PV)"),
@@ -238,17 +229,16 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
         ("native", ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]),
         ("xen", ["WB", "WT", "UC-", "UC", "WC", "WP", "UC", "UC"]),
     ] {
-        let reported: Vec<Value> = json["environments"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["env"] == env)
-            .map(|e| e["pat_layout"].clone())
+        let reported: Vec<&Vec<String>> = json
+            .environments
+            .iter()
+            .filter(|e| e.env.name() == env)
+            .map(|e| &e.pat_layout)
             .collect();
-        let want = serde_json::json!(layout);
+        let want: Vec<String> = layout.iter().map(|m| m.to_string()).collect();
         checks.check(
             &format!("{env} PAT layout is {}", layout.join(" ")),
-            reported.len() == 2 && reported.iter().all(|l| *l == want),
+            reported.len() == 2 && reported.iter().all(|l| **l == want),
             || format!("{reported:?}"),
         );
     }
@@ -269,28 +259,30 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
     // 2 variants × 2 envs × 5 paths × 6 modes, plus a "baseline reproduces
     // the bug" case per environment; pmd_modify_ioremap_encoding is skipped under Xen.
     let want =
-        "<testsuites name=\"patverify\" tests=\"122\" failures=\"0\" errors=\"0\" skipped=\"12\">";
+        "<testsuites name=\"patverify\" tests=\"122\" skipped=\"12\" failures=\"0\" errors=\"0\">";
     checks.check(
         "--junit writes the results as JUnit XML",
         junit.contains(want),
         || junit.lines().take(2).collect::<Vec<_>>().join(" "),
     );
-    for key in ["rustc", "clang", "bindgen", "qemu", "xen"] {
-        let value = json["toolchain"][key].as_str().unwrap_or("");
+    let toolchain = json.toolchain.clone().unwrap_or_default();
+    for (key, value) in [
+        ("rustc", &toolchain.rustc),
+        ("clang", &toolchain.clang),
+        ("bindgen", &toolchain.bindgen),
+        ("qemu", &toolchain.qemu),
+        ("xen", &toolchain.xen),
+    ] {
         checks.check(
             &format!("JSON records the {key} version"),
             !value.is_empty(),
-            || format!("{:?}", json["toolchain"]),
+            || format!("{toolchain:?}"),
         );
     }
     checks.check(
         "JSON records each build's config hash",
-        json["builds"].as_array().is_some_and(|b| {
-            b.len() == 2
-                && b.iter()
-                    .all(|b| b["config_sha256"].as_str().is_some_and(|h| h.len() == 64))
-        }),
-        || format!("{:?}", json["builds"]),
+        json.builds.len() == 2 && json.builds.iter().all(|b| b.config_sha256.len() == 64),
+        || format!("{:?}", json.builds),
     );
     series_from_a_mailbox(cache_root, &json, &out, &mut checks)?;
     two_candidates_side_by_side(cache_root, &out, &mut checks)?;
@@ -331,23 +323,27 @@ fn end_to_end(cache_root: &Path) -> Result<()> {
 /// end with its exit code and a message that names it, and keep its evidence.
 fn failure_injection(
     cache_root: &Path,
-    json: &Value,
+    json: &Record,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
     let me = std::env::current_exe()?;
     let tree = Path::new(
-        json["kernel"]["tree"]
-            .as_str()
-            .context("verify JSON names no kernel tree")?,
+        &json
+            .kernel
+            .as_ref()
+            .context("verify JSON names no kernel tree")?
+            .tree,
     );
     let build_failure = out.join("build-failure.patch");
     std::fs::write(&build_failure, breaking_patch(tree, out)?)?;
     // Half a kernel image: Xen cannot load it as dom0.
     let bzimage = std::fs::read(
-        json["builds"][0]["bzimage"]
-            .as_str()
-            .context("verify JSON names no bzImage")?,
+        &json
+            .builds
+            .first()
+            .context("verify JSON names no bzImage")?
+            .bzimage,
     )?;
     let half_kernel = out.join("half-bzImage");
     std::fs::write(&half_kernel, &bzimage[..bzimage.len() / 2])?;
@@ -602,12 +598,12 @@ fn failure_injection(
 fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
     let patches = crate::stages::variant::repo_dir().join("patches");
     let upstream = patches.join(crate::stages::variant::DEFAULT_PATCH);
-    let proposal = patches.join(PROPOSAL_PATCH);
+    let proposal = patches.join(crate::stages::variant::PROPOSAL_PATCH);
     let dir = out.join("two-candidates");
     println!("==> e2e: verify --patch upstream --patch proposal");
     let (code, text, json) = verify_with_patches(cache_root, &dir, &[&upstream, &proposal])?;
     println!("{}", crate::support::proc::tail_lines(&text, 60));
-    if json.is_null() {
+    let Some(json) = json else {
         checks.check("two candidates: verify wrote its JSON", false, || {
             format!(
                 "exit {code:?}: {}",
@@ -615,34 +611,32 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
             )
         });
         return Ok(());
-    }
+    };
     let verdict_of = |name: &str| {
-        json["candidates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == name)
-            .map(|c| (c["verdict"].clone(), c["lost"].clone()))
+        let mut candidates = json.candidates.iter();
+        let candidate = candidates.find(|c| c.name == name)?;
+        Some((candidate.verdict, candidate.lost.clone()))
     };
     checks.check(
         "two candidates: exit 1 (the proposal loses modes)",
-        code == Some(1) && json["verdict"] == "fail",
-        || format!("exit {code:?}, verdict {}", json["verdict"]),
+        code == Some(1) && json.verdict == Verdict::Fail,
+        || format!("exit {code:?}, verdict {}", json.verdict),
     );
     checks.check(
         "two candidates: candidate-1 (upstream) passes",
-        verdict_of("candidate-1").is_some_and(|(v, _)| v == "pass"),
+        verdict_of("candidate-1").is_some_and(|(v, _)| v == CandidateVerdict::Pass),
         || format!("{:?}", verdict_of("candidate-1")),
     );
-    let want_lost = serde_json::json!([
+    let want_lost = strings(&[
         "native pte_modify_direct WT→UC",
         "native pte_modify_direct WP→WC",
         "xen pte_modify_direct WC→WB",
-        "xen pte_modify_direct WP→WT"
+        "xen pte_modify_direct WP→WT",
     ]);
     checks.check(
         "two candidates: candidate-2 (v2 proposal) loses exactly the pte_modify_direct PAT-bit modes",
-        verdict_of("candidate-2").is_some_and(|(v, lost)| v == "fail" && lost == want_lost),
+        verdict_of("candidate-2")
+            .is_some_and(|(v, lost)| v == CandidateVerdict::Fail && lost == want_lost),
         || format!("{:?}", verdict_of("candidate-2")),
     );
     checks.check(
@@ -655,16 +649,13 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
     Ok(())
 }
 
-/// The thread's v2 proposal (patches/).
-pub const PROPOSAL_PATCH: &str = "0002-v2-proposal-widen-the-mask-in-pgprot_modify-only.patch";
-
 /// `verify --patch P…` with its JSON and outputs in `dir`: the exit code,
 /// the output, and the JSON record (`Null` if it wrote none).
 fn verify_with_patches(
     cache_root: &Path,
     dir: &Path,
     patches: &[&Path],
-) -> Result<(Option<i32>, String, Value)> {
+) -> Result<(Option<i32>, String, Option<Record>)> {
     let json_path = dir.join("verify.json");
     let mut args = strings(&[
         "verify",
@@ -677,11 +668,7 @@ fn verify_with_patches(
         args.extend(strings(&["--patch", &patch.display().to_string()]));
     }
     let (code, text) = harness(cache_root, &args)?;
-    let json = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    Ok((code, text, json))
+    Ok((code, text, Record::read(&json_path).ok()))
 }
 
 /// Owned command-line words.
@@ -720,15 +707,17 @@ fn unified_diff(file: &str, from: &str, to: &str, scratch: &Path) -> Result<Stri
 /// half-built kernel is not marked as built (a later run finishes it).
 fn interrupted_build_leaves_nothing(
     cache_root: &Path,
-    json: &Value,
+    json: &Record,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e failure case: SIGTERM during a kernel build");
     let tree = Path::new(
-        json["kernel"]["tree"]
-            .as_str()
-            .context("verify JSON names no kernel tree")?,
+        &json
+            .kernel
+            .as_ref()
+            .context("verify JSON names no kernel tree")?
+            .tree,
     );
     // A comment in a header every file includes: a long build.
     let file = "include/linux/types.h";
@@ -965,10 +954,12 @@ fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> 
 
 /// The kernel's own KTAP parser (tools/testing/kunit/kunit.py parse) must
 /// count the saved reports as the harness does.
-fn kunit_parser_agrees(json: &Value, out: &Path, checks: &mut Checks) -> Result<()> {
-    let tree = json["variants"][0]["tree"]
-        .as_str()
-        .context("verify JSON names no variant tree")?;
+fn kunit_parser_agrees(json: &Record, out: &Path, checks: &mut Checks) -> Result<()> {
+    let tree = &json
+        .variants
+        .first()
+        .context("verify JSON names no variant tree")?
+        .tree;
     let kunit = Path::new(tree).join("tools/testing/kunit/kunit.py");
     for variant in ["baseline", "candidate"] {
         for env in ["native", "xen"] {
@@ -978,14 +969,11 @@ fn kunit_parser_agrees(json: &Value, out: &Path, checks: &mut Checks) -> Result<
                 .arg("parse")
                 .arg(&ktap)
                 .output_quiet()?;
-            let results: Vec<&Value> = json["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|r| r["variant"] == variant && r["env"] == env)
+            let results: Vec<&ModeResult> = json
+                .rows(variant, env.parse().map_err(anyhow::Error::msg)?)
                 .collect();
-            let kept = results.iter().filter(|r| r["kept"] == true).count();
-            let skipped = results.iter().filter(|r| r["skipped"].is_string()).count();
+            let kept = results.iter().filter(|r| r.kept()).count();
+            let skipped = results.iter().filter(|r| r.observed().is_none()).count();
             let lost = results.len() - kept - skipped;
             // kunit_parser.TestCounts.__str__: the non-zero counts, in this order.
             let counts: Vec<String> = [("passed", kept), ("failed", lost), ("skipped", skipped)]
@@ -1060,14 +1048,16 @@ fn reversed(diff: &str) -> String {
 /// tree itself: verify must treat it as the whole fix, already contained.
 fn series_from_a_mailbox(
     cache_root: &Path,
-    json: &Value,
+    json: &Record,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
     let tree = Path::new(
-        json["kernel"]["tree"]
-            .as_str()
-            .context("verify JSON names no kernel tree")?,
+        &json
+            .kernel
+            .as_ref()
+            .context("verify JSON names no kernel tree")?
+            .tree,
     );
     let file = "arch/x86/include/asm/pgtable_types.h";
     let fixed = std::fs::read_to_string(tree.join(file))?;
@@ -1097,9 +1087,10 @@ fn series_from_a_mailbox(
     std::fs::write(&mbox_path, mbox)?;
     println!("==> e2e: verify --patch a two-mail series");
     let (code, text, series_json) = verify_with_patches(cache_root, &dir, &[&mbox_path])?;
+    let series_json = series_json.unwrap_or_default();
     checks.check(
         "a mailbox series is verified as one candidate: exit 0",
-        code == Some(0) && series_json["verdict"] == "pass",
+        code == Some(0) && series_json.verdict == Verdict::Pass,
         || {
             format!(
                 "exit {code:?}: {}",
@@ -1109,19 +1100,17 @@ fn series_from_a_mailbox(
     );
     checks.check(
         "the series is recognised as already in the tree (2 mails)",
-        series_json["patches"][0]["direction"] == "reverse"
-            && series_json["patches"][0]["series"]
-                .as_array()
-                .is_some_and(|s| s.len() == 2),
-        || format!("{:?}", series_json["patches"]),
+        series_json.patches.first().is_some_and(|p| {
+            p.direction == crate::stages::patch::Direction::Reverse && p.series.len() == 2
+        }),
+        || format!("{:?}", series_json.patches),
     );
-    let builds_reused = series_json["builds"]
-        .as_array()
-        .is_some_and(|b| b.iter().all(|b| b["reused"] == true));
+    let builds_reused =
+        !series_json.builds.is_empty() && series_json.builds.iter().all(|b| b.reused);
     checks.check(
         "the series' kernels are the single patch's (same content, no rebuild)",
         builds_reused,
-        || format!("{:?}", series_json["builds"]),
+        || format!("{:?}", series_json.builds),
     );
     Ok(())
 }
@@ -1287,12 +1276,12 @@ fn free_port() -> Result<u16> {
 fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e: shared compile cache (redis-server) and distributed compiles (distccd)");
     let failed_before = checks.failed.len();
-    let local: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("probe-good.json"))?)?;
-    let local_sha = local["builds"][0]["bzimage_sha256"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let local = Record::read(&out.join("probe-good.json"))?;
+    let local_sha = local
+        .builds
+        .first()
+        .map(|b| b.bzimage_sha256.clone())
+        .unwrap_or_default();
     let dir = out.join("at-scale");
     std::fs::create_dir_all(&dir)?;
     let (redis_port, distcc_port) = (free_port()?, free_port()?);
@@ -1341,7 +1330,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     )?;
     let remote = format!("redis://127.0.0.1:{redis_port}");
     let machine =
-        |name: &str, extra: &[String], env_remote: bool| -> Result<(Option<i32>, String, Value)> {
+        |name: &str, extra: &[String], env_remote: bool| -> Result<(Option<i32>, String, Record)> {
             let json = dir.join(format!("{name}.json"));
             let mut argv = strings(&[
                 "--cache-dir",
@@ -1365,20 +1354,26 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
             let output = cmd.run()?;
             let text = String::from_utf8_lossy(&output.stdout).into_owned();
             std::fs::write(dir.join(format!("{name}.log")), &text)?;
-            let record = std::fs::read_to_string(&json)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null);
+            let record = Record::read(&json).unwrap_or_default();
             Ok((output.status.code(), text, record))
         };
-    let build_secs = |json: &Value| {
-        json["timings_seconds"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t[0] == "build probe")
-            .and_then(|t| t[1].as_f64())
-            .unwrap_or(0.0)
+    let build_secs = |json: &Record| {
+        let step = Step::Build {
+            variant: "probe".into(),
+        };
+        json.seconds(&step).unwrap_or(0.0)
+    };
+    // A machine that wrote no build record counts as a build that did nothing.
+    let no_build = BuildRecord {
+        variant: String::new(),
+        build_dir: String::new(),
+        bzimage: String::new(),
+        reused: true,
+        config_sha256: String::new(),
+        bzimage_sha256: String::new(),
+        ccache: None,
+        cache_remote: None,
+        distcc: None,
     };
     let distcc_hosts = format!("127.0.0.1:{distcc_port}/4");
     let (code_a, text_a, json_a) = machine(
@@ -1386,15 +1381,15 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
         &strings(&["--cache-remote", &remote, "--distcc", &distcc_hosts]),
         false,
     )?;
-    let a = &json_a["builds"][0];
+    let a = json_a.builds.first().unwrap_or(&no_build);
     let jobs_on_distccd = std::fs::read_to_string(&distcc_log)?
         .lines()
         .filter(|l| l.contains("COMPILE_OK"))
         .count() as u64;
-    let misses_a = a["ccache"]["misses"].as_u64().unwrap_or(0);
+    let misses_a = a.ccache.map_or(0, |c| c.misses);
     checks.check(
         "machine A (empty caches, --distcc): the kernel is good",
-        code_a == Some(0) && a["reused"] == false,
+        code_a == Some(0) && !a.reused,
         || {
             format!(
                 "exit {code_a:?}: {}",
@@ -1419,16 +1414,16 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     );
     checks.check(
         "machine A: the distcc-built kernel is byte-for-byte the local one",
-        !local_sha.is_empty() && a["bzimage_sha256"] == local_sha.as_str(),
-        || format!("{} vs local {local_sha}", a["bzimage_sha256"]),
+        !local_sha.is_empty() && a.bzimage_sha256 == local_sha,
+        || format!("{} vs local {local_sha}", a.bzimage_sha256),
     );
     let (code_b, text_b, json_b) = machine("machine-b", &[], true)?;
-    let b = &json_b["builds"][0];
-    let remote_hits = b["ccache"]["remote_hits"].as_u64().unwrap_or(0);
-    let misses_b = b["ccache"]["misses"].as_u64().unwrap_or(u64::MAX);
+    let b = json_b.builds.first().unwrap_or(&no_build);
+    let remote_hits = b.ccache.map_or(0, |c| c.remote_hits);
+    let misses_b = b.ccache.map_or(u64::MAX, |c| c.misses);
     checks.check(
         "machine B (empty local cache, PATVERIFY_CACHE_REMOTE): the kernel is good",
-        code_b == Some(0) && b["reused"] == false,
+        code_b == Some(0) && !b.reused,
         || {
             format!(
                 "exit {code_b:?}: {}",
@@ -1443,8 +1438,8 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
     );
     checks.check(
         "machine B: byte-for-byte the local kernel",
-        b["bzimage_sha256"] == local_sha.as_str(),
-        || format!("{} vs local {local_sha}", b["bzimage_sha256"]),
+        b.bzimage_sha256 == local_sha,
+        || format!("{} vs local {local_sha}", b.bzimage_sha256),
     );
     println!(
         "e2e: at scale: machine A built in {:.0} s ({misses_a} ccache misses, {jobs_on_distccd} compiles on distccd), machine B in {:.0} s ({remote_hits} remote hits, {misses_b} misses = {:.0} % hit rate)",
@@ -1467,16 +1462,18 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
 /// skipping the second, without touching the repository it was given.
 fn bisect_finds_the_commit(
     cache_root: &Path,
-    json: &Value,
+    json: &Record,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e: bisect over a synthetic kernel history");
     // The pristine source verify used (variant trees carry the hooked module).
     let tree = Path::new(
-        json["kernel"]["tree"]
-            .as_str()
-            .context("verify JSON names no source tree")?,
+        &json
+            .kernel
+            .as_ref()
+            .context("verify JSON names no source tree")?
+            .tree,
     );
     let repo = out.join("history");
     let _ = std::fs::remove_dir_all(&repo);
@@ -1645,15 +1642,17 @@ fn bisect_finds_the_commit(
 /// mode, so verify must refuse to call it a pass (exit 3).
 fn baseline_that_keeps_everything_is_not_a_pass(
     cache_root: &Path,
-    json: &Value,
+    json: &Record,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e: a patch that does not touch the bug");
     let tree = Path::new(
-        json["kernel"]["tree"]
-            .as_str()
-            .context("verify JSON names no source tree")?,
+        &json
+            .kernel
+            .as_ref()
+            .context("verify JSON names no source tree")?
+            .tree,
     );
     let path = unrelated_patch(tree, &out.join("unrelated.patch"))?;
     let args: Vec<String> = strings(&[

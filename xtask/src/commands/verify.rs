@@ -3,12 +3,14 @@
 //! session.rs holds what verify shares with probe.
 
 use crate::flags::Verify;
+use crate::record::{CandidateRecord, CandidateVerdict, PatchRecord, Step, Verdict};
 use crate::session::{Ctx, Session};
-use crate::stages::compare::{self, Run, Verdict};
+use crate::stages::compare::{self, Run};
 use crate::stages::patch::{self, Direction, PatchSet};
 use crate::stages::variant::{self, Spec, Variant};
 use crate::support::cache::sha256_hex;
 use crate::support::failure::{exit_code_of, fail, Kind};
+use crate::ui;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,7 @@ pub fn default_patch() -> PathBuf {
 }
 
 /// Records a patch file (name, hash, direction, the mails of a series) in
-/// the run's JSON.
+/// the run's record.
 pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -> Result<()> {
     let bytes = std::fs::read(&set.file).map_err(|e| {
         fail(
@@ -27,33 +29,36 @@ pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -
             format!("cannot read patch {}: {e}", set.file.display()),
         )
     })?;
-    session.json.patches.push(serde_json::json!({
-        "file": set.file.display().to_string(),
-        "sha256": sha256_hex(&bytes),
-        "direction": format!("{direction:?}").to_lowercase(),
-        "series": set.subjects,
-    }));
+    session.record.patches.push(PatchRecord {
+        file: set.file.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        direction,
+        series: set.subjects.clone(),
+    });
     Ok(())
+}
+
+/// The verdict and exit code of a verify that ended with `outcome`.
+pub fn verdict_of(outcome: &Result<()>) -> (Verdict, i32) {
+    let Err(err) = outcome else {
+        return (Verdict::Pass, 0);
+    };
+    let code = exit_code_of(err);
+    let verdict = if code == Kind::CandidateLost.exit_code() {
+        Verdict::Fail
+    } else if code == Kind::BaselineNotReproduced.exit_code() {
+        Verdict::NotReproduced
+    } else {
+        Verdict::Error
+    };
+    (verdict, code)
 }
 
 impl Verify {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         let mut session = Session::new(self.common.clone());
         let outcome = self.pipeline(&mut session, cache_root);
-        session.finish(outcome, |outcome| match outcome {
-            Ok(()) => ("pass", 0),
-            Err(err) => {
-                let code = exit_code_of(err);
-                (
-                    if code == Kind::CandidateLost.exit_code() {
-                        "fail"
-                    } else {
-                        "error"
-                    },
-                    code,
-                )
-            }
-        })
+        session.finish(outcome, verdict_of)
     }
 
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
@@ -66,90 +71,114 @@ impl Verify {
         eprintln!("==> variants");
         let plan = session
             .timings
-            .time("variants", || make_variants(&ctx, &patch_files))?;
+            .time(Step::Variants, || make_variants(&ctx, &patch_files))?;
         for candidate in &plan.candidates {
             note_patch(session, &candidate.patch, candidate.direction)?;
         }
-        let variants: Vec<Variant> = std::iter::once(plan.baseline)
+        let variants: Vec<Variant> = std::iter::once(plan.baseline.clone())
             .chain(plan.candidates.iter().map(|c| c.variant.clone()))
             .collect();
         session.note_variants(&variants);
         let built = session.build(&variants)?;
         let runs = session.boot(&ctx, &variants, &built)?;
-        let runs_of = |name: &str| -> Vec<Run> {
-            runs.iter().filter(|r| r.variant == name).cloned().collect()
-        };
-        let baseline = &variants[0];
-        let base_runs = runs_of(&baseline.name);
-
-        println!();
-        println!("kernel       {}", ctx.source.describe);
-        for v in &variants {
-            println!("{:<12} {}", v.name, v.describe);
-        }
-        println!();
-        for env in self.common.env.envs() {
-            let in_env: Vec<&Run> = variants
-                .iter()
-                .filter_map(|v| runs.iter().find(|r| r.env == env && r.variant == v.name))
-                .collect();
-            if in_env.len() != variants.len() {
-                return Err(anyhow::anyhow!("a run is missing for {}", env.name()));
-            }
-            println!("{}", compare::table(env, &in_env));
-        }
+        let envs = self.common.env.envs();
+        print!(
+            "{}",
+            ui::verify_tables(&ctx.source.describe, &variants, &envs, &runs)?
+        );
         println!("results: {}", ctx.out_dir.display());
-        let mut lost_by = Vec::new();
-        let mut not_reproduced = None;
-        for candidate in &plan.candidates {
-            let name = &candidate.variant.name;
-            let file = candidate
-                .patch
-                .file
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy();
-            let verdict = compare::verdict(&base_runs, &runs_of(name));
-            let lost = match &verdict {
-                Verdict::CandidateLost(lost) => lost.clone(),
-                _ => Vec::new(),
-            };
-            match &verdict {
-                Verdict::CandidateLost(lost) => {
-                    println!("{name:<12} {file}: LOSES {}", lost.join(", "));
-                    lost_by.push(format!("{name} ({file}) loses {}", lost.join(", ")));
-                }
-                Verdict::BaselineNotReproduced(envs) => not_reproduced = Some(envs.clone()),
-                Verdict::Pass => {
-                    println!("{name:<12} {file}: keeps every cache mode on every path")
-                }
-            }
-            session.json.candidates.push(serde_json::json!({
-                "name": name, "patch": candidate.patch.file.display().to_string(),
-                "verdict": if lost.is_empty() { "pass" } else { "fail" }, "lost": lost,
-            }));
+        let judged = judge(&plan, &runs);
+        for line in ui::candidate_lines(&judged) {
+            println!("{line}");
         }
-        if !lost_by.is_empty() {
-            return Err(fail(
-                Kind::CandidateLost,
-                format!("FAIL: {}", lost_by.join("; ")),
-            ));
-        }
-        if let Some(envs) = not_reproduced {
-            let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
-            return Err(fail(
-                Kind::BaselineNotReproduced,
-                format!("the baseline kept every mode in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")),
-            ));
-        }
-        let which = if plan.candidates.len() == 1 {
-            "the candidate keeps"
-        } else {
-            "every candidate keeps"
-        };
-        println!("PASS: {which} every cache mode; the baseline loses some (bug reproduced)");
-        Ok(())
+        session.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
+        conclude(&judged, plan.candidates.len())
     }
+}
+
+/// A candidate judged against the baseline.
+pub struct Judged {
+    pub record: CandidateRecord,
+    /// The patch's file name, for people.
+    pub file: String,
+    pub verdict: compare::Verdict,
+}
+
+/// Each candidate's verdict against the baseline's runs.
+fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
+    let runs_of =
+        |name: &str| -> Vec<Run> { runs.iter().filter(|r| r.variant == name).cloned().collect() };
+    let base_runs = runs_of(&plan.baseline.name);
+    plan.candidates
+        .iter()
+        .map(|candidate| {
+            let name = candidate.variant.name.clone();
+            let verdict = compare::verdict(&base_runs, &runs_of(&name));
+            let (lost, kind) = match &verdict {
+                compare::Verdict::CandidateLost(lost) => (lost.clone(), CandidateVerdict::Fail),
+                compare::Verdict::BaselineNotReproduced(_) => {
+                    (Vec::new(), CandidateVerdict::NotReproduced)
+                }
+                compare::Verdict::Pass => (Vec::new(), CandidateVerdict::Pass),
+            };
+            let path = &candidate.patch.file;
+            Judged {
+                record: CandidateRecord {
+                    name,
+                    patch: path.display().to_string(),
+                    verdict: kind,
+                    lost,
+                },
+                file: path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into(),
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// The run's end: a candidate that loses a row fails the run; a baseline
+/// that lost nothing makes it prove nothing; otherwise PASS.
+fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
+    let lost_by: Vec<String> = judged
+        .iter()
+        .filter(|j| !j.record.lost.is_empty())
+        .map(|j| {
+            format!(
+                "{} ({}) loses {}",
+                j.record.name,
+                j.file,
+                j.record.lost.join(", ")
+            )
+        })
+        .collect();
+    if !lost_by.is_empty() {
+        return Err(fail(
+            Kind::CandidateLost,
+            format!("FAIL: {}", lost_by.join("; ")),
+        ));
+    }
+    let not_reproduced = judged.iter().find_map(|j| match &j.verdict {
+        compare::Verdict::BaselineNotReproduced(envs) => Some(envs.clone()),
+        _ => None,
+    });
+    if let Some(envs) = not_reproduced {
+        let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
+        return Err(fail(
+            Kind::BaselineNotReproduced,
+            format!("the baseline kept every mode in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")),
+        ));
+    }
+    let which = if candidates == 1 {
+        "the candidate keeps"
+    } else {
+        "every candidate keeps"
+    };
+    println!("PASS: {which} every cache mode; the baseline loses some (bug reproduced)");
+    Ok(())
 }
 
 struct Candidate {

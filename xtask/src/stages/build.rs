@@ -161,7 +161,7 @@ pub struct Built {
 
 /// ccache's counters (`ccache --print-stats`); a build's own are the
 /// difference of two readings around it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CcacheStats {
     /// Compiles answered from a cache (local or remote).
     pub hits: u64,

@@ -1,7 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::stages::ktap::{ModeResult, Report, MODES};
+use crate::stages::ktap::{CacheMode, ModeResult, ProbePath, Report};
 use crate::stages::qemu::Env;
 use serde::Serialize;
 
@@ -15,44 +15,64 @@ pub struct Run {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The candidate keeps every mode everywhere; the baseline loses some.
+    /// The candidate measured and kept every row the baseline lost, and
+    /// lost none.
     Pass,
-    /// The candidate loses these ("env path mode→observed").
+    /// The candidate loses these rows, or did not measure a row the baseline
+    /// lost ("env path mode→observed" / "env path mode: not measured").
     CandidateLost(Vec<String>),
     /// The baseline lost nothing in these environments: the bug was not reproduced.
     BaselineNotReproduced(Vec<Env>),
+}
+
+fn row_name(env: Env, r: &ModeResult) -> String {
+    format!("{env} {} {}", r.path, r.requested)
 }
 
 /// "env path mode→observed" for every mode a run lost.
 pub fn lost_modes(runs: &[Run]) -> Vec<String> {
     runs.iter()
         .flat_map(|run| {
+            run.report.results.iter().filter_map(move |r| {
+                let observed = r.observed().filter(|_| r.lost())?;
+                Some(format!("{}→{observed}", row_name(run.env, r)))
+            })
+        })
+        .collect()
+}
+
+/// Rows the baseline lost that the candidate did not measure (skipped or
+/// missing): a candidate cannot pass by leaving them out.
+fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
+    let measured = |env: Env, lost: &ModeResult| {
+        candidate.iter().filter(|c| c.env == env).any(|c| {
+            c.report.results.iter().any(|r| {
+                r.path == lost.path && r.requested == lost.requested && r.observed().is_some()
+            })
+        })
+    };
+    baseline
+        .iter()
+        .flat_map(|run| {
             run.report
                 .results
                 .iter()
-                .filter(|r| r.lost())
-                .map(move |r| {
-                    format!(
-                        "{} {} {}→{}",
-                        run.env.name(),
-                        r.path,
-                        r.requested,
-                        r.observed
-                    )
-                })
+                .filter(|r| r.lost() && !measured(run.env, r))
+                .map(|r| format!("{}: not measured", row_name(run.env, r)))
         })
         .collect()
 }
 
 /// One candidate against the baseline.
 pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
-    let candidate_lost = lost_modes(candidate);
+    let mut candidate_lost = lost_modes(candidate);
+    candidate_lost.extend(unmeasured(baseline, candidate));
     if !candidate_lost.is_empty() {
         return Verdict::CandidateLost(candidate_lost);
     }
     let not_reproduced: Vec<Env> = baseline
         .iter()
-        .filter(|run| !run.report.results.iter().any(|r| r.lost()))
+        .filter(|run| !run.report.results.iter().any(ModeResult::lost))
         .map(|run| run.env)
         .collect();
     if !not_reproduced.is_empty() {
@@ -64,27 +84,32 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
 fn cell(result: Option<&ModeResult>) -> String {
     match result {
         None => "(not run)".to_string(),
-        Some(r) if r.skipped.is_some() => "skip".to_string(),
-        Some(r) if r.kept => format!("{:<3} kept", r.observed),
-        Some(r) => format!("{:<3} LOST", r.observed),
+        Some(r) => match r.observed() {
+            None => "skip".to_string(),
+            Some(observed) if r.kept() => format!("{observed:<3} kept"),
+            Some(observed) => format!("{observed:<3} LOST"),
+        },
     }
+}
+
+fn layout(run: &Run) -> String {
+    let modes: Vec<&str> = run.report.pat_layout.iter().map(|m| m.name()).collect();
+    modes.join(" ")
+}
+
+fn row(run: &Run, path: ProbePath, mode: CacheMode) -> Option<&ModeResult> {
+    let mut rows = run.report.results.iter();
+    rows.find(|r| r.path == path && r.requested == mode)
 }
 
 /// The table of one environment: a row per path and mode, a column per
 /// variant (the first is the baseline), then the baseline's PTE bits.
 pub fn table(env: Env, runs: &[&Run]) -> String {
-    let mut out = format!("{} — PAT layout (entries 0..7):\n", env.name());
+    let mut out = format!("{env} — PAT layout (entries 0..7):\n");
     for run in runs {
-        out += &format!(
-            "  {:<12} {}{}\n",
-            run.variant,
-            run.report.pat_layout.join(" "),
-            run.report
-                .pat_msr
-                .as_deref()
-                .map(|m| format!("   (PAT MSR {m})"))
-                .unwrap_or_default()
-        );
+        let msr = run.report.pat_msr.as_deref();
+        let msr = msr.map(|m| format!("   (PAT MSR {m})")).unwrap_or_default();
+        out += &format!("  {:<12} {}{msr}\n", run.variant, layout(run));
     }
     let width = runs
         .iter()
@@ -93,52 +118,30 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
         .unwrap_or(0)
         .max(9)
         + 2;
-    out += &format!("  {:<27} {:<4} ", "path", "mode");
+    out += &format!("  {:<pw$} {:<4} ", "path", "mode", pw = ProbePath::WIDTH);
     for run in runs {
         out += &format!("{:<width$}", run.variant);
     }
-    out += &format!(
-        "{} PTE before → after\n",
-        runs.first().map_or("", |r| r.variant.as_str())
-    );
-    let mut paths: Vec<&str> = runs
+    let first = runs.first().map_or("", |r| r.variant.as_str());
+    out += &format!("{first} PTE before → after\n");
+    let mut paths: Vec<ProbePath> = runs
         .iter()
-        .flat_map(|run| run.report.results.iter().map(|r| r.path.as_str()))
+        .flat_map(|run| run.report.results.iter().map(|r| r.path))
         .collect();
+    paths.sort();
     paths.dedup();
-    let mut seen = Vec::new();
-    paths.retain(|p| {
-        if seen.contains(p) {
-            false
-        } else {
-            seen.push(*p);
-            true
-        }
-    });
     for path in paths {
-        for mode in MODES {
-            let find = |run: &Run| {
-                run.report
-                    .results
-                    .iter()
-                    .find(|r| r.path == path && r.requested == mode)
-                    .cloned()
-            };
-            let cells: Vec<Option<ModeResult>> = runs.iter().map(|run| find(run)).collect();
-            let marker = if cells.iter().flatten().any(ModeResult::lost) {
-                "!"
-            } else {
-                " "
-            };
-            out += &format!("{marker} {path:<27} {mode:<4} ");
+        for &mode in CacheMode::ALL {
+            let cells: Vec<Option<&ModeResult>> =
+                runs.iter().map(|run| row(run, path, mode)).collect();
+            let lost = cells.iter().flatten().any(|r| r.lost());
+            let marker = if lost { "!" } else { " " };
+            out += &format!("{marker} {path:<pw$} {mode:<4} ", pw = ProbePath::WIDTH);
             for c in &cells {
-                out += &format!("{:<width$}", cell(c.as_ref()));
+                out += &format!("{:<width$}", cell(*c));
             }
-            if let Some(Some(b)) = cells
-                .first()
-                .filter(|b| b.as_ref().is_some_and(|b| b.skipped.is_none()))
-            {
-                out += &format!("{} → {}", b.pte_before, b.pte_after);
+            if let Some(Some(b)) = cells.first() {
+                out += &b.ptes();
             }
             out += "\n";
         }
@@ -148,23 +151,16 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
 
 /// One boot's results alone (probe).
 pub fn single_table(run: &Run) -> String {
-    let mut out = format!(
-        "{} — PAT layout: {}\n",
-        run.env.name(),
-        run.report.pat_layout.join(" ")
-    );
+    let mut out = format!("{} — PAT layout: {}\n", run.env, layout(run));
     for r in &run.report.results {
         let marker = if r.lost() { '!' } else { ' ' };
-        let ptes = if r.skipped.is_some() {
-            String::new()
-        } else {
-            format!("{} → {}", r.pte_before, r.pte_after)
-        };
         out += &format!(
-            "{marker} {:<27} {:<4} {:<10} {ptes}\n",
+            "{marker} {:<pw$} {:<4} {:<10} {}\n",
             r.path,
             r.requested,
-            cell(Some(r))
+            cell(Some(r)),
+            r.ptes(),
+            pw = ProbePath::WIDTH
         );
     }
     out

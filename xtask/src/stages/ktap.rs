@@ -1,13 +1,11 @@
 //! Reading what a guest printed: the report between the init's markers on the
 //! console, the boot failures around it, and the module's KTAP v1.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub const BEGIN: &str = "==== PATVERIFY REPORT BEGIN ====";
-pub const END: &str = "==== PATVERIFY REPORT END";
-pub const GUEST_ERROR: &str = "==== PATVERIFY ERROR:";
-
-pub const MODES: [&str; 6] = ["WB", "WC", "UC-", "UC", "WT", "WP"];
+pub use patverify_protocol::{
+    CacheMode, ProbePath, GUEST_ERROR, REPORT_BEGIN as BEGIN, REPORT_END as END,
+};
 
 /// Why a boot produced no usable report.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,36 +88,147 @@ pub fn extract(console: &str) -> Result<String, BootProblem> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A PTE's (or PMD's) flag bits, written as `0x` and 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pte(pub u64);
+
+impl std::fmt::Display for Pte {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for Pte {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Pte, String> {
+        text.strip_prefix("0x")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(Pte)
+            .ok_or_else(|| format!("{text:?} is not a hex PTE value"))
+    }
+}
+
+impl Serialize for Pte {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pte {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One row of a report: a mode requested along a path, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeResult {
-    pub path: String,
-    pub requested: String,
-    pub observed: String,
-    pub pte_before: String,
-    pub pte_after: String,
-    pub kept: bool,
-    /// KTAP `# SKIP` reason: the path cannot run in this environment
-    /// (neither kept nor lost).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
+    pub path: ProbePath,
+    pub requested: CacheMode,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What the module found for one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The entry's flags before and after the path, and the mode the kernel
+    /// decodes from them after.
+    Measured {
+        observed: CacheMode,
+        pte_before: Pte,
+        pte_after: Pte,
+    },
+    /// KTAP `# SKIP`: the path cannot run here (neither kept nor lost).
+    Skipped { reason: String },
 }
 
 impl ModeResult {
+    /// The mode the kernel decodes after the path, if the row was measured.
+    pub fn observed(&self) -> Option<CacheMode> {
+        match self.outcome {
+            Outcome::Measured { observed, .. } => Some(observed),
+            Outcome::Skipped { .. } => None,
+        }
+    }
+
+    /// Measured, and the mode survived.
+    pub fn kept(&self) -> bool {
+        self.observed() == Some(self.requested)
+    }
+
+    /// Measured, and the mode did not survive.
     pub fn lost(&self) -> bool {
-        !self.kept && self.skipped.is_none()
+        self.observed().is_some_and(|o| o != self.requested)
+    }
+
+    /// Why the row was skipped, if it was.
+    pub fn skip_reason(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Skipped { reason } => Some(reason),
+            Outcome::Measured { .. } => None,
+        }
+    }
+
+    /// "before → after" for measured rows, "" for skipped ones.
+    pub fn ptes(&self) -> String {
+        match &self.outcome {
+            Outcome::Measured {
+                pte_before,
+                pte_after,
+                ..
+            } => format!("{pte_before} → {pte_after}"),
+            Outcome::Skipped { .. } => String::new(),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// PAT entries 0..7 as the kernel decodes them.
-    pub pat_layout: Vec<String>,
+    pub pat_layout: Vec<CacheMode>,
     pub pat_msr: Option<String>,
     pub results: Vec<ModeResult>,
 }
 
+/// The cache modes of PAT entries 0..7 as the IA32_PAT MSR programs them
+/// (entry i in bits 8i..8i+2: 0 UC, 1 WC, 4 WT, 5 WP, 6 WB, 7 UC-).
+pub fn pat_layout_of_msr(msr: u64) -> Result<[CacheMode; 8], String> {
+    let mut layout = [CacheMode::Wb; 8];
+    for (index, entry) in layout.iter_mut().enumerate() {
+        *entry = match (msr >> (8 * index)) & 0x7 {
+            0 => CacheMode::Uc,
+            1 => CacheMode::Wc,
+            4 => CacheMode::Wt,
+            5 => CacheMode::Wp,
+            6 => CacheMode::Wb,
+            7 => CacheMode::UcMinus,
+            reserved => {
+                return Err(format!(
+                    "PAT MSR 0x{msr:016x}: entry {index} has the reserved type {reserved}"
+                ))
+            }
+        };
+    }
+    Ok(layout)
+}
+
 fn key_values(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split_whitespace().filter_map(|kv| kv.split_once('='))
+}
+
+/// What the parser has read so far.
+#[derive(Default)]
+struct Reading {
+    plan: Option<usize>,
+    pat_layout: Vec<CacheMode>,
+    pat_msr: Option<String>,
+    /// `# PATH.MODE: key=value …` lines, by test name.
+    diagnostics: Vec<(String, Vec<(String, String)>)>,
+    results: Vec<ModeResult>,
 }
 
 /// Parses the module's KTAP v1 and checks it is complete and consistent.
@@ -128,130 +237,166 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
     if lines.next() != Some("KTAP version 1") {
         return Err("does not start with \"KTAP version 1\"".into());
     }
-    let mut plan = None;
-    let mut pat_layout = Vec::new();
-    let mut pat_msr = None;
-    let mut diagnostics: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    let mut results = Vec::new();
+    let mut reading = Reading::default();
     for line in lines {
+        reading.line(line)?;
+    }
+    let plan = reading.plan.ok_or("no test plan line")?;
+    if plan != reading.results.len() {
+        return Err(format!(
+            "plan says {plan} tests, {} reported",
+            reading.results.len()
+        ));
+    }
+    if reading.pat_layout.len() != 8 {
+        return Err(format!(
+            "PAT layout has {} entries, not 8",
+            reading.pat_layout.len()
+        ));
+    }
+    if let Some(msr) = reading
+        .pat_msr
+        .as_deref()
+        .and_then(|m| m.parse::<Pte>().ok())
+    {
+        let decoded = pat_layout_of_msr(msr.0)?;
+        if decoded[..] != reading.pat_layout[..] {
+            let names =
+                |layout: &[CacheMode]| -> Vec<&str> { layout.iter().map(|m| m.name()).collect() };
+            return Err(format!(
+                "the PAT MSR {msr} decodes to {} but the kernel reports the layout {}",
+                names(&decoded).join(" "),
+                names(&reading.pat_layout).join(" ")
+            ));
+        }
+    }
+    Ok(Report {
+        pat_layout: reading.pat_layout,
+        pat_msr: reading.pat_msr,
+        results: reading.results,
+    })
+}
+
+impl Reading {
+    fn line(&mut self, line: &str) -> Result<(), String> {
         if let Some(rest) = line.strip_prefix("# patverify: ") {
             if let Some(layout) = rest.strip_prefix("pat_layout=") {
-                pat_layout = layout.split_whitespace().map(String::from).collect();
+                self.pat_layout = layout
+                    .split_whitespace()
+                    .map(|m| m.parse().map_err(|e| format!("PAT layout: {e}")))
+                    .collect::<Result<_, String>>()?;
             } else if let Some(msr) = rest.strip_prefix("pat_msr=") {
-                pat_msr = Some(msr.to_string());
+                self.pat_msr = Some(msr.to_string());
             }
         } else if let Some(rest) = line.strip_prefix("# ") {
             if let Some((name, kvs)) = rest.split_once(": ") {
                 let kvs = key_values(kvs)
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
-                diagnostics.push((name.to_string(), kvs));
+                self.diagnostics.push((name.to_string(), kvs));
             }
         } else if let Some(n) = line.strip_prefix("1..") {
-            plan = Some(
-                n.parse::<usize>()
-                    .map_err(|_| format!("bad plan line {line:?}"))?,
-            );
+            let n = n.parse().map_err(|_| format!("bad plan line {line:?}"))?;
+            self.plan = Some(n);
         } else {
-            let (ok, rest) = if let Some(r) = line.strip_prefix("ok ") {
-                (true, r)
-            } else if let Some(r) = line.strip_prefix("not ok ") {
-                (false, r)
-            } else {
-                return Err(format!("unexpected line {line:?}"));
-            };
-            let (number, name) = rest
-                .split_once(' ')
-                .ok_or_else(|| format!("bad result line {line:?}"))?;
-            let number: usize = number
-                .parse()
-                .map_err(|_| format!("bad test number in {line:?}"))?;
-            if number != results.len() + 1 {
-                return Err(format!("test {number} out of order"));
-            }
-            let (name, directive) = match name.split_once(" # ") {
-                Some((name, directive)) => (name.trim(), Some(directive.trim())),
-                None => (name.trim(), None),
-            };
-            let (path, mode) = name
-                .rsplit_once('.')
-                .ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;
-            if let Some(reason) = directive.and_then(|d| d.strip_prefix("SKIP")) {
-                if !ok || !MODES.contains(&mode) {
-                    return Err(format!("bad SKIP line {line:?}"));
-                }
-                let none = String::from("-");
-                results.push(ModeResult {
-                    path: path.to_string(),
-                    requested: mode.to_string(),
-                    observed: "skip".into(),
-                    pte_before: none.clone(),
-                    pte_after: none,
-                    kept: false,
-                    skipped: Some(reason.trim().to_string()),
-                });
-                continue;
-            }
-            let kvs = diagnostics
-                .iter()
-                .rev()
-                .find(|(n, _)| n == name)
-                .map(|(_, kvs)| kvs)
-                .ok_or_else(|| format!("no diagnostic line for {name}"))?;
-            let get = |key: &str| {
-                kvs.iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .ok_or_else(|| format!("{name}: no {key}="))
-            };
-            let result = ModeResult {
-                path: path.to_string(),
-                requested: get("requested")?,
-                observed: get("observed")?,
-                pte_before: get("pte_before")?,
-                pte_after: get("pte_after")?,
-                kept: ok,
-                skipped: None,
-            };
-            if result.observed == "none" {
-                return Err(format!(
-                    "{name} was not measured (the guest's /init did not exercise that path)"
-                ));
-            }
-            if result.requested != mode || !MODES.contains(&mode) {
-                return Err(format!(
-                    "{name}: requested mode {} does not match",
-                    result.requested
-                ));
-            }
-            if (result.observed == result.requested) != ok {
-                return Err(format!(
-                    "{name}: result {} contradicts observed={}",
-                    if ok { "ok" } else { "not ok" },
-                    result.observed
-                ));
-            }
-            results.push(result);
+            let result = self.result_line(line)?;
+            self.results.push(result);
         }
+        Ok(())
     }
-    let plan = plan.ok_or("no test plan line")?;
-    if plan != results.len() {
-        return Err(format!(
-            "plan says {plan} tests, {} reported",
-            results.len()
-        ));
+
+    /// `ok N PATH.MODE [# SKIP reason]` / `not ok N PATH.MODE`, with its
+    /// diagnostic line read earlier.
+    fn result_line(&self, line: &str) -> Result<ModeResult, String> {
+        let (ok, rest) = if let Some(r) = line.strip_prefix("ok ") {
+            (true, r)
+        } else if let Some(r) = line.strip_prefix("not ok ") {
+            (false, r)
+        } else {
+            return Err(format!("unexpected line {line:?}"));
+        };
+        let (number, name) = rest
+            .split_once(' ')
+            .ok_or_else(|| format!("bad result line {line:?}"))?;
+        let number: usize = number
+            .parse()
+            .map_err(|_| format!("bad test number in {line:?}"))?;
+        if number != self.results.len() + 1 {
+            return Err(format!("test {number} out of order"));
+        }
+        let (name, directive) = match name.split_once(" # ") {
+            Some((name, directive)) => (name.trim(), Some(directive.trim())),
+            None => (name.trim(), None),
+        };
+        let (path, mode) = name
+            .rsplit_once('.')
+            .ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;
+        let path: ProbePath = path.parse().map_err(|e| format!("{name}: {e}"))?;
+        let requested: CacheMode = mode.parse().map_err(|e| format!("{name}: {e}"))?;
+        if let Some(reason) = directive.and_then(|d| d.strip_prefix("SKIP")) {
+            if !ok {
+                return Err(format!("bad SKIP line {line:?}"));
+            }
+            let reason = reason.trim().to_string();
+            return Ok(ModeResult {
+                path,
+                requested,
+                outcome: Outcome::Skipped { reason },
+            });
+        }
+        let outcome = self.measured(name, requested)?;
+        let result = ModeResult {
+            path,
+            requested,
+            outcome,
+        };
+        if result.kept() != ok {
+            return Err(format!(
+                "{name}: result {} contradicts observed={}",
+                if ok { "ok" } else { "not ok" },
+                result.observed().map_or("?", CacheMode::name)
+            ));
+        }
+        Ok(result)
     }
-    if pat_layout.len() != 8 {
-        return Err(format!(
-            "PAT layout has {} entries, not 8",
-            pat_layout.len()
-        ));
+
+    /// The measurement a diagnostic line gives for test `name`.
+    fn measured(&self, name: &str, requested: CacheMode) -> Result<Outcome, String> {
+        let kvs = self
+            .diagnostics
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, kvs)| kvs)
+            .ok_or_else(|| format!("no diagnostic line for {name}"))?;
+        let get = |key: &str| {
+            kvs.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| format!("{name}: no {key}="))
+        };
+        if get("observed")? == "none" {
+            return Err(format!(
+                "{name} was not measured (the guest's /init did not exercise that path)"
+            ));
+        }
+        if get("requested")? != requested.name() {
+            return Err(format!(
+                "{name}: requested mode {} does not match",
+                get("requested")?
+            ));
+        }
+        let field = |key: &str| -> Result<Pte, String> {
+            get(key)?.parse().map_err(|e| format!("{name}: {key}: {e}"))
+        };
+        Ok(Outcome::Measured {
+            observed: get("observed")?
+                .parse()
+                .map_err(|e| format!("{name}: observed: {e}"))?,
+            pte_before: field("pte_before")?,
+            pte_after: field("pte_after")?,
+        })
     }
-    Ok(Report {
-        pat_layout,
-        pat_msr,
-        results,
-    })
 }
 
 #[cfg(test)]
@@ -260,16 +405,16 @@ pub mod tests {
 
     /// A KTAP report in the module's format (what the native baseline prints).
     pub fn sample_ktap(lost: &[(&str, &str)]) -> String {
-        let mut s = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0007010600070106\n1..6\n");
-        for (i, mode) in MODES.iter().enumerate() {
+        let mut s = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n1..6\n");
+        for (i, mode) in CacheMode::ALL.iter().map(|m| m.name()).enumerate() {
             let observed = lost
                 .iter()
-                .find(|(m, _)| m == mode)
-                .map_or(*mode, |(_, o)| *o);
+                .find(|(m, _)| *m == mode)
+                .map_or(mode, |(_, o)| *o);
             s += &format!(
                 "# vma_set_page_prot.{mode}: requested={mode} pte_before=0x80000000000000{i:02x} pte_after=0x80000000000000{i:02x} observed={observed}\n"
             );
-            let status = if observed == *mode { "ok" } else { "not ok" };
+            let status = if observed == mode { "ok" } else { "not ok" };
             s += &format!("{status} {} vma_set_page_prot.{mode}\n", i + 1);
         }
         s
@@ -283,18 +428,15 @@ pub mod tests {
     #[test]
     fn parses_a_report_with_lost_modes() {
         let report = parse_ktap(&sample_ktap(&[("WT", "UC"), ("WP", "WC")])).unwrap();
-        assert_eq!(
-            report.pat_layout,
-            ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]
-        );
+        assert_eq!(report.pat_layout, crate::stages::qemu::LINUX_PAT_LAYOUT);
         assert_eq!(report.results.len(), 6);
         let wt = &report.results[4];
         assert_eq!(
-            (wt.requested.as_str(), wt.observed.as_str(), wt.kept),
-            ("WT", "UC", false)
+            (wt.requested, wt.observed(), wt.kept(), wt.lost()),
+            (CacheMode::Wt, Some(CacheMode::Uc), false, true)
         );
-        assert_eq!(wt.path, "vma_set_page_prot");
-        assert!(report.results[0].kept);
+        assert_eq!(wt.path, ProbePath::VmaSetPageProt);
+        assert!(report.results[0].kept());
     }
 
     #[test]
@@ -304,19 +446,15 @@ pub mod tests {
         let report = parse_ktap(&ktap).unwrap();
         let skipped = &report.results[6];
         assert_eq!(
+            (skipped.path, skipped.requested, skipped.skip_reason()),
             (
-                skipped.path.as_str(),
-                skipped.requested.as_str(),
-                skipped.skipped.as_deref()
-            ),
-            (
-                "pmd_modify_ioremap_encoding",
-                "WB",
+                ProbePath::PmdModifyIoremapEncoding,
+                CacheMode::Wb,
                 Some("Xen PV has no 2 MiB pages")
             )
         );
-        assert!(!skipped.kept && !skipped.lost());
-        assert!(report.results[..6].iter().all(|r| r.kept && !r.lost()));
+        assert!(!skipped.kept() && !skipped.lost());
+        assert!(report.results[..6].iter().all(|r| r.kept() && !r.lost()));
         let failed_skip = ktap.replace(
             "ok 7 pmd_modify_ioremap_encoding",
             "not ok 7 pmd_modify_ioremap_encoding",

@@ -10,7 +10,8 @@ use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The tree lacks the patch: baseline = tree, candidate = tree + patch.
     Forward,

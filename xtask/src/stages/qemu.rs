@@ -5,13 +5,17 @@
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
-use serde::Serialize;
+use patverify_protocol::CacheMode;
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+/// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Env {
     Native,
@@ -19,11 +23,29 @@ pub enum Env {
 }
 
 impl Env {
+    pub const ALL: [Env; 2] = [Env::Native, Env::Xen];
+
     pub fn name(self) -> &'static str {
         match self {
             Env::Native => "native",
             Env::Xen => "xen",
         }
+    }
+}
+
+impl std::fmt::Display for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for Env {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Env, String> {
+        Env::ALL
+            .into_iter()
+            .find(|e| e.name() == text)
+            .ok_or_else(|| format!("{text:?} is not an environment (native, xen)"))
     }
 }
 
@@ -210,7 +232,10 @@ pub fn run(boot: &Boot) -> Result<Console> {
 
 /// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
 /// a guest reporting it under Xen did not really run with Xen's layout.
-pub const LINUX_PAT_LAYOUT: [&str; 8] = ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"];
+pub const LINUX_PAT_LAYOUT: [CacheMode; 8] = {
+    use CacheMode::*;
+    [Wb, Wc, UcMinus, Uc, Wb, Wp, UcMinus, Wt]
+};
 
 /// Checks from the console that the boot ran in the environment it was
 /// meant to: under Xen, that the hypervisor started and ran Linux as a PV dom0.

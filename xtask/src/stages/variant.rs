@@ -10,8 +10,12 @@ use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
+/// The upstream fix in its 6.12 form (patches/): verify's default candidate.
 pub const DEFAULT_PATCH: &str =
     "0001-x86-mm-fix-PAT-bit-missing-from-page-protection-modify-mask.patch";
+
+/// The mailing-list thread's v2 proposal (patches/).
+pub const PROPOSAL_PATCH: &str = "0002-v2-proposal-widen-the-mask-in-pgprot_modify-only.patch";
 
 /// The repository's own files the variants are made from.
 pub fn repo_dir() -> PathBuf {

@@ -1,0 +1,249 @@
+//! The guest protocol: what the kernel module, the guest's `/init` and the
+//! host agree on. The module (kernel Rust, built inside the kernel tree)
+//! cannot depend on this crate; `tests::the_module_names_the_same_modes_and_paths`
+//! checks that module/*.rs and module/helpers.c say the same.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Printed by `/init` before the module's KTAP report.
+pub const REPORT_BEGIN: &str = "==== PATVERIFY REPORT BEGIN ====";
+/// Starts the line after the report: `==== PATVERIFY REPORT END lines=N ====`.
+pub const REPORT_END: &str = "==== PATVERIFY REPORT END";
+/// Starts the line `/init` prints instead of a report when it fails.
+pub const GUEST_ERROR: &str = "==== PATVERIFY ERROR:";
+
+/// The module's debugfs files, as `/init` mounts debugfs (at /debug).
+pub mod files {
+    /// The KTAP report.
+    pub const RESULTS: &str = "/debug/patverify/results";
+    /// The driver-style mapping; the page offset picks the mode.
+    pub const MMAP: &str = "/debug/patverify/mmap";
+    /// Commands from `/init`: `PATH MODE ADDR` (see [`super::ProbePath::is_guest_driven`]) or `oops`.
+    pub const PROBE: &str = "/debug/patverify/probe";
+}
+
+/// The `probe` command that oopses the writing task (failure injection).
+pub const OOPS_COMMAND: &str = "oops";
+
+/// The kernel command-line parameter (passed to `/init`'s environment) that
+/// injects a failure for the harness's own tests.
+pub const FAULT_PARAMETER: &str = "patverify_fault";
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in report order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The name used in the KTAP report, the tables and the JSON.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// Position in [`Self::ALL`].
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.name())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|value| value.name() == text)
+                    .ok_or_else(|| UnknownName { kind: stringify!($name), name: text.to_string() })
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// x86 page cache modes, in the order of the kernel's
+    /// `enum page_cache_mode` (the `mmap` file's page offset is the index).
+    CacheMode {
+        /// Write-back.
+        Wb = "WB",
+        /// Write-combining.
+        Wc = "WC",
+        /// Uncached, overridable by MTRRs.
+        UcMinus = "UC-",
+        /// Uncached.
+        Uc = "UC",
+        /// Write-through.
+        Wt = "WT",
+        /// Write-protected.
+        Wp = "WP",
+    }
+}
+
+named_enum! {
+    /// The paths along which the module measures each mode, in report order.
+    ProbePath {
+        /// `vma_set_page_prot()` on a fresh VMA, at boot.
+        VmaSetPageProt = "vma_set_page_prot",
+        /// `/init` maps the `mmap` file and touches it; installed PTE.
+        MmapFault = "mmap_fault",
+        /// `/init` mprotect()s that mapping read-only and back; installed PTE.
+        Mprotect = "mprotect",
+        /// Synthetic: `pte_modify()` called directly on an entry built at boot.
+        PteModifyDirect = "pte_modify_direct",
+        /// Synthetic: `pmd_modify()` called directly on a 2 MiB entry in the
+        /// ioremap encoding (cannot differ between a fixed and a broken kernel).
+        PmdModifyIoremapEncoding = "pmd_modify_ioremap_encoding",
+    }
+}
+
+impl ProbePath {
+    /// The widest name, for tables.
+    pub const WIDTH: usize = 27;
+
+    /// Whether `/init` drives the path (a `probe` command `PATH MODE ADDR`
+    /// after it touched or mprotect()ed its mapping); the others run at boot.
+    pub const fn is_guest_driven(self) -> bool {
+        matches!(self, ProbePath::MmapFault | ProbePath::Mprotect)
+    }
+
+    /// Whether the path calls a kernel function directly instead of going
+    /// through a real mapping (said so in the tables and the README).
+    pub const fn is_synthetic(self) -> bool {
+        matches!(
+            self,
+            ProbePath::PteModifyDirect | ProbePath::PmdModifyIoremapEncoding
+        )
+    }
+}
+
+named_enum! {
+    /// Failures `/init` injects for the harness's tests (`patverify_fault=`).
+    Fault {
+        /// Never print, never power off: the host's timeout must end it.
+        Hang = "hang",
+        /// Print half the report, as a stalled console would.
+        Truncate = "truncate",
+        /// Corrupt one line of the report.
+        Garble = "garble",
+        /// Have a child write `oops` to the probe file.
+        Oops = "oops",
+    }
+}
+
+/// A name that is none of an enum's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    kind: &'static str,
+    name: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a {}", self.name, self.kind)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for mode in CacheMode::ALL {
+            assert_eq!(mode.name().parse::<CacheMode>(), Ok(*mode));
+        }
+        for path in ProbePath::ALL {
+            assert_eq!(path.name().parse::<ProbePath>(), Ok(*path));
+            assert!(path.name().len() <= ProbePath::WIDTH);
+        }
+        assert_eq!(CacheMode::ALL[4], CacheMode::Wt);
+        assert_eq!(CacheMode::Wp.index(), 5);
+        assert!("UC+"
+            .parse::<CacheMode>()
+            .unwrap_err()
+            .to_string()
+            .contains("CacheMode"));
+        assert_eq!(format!("{:<4}|", CacheMode::Uc), "UC  |");
+    }
+
+    fn module_file(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../module")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The quoted names in the match arms of the `fn name(self)` that follows `marker`.
+    fn names_after(text: &str, marker: &str) -> Vec<String> {
+        let start = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"));
+        let body = &text[start..];
+        let body = &body[..body.find("\n    }\n").expect("end of fn")];
+        body.split("=> \"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').expect("closing quote")].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_module_names_the_same_modes_and_paths() {
+        let ffi = module_file("ffi.rs");
+        let module = module_file("patverify.rs");
+        let helpers = module_file("helpers.c");
+        let modes: Vec<&str> = CacheMode::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names_after(&ffi, "impl CacheMode {"),
+            modes,
+            "module/ffi.rs"
+        );
+        let paths: Vec<&str> = ProbePath::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names_after(&module, "impl Path {"),
+            paths,
+            "module/patverify.rs"
+        );
+        for guest in ProbePath::ALL.iter().filter(|p| p.is_guest_driven()) {
+            assert!(
+                module.contains(&format!("b\"{}\" =>", guest.name())),
+                "module/patverify.rs does not take the probe command {guest}"
+            );
+        }
+        for synthetic in ProbePath::ALL.iter().filter(|p| p.is_synthetic()) {
+            assert!(
+                helpers.contains(&format!("The {} path (synthetic", synthetic.name())),
+                "module/helpers.c does not describe {synthetic} as synthetic"
+            );
+        }
+        assert!(module.contains(&format!("b\"{OOPS_COMMAND}\"")));
+    }
+}

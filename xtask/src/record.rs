@@ -1,0 +1,366 @@
+//! The run record: what `verify --json` and `probe --json` write, and what
+//! `report diff|merge`, JUnit, matrix, bench and the tests read back — one set
+//! of types for both directions. `schema_version` changes whenever a field
+//! does; a record of another version is refused with a clear error.
+
+use crate::stages::build::CcacheStats;
+use crate::stages::ktap::ModeResult;
+use crate::stages::qemu::Env;
+use crate::support::failure::{fail, Kind};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// Version 2: typed results (`status` measured/skipped), typed timings,
+/// `not-reproduced` verdicts. Version 1 was the untyped record of the first
+/// three sessions.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The machine-readable record of one run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Record {
+    pub schema_version: u32,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    /// The error that ended the run, empty when it ended with a verdict.
+    pub message: String,
+    pub kernel: Option<KernelRecord>,
+    /// The versions a result depends on besides the tree and the patches.
+    pub toolchain: Option<ToolchainRecord>,
+    pub patches: Vec<PatchRecord>,
+    pub variants: Vec<VariantRecord>,
+    /// verify: each candidate's verdict against the baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateRecord>,
+    pub builds: Vec<BuildRecord>,
+    pub environments: Vec<EnvRecord>,
+    pub results: Vec<ResultRecord>,
+    pub timings: Vec<Timing>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            schema_version: SCHEMA_VERSION,
+            verdict: Verdict::Error,
+            exit_code: 0,
+            message: String::new(),
+            kernel: None,
+            toolchain: None,
+            patches: Vec::new(),
+            variants: Vec::new(),
+            candidates: Vec::new(),
+            builds: Vec::new(),
+            environments: Vec::new(),
+            results: Vec::new(),
+            timings: Vec::new(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// verify: every candidate keeps every row the baseline lost.
+    Pass,
+    /// verify: a candidate loses a row.
+    Fail,
+    /// verify: the baseline lost nothing, so no candidate can prove anything.
+    NotReproduced,
+    /// probe: the tree is good (`--expect`).
+    Good,
+    /// probe: the tree is bad.
+    Bad,
+    /// probe: the tree cannot be tested (bisect skips it).
+    Untestable,
+    /// probe: the setup is broken (bisect aborts).
+    Abort,
+    /// The run ended in an error before a verdict.
+    Error,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_value(self).expect("a unit variant serializes");
+        f.pad(text.as_str().unwrap_or("?"))
+    }
+}
+
+/// The kernel source a run tested.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KernelRecord {
+    /// For people: "linux-source-6.12 (Debian)", "linux @ abc123", a path.
+    pub source: String,
+    pub tree: String,
+    pub version: String,
+    pub git_rev: Option<String>,
+}
+
+/// First lines of the tools' `--version` and the Xen package's version.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ToolchainRecord {
+    pub rustc: String,
+    pub clang: String,
+    pub bindgen: String,
+    pub qemu: String,
+    pub xen: String,
+}
+
+/// A candidate patch file as the run read it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PatchRecord {
+    pub file: String,
+    pub sha256: String,
+    pub direction: crate::stages::patch::Direction,
+    /// The mails' subjects, for a series.
+    pub series: Vec<String>,
+}
+
+/// A kernel the run made (baseline, candidate-N, probe).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VariantRecord {
+    pub name: String,
+    pub describe: String,
+    pub key: String,
+    pub tree: String,
+}
+
+/// A candidate's verdict against the baseline.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CandidateRecord {
+    pub name: String,
+    pub patch: String,
+    pub verdict: CandidateVerdict,
+    /// "env path mode→observed" for every row the candidate lost.
+    pub lost: Vec<String>,
+}
+
+/// One candidate's verdict.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CandidateVerdict {
+    Pass,
+    Fail,
+    NotReproduced,
+}
+
+/// One kernel build (or its reuse).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BuildRecord {
+    pub variant: String,
+    pub build_dir: String,
+    pub bzimage: String,
+    pub reused: bool,
+    pub config_sha256: String,
+    pub bzimage_sha256: String,
+    /// What ccache did during the build (absent when reused).
+    pub ccache: Option<CcacheStats>,
+    pub cache_remote: Option<String>,
+    pub distcc: Option<String>,
+}
+
+/// One boot: the PAT layout the kernel ran with and how long it took.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EnvRecord {
+    pub variant: String,
+    pub env: Env,
+    /// PAT entries 0..7 as the kernel decodes them.
+    pub pat_layout: Vec<String>,
+    pub pat_msr: Option<String>,
+    pub boot_seconds: f64,
+}
+
+/// One row of one boot's report.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ResultRecord {
+    pub variant: String,
+    pub env: Env,
+    #[serde(flatten)]
+    pub result: ModeResult,
+}
+
+/// A step whose time the run records (and prints at the end).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    Provision,
+    Source,
+    /// Making the variant trees (verify: all of them; probe: its one).
+    Variants,
+    Config {
+        variant: String,
+    },
+    Build {
+        variant: String,
+    },
+    Initramfs,
+    /// All boots, wall time (they run concurrently).
+    Boots,
+    Boot {
+        variant: String,
+        env: Env,
+    },
+    Total,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Step::Provision => "provision".to_string(),
+            Step::Source => "source".to_string(),
+            Step::Variants => "variants".to_string(),
+            Step::Config { variant } => format!("config {variant}"),
+            Step::Build { variant } => format!("build {variant}"),
+            Step::Initramfs => "initramfs".to_string(),
+            Step::Boots => "boots (wall)".to_string(),
+            Step::Boot { variant, env } => format!("boot {variant}-{env}"),
+            Step::Total => "total".to_string(),
+        };
+        f.pad(&text)
+    }
+}
+
+/// How long a step took.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Timing {
+    #[serde(flatten)]
+    pub step: Step,
+    pub seconds: f64,
+}
+
+impl Record {
+    /// Seconds `step` took, if the run got that far.
+    pub fn seconds(&self, step: &Step) -> Option<f64> {
+        self.timings
+            .iter()
+            .find(|t| &t.step == step)
+            .map(|t| t.seconds)
+    }
+
+    /// The rows a variant measured in an environment, in report order.
+    pub fn rows<'a>(
+        &'a self,
+        variant: &'a str,
+        env: Env,
+    ) -> impl Iterator<Item = &'a ModeResult> + 'a {
+        self.results
+            .iter()
+            .filter(move |r| r.variant == variant && r.env == env)
+            .map(|r| &r.result)
+    }
+
+    /// Writes the record as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::Error::from(e).context(format!("cannot write {}", path.display())))
+    }
+
+    /// Reads a record; a file that is not one (or of another schema
+    /// version) is a setup error naming the file.
+    pub fn read(path: &Path) -> Result<Record> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(Kind::Setup, format!("cannot read {}: {e}", path.display())))?;
+        Record::parse(&text).map_err(|why| fail(Kind::Setup, format!("{}: {why}", path.display())))
+    }
+
+    /// Parses a record from JSON text, checking its schema version first.
+    pub fn parse(text: &str) -> std::result::Result<Record, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not a patverify JSON record: {e}"))?;
+        match value.get("schema_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "record of schema version {v}; this patverify reads version {SCHEMA_VERSION} (re-run the command that wrote it)"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "not a patverify JSON record (no schema_version; records before version {SCHEMA_VERSION} cannot be read)"
+                ))
+            }
+        }
+        serde_json::from_value(value).map_err(|e| format!("not a patverify JSON record: {e}"))
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::stages::ktap::{parse_ktap, tests::sample_ktap};
+
+    /// A record holding one native run of `variant` with these modes lost.
+    pub fn record_with(variant: &str, lost: &[(&str, &str)]) -> Record {
+        let report = parse_ktap(&sample_ktap(lost)).unwrap();
+        Record {
+            verdict: Verdict::Pass,
+            results: report
+                .results
+                .into_iter()
+                .map(|result| ResultRecord {
+                    variant: variant.into(),
+                    env: Env::Native,
+                    result,
+                })
+                .collect(),
+            timings: vec![Timing {
+                step: Step::Build {
+                    variant: variant.into(),
+                },
+                seconds: 1.5,
+            }],
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let record = record_with("baseline", &[("WT", "UC")]);
+        let text = serde_json::to_string_pretty(&record).unwrap();
+        assert_eq!(Record::parse(&text).unwrap(), record);
+        assert!(text.contains("\"schema_version\": 2"), "{text}");
+        assert!(text.contains("\"step\": \"build\""), "{text}");
+        assert_eq!(
+            record.seconds(&Step::Build {
+                variant: "baseline".into()
+            }),
+            Some(1.5)
+        );
+        assert_eq!(record.rows("baseline", Env::Native).count(), 6);
+    }
+
+    #[test]
+    fn other_schema_versions_and_other_json_are_refused() {
+        let old = r#"{"verdict": "pass", "results": []}"#;
+        assert!(Record::parse(old)
+            .unwrap_err()
+            .contains("no schema_version"));
+        let newer = r#"{"schema_version": 3}"#;
+        assert!(Record::parse(newer)
+            .unwrap_err()
+            .contains("schema version 3"));
+        assert!(Record::parse("[1, 2")
+            .unwrap_err()
+            .contains("not a patverify"));
+        let missing = r#"{"schema_version": 2, "verdict": "pass"}"#;
+        assert!(Record::parse(missing)
+            .unwrap_err()
+            .contains("missing field"));
+    }
+
+    #[test]
+    fn verdicts_and_steps_print_as_the_json_says() {
+        assert_eq!(Verdict::NotReproduced.to_string(), "not-reproduced");
+        assert_eq!(
+            Step::Boot {
+                variant: "candidate".into(),
+                env: Env::Xen
+            }
+            .to_string(),
+            "boot candidate-xen"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! What the terminal shows at the end of a run: the header, the tables and
+//! the verdict lines. The stages return values; only this module (and the
+//! progress lines of `support::proc`) decides how they look.
+
+use crate::stages::compare::{self, Run};
+use crate::stages::qemu::Env;
+use crate::stages::variant::Variant;
+use anyhow::Result;
+
+/// verify's header (kernel, variants) and one table per environment.
+pub fn verify_tables(
+    kernel: &str,
+    variants: &[Variant],
+    envs: &[Env],
+    runs: &[Run],
+) -> Result<String> {
+    let mut out = format!("\nkernel       {kernel}\n");
+    for v in variants {
+        out += &format!("{:<12} {}\n", v.name, v.describe);
+    }
+    out += "\n";
+    for &env in envs {
+        let in_env: Vec<&Run> = variants
+            .iter()
+            .filter_map(|v| runs.iter().find(|r| r.env == env && r.variant == v.name))
+            .collect();
+        if in_env.len() != variants.len() {
+            return Err(anyhow::anyhow!("a run is missing for {env}"));
+        }
+        out += &format!("{}\n", compare::table(env, &in_env));
+    }
+    Ok(out)
+}
+
+/// One line per candidate: what it loses, or that it keeps everything.
+pub fn candidate_lines(judged: &[crate::commands::verify::Judged]) -> Vec<String> {
+    judged
+        .iter()
+        .filter_map(|j| {
+            let (name, file) = (&j.record.name, &j.file);
+            match &j.verdict {
+                compare::Verdict::CandidateLost(lost) => {
+                    Some(format!("{name:<12} {file}: LOSES {}", lost.join(", ")))
+                }
+                compare::Verdict::BaselineNotReproduced(_) => None,
+                compare::Verdict::Pass => Some(format!(
+                    "{name:<12} {file}: keeps every cache mode on every path"
+                )),
+            }
+        })
+        .collect()
+}
