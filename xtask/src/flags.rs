@@ -211,6 +211,10 @@ pub struct Cli {
     /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Also print every command line (make, patch, QEMU…) on the terminal;
+    /// they are always in the run's commands.log and the step logs.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,7 +8,7 @@ use crate::record::{
     BuildRecord, EnvRecord, KernelRecord, Record, ResultRecord, Step, Timing, ToolchainRecord,
     VariantRecord, Verdict,
 };
-use crate::stages::build::{self, Built};
+use crate::stages::build::{self, Built, Kbuild};
 use crate::stages::compare::Run;
 use crate::stages::ktap;
 use crate::stages::qemu::{self, Env};
@@ -59,6 +59,8 @@ pub struct Session {
 /// The opened run: cache (locked), output directory, Xen, kernel source.
 pub struct Ctx {
     pub cache: Cache,
+    /// How every make of this run is invoked (toolchain, ccache, distcc).
+    pub kbuild: Kbuild,
     pub out_dir: PathBuf,
     pub xen_dir: PathBuf,
     pub source: Source,
@@ -79,7 +81,7 @@ impl Session {
         let sharing = self.sharing();
         sharing.check()?;
         let cache = Cache::open(cache_root)?;
-        build::use_ccache_in(&cache, &sharing)?;
+        let kbuild = Kbuild::with_ccache(&cache, &sharing)?;
         let out_dir = match &self.common.out {
             Some(dir) => dir.clone(),
             None => {
@@ -97,6 +99,7 @@ impl Session {
                 format!("cannot create output directory {}: {e}", out_dir.display()),
             )
         })?;
+        crate::support::proc::log_commands_to(&out_dir.join("commands.log"));
         eprintln!("==> provision");
         let xen_dir = cache.root.join("xen");
         self.timings
@@ -120,6 +123,7 @@ impl Session {
         config::check_toolchain(&source.root)?;
         Ok(Ctx {
             cache,
+            kbuild,
             out_dir,
             xen_dir,
             source,
@@ -145,7 +149,7 @@ impl Session {
     }
 
     /// Configures and builds every variant (reusing unchanged builds).
-    pub fn build(&mut self, variants: &[Variant]) -> Result<Vec<Built>> {
+    pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
         eprintln!("==> build");
         let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
@@ -161,7 +165,7 @@ impl Session {
         let jobs = self.common.jobs.unwrap_or_else(|| self.sharing().jobs());
         let mut built = Vec::new();
         for v in variants {
-            let b = build::build(v, &fragments, &toolchain, jobs)?;
+            let b = build::build(&ctx.kbuild, v, &fragments, &toolchain, jobs)?;
             let variant = v.name.clone();
             self.timings.add(Step::Config { variant }, b.config_time);
             let variant = v.name.clone();

@@ -236,10 +236,10 @@ impl Bench {
         eprintln!("bench: raw make of the same configuration (no ccache)");
         let started = Instant::now();
         let jobs = crate::stages::build::local_jobs();
-        let raw = crate::stages::build::make(&tree, &raw_dir)
+        let raw = crate::stages::kbuild::Kbuild::plain()
+            .make(&tree, &raw_dir)
             .arg(format!("-j{jobs}"))
             .arg("bzImage")
-            .env("CCACHE_DISABLE", "1")
             .run_logged("raw make", &out.join("raw-make.log"))?;
         anyhow::ensure!(raw.ok, "raw make failed: {}", raw.tail.join("\n"));
         let raw_secs = started.elapsed().as_secs_f64();

@@ -81,7 +81,7 @@ impl Probe {
             variant::make(&ctx.cache, &ctx.source, spec)
         })?;
         session.note_variants(std::slice::from_ref(&variant));
-        let built = session.build(std::slice::from_ref(&variant))?;
+        let built = session.build(&ctx, std::slice::from_ref(&variant))?;
         let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;
         println!(
             "\nkernel  {}\nvariant {}\n",

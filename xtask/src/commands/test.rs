@@ -734,6 +734,7 @@ fn interrupted_build_leaves_nothing(
     let args: Vec<String> = vec![
         "--cache-dir".into(),
         cache_root.display().to_string(),
+        "--verbose".into(),
         "verify".into(),
         "--env".into(),
         "native".into(),
@@ -1335,6 +1336,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
             let mut argv = strings(&[
                 "--cache-dir",
                 &dir.join(name).display().to_string(),
+                "--verbose",
                 "probe",
                 "--env",
                 "native",
@@ -1342,7 +1344,7 @@ fn shared_cache_and_distcc(out: &Path, checks: &mut Checks) -> Result<()> {
                 &json.display().to_string(),
             ]);
             argv.extend(extra.iter().cloned());
-            println!("==> e2e: {name}: probe {}", argv[3..].join(" "));
+            println!("==> e2e: {name}: probe {}", argv[4..].join(" "));
             let mut cmd = duct::cmd(std::env::current_exe()?, &argv)
                 .stdin_null()
                 .stderr_to_stdout()

@@ -79,7 +79,7 @@ impl Verify {
             .chain(plan.candidates.iter().map(|c| c.variant.clone()))
             .collect();
         session.note_variants(&variants);
-        let built = session.build(&variants)?;
+        let built = session.build(&ctx, &variants)?;
         let runs = session.boot(&ctx, &variants, &built)?;
         let envs = self.common.env.envs();
         print!(

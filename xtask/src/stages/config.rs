@@ -2,7 +2,7 @@
 //! with the tree's own merge_config.sh, then `olddefconfig`, then a check
 //! that every requested option survived.
 
-use crate::stages::build::make;
+use crate::stages::kbuild::Kbuild;
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::{tail_lines, Command};
 use anyhow::{Context, Result};
@@ -153,7 +153,13 @@ pub fn check_toolchain(tree: &Path) -> Result<()> {
 }
 
 /// Configures `build_dir` for `tree` and checks the result.
-pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Path) -> Result<()> {
+pub fn configure(
+    kbuild: &Kbuild,
+    tree: &Path,
+    build_dir: &Path,
+    fragments: &[PathBuf],
+    log: &Path,
+) -> Result<()> {
     let run = |cmd: Command, what: &str| -> Result<()> {
         let out = cmd.run_logged(what, log)?;
         if !out.ok {
@@ -168,7 +174,7 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
         }
         Ok(())
     };
-    run(make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
+    run(kbuild.make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
     let config = build_dir.join(".config");
     let merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"))
         .args(["-m", "-O"])
@@ -177,7 +183,10 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
         .args(fragments)
         .dir(tree);
     run(merge, "merge_config")?;
-    run(make(tree, build_dir).arg("olddefconfig"), "olddefconfig")?;
+    run(
+        kbuild.make(tree, build_dir).arg("olddefconfig"),
+        "olddefconfig",
+    )?;
 
     let mut requested = Options::new();
     for fragment in fragments {
@@ -191,7 +200,7 @@ pub fn configure(tree: &Path, build_dir: &Path, fragments: &[PathBuf], log: &Pat
         return Ok(());
     }
     if lost.iter().any(|d| d.name == "CONFIG_RUST") {
-        let (_, why) = make(tree, build_dir).arg("rustavailable").output()?;
+        let (_, why) = kbuild.make(tree, build_dir).arg("rustavailable").output()?;
         return Err(fail(
             Kind::Toolchain,
             format!(

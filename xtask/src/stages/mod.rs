@@ -4,6 +4,7 @@ pub mod build;
 pub mod compare;
 pub mod config;
 pub mod initramfs;
+pub mod kbuild;
 pub mod ktap;
 pub mod patch;
 pub mod qemu;

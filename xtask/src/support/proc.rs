@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A command to run: program, arguments, environment, working directory.
@@ -242,8 +243,43 @@ pub struct Streamed {
     pub elapsed: Duration,
 }
 
+/// `--verbose`: echo every command line on the terminal too.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// The run's command log (`<out>/commands.log`), once a run has opened one.
+static COMMAND_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Echo every command on the terminal (`--verbose`), not only in the log.
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
+/// Appends every later command line to `path`.
+pub fn log_commands_to(path: &Path) {
+    *COMMAND_LOG.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+}
+
+/// Records a command line: always in the run's command log, on the
+/// terminal only with `--verbose` (a 400-character make line between the
+/// progress lines helps nobody who did not ask for it).
 pub fn echo(cmd: &Command) {
-    eprintln!("$ {}", cmd.display());
+    let line = format!("$ {}", cmd.display());
+    if VERBOSE.load(Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
+    let log = COMMAND_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(path) = log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        if let Ok(mut file) = file {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 pub fn shell_quote(s: &str) -> String {

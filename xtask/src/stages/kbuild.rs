@@ -1,0 +1,396 @@
+//! How a run invokes the kernel's `make`: the verified toolchain (clang/lld
+//! 19, Debian's rustc, bindgen-cli), reproducible build metadata, and ccache
+//! with its remote storage and distcc workers. A `Kbuild` value carries all
+//! of it to every stage that runs make (configure, build, the bench's raw
+//! make); nothing is set in the harness's own environment.
+
+use crate::support::cache::{write_atomic, Cache};
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
+use crate::support::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// The compiler and environment every `make` of this run gets.
+#[derive(Clone, Debug)]
+pub struct Kbuild {
+    /// `CC=`: clang, or the ccache wrapper followed by clang.
+    compiler: String,
+    /// ccache's (and distcc's) settings, for make and for `ccache --print-stats`.
+    env: Vec<(String, String)>,
+}
+
+impl Kbuild {
+    /// clang without ccache (the bench's raw make).
+    pub fn plain() -> Self {
+        Kbuild {
+            compiler: format!("clang{LLVM_SUFFIX}"),
+            env: Vec::new(),
+        }
+    }
+
+    /// The kernel's C through ccache in `cache` (and the remote storage and
+    /// distcc hosts of `sharing`). Paths are hashed relative to the cache
+    /// root so variant trees share entries.
+    pub fn with_ccache(cache: &Cache, sharing: &Sharing) -> Result<Self> {
+        let bin = cache.root.join("bin");
+        let wrapper = install_script(&bin, "ccache-cc", include_str!("../../ccache-cc"))?;
+        let distcc_prefix = install_script(&bin, "distcc-cc", include_str!("../../distcc-cc"))?;
+        let path = |p: &Path| p.display().to_string();
+        let mut env = vec![
+            ("CCACHE_DIR".to_string(), path(&cache.root.join("ccache"))),
+            ("CCACHE_BASEDIR".into(), path(&cache.root)),
+            ("CCACHE_NOHASHDIR".into(), "true".into()),
+            (
+                "CCACHE_SLOPPINESS".into(),
+                "time_macros,include_file_mtime,include_file_ctime".into(),
+            ),
+            // Depend mode: on a miss, no extra preprocessor run (the kernel's
+            // -Wp,-MMD output names the headers), which keeps cold builds cheap.
+            ("CCACHE_DEPEND".into(), "true".into()),
+            // ccache hashes a -fmacro-prefix-map by its replacement only and
+            // paths relative to the base dir, so entries made in preprocessor
+            // mode (the first harness versions), whose __FILE__ strings say
+            // "../src/…", were served to depend-mode builds that would say
+            // "…": right code, other bytes. A namespace of our own keeps
+            // those entries out, so the same content gives the same image
+            // wherever and however it is compiled.
+            ("CCACHE_NAMESPACE".into(), "patverify-2".into()),
+            // Only what the flag (or PATVERIFY_CACHE_REMOTE) says: a remote
+            // from the user's ccache.conf must not change a run silently.
+            (
+                "CCACHE_REMOTE_STORAGE".into(),
+                sharing.cache_remote.clone().unwrap_or_default(),
+            ),
+            // distcc only when asked: an empty prefix runs the compiler here.
+            ("CCACHE_PREFIX".into(), String::new()),
+        ];
+        if let Some(hosts) = &sharing.distcc {
+            env.retain(|(k, _)| k != "CCACHE_PREFIX");
+            env.push(("CCACHE_PREFIX".into(), path(&distcc_prefix)));
+            env.push(("DISTCC_HOSTS".into(), hosts.clone()));
+        }
+        Ok(Kbuild {
+            compiler: format!("{} clang{LLVM_SUFFIX}", wrapper.display()),
+            env,
+        })
+    }
+
+    /// `make` for `tree` with output in `out`, using the verified
+    /// toolchain: clang/lld 19 (LLVM=-19), Debian's rustc and bindgen-cli.
+    pub fn make(&self, tree: &Path, out: &Path) -> Command {
+        let mut cmd = Command::new("make")
+            .arg("-C")
+            .arg(tree)
+            .arg(format!("O={}", out.display()))
+            .arg(format!("LLVM={LLVM_SUFFIX}"))
+            // ccache for the kernel's C only: HOSTCC doubles as the host Rust
+            // linker, which cannot take a wrapper command.
+            .arg(format!("CC={}", self.compiler))
+            .arg(format!("RUSTC={RUSTC}"))
+            .arg(format!("HOSTRUSTC={RUSTC}"))
+            .arg(format!("BINDGEN={}", bindgen_path().display()))
+            .env("LIBCLANG_PATH", LIBCLANG_DIR)
+            // Fixed build metadata: identical sources give identical objects, so
+            // ccache hits across variants and runs.
+            .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")
+            .env("KBUILD_BUILD_USER", "patverify")
+            .env("KBUILD_BUILD_HOST", "patverify")
+            // A rebuild in the same directory would otherwise count up (#2, #3…).
+            .env("KBUILD_BUILD_VERSION", "1")
+            // Rust panic locations embed source paths: make them relative, so
+            // the image does not depend on where the cache lives.
+            .env("KRUSTFLAGS", remap_flags(tree, out));
+        for (key, value) in &self.env {
+            cmd = cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// The counters of the ccache this run's builds use.
+    pub fn ccache_stats(&self) -> CcacheStats {
+        let mut cmd = Command::new("ccache").arg("--print-stats");
+        for (key, value) in &self.env {
+            cmd = cmd.env(key, value);
+        }
+        let (_, text) = cmd.output_quiet().unwrap_or_default();
+        CcacheStats::parse(&text)
+    }
+}
+
+fn remap_flags(tree: &Path, out: &Path) -> String {
+    let mut flags = std::env::var("KRUSTFLAGS").unwrap_or_default();
+    for dir in [tree, out] {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        flags.push_str(&format!(" --remap-path-prefix={}/=", dir.display()));
+    }
+    flags.trim().to_string()
+}
+
+/// Writes one of the compiler wrapper scripts into `bin` (when changed).
+fn install_script(bin: &Path, name: &str, script: &str) -> Result<PathBuf> {
+    let path = bin.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(script) {
+        std::fs::create_dir_all(bin)?;
+        write_atomic(&path, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
+}
+
+/// How this machine's compiles are shared beyond it.
+#[derive(Clone, Debug, Default)]
+pub struct Sharing {
+    /// ccache remote storage (`redis://HOST:PORT`, `http://…`): every
+    /// machine pointed at it reuses what any of them compiled.
+    pub cache_remote: Option<String>,
+    /// distcc hosts (DISTCC_HOSTS syntax): ccache's misses compile there.
+    pub distcc: Option<String>,
+}
+
+impl Sharing {
+    /// Checks the flags before anything runs.
+    pub fn check(&self) -> Result<()> {
+        if let Some(url) = &self.cache_remote {
+            const SCHEMES: [&str; 5] = ["redis://", "redis+unix:", "http://", "https://", "file:"];
+            if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+                return Err(fail(
+                    Kind::Setup,
+                    format!("--cache-remote {url:?}: not a ccache remote storage URL (redis://HOST:PORT, redis+unix:PATH, http://HOST/PATH or file:DIR)"),
+                ));
+            }
+        }
+        if let Some(hosts) = &self.distcc {
+            if distcc_slots(hosts) == 0 {
+                return Err(fail(
+                    Kind::Setup,
+                    format!(
+                        "--distcc {hosts:?}: no hosts (DISTCC_HOSTS syntax: HOST[:PORT][/LIMIT] …)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parallel make jobs: one per core here, or with distcc, one per slot
+    /// of all its hosts (what `-j` distcc's manual recommends), whichever is more.
+    pub fn jobs(&self) -> usize {
+        let local = local_jobs();
+        self.distcc
+            .as_deref()
+            .map_or(local, |hosts| local.max(distcc_slots(hosts)))
+    }
+}
+
+/// make's -j on this machine alone: one per core, and one more.
+pub fn local_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+/// How many compile jobs a DISTCC_HOSTS list takes at once: `HOST/N` is N,
+/// a host without a limit 4 (distcc's default), `localhost` 2; options
+/// after a comma (`,lzo`, `,cpp`) and `--randomize` do not count.
+pub fn distcc_slots(hosts: &str) -> usize {
+    hosts
+        .split_whitespace()
+        .filter(|h| !h.starts_with("--"))
+        .map(|host| {
+            let host = host.split(',').next().unwrap_or(host);
+            match host.split_once('/') {
+                Some((_, limit)) => limit.parse().unwrap_or(4),
+                None if host == "localhost" => 2,
+                None => 4,
+            }
+        })
+        .sum()
+}
+
+/// ccache's counters (`ccache --print-stats`); a build's own are the
+/// difference of two readings around it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CcacheStats {
+    /// Compiles answered from a cache (local or remote).
+    pub hits: u64,
+    /// Of those, answered by the remote storage.
+    pub remote_hits: u64,
+    pub misses: u64,
+    /// Remote storage errors and timeouts (an unreachable server).
+    pub remote_errors: u64,
+}
+
+impl CcacheStats {
+    fn parse(text: &str) -> CcacheStats {
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once('\t')?;
+                    (k == key).then(|| v.trim().parse::<u64>().ok())?
+                })
+                .unwrap_or(0)
+        };
+        CcacheStats {
+            hits: get("direct_cache_hit") + get("preprocessed_cache_hit"),
+            remote_hits: get("remote_storage_hit"),
+            misses: get("cache_miss"),
+            remote_errors: get("remote_storage_error") + get("remote_storage_timeout"),
+        }
+    }
+
+    pub fn since(self, before: CcacheStats) -> CcacheStats {
+        CcacheStats {
+            hits: self.hits.saturating_sub(before.hits),
+            remote_hits: self.remote_hits.saturating_sub(before.remote_hits),
+            misses: self.misses.saturating_sub(before.misses),
+            remote_errors: self.remote_errors.saturating_sub(before.remote_errors),
+        }
+    }
+
+    pub fn hit_rate(self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.hits as f64 / total as f64
+        }
+    }
+}
+
+impl std::fmt::Display for CcacheStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ccache {} hits ({} remote) / {} misses = {:.0} %",
+            self.hits,
+            self.remote_hits,
+            self.misses,
+            self.hit_rate()
+        )?;
+        if self.remote_errors > 0 {
+            write!(
+                f,
+                ", {} remote storage errors (is the server reachable?)",
+                self.remote_errors
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_compiler_wrapper_bypasses_ccache_for_incbin_sources() {
+        let dir = crate::support::cache::scratch("ccache-cc");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // A fake ccache that says it ran; the "compiler" is `echo`.
+        std::fs::write(bin.join("ccache"), "#!/bin/sh\necho ccache \"$@\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("ccache"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(dir.join("piggy.S"), ".incbin \"vmlinux.bin.xz\"\n").unwrap();
+        std::fs::write(dir.join("plain.c"), "int x;\n").unwrap();
+        let wrapper = variant_repo_file("xtask/ccache-cc");
+        let run = |source: &str| {
+            let out = std::process::Command::new("sh")
+                .arg(&wrapper)
+                .args(["echo", "-c", source])
+                .current_dir(&dir)
+                .env(
+                    "PATH",
+                    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+                )
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(run("piggy.S"), "-c piggy.S\n");
+        assert_eq!(run("plain.c"), "ccache echo -c plain.c\n");
+    }
+
+    #[test]
+    fn distcc_host_lists_size_the_jobs() {
+        assert_eq!(distcc_slots("127.0.0.1:3632/8"), 8);
+        assert_eq!(distcc_slots("a/6 b c,lzo localhost"), 6 + 4 + 4 + 2);
+        assert_eq!(distcc_slots("--randomize w1/3,lzo w2/5"), 8);
+        assert_eq!(distcc_slots("  "), 0);
+        let sharing = Sharing {
+            distcc: Some("w1/40".into()),
+            ..Sharing::default()
+        };
+        assert_eq!(sharing.jobs(), 40);
+        assert!(sharing.check().is_ok());
+    }
+
+    #[test]
+    fn sharing_flags_are_checked_before_anything_runs() {
+        let bad_url = Sharing {
+            cache_remote: Some("127.0.0.1:6379".into()),
+            ..Sharing::default()
+        };
+        let err = bad_url.check().unwrap_err();
+        assert_eq!(
+            crate::support::failure::exit_code_of(&err),
+            Kind::Setup.exit_code()
+        );
+        assert!(err.to_string().contains("redis://HOST:PORT"), "{err}");
+        let no_hosts = Sharing {
+            distcc: Some(" ".into()),
+            ..Sharing::default()
+        };
+        assert!(no_hosts
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("no hosts"));
+        let good = Sharing {
+            cache_remote: Some("redis://127.0.0.1:6379".into()),
+            distcc: Some("127.0.0.1/4".into()),
+        };
+        assert!(good.check().is_ok());
+    }
+
+    #[test]
+    fn ccache_counters_of_one_build() {
+        let before =
+            CcacheStats::parse("cache_miss\t10\ndirect_cache_hit\t5\nremote_storage_hit\t0\n");
+        let after = CcacheStats::parse(
+            "cache_miss\t10\ndirect_cache_hit\t95\npreprocessed_cache_hit\t5\nremote_storage_hit\t90\nremote_storage_read_hit\t180\nremote_storage_timeout\t1\n",
+        );
+        let build = after.since(before);
+        assert_eq!(
+            build,
+            CcacheStats {
+                hits: 95,
+                remote_hits: 90,
+                misses: 0,
+                remote_errors: 1
+            }
+        );
+        assert_eq!(build.hit_rate(), 100.0);
+        let line = build.to_string();
+        assert!(
+            line.starts_with("ccache 95 hits (90 remote) / 0 misses = 100 %"),
+            "{line}"
+        );
+        assert!(line.contains("1 remote storage errors"), "{line}");
+    }
+
+    #[test]
+    fn rust_paths_are_remapped_relative_to_tree_and_build() {
+        let flags = remap_flags(
+            Path::new("/c/variants/k/src"),
+            Path::new("/c/variants/k/build-1"),
+        );
+        assert!(flags.ends_with("--remap-path-prefix=/c/variants/k/src/= --remap-path-prefix=/c/variants/k/build-1/="), "{flags}");
+    }
+
+    fn variant_repo_file(path: &str) -> PathBuf {
+        crate::stages::variant::repo_dir().join(path)
+    }
+}
