@@ -171,8 +171,7 @@ impl Matrix {
 fn last_error(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with("error: "))
-        .last()
+        .rfind(|l| l.starts_with("error: "))
         .map(|l| l.trim_start_matches("error: ").to_string())
         .unwrap_or_else(|| "no error line in the log".into())
 }

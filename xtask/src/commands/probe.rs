@@ -48,7 +48,7 @@ impl Probe {
             self.common
                 .kernel
                 .as_deref()
-                .and_then(|k| crate::stages::source::git_head(k))
+                .and_then(crate::stages::source::git_head)
                 .map(|r| r[..12.min(r.len())].to_string())
         });
         println!(

@@ -249,8 +249,7 @@ pub fn check_env(env: Env, console: &str) -> Result<(), String> {
     if !console.contains("Linux version") {
         let last_xen = console
             .lines()
-            .filter(|l| l.starts_with("(XEN)"))
-            .last()
+            .rfind(|l| l.starts_with("(XEN)"))
             .unwrap_or("")
             .trim();
         return Err(format!(

@@ -205,6 +205,20 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("cannot move into {}", path.display()))
 }
 
+/// `du -sh`-style size of a directory (0 if it does not exist).
+pub fn size_human(path: &Path) -> String {
+    let (ok, out) = crate::support::proc::Command::new("du")
+        .arg("-sh")
+        .arg(path)
+        .output_quiet()
+        .unwrap_or_default();
+    if ok {
+        out.split_whitespace().next().unwrap_or("?").to_string()
+    } else {
+        "empty".to_string()
+    }
+}
+
 /// A fresh, empty directory for one unit test.
 #[cfg(test)]
 pub fn scratch(name: &str) -> PathBuf {
@@ -281,19 +295,5 @@ mod tests {
             .expect("second run never got the lock");
         waiter.join().unwrap();
         fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// `du -sh`-style size of a directory (0 if it does not exist).
-pub fn size_human(path: &Path) -> String {
-    let (ok, out) = crate::support::proc::Command::new("du")
-        .arg("-sh")
-        .arg(path)
-        .output_quiet()
-        .unwrap_or_default();
-    if ok {
-        out.split_whitespace().next().unwrap_or("?").to_string()
-    } else {
-        "empty".to_string()
     }
 }

@@ -1,0 +1,175 @@
+//! Repository checks kept as tests (as rust-analyzer keeps its tidy checks):
+//! formatting, clippy, the module's formatting, function length, and that
+//! nothing cites a file outside the repository.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+#[test]
+fn host_crates_are_formatted() {
+    let (ok, text) = run(&cargo(), &["fmt", "--all", "--check"]);
+    assert!(ok, "run `cargo fmt`:\n{text}");
+}
+
+#[test]
+fn host_crates_pass_clippy() {
+    // A target directory of its own: the test binary's cargo holds the main one.
+    let target = repo().join("target/tidy");
+    let target = target.to_string_lossy();
+    let args = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--target-dir",
+        &target,
+        "--",
+        "-D",
+        "warnings",
+    ];
+    let (ok, text) = run(&cargo(), &args);
+    assert!(ok, "cargo clippy found problems:\n{text}");
+}
+
+#[test]
+fn the_module_is_formatted() {
+    let (ok, text) = run(
+        "rustfmt",
+        &["--edition", "2021", "--check", "module/patverify.rs"],
+    );
+    assert!(
+        ok,
+        "run `rustfmt --edition 2021 module/patverify.rs`:\n{text}"
+    );
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The line after the item that starts at `start` (braces counted).
+fn item_end(lines: &[&str], start: usize) -> usize {
+    let (mut depth, mut opened) = (0i32, false);
+    for (i, line) in lines.iter().enumerate().skip(start) {
+        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+        opened |= line.contains('{');
+        if (opened && depth <= 0) || (!opened && line.trim_end().ends_with(';')) {
+            return i + 1;
+        }
+    }
+    lines.len()
+}
+
+/// `(length, name)` of every function outside `#[cfg(test)]` items.
+fn long_functions(text: &str, limit: usize) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_start();
+        if line.starts_with("#[cfg(test)]") {
+            i = item_end(&lines, i + 1);
+            continue;
+        }
+        let signature = line
+            .trim_start_matches("pub ")
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("const ")
+            .trim_start_matches("unsafe ")
+            .trim_start_matches("extern \"C\" ");
+        if let Some(rest) = signature.strip_prefix("fn ") {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let length = item_end(&lines, i) - i;
+            if length > limit {
+                found.push((length, name));
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+#[test]
+fn no_function_is_longer_than_60_lines() {
+    let mut files = Vec::new();
+    for dir in ["xtask/src", "init/src", "protocol/src"] {
+        rust_files(&repo().join(dir), &mut files);
+    }
+    let mut long = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (length, name) in long_functions(&text, 60) {
+            long.push(format!("{} {name}: {length} lines", file.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these functions:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_length_check_sees_functions_and_skips_tests() {
+    let body = "    x();\n".repeat(61);
+    let text = format!(
+        "fn long() {{\n{body}}}\n#[cfg(test)]\nmod tests {{\n    fn also_long() {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(long_functions(&text, 60), [(63, "long".to_string())]);
+}
+
+#[test]
+fn nothing_cites_files_outside_the_repository() {
+    let mut files = Vec::new();
+    for dir in ["xtask", "init", "protocol", "module", "patches", "configs"] {
+        let mut found = Vec::new();
+        rust_files(&repo().join(dir), &mut found);
+        files.extend(found);
+    }
+    for other in ["README.md", "module/helpers.c"] {
+        files.push(repo().join(other));
+    }
+    let patches = std::fs::read_dir(repo().join("patches")).unwrap().flatten();
+    files.extend(patches.map(|e| e.path()));
+    let tidy = Path::new(file!()).file_name().unwrap().to_owned();
+    let outside = ["DESIGN.md", "../shared"];
+    for file in files.iter().filter(|f| f.file_name() != Some(&tidy)) {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for name in outside {
+            assert!(
+                !text.contains(name),
+                "{} cites {name}, which is not in the repository",
+                file.display()
+            );
+        }
+    }
+}
