@@ -85,53 +85,53 @@ fn exercise_mappings() -> Result<(), String> {
     };
     let mapping = open(MMAP, false)?;
     let mut probe = open(PROBE, true)?;
-    let mut tell = |command: String| {
+    let mut tell = |path: ProbePath, mode: CacheMode, addr: *mut libc::c_void| {
+        let command = format!("{path} {mode} {:x}\n", addr as usize);
         probe
             .write_all(command.as_bytes())
             .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
     };
-    for mode in CacheMode::ALL {
-        let protect = |addr: *mut libc::c_void, prot: libc::c_int| {
-            // SAFETY: `addr` is our own mapping of PAGE bytes.
-            if unsafe { libc::mprotect(addr, PAGE, prot) } != 0 {
-                return Err(format!(
-                    "mprotect {mode}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(())
-        };
-        // SAFETY: a fresh shared mapping of the module's file; no Rust
-        // reference points into it.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                mapping.as_raw_fd(),
-                (mode.index() * PAGE) as libc::off_t,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(format!("mmap {mode}: {}", std::io::Error::last_os_error()));
-        }
+    for &mode in CacheMode::ALL {
+        let addr = map_mode(mapping.as_raw_fd(), mode)?;
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
-        tell(format!(
-            "{} {mode} {:x}\n",
-            ProbePath::MmapFault,
-            addr as usize
-        ))?;
-        protect(addr, libc::PROT_READ)?;
-        protect(addr, libc::PROT_READ | libc::PROT_WRITE)?;
-        tell(format!(
-            "{} {mode} {:x}\n",
-            ProbePath::Mprotect,
-            addr as usize
-        ))?;
+        tell(ProbePath::MmapFault, mode, addr)?;
+        protect(addr, libc::PROT_READ, mode)?;
+        protect(addr, libc::PROT_READ | libc::PROT_WRITE, mode)?;
+        tell(ProbePath::Mprotect, mode, addr)?;
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
         unsafe { libc::munmap(addr, PAGE) };
+    }
+    Ok(())
+}
+
+/// Maps one page of the module's `mmap` file at the page offset that
+/// selects `mode`, shared and read/write, as a driver's user would.
+fn map_mode(fd: libc::c_int, mode: CacheMode) -> Result<*mut libc::c_void, String> {
+    // SAFETY: a fresh shared mapping of the module's file; no Rust
+    // reference points into it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            (mode.index() * PAGE) as libc::off_t,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(format!("mmap {mode}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(addr)
+}
+
+/// `mprotect()` of the page at `addr` (the mapping of `mode`).
+fn protect(addr: *mut libc::c_void, prot: libc::c_int, mode: CacheMode) -> Result<(), String> {
+    // SAFETY: `addr` is our own mapping of PAGE bytes.
+    if unsafe { libc::mprotect(addr, PAGE, prot) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(format!("mprotect {mode}: {err}"));
     }
     Ok(())
 }

@@ -350,7 +350,7 @@ fn boot_one(
     env: Env,
     initramfs: &Path,
 ) -> Result<(Run, Duration)> {
-    let label = format!("{}-{}", v.name, env.name());
+    let label = format!("{}-{env}", v.name);
     let xen_image = provision::xen_image(&ctx.xen_dir);
     let boot = qemu::Boot {
         qemu: &common.qemu,
@@ -367,44 +367,14 @@ fn boot_one(
         extra_cmdline: &common.extra_cmdline,
     };
     let console = qemu::run(&boot)?;
-    let named = |what: String| {
-        fail(
-            Kind::Boot,
-            format!(
-                "{label}: {what} (console log: {})",
-                boot.console_log.display()
-            ),
-        )
-    };
+    let log = boot.console_log.display();
+    let named = |what: String| fail(Kind::Boot, format!("{label}: {what} (console log: {log})"));
     let ktap = match ktap::extract(&console.text) {
         Ok(ktap) => ktap,
         Err(problem) => {
             // An environment that never came up explains a missing report best.
             qemu::check_env(env, &console.text).map_err(&named)?;
-            return Err(match problem {
-                ktap::BootProblem::NoReport if console.timed_out => named(format!(
-                    "no report within the {} s timeout (hang)",
-                    common.timeout
-                )),
-                ktap::BootProblem::NoReport if console.failed_status.is_some() => {
-                    let last = console
-                        .text
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("(no output)")
-                        .trim()
-                        .to_string();
-                    let status = console
-                        .failed_status
-                        .map(|s| s.to_string())
-                        .unwrap_or_default();
-                    named(format!(
-                        "QEMU died ({status}) before the guest reported; last line: {last:?}"
-                    ))
-                }
-                problem => named(problem.to_string()),
-            });
+            return Err(named(no_report(&problem, &console, common.timeout)));
         }
     };
     qemu::check_env(env, &console.text).map_err(&named)?;
@@ -416,16 +386,33 @@ fn boot_one(
                 .into(),
         ));
     }
-    eprintln!(
-        "  [{label}] report received in {:.1} s",
-        console.elapsed.as_secs_f64()
-    );
-    Ok((
-        Run {
-            variant: v.name.clone(),
-            env,
-            report: parsed,
-        },
-        console.elapsed,
-    ))
+    let secs = console.elapsed.as_secs_f64();
+    eprintln!("  [{label}] report received in {secs:.1} s");
+    let run = Run {
+        variant: v.name.clone(),
+        env,
+        report: parsed,
+    };
+    Ok((run, console.elapsed))
+}
+
+/// Why a boot left no usable report: a hang, QEMU dying, or what the
+/// console showed.
+fn no_report(problem: &ktap::BootProblem, console: &qemu::Console, timeout: u64) -> String {
+    match problem {
+        ktap::BootProblem::NoReport if console.timed_out => {
+            format!("no report within the {timeout} s timeout (hang)")
+        }
+        ktap::BootProblem::NoReport if console.failed_status.is_some() => {
+            let lines = console.text.lines().rev();
+            let last = lines.map(str::trim).find(|l| !l.is_empty());
+            let status = console.failed_status.map(|s| s.to_string());
+            format!(
+                "QEMU died ({}) before the guest reported; last line: {:?}",
+                status.unwrap_or_default(),
+                last.unwrap_or("(no output)")
+            )
+        }
+        problem => problem.to_string(),
+    }
 }

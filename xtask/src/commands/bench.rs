@@ -158,6 +158,16 @@ impl Bench {
                 json!({"min": min, "median": median}),
             );
         }
+        self.boot_concurrency(cache_root, out, figures)
+    }
+
+    /// The four boots of a verify one at a time against one per core.
+    fn boot_concurrency(
+        &self,
+        cache_root: &Path,
+        out: &Path,
+        figures: &mut serde_json::Map<String, Value>,
+    ) -> Result<()> {
         let mut serial = Vec::new();
         let mut parallel = Vec::new();
         for i in 0..self.runs {

@@ -9,7 +9,7 @@ use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The "<sha> is the first bad commit" line of `git bisect run`'s output.
 pub fn first_bad_commit(output: &str) -> Option<String> {
@@ -29,23 +29,7 @@ impl Bisect {
         })?;
         let good = resolve_rev(&repo, &self.good)?;
         let bad = resolve_rev(&repo, &self.bad)?;
-        let clone = cache_root.join("bisect").join(
-            Key::new("bisect")
-                .add(repo.as_os_str().as_encoded_bytes())
-                .hex(),
-        );
-        if clone.exists() {
-            std::fs::remove_dir_all(&clone)
-                .with_context(|| format!("cannot remove old clone {}", clone.display()))?;
-        }
-        std::fs::create_dir_all(clone.parent().context("clone has a parent")?)?;
-        // --shared borrows the user's objects read-only; --no-checkout leaves
-        // the work tree to `git bisect start`.
-        Command::new("git")
-            .args(["clone", "--quiet", "--shared", "--no-checkout"])
-            .arg(&repo)
-            .arg(&clone)
-            .run()?;
+        let clone = clone_for_bisect(cache_root, &repo)?;
         let git = |args: &[&str]| {
             Command::new("git")
                 .arg("-C")
@@ -53,69 +37,26 @@ impl Bisect {
                 .args(args.iter().copied())
         };
         git(&["bisect", "start", &bad, &good]).run()?;
-
         let out_dir = self
             .out
             .clone()
             .unwrap_or_else(|| clone.with_extension("logs"));
         std::fs::create_dir_all(&out_dir)?;
         let log_path = out_dir.join("bisect.log");
-        let mut log = std::fs::File::create(&log_path)?;
-        let me = std::env::current_exe()?;
-        let mut probe: Vec<String> = vec![
-            me.display().to_string(),
-            "--cache-dir".into(),
-            cache_root.display().to_string(),
-            "probe".into(),
-            "--kernel".into(),
-            clone.display().to_string(),
-            "--env".into(),
-            format!("{:?}", self.env).to_lowercase(),
-            "--timeout".into(),
-            self.timeout.to_string(),
-        ];
-        for p in &self.patch {
-            probe.push("--patch".into());
-            probe.push(
-                p.canonicalize()
-                    .with_context(|| format!("patch {} not found", p.display()))?
-                    .display()
-                    .to_string(),
-            );
-        }
-        let run = git(&["bisect", "run"]).args(probe);
-        crate::support::proc::echo(&run);
+        let run = git(&["bisect", "run"]).args(self.probe_command(cache_root, &clone)?);
         println!(
-            "bisecting {} between good {:.12} and bad {:.12} (log: {})",
+            "bisecting {} between good {good:.12} and bad {bad:.12} (log: {})",
             repo.display(),
-            good,
-            bad,
             log_path.display()
         );
-        let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
-        let _guards = crate::support::proc::guard_children(&reader);
-        let mut all = String::new();
-        for line in BufReader::new(&reader).lines() {
-            let line = line?;
-            writeln!(log, "{line}")?;
-            // One line per step: probe's own summary.
-            if line.starts_with("probe: ") && line.contains("(exit ") {
-                println!("  {}", line.trim_start_matches("probe: "));
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
+        let all = run_steps(&run, &log_path)?;
         let bisect_log = git(&["bisect", "log"]).output_quiet()?.1;
         std::fs::write(out_dir.join("git-bisect.log"), &bisect_log)?;
         let result = match first_bad_commit(&all) {
             Some(sha) => {
                 println!("\nfirst bad commit: {sha}");
-                println!(
-                    "{}",
-                    git(&["show", "--stat", "--format=medium", &sha])
-                        .output_quiet()?
-                        .1
-                );
+                let show = git(&["show", "--stat", "--format=medium", &sha]);
+                println!("{}", show.output_quiet()?.1);
                 println!("steps: {}", log_path.display());
                 Ok(())
             }
@@ -133,6 +74,71 @@ impl Bisect {
         let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
         result
     }
+
+    /// The `probe` command line each bisect step runs in `clone`.
+    fn probe_command(&self, cache_root: &Path, clone: &Path) -> Result<Vec<String>> {
+        let me = std::env::current_exe()?;
+        let mut probe: Vec<String> = vec![
+            me.display().to_string(),
+            "--cache-dir".into(),
+            cache_root.display().to_string(),
+            "probe".into(),
+            "--kernel".into(),
+            clone.display().to_string(),
+            "--env".into(),
+            format!("{:?}", self.env).to_lowercase(),
+            "--timeout".into(),
+            self.timeout.to_string(),
+        ];
+        for p in &self.patch {
+            let path = p
+                .canonicalize()
+                .with_context(|| format!("patch {} not found", p.display()))?;
+            probe.extend(["--patch".into(), path.display().to_string()]);
+        }
+        Ok(probe)
+    }
+}
+
+/// A fresh clone of `repo` under the cache, so the user's checkout and refs
+/// are never touched. `--shared` borrows the user's objects read-only;
+/// `--no-checkout` leaves the work tree to `git bisect start`.
+fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<PathBuf> {
+    let key = Key::new("bisect")
+        .add(repo.as_os_str().as_encoded_bytes())
+        .hex();
+    let clone = cache_root.join("bisect").join(key);
+    if clone.exists() {
+        std::fs::remove_dir_all(&clone)
+            .with_context(|| format!("cannot remove old clone {}", clone.display()))?;
+    }
+    std::fs::create_dir_all(clone.parent().context("clone has a parent")?)?;
+    Command::new("git")
+        .args(["clone", "--quiet", "--shared", "--no-checkout"])
+        .arg(repo)
+        .arg(&clone)
+        .run()?;
+    Ok(clone)
+}
+
+/// Runs `git bisect run`, its output into `log_path`, one terminal line per
+/// step (probe's own summary); returns the whole output.
+fn run_steps(run: &Command, log_path: &Path) -> Result<String> {
+    crate::support::proc::echo(run);
+    let mut log = std::fs::File::create(log_path)?;
+    let reader = run.expression().stderr_to_stdout().unchecked().reader()?;
+    let _guards = crate::support::proc::guard_children(&reader);
+    let mut all = String::new();
+    for line in BufReader::new(&reader).lines() {
+        let line = line?;
+        writeln!(log, "{line}")?;
+        if line.starts_with("probe: ") && line.contains("(exit ") {
+            println!("  {}", line.trim_start_matches("probe: "));
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 use crate::flags::EnvChoice;
 use crate::flags::{Emit, Matrix};
 use crate::record::{KernelRecord, Record, Verdict};
-use crate::support::failure::{fail, Kind};
+use crate::support::failure::{fail, Kind, INTERNAL_EXIT};
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// One job: a name for people and the `verify` flags that select its source.
@@ -65,16 +65,11 @@ impl Matrix {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         let jobs: Vec<Job> = self.sources.iter().map(|s| job(s)).collect();
         if let Some(system) = self.emit {
-            print!(
-                "{}",
-                emit(
-                    system,
-                    &jobs
-                        .iter()
-                        .map(|j| (j.name.clone(), self.verify_args(j)))
-                        .collect::<Vec<_>>()
-                )
-            );
+            let named: Vec<(String, Vec<String>)> = jobs
+                .iter()
+                .map(|j| (j.name.clone(), self.verify_args(j)))
+                .collect();
+            print!("{}", emit(system, &named));
             return Ok(());
         }
         std::fs::create_dir_all(&self.out)
@@ -82,50 +77,16 @@ impl Matrix {
         let mut records = Vec::new();
         let mut any_lost = false;
         for (index, job) in jobs.iter().enumerate() {
-            let slug: String = job
-                .name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            let stem = format!("{:02}-{slug}", index + 1);
-            let dir = self.out.join(&stem);
-            let json = self.out.join(format!("{stem}.json"));
-            let mut args = vec![
-                "--cache-dir".to_string(),
-                cache_root.display().to_string(),
-                "verify".into(),
-            ];
-            args.extend(self.verify_args(job));
-            args.extend([
-                "--json".into(),
-                json.display().to_string(),
-                "--out".into(),
-                dir.display().to_string(),
-            ]);
             eprintln!("==> matrix job {}/{}: {}", index + 1, jobs.len(), job.name);
             let started = Instant::now();
-            let log = self.out.join(format!("{stem}.log"));
-            std::fs::create_dir_all(&dir)?;
-            let status = duct::cmd(std::env::current_exe()?, &args)
-                .stdin_null()
-                .stderr_to_stdout()
-                .stdout_path(&log)
-                .unchecked()
-                .run()?
-                .status;
-            let code = status
-                .code()
-                .unwrap_or(crate::support::failure::INTERNAL_EXIT);
+            let (code, json, record) = self.run_job(cache_root, index, job)?;
             let what = match code {
                 0 => "pass".to_string(),
                 1 => "a candidate loses modes".to_string(),
-                _ => format!("untestable: {}", last_error(&log)),
+                _ => format!(
+                    "untestable: {}",
+                    record.message.lines().next().unwrap_or("")
+                ),
             };
             println!(
                 "[{}/{}] {:<32} exit {code:<3} {:>6.0} s  {what}",
@@ -135,24 +96,6 @@ impl Matrix {
                 started.elapsed().as_secs_f64()
             );
             any_lost |= code == 1;
-            if !json.exists() {
-                // Even a run that failed before it could write its record
-                // gets a row in the table.
-                let record = Record {
-                    verdict: Verdict::Error,
-                    exit_code: code,
-                    message: last_error(&log),
-                    kernel: Some(KernelRecord {
-                        source: job.name.clone(),
-                        tree: String::new(),
-                        version: String::new(),
-                        git_rev: None,
-                    }),
-                    ..Record::default()
-                };
-                record.write(&json)?;
-            }
-            let record = Record::read(&json)?;
             records.push((json, record));
         }
         let table = crate::commands::report::merge(&records);
@@ -165,6 +108,68 @@ impl Matrix {
             ));
         }
         Ok(())
+    }
+
+    /// One job: `verify` as a process of its own (its whole output goes to
+    /// the job's log, and a job that dies cannot take the matrix with it);
+    /// returns its exit code, the path of its record, and the record.
+    fn run_job(
+        &self,
+        cache_root: &Path,
+        index: usize,
+        job: &Job,
+    ) -> Result<(i32, PathBuf, Record)> {
+        let slug: String = job
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let stem = format!("{:02}-{slug}", index + 1);
+        let dir = self.out.join(&stem);
+        let json = self.out.join(format!("{stem}.json"));
+        let mut args = vec![
+            "--cache-dir".to_string(),
+            cache_root.display().to_string(),
+            "verify".into(),
+        ];
+        args.extend(self.verify_args(job));
+        let (json_arg, dir_arg) = (json.display().to_string(), dir.display().to_string());
+        args.extend(["--json".into(), json_arg, "--out".into(), dir_arg]);
+        let log = self.out.join(format!("{stem}.log"));
+        std::fs::create_dir_all(&dir)?;
+        let status = duct::cmd(std::env::current_exe()?, &args)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_path(&log)
+            .unchecked()
+            .run()?
+            .status;
+        let code = status.code().unwrap_or(INTERNAL_EXIT);
+        if !json.exists() {
+            // Even a run that failed before it could write its record
+            // gets a row in the table.
+            let record = Record {
+                verdict: Verdict::Error,
+                exit_code: code,
+                message: last_error(&log),
+                kernel: Some(KernelRecord {
+                    source: job.name.clone(),
+                    tree: String::new(),
+                    version: String::new(),
+                    git_rev: None,
+                }),
+                ..Record::default()
+            };
+            record.write(&json)?;
+        }
+        let record = Record::read(&json)?;
+        Ok((code, json, record))
     }
 }
 
@@ -187,16 +192,21 @@ fn shell_words(args: &[String]) -> String {
 /// final job merging their records.
 pub fn emit(system: Emit, jobs: &[(String, Vec<String>)]) -> String {
     match system {
-        Emit::Github => {
-            let mut include = String::new();
-            for (name, args) in jobs {
-                include += &format!(
-                    "          - name: \"{name}\"\n            args: \"{}\"\n",
-                    shell_words(args).replace('"', "\\\"")
-                );
-            }
-            format!(
-                r#"# Generated by `cargo xtask matrix --emit github`: one patverify verify per
+        Emit::Github => github_workflow(jobs),
+        Emit::Gitlab => gitlab_pipeline(jobs),
+    }
+}
+
+fn github_workflow(jobs: &[(String, Vec<String>)]) -> String {
+    let mut include = String::new();
+    for (name, args) in jobs {
+        include += &format!(
+            "          - name: \"{name}\"\n            args: \"{}\"\n",
+            shell_words(args).replace('"', "\\\"")
+        );
+    }
+    format!(
+        r#"# Generated by `cargo xtask matrix --emit github`: one patverify verify per
 # kernel source, then one merged table. Needs a Debian 12 machine that can
 # run QEMU (TCG is fine); each job is one `cargo xtask verify --json`.
 name: patverify matrix
@@ -232,18 +242,19 @@ jobs:
           path: results
       - run: cargo xtask report merge results/*/*.json
 "#
-            )
-        }
-        Emit::Gitlab => {
-            let mut matrix = String::new();
-            for (name, args) in jobs {
-                matrix += &format!(
-                    "      - NAME: \"{name}\"\n        ARGS: \"{}\"\n",
-                    shell_words(args).replace('"', "\\\"")
-                );
-            }
-            format!(
-                r#"# Generated by `cargo xtask matrix --emit gitlab`: one patverify verify per
+    )
+}
+
+fn gitlab_pipeline(jobs: &[(String, Vec<String>)]) -> String {
+    let mut matrix = String::new();
+    for (name, args) in jobs {
+        matrix += &format!(
+            "      - NAME: \"{name}\"\n        ARGS: \"{}\"\n",
+            shell_words(args).replace('"', "\\\"")
+        );
+    }
+    format!(
+        r#"# Generated by `cargo xtask matrix --emit gitlab`: one patverify verify per
 # kernel source, then one merged table. Each job is one
 # `cargo xtask verify --json`.
 image: debian:12
@@ -268,9 +279,7 @@ merge:
   script:
     - cargo xtask report merge result-*.json
 "#
-            )
-        }
-    }
+    )
 }
 
 #[cfg(test)]

@@ -193,9 +193,9 @@ struct Plan {
     candidates: Vec<Candidate>,
 }
 
-/// The baseline is the tree without every candidate it already contains;
-/// each candidate is the baseline plus that one patch (or series).
-fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
+/// Each candidate file read (a series split into its mails) and how it
+/// relates to the tree: new (forward) or already contained (reverse).
+fn load_candidates(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Vec<(PatchSet, Direction)>> {
     let series_dir = ctx.cache.dir("series")?;
     let scratch = ctx
         .cache
@@ -221,6 +221,13 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
         }
         sets.push((set, direction));
     }
+    Ok(sets)
+}
+
+/// The baseline is the tree without every candidate it already contains;
+/// each candidate is the baseline plus that one patch (or series).
+fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
+    let sets = load_candidates(ctx, patch_files)?;
     // Later candidates' parts come off first, as `git revert` of a range would.
     let contained = |except: Option<usize>| -> Vec<(&Path, Direction)> {
         sets.iter()

@@ -62,12 +62,7 @@ pub fn build(
     toolchain: &str,
     jobs: usize,
 ) -> Result<Built> {
-    let mut key = Key::new("build-v4");
-    key.add(&variant.key).add(toolchain);
-    for fragment in fragments {
-        key.add_file(fragment)?;
-    }
-    let key = key.hex();
+    let key = build_key(variant, fragments, toolchain)?;
     // Beside the variant's src/, one per configuration: every build sees its
     // sources as ../src, so ccache (CCACHE_BASEDIR at the cache root) shares
     // objects between variants and bisect steps, and another configuration
@@ -77,11 +72,7 @@ pub fn build(
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-        eprintln!(
-            "{}: kernel already built ({}), reusing it",
-            variant.name,
-            bzimage.display()
-        );
+        eprintln!("{}: kernel already built, reusing it", variant.name);
         return Ok(Built {
             bzimage,
             build_dir,
@@ -95,20 +86,47 @@ pub fn build(
     let config_log = build_dir.join("config.log");
     let _ = std::fs::remove_file(&config_log);
     let started = std::time::Instant::now();
-    crate::stages::config::configure(kbuild, &variant.tree, &build_dir, fragments, &config_log).map_err(|e| {
-        if e.to_string().contains("is not clean") {
-            fail(Kind::Setup, format!("{}: the kernel tree has in-tree build output; run `make mrproper` in it (or use --rev) — log {}", variant.name, config_log.display()))
-        } else {
-            e
-        }
-    })?;
+    crate::stages::config::configure(kbuild, &variant.tree, &build_dir, fragments, &config_log)?;
     let config_time = started.elapsed();
+    let stats_before = kbuild.ccache_stats();
+    let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;
+    write_atomic(&stamp, &key)?;
+    let ccache = kbuild.ccache_stats().since(stats_before);
+    let secs = build_time.as_secs_f64();
+    eprintln!("{}: built in {secs:.0} s, {ccache}", variant.name);
+    Ok(Built {
+        bzimage,
+        build_dir,
+        reused: false,
+        config_time,
+        build_time,
+        ccache: Some(ccache),
+    })
+}
 
+/// What a build depends on: the variant's content, the toolchain, the
+/// config fragments.
+fn build_key(variant: &Variant, fragments: &[PathBuf], toolchain: &str) -> Result<String> {
+    let mut key = Key::new("build-v4");
+    key.add(&variant.key).add(toolchain);
+    for fragment in fragments {
+        key.add_file(fragment)?;
+    }
+    Ok(key.hex())
+}
+
+/// `make bzImage` in a configured `build_dir`, the log kept, the image
+/// checked; returns how long make took.
+fn make_bzimage(
+    kbuild: &Kbuild,
+    variant: &Variant,
+    build_dir: &Path,
+    jobs: usize,
+) -> Result<Duration> {
     let log = build_dir.join("build.log");
     let _ = std::fs::remove_file(&log);
-    let stats_before = kbuild.ccache_stats();
     let out = kbuild
-        .make(&variant.tree, &build_dir)
+        .make(&variant.tree, build_dir)
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
         .run_logged(&format!("build {}", variant.name), &log)?;
@@ -125,28 +143,15 @@ pub fn build(
             ),
         ));
     }
+    let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if !bzimage.exists() {
         return Err(fail(
             Kind::Build,
             format!("make succeeded but left no {}", bzimage.display()),
         ));
     }
-    check_payload(&build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
-    write_atomic(&stamp, &key)?;
-    let ccache = kbuild.ccache_stats().since(stats_before);
-    eprintln!(
-        "{}: built in {:.0} s, {ccache}",
-        variant.name,
-        out.elapsed.as_secs_f64()
-    );
-    Ok(Built {
-        bzimage,
-        build_dir,
-        reused: false,
-        config_time,
-        build_time: out.elapsed,
-        ccache: Some(ccache),
-    })
+    check_payload(build_dir).map_err(|e| fail(Kind::Build, format!("{}: {e}", variant.name)))?;
+    Ok(out.elapsed)
 }
 
 /// Checks that the bzImage carries this build's compressed vmlinux: its

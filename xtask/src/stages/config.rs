@@ -152,42 +152,15 @@ pub fn check_toolchain(tree: &Path) -> Result<()> {
     }
 }
 
-/// Configures `build_dir` for `tree` and checks the result.
-pub fn configure(
+/// Checks that every option the fragments ask for is in the final
+/// `.config`; a dropped CONFIG_RUST is the toolchain's fault and says why.
+fn check_survived(
     kbuild: &Kbuild,
     tree: &Path,
     build_dir: &Path,
     fragments: &[PathBuf],
-    log: &Path,
 ) -> Result<()> {
-    let run = |cmd: Command, what: &str| -> Result<()> {
-        let out = cmd.run_logged(what, log)?;
-        if !out.ok {
-            return Err(fail(
-                Kind::Config,
-                format!(
-                    "{what} failed (log: {}):\n{}",
-                    log.display(),
-                    out.tail.join("\n")
-                ),
-            ));
-        }
-        Ok(())
-    };
-    run(kbuild.make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
     let config = build_dir.join(".config");
-    let merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"))
-        .args(["-m", "-O"])
-        .arg(build_dir)
-        .arg(&config)
-        .args(fragments)
-        .dir(tree);
-    run(merge, "merge_config")?;
-    run(
-        kbuild.make(tree, build_dir).arg("olddefconfig"),
-        "olddefconfig",
-    )?;
-
     let mut requested = Options::new();
     for fragment in fragments {
         let text = std::fs::read_to_string(fragment)
@@ -228,6 +201,61 @@ pub fn configure(
             config.display()
         ),
     ))
+}
+
+/// An out-of-tree build refuses a source tree that was configured in place
+/// (Kbuild's "is not clean" check: a `.config` or `include/config/`).
+fn check_clean_tree(tree: &Path) -> Result<()> {
+    if tree.join(".config").exists() || tree.join("include/config").is_dir() {
+        return Err(fail(
+            Kind::Setup,
+            format!(
+                "{}: the kernel tree has in-tree build output; run `make mrproper` in it (or use --rev)",
+                tree.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Configures `build_dir` for `tree` and checks the result.
+pub fn configure(
+    kbuild: &Kbuild,
+    tree: &Path,
+    build_dir: &Path,
+    fragments: &[PathBuf],
+    log: &Path,
+) -> Result<()> {
+    check_clean_tree(tree)?;
+    let run = |cmd: Command, what: &str| -> Result<()> {
+        let out = cmd.run_logged(what, log)?;
+        if !out.ok {
+            return Err(fail(
+                Kind::Config,
+                format!(
+                    "{what} failed (log: {}):\n{}",
+                    log.display(),
+                    out.tail.join("\n")
+                ),
+            ));
+        }
+        Ok(())
+    };
+    run(kbuild.make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
+    let config = build_dir.join(".config");
+    let merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"))
+        .args(["-m", "-O"])
+        .arg(build_dir)
+        .arg(&config)
+        .args(fragments)
+        .dir(tree);
+    run(merge, "merge_config")?;
+    run(
+        kbuild.make(tree, build_dir).arg("olddefconfig"),
+        "olddefconfig",
+    )?;
+
+    check_survived(kbuild, tree, build_dir, fragments)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use patverify_protocol::CacheMode;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,42 +168,8 @@ pub fn run(boot: &Boot) -> Result<Console> {
         })?;
     let _guards = crate::support::proc::guard_children(&reader);
     let reader = Arc::new(reader);
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let pump = {
-        let reader = Arc::clone(&reader);
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(&*reader);
-            loop {
-                let mut buf = Vec::new();
-                match lines.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(buf).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let deadline = started + boot.timeout;
-    let mut text = Vec::new();
-    let mut timed_out = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(chunk) => {
-                log.write_all(&chunk)?;
-                text.extend_from_slice(&chunk);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
-                reader.kill().ok();
-                break;
-            }
-        }
-    }
+    let (rx, pump) = pump_lines(Arc::clone(&reader));
+    let (text, timed_out) = collect(&rx, started + boot.timeout, &mut log, &reader)?;
     if timed_out {
         writeln!(
             log,
@@ -228,6 +195,52 @@ pub fn run(boot: &Boot) -> Result<Console> {
         timed_out,
         failed_status,
     })
+}
+
+/// Reads the child's output line by line on a thread of its own, so the
+/// caller can wait with a deadline.
+fn pump_lines(reader: Arc<duct::ReaderHandle>) -> (Receiver<Vec<u8>>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let pump = std::thread::spawn(move || {
+        let mut lines = BufReader::new(&*reader);
+        loop {
+            let mut buf = Vec::new();
+            match lines.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(buf).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (rx, pump)
+}
+
+/// The output until it ends or `deadline` passes (then the child is
+/// killed); everything is copied to `log`. Returns it and whether it timed out.
+fn collect(
+    rx: &Receiver<Vec<u8>>,
+    deadline: Instant,
+    log: &mut std::fs::File,
+    reader: &duct::ReaderHandle,
+) -> Result<(Vec<u8>, bool)> {
+    let mut text = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => {
+                log.write_all(&chunk)?;
+                text.extend_from_slice(&chunk);
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok((text, false)),
+            Err(RecvTimeoutError::Timeout) => {
+                reader.kill().ok();
+                return Ok((text, true));
+            }
+        }
+    }
 }
 
 /// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
