@@ -165,15 +165,31 @@ pub fn split_mailbox(text: &str) -> Vec<Mail> {
         .filter(|m| {
             m.lines().any(|l| l.starts_with("+++ ")) && m.lines().any(|l| l.starts_with("@@ "))
         })
-        .map(|m| {
-            let subject = m
-                .lines()
-                .find_map(|l| l.strip_prefix("Subject:"))
-                .map(clean_subject)
-                .unwrap_or_default();
-            Mail { subject, text: m }
+        .map(|m| Mail {
+            subject: subject_of(&m),
+            text: m,
         })
         .collect()
+}
+
+/// A mail's subject as its reader sees it: folded header lines joined and
+/// RFC 2047 words decoded (format-patch folds long subjects and encodes
+/// non-ASCII ones), the `[PATCH …]` prefix dropped. The mbox split above
+/// stays by hand: mailparse reads one message, not a mailbox.
+fn subject_of(mail: &str) -> String {
+    // The mbox "From " separator line is not a header.
+    let headers = match mail.split_once('\n') {
+        Some((first, rest)) if first.starts_with("From ") => rest,
+        _ => mail,
+    };
+    mailparse::parse_headers(headers.as_bytes())
+        .ok()
+        .and_then(|(headers, _)| {
+            use mailparse::MailHeaderMap;
+            headers.get_first_value("Subject")
+        })
+        .map(|raw| clean_subject(&raw))
+        .unwrap_or_default()
 }
 
 /// "[PATCH v2 2/3] x86/mm: fix" → "x86/mm: fix".
@@ -371,6 +387,20 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn folded_and_encoded_subjects_read_as_one_line() {
+        let mail = "From 1 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nSubject: [PATCH v2 1/2] x86/mm: a subject long enough\n that format-patch folds it\nMessage-Id: <1@b>\n\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(
+            split_mailbox(mail)[0].subject,
+            "x86/mm: a subject long enough that format-patch folds it"
+        );
+        let encoded = mail.replace(
+            "[PATCH v2 1/2] x86/mm: a subject long enough\n that format-patch folds it",
+            "=?UTF-8?q?x86/mm:_caf=C3=A9?=",
+        );
+        assert_eq!(split_mailbox(&encoded)[0].subject, "x86/mm: café");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub struct Cache {
@@ -53,14 +52,20 @@ impl Cache {
                     format!("cannot write to cache directory {}: {e}", root.display()),
                 )
             })?;
-        if !try_flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
-            let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-            eprintln!(
-                "waiting for another patverify run (pid {}) that holds {}",
-                holder.trim(),
-                lock_path.display()
-            );
-            try_flock(&lock, libc::LOCK_EX)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                eprintln!(
+                    "waiting for another patverify run (pid {}) that holds {}",
+                    holder.trim(),
+                    lock_path.display()
+                );
+                lock.lock().context("cannot lock the cache")?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::from(e).context("cannot lock the cache"))
+            }
         }
         lock.set_len(0)?;
         write!(lock, "{}", std::process::id())?;
@@ -75,19 +80,6 @@ impl Cache {
         fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(path)
     }
-}
-
-fn try_flock(file: &File, op: libc::c_int) -> Result<bool> {
-    // SAFETY: flock on a file descriptor we own; no pointers involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Ok(false);
-    }
-    Err(err).context("cannot lock the cache")
 }
 
 /// Content keys: a SHA-256 over labelled parts, shown as 16 hex digits.
@@ -160,6 +152,11 @@ pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
 /// `publish` renames it into place. Dropped unpublished (an error on the
 /// way), it is removed, so a failed step gives its space back (a full disk
 /// especially) and leaves nothing a later run could take for finished.
+///
+/// Written by hand rather than with `tempfile`: the name is fixed
+/// (`.NAME.tmp`), so the next run removes what a killed run left behind
+/// (SIGKILL, or the signal handler's `_exit`, runs no destructor) — with a
+/// random name those leftovers (GBs for a kernel source) would pile up.
 pub struct Staged {
     path: PathBuf,
 }

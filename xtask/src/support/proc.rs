@@ -194,7 +194,7 @@ impl Drop for ChildGuard {
     }
 }
 
-extern "C" fn on_signal(signal: libc::c_int) {
+fn on_signal(signal: libc::c_int) {
     // SIGTERM first: a child that is itself a harness (`probe` under `git
     // bisect run`) ends its own make and QEMU groups before it goes; SIGKILL
     // for whatever is left after two seconds.
@@ -230,10 +230,20 @@ extern "C" fn on_signal(signal: libc::c_int) {
 /// Makes SIGINT, SIGTERM and SIGHUP end every registered child group
 /// (TERM, then KILL) before the harness exits (128 + signal): no make or
 /// QEMU is left behind, also under a nested harness.
+///
+/// The work happens in the handler itself, not on a signal-hook iterator
+/// thread: the interrupted thread must not go on and act on its children's
+/// deaths (a killed make reads as a failed build, exit 6) before the harness
+/// ends with 128 + signal.
 pub fn end_children_on_signals() {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installs a handler that only calls async-signal-safe functions.
-        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+        // SAFETY: the action only reads atomics and calls async-signal-safe
+        // functions (kill, nanosleep, _exit); it allocates nothing.
+        let registered =
+            unsafe { signal_hook::low_level::register(signal, move || on_signal(signal)) };
+        if let Err(err) = registered {
+            eprintln!("warning: cannot handle signal {signal}: {err}");
+        }
     }
 }
 
