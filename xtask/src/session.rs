@@ -18,6 +18,7 @@ use crate::stages::{config, initramfs, source};
 use crate::support::cache::Cache;
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
+use crate::ui::{self, Event};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,17 +101,17 @@ impl Session {
             )
         })?;
         crate::support::proc::log_commands_to(&out_dir.join("commands.log"));
-        eprintln!("==> provision");
+        ui::emit(Event::Stage("provision"));
         let xen_dir = cache.root.join("xen");
         self.timings
             .time(Step::Provision, || provision::ensure(&xen_dir))?;
         check_qemu(&self.common.qemu)?;
-        eprintln!("==> kernel source");
+        ui::emit(Event::Stage("kernel source"));
         let common = &self.common;
         let source = self.timings.time(Step::Source, || {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
         })?;
-        eprintln!("kernel: {}", source.describe);
+        ui::emit(Event::Kernel(&source.describe));
         self.record.kernel = Some(KernelRecord {
             source: source.describe.clone(),
             tree: source.root.display().to_string(),
@@ -150,7 +151,7 @@ impl Session {
 
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
-        eprintln!("==> build");
+        ui::emit(Event::Stage("build"));
         let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
             let path = extra.canonicalize().map_err(|e| {
@@ -194,14 +195,14 @@ impl Session {
     /// Boots every variant in every environment (as many at once as there
     /// are cores) and returns the parsed reports, in variant, env order.
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
-        eprintln!("==> initramfs");
+        ui::emit(Event::Stage("initramfs"));
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
         self.timings.time(Step::Initramfs, || {
             initramfs::write(&initramfs::build_init()?, &initramfs_path)
         })?;
         let boots_started = Instant::now();
 
-        eprintln!("==> boot");
+        ui::emit(Event::Stage("boot"));
         let envs = self.common.env.envs();
         let boots: Vec<(usize, Env)> = (0..variants.len())
             .flat_map(|v| envs.iter().map(move |&e| (v, e)))
@@ -277,10 +278,7 @@ impl Session {
         verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
     ) -> Result<()> {
         self.timings.add(Step::Total, self.started.elapsed());
-        eprintln!("\ntime:");
-        for (step, d) in &self.timings.0 {
-            eprintln!("  {step:<28} {:>7.1} s", d.as_secs_f64());
-        }
+        ui::emit(Event::Timings(&self.timings.0));
         self.record.timings = self
             .timings
             .0
@@ -386,8 +384,10 @@ fn boot_one(
                 .into(),
         ));
     }
-    let secs = console.elapsed.as_secs_f64();
-    eprintln!("  [{label}] report received in {secs:.1} s");
+    ui::emit(Event::ReportReceived {
+        label: &label,
+        took: console.elapsed,
+    });
     let run = Run {
         variant: v.name.clone(),
         env,

@@ -1,11 +1,94 @@
-//! What the terminal shows at the end of a run: the header, the tables and
-//! the verdict lines. The stages return values; only this module (and the
-//! progress lines of `support::proc`) decides how they look.
+//! What the terminal shows: the stages and commands emit typed [`Event`]s
+//! and return values; only this module (and the in-place progress line of
+//! `support::proc`) decides how they look — one line per step, the tables,
+//! the verdict. JSON and JUnit are rendered by `record` and `junit`.
 
+use crate::record::Step;
+use crate::stages::build::CcacheStats;
 use crate::stages::compare::{self, Run};
+use crate::stages::patch::Direction;
 use crate::stages::qemu::Env;
 use crate::stages::variant::Variant;
 use anyhow::Result;
+use std::time::Duration;
+
+/// Something a run reports while it goes.
+pub enum Event<'a> {
+    /// A pipeline step begins ("provision", "kernel source", "build"…).
+    Stage(&'a str),
+    /// The kernel source the run tests.
+    Kernel(&'a str),
+    /// How a candidate patch (or series of `parts` mails) relates to the tree.
+    Candidate {
+        file: &'a str,
+        parts: usize,
+        direction: Direction,
+    },
+    /// A variant tree is being made (first use of this content).
+    MakingTree { variant: &'a str, describe: &'a str },
+    /// A build with the same inputs exists: no make.
+    BuildReused { variant: &'a str },
+    /// A kernel was built.
+    Built {
+        variant: &'a str,
+        took: Duration,
+        ccache: CcacheStats,
+    },
+    /// A boot printed its complete report.
+    ReportReceived { label: &'a str, took: Duration },
+    /// Where the time went (the end of every run).
+    Timings(&'a [(Step, Duration)]),
+}
+
+/// Renders an event on the terminal (stderr: stdout is for results).
+pub fn emit(event: Event) {
+    eprintln!("{}", render(&event));
+}
+
+fn render(event: &Event) -> String {
+    match event {
+        Event::Stage(name) => format!("==> {name}"),
+        Event::Kernel(describe) => format!("kernel: {describe}"),
+        Event::Candidate {
+            file,
+            parts,
+            direction,
+        } => {
+            let series = if *parts > 1 {
+                format!(" (a series of {parts})")
+            } else {
+                String::new()
+            };
+            match direction {
+                Direction::Forward => {
+                    format!("{file}{series} applies forward: a candidate = baseline + it")
+                }
+                Direction::Reverse => format!(
+                    "the tree already contains {file}{series}: the baseline has it reversed"
+                ),
+            }
+        }
+        Event::MakingTree { variant, describe } => {
+            format!("making the {variant} tree ({describe})")
+        }
+        Event::BuildReused { variant } => format!("{variant}: kernel already built, reusing it"),
+        Event::Built {
+            variant,
+            took,
+            ccache,
+        } => format!("{variant}: built in {:.0} s, {ccache}", took.as_secs_f64()),
+        Event::ReportReceived { label, took } => {
+            format!("  [{label}] report received in {:.1} s", took.as_secs_f64())
+        }
+        Event::Timings(steps) => {
+            let mut out = String::from("\ntime:");
+            for (step, took) in steps.iter() {
+                out += &format!("\n  {step:<28} {:>7.1} s", took.as_secs_f64());
+            }
+            out
+        }
+    }
+}
 
 /// verify's header (kernel, variants) and one table per environment.
 pub fn verify_tables(
@@ -49,4 +132,30 @@ pub fn candidate_lines(judged: &[crate::commands::verify::Judged]) -> Vec<String
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_render_as_one_line_each() {
+        let reverse = Event::Candidate {
+            file: "0001-fix.patch",
+            parts: 2,
+            direction: Direction::Reverse,
+        };
+        assert_eq!(
+            render(&reverse),
+            "the tree already contains 0001-fix.patch (a series of 2): the baseline has it reversed"
+        );
+        let built = Event::Built {
+            variant: "baseline",
+            took: Duration::from_secs(337),
+            ccache: CcacheStats::default(),
+        };
+        assert!(render(&built).starts_with("baseline: built in 337 s, ccache 0 hits"));
+        let steps = [(Step::Total, Duration::from_millis(12_900))];
+        assert!(render(&Event::Timings(&steps)).ends_with("total                           12.9 s"));
+    }
 }

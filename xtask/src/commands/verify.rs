@@ -68,7 +68,7 @@ impl Verify {
             self.patches.clone()
         };
         let ctx = session.open(cache_root)?;
-        eprintln!("==> variants");
+        ui::emit(ui::Event::Stage("variants"));
         let plan = session
             .timings
             .time(Step::Variants, || make_variants(&ctx, &patch_files))?;
@@ -206,19 +206,11 @@ fn load_candidates(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Vec<(PatchSet, 
         let set = patch::load(file, &series_dir)?;
         let direction = patch::detect(&ctx.source.root, &set, &scratch)?;
         let name = file.file_name().unwrap_or_default().to_string_lossy();
-        let series = if set.parts.len() > 1 {
-            format!(" (a series of {})", set.parts.len())
-        } else {
-            String::new()
-        };
-        match direction {
-            Direction::Forward => {
-                eprintln!("{name}{series} applies forward: a candidate = baseline + it")
-            }
-            Direction::Reverse => {
-                eprintln!("the tree already contains {name}{series}: the baseline has it reversed")
-            }
-        }
+        ui::emit(ui::Event::Candidate {
+            file: &name,
+            parts: set.parts.len(),
+            direction,
+        });
         sets.push((set, direction));
     }
     Ok(sets)

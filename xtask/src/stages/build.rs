@@ -14,6 +14,7 @@ use crate::stages::variant::Variant;
 use crate::support::cache::{write_atomic, Key};
 use crate::support::failure::{fail, Kind};
 use crate::support::provision::{bindgen_path, LLVM_SUFFIX, RUSTC};
+use crate::ui::{self, Event};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,7 +73,9 @@ pub fn build(
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-        eprintln!("{}: kernel already built, reusing it", variant.name);
+        ui::emit(Event::BuildReused {
+            variant: &variant.name,
+        });
         return Ok(Built {
             bzimage,
             build_dir,
@@ -92,8 +95,11 @@ pub fn build(
     let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;
     write_atomic(&stamp, &key)?;
     let ccache = kbuild.ccache_stats().since(stats_before);
-    let secs = build_time.as_secs_f64();
-    eprintln!("{}: built in {secs:.0} s, {ccache}", variant.name);
+    ui::emit(Event::Built {
+        variant: &variant.name,
+        took: build_time,
+        ccache,
+    });
     Ok(Built {
         bzimage,
         build_dir,

@@ -103,11 +103,10 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     let dest = cache.dir("variants")?.join(&key);
     let tree = dest.join("src");
     if !tree.join(READY).exists() {
-        eprintln!(
-            "making {} tree ({describe}) in {}",
-            spec.name,
-            tree.display()
-        );
+        crate::ui::emit(crate::ui::Event::MakingTree {
+            variant: &spec.name,
+            describe: &describe,
+        });
         let staged = Staged::new(&dest)?;
         let tmp_tree = staged.path().join("src");
         link_copy(&source.root, &tmp_tree)?;
