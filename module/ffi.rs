@@ -288,6 +288,43 @@ static MAPPING_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
     close: Some(close),
     ..NO_VM_OPS
 });
+/// `devmem`: device memory mapped as a GPU driver maps VRAM; the page
+/// offset picks the cache mode.
+pub(crate) static DEVMEM_OPS: FileOps = FileOps(bindings::file_operations {
+    mmap: Some(devmem_mmap),
+    ..NO_FILE_OPS
+});
+static DEVMEM_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
+    fault: Some(devmem_fault),
+    ..NO_VM_OPS
+});
+
+/// Whether this kernel runs as a Xen PV guest (dom0 here).
+pub(crate) fn xen_pv() -> bool {
+    // SAFETY: the helper only reads a boot-time flag.
+    unsafe { bindings::patverify_xen_pv() != 0 }
+}
+
+/// BAR 0 of QEMU's standard VGA: its physical start and length.
+pub(crate) fn vga_bar() -> Result<(u64, u64)> {
+    let (mut start, mut len) = (0u64, 0u64);
+    // SAFETY: both out-pointers are valid and writable for the call.
+    to_result(unsafe { bindings::patverify_vga_bar(&mut start, &mut len) })?;
+    Ok((start, len))
+}
+
+/// Reserves the memory type of `size` bytes of device memory at `start` for
+/// `mode`, as a GPU driver reserves its aperture; returns the mode the
+/// kernel granted (`None`: a value outside `enum page_cache_mode`).
+pub(crate) fn reserve_memtype(start: u64, size: u64, mode: CacheMode) -> Result<Option<CacheMode>> {
+    let mut actual: c_int = 0;
+    // SAFETY: `actual` is a valid out-pointer; the helper only records a
+    // physical range in the kernel's memtype tree.
+    to_result(unsafe {
+        bindings::patverify_reserve_memtype(start, size, mode as c_int, &mut actual)
+    })?;
+    Ok(CacheMode::from_raw(actual as bindings::page_cache_mode))
+}
 
 /// `.read` of `results`.
 ///
@@ -423,6 +460,82 @@ unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
             bindings::patverify_put_page(page);
         }
     }
+}
+
+/// `.mmap` of `devmem`: one page of device memory, as a DRM/TTM driver maps
+/// VRAM — `VM_PFNMAP | VM_IO`, the VMA's default protection left alone; the
+/// fault inserts the page.
+///
+/// # Safety
+///
+/// Called by `mmap_region()` only, with `vma` the VMA being set up, which
+/// the caller holds exclusively (mmap write lock) until this returns.
+unsafe extern "C" fn devmem_mmap(
+    _file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
+    let vma = unsafe { &mut *vma };
+    let Some(mode) = CacheMode::from_index(vma.vm_pgoff as usize) else {
+        return EINVAL.to_errno();
+    };
+    if crate::devmem_page(mode).is_none() {
+        // No memory of this type to map: the report says why (a SKIP).
+        return ENODEV.to_errno();
+    }
+    // SAFETY: both union members are the same integer.
+    let vm_flags = unsafe { vma.__bindgen_anon_2.vm_flags };
+    // A private mapping would be a COW mapping, on which
+    // vmf_insert_pfn_prot() BUG()s: only shared ones are taken.
+    let shared = vm_flags & bindings::VM_SHARED as c_ulong != 0;
+    // SAFETY: the union holds the VMA's bounds while it is set up (its
+    // other member, an RCU head, is used only once the VMA is freed).
+    let (start, end) = unsafe {
+        let bounds = &vma.__bindgen_anon_1.__bindgen_anon_1;
+        (bounds.vm_start, bounds.vm_end)
+    };
+    if !shared || end - start != PAGE_SIZE as c_ulong {
+        return EINVAL.to_errno();
+    }
+    let flags = bindings::VM_PFNMAP
+        | bindings::VM_IO
+        | bindings::VM_DONTEXPAND
+        | bindings::VM_DONTDUMP
+        | bindings::VM_DONTCOPY;
+    // SAFETY: `vma` is being set up under the mmap write lock, which
+    // `vm_flags_set()` requires.
+    unsafe { bindings::patverify_vm_flags_set(vma, flags as c_ulong) };
+    vma.vm_ops = &DEVMEM_VM_OPS.0;
+    0
+}
+
+/// `.fault` of the `devmem` mapping: inserts the device page with the
+/// mode's protection through `vmf_insert_pfn_prot()`, as TTM's
+/// `ttm_bo_vm_fault_reserved()` does; `track_pfn_insert()` then takes the
+/// cache bits from the memtype reserved for that memory.
+///
+/// # Safety
+///
+/// Called by the fault handler only, with `vmf` valid for a VMA whose
+/// `vm_ops` is `DEVMEM_VM_OPS`, under the mmap or VMA read lock.
+unsafe extern "C" fn devmem_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs.
+    let vma = unsafe { (*vmf).__bindgen_anon_1.vma };
+    // SAFETY: the VMA is live during the fault.
+    let (pgoff, prot) = unsafe { ((*vma).vm_pgoff, (*vma).vm_page_prot.pgprot) };
+    let Some(mode) = CacheMode::from_index(pgoff as usize) else {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    };
+    let Some(phys) = crate::devmem_page(mode) else {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    };
+    let prot = crate::devmem_fault_prot(mode, prot);
+    let pfn = phys / PAGE_SIZE as u64;
+    // SAFETY: `vmf` is the live fault of a VM_PFNMAP, shared VMA
+    // (`devmem_mmap` refuses private ones, on which vmf_insert_pfn_prot()
+    // BUG()s); `pfn` is device memory whose memtype this module reserved at
+    // boot, inside the VMA's one page.
+    unsafe { bindings::patverify_insert_pfn(vmf, pfn as c_ulong, prot as c_ulong) }
 }
 
 /// A debugfs directory, removed (with its files) on drop.

@@ -12,6 +12,8 @@
 #include <asm/cpufeature.h>
 #include <asm/pgtable.h>
 #include <xen/xen.h>
+#include <linux/pci.h>
+#include <asm/memtype.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
@@ -95,6 +97,55 @@ int rust_helper_patverify_pte_modify(unsigned long prot, unsigned long newprot,
 	*after = pte_flags(pte);
 	__free_page(page);
 	return 0;
+}
+
+/*
+ * The device memory of the devmem paths: BAR 0 of QEMU's standard VGA
+ * (PCI 1234:1111, the framebuffer), which QEMU gives every boot, native and
+ * under Xen. Returns 0 with its start and length, or -ENODEV.
+ */
+int rust_helper_patverify_vga_bar(u64 *start, u64 *len)
+{
+	struct pci_dev *pdev = pci_get_device(0x1234, 0x1111, NULL);
+
+	if (!pdev)
+		return -ENODEV;
+	bool is_mem = pci_resource_flags(pdev, 0) & IORESOURCE_MEM;
+
+	*start = pci_resource_start(pdev, 0);
+	*len = pci_resource_len(pdev, 0);
+	pci_dev_put(pdev);
+	return is_mem && *start && *len ? 0 : -ENODEV;
+}
+
+/*
+ * Reserves the memory type of [start, start + size) as a GPU driver reserves
+ * its VRAM aperture: arch_io_reserve_memtype_wc() (amdgpu, radeon) is
+ * memtype_reserve_io() with WC; the other modes use the same call. *actual
+ * is the mode the kernel granted (WB on MMIO becomes UC-, as the MTRRs
+ * say), which vmf_insert_pfn_prot() then applies to every PTE it inserts
+ * there (track_pfn_insert()).
+ */
+int rust_helper_patverify_reserve_memtype(u64 start, u64 size, int pcm, int *actual)
+{
+	enum page_cache_mode type = pcm;
+	int ret = memtype_reserve_io(start, start + size, &type);
+
+	*actual = type;
+	return ret;
+}
+
+/* xen_pv_domain() is a macro. */
+int rust_helper_patverify_xen_pv(void)
+{
+	return xen_pv_domain();
+}
+
+/* vmf_insert_pfn_prot() as a DRM/TTM fault handler calls it. */
+unsigned int rust_helper_patverify_insert_pfn(struct vm_fault *vmf, unsigned long pfn,
+					     unsigned long prot)
+{
+	return vmf_insert_pfn_prot(vmf->vma, vmf->address, pfn, __pgprot(prot));
 }
 
 /*

@@ -3,7 +3,7 @@
 //! patverify: checks that every x86 page cache mode survives the paths that
 //! re-apply a mapping's protection bits.
 //!
-//! For each mode (WB, WC, UC-, UC, WT, WP) it measures five paths:
+//! For each mode (WB, WC, UC-, UC, WT, WP) it measures seven paths:
 //!
 //! - `vma_set_page_prot`: a shared read/write VMA whose `vm_page_prot`
 //!   requests the mode, put through `vma_set_page_prot()` directly
@@ -18,6 +18,19 @@
 //! - `mprotect`: /init makes the mapping read-only and writable again
 //!   (`change_protection()` → `pte_modify()`), writes `mprotect MODE ADDR`,
 //!   and the module reads the installed PTE again.
+//! - `devmem_fault`: device memory mapped as a GPU driver maps VRAM. At boot
+//!   the module reserves the memtype of one 2 MiB chunk of the VGA BAR per
+//!   mode (`memtype_reserve_io()`, what `arch_io_reserve_memtype_wc()` does
+//!   for WC); /init maps `/sys/kernel/debug/patverify/devmem` at page offset
+//!   N (mode N), whose `.mmap` sets `VM_PFNMAP | VM_IO` and leaves the VMA's
+//!   protection alone, and touches it: the fault inserts the page with
+//!   `vmf_insert_pfn_prot()` and the mode's protection, as TTM does, and
+//!   `track_pfn_insert()` takes the cache bits from the reserved memtype.
+//!   The module reads the installed PTE. A mode the kernel (or Xen) cannot
+//!   give device memory is a `# SKIP` with the reason.
+//! - `devmem_mprotect`: /init mprotect()s that mapping read-only and back;
+//!   `change_protection()` runs `pte_modify()` with the VMA's plain
+//!   protection; installed PTE again.
 //! - `pte_modify_direct` (synthetic: no page table, no syscall): an entry
 //!   built with `mk_pte()` at boot carrying its own cache mode, put through
 //!   `pte_modify()` called directly with the protection a plain WB VMA gets
@@ -34,7 +47,7 @@
 //! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::bindings;
 use kernel::c_str;
 use kernel::prelude::*;
@@ -81,10 +94,12 @@ impl kernel::Module for PatVerify {
                 Err(why) => STATE.huge_pmd_skip.store(why as usize, Ordering::Release),
             }
         }
+        reserve_device_memory();
         let dir = ffi::DebugfsDir::create(c_str!("patverify"))?;
         dir.add_file(c_str!("results"), 0o444, &ffi::RESULTS_OPS)?;
         dir.add_file(c_str!("probe"), 0o200, &ffi::PROBE_OPS)?;
         dir.add_file(c_str!("mmap"), 0o600, &ffi::MMAP_OPS)?;
+        dir.add_file(c_str!("devmem"), 0o600, &ffi::DEVMEM_OPS)?;
         pr_info!("report in /sys/kernel/debug/patverify/results\n");
         Ok(PatVerify { _dir: dir })
     }
@@ -104,15 +119,19 @@ enum Path {
     VmaSetPageProt = 0,
     MmapFault = 1,
     Mprotect = 2,
-    PteModifyDirect = 3,
-    PmdModifyIoremapEncoding = 4,
+    DevmemFault = 3,
+    DevmemMprotect = 4,
+    PteModifyDirect = 5,
+    PmdModifyIoremapEncoding = 6,
 }
 
 impl Path {
-    const ALL: [Path; 5] = [
+    const ALL: [Path; 7] = [
         Path::VmaSetPageProt,
         Path::MmapFault,
         Path::Mprotect,
+        Path::DevmemFault,
+        Path::DevmemMprotect,
         Path::PteModifyDirect,
         Path::PmdModifyIoremapEncoding,
     ];
@@ -122,6 +141,8 @@ impl Path {
             Path::VmaSetPageProt => "vma_set_page_prot",
             Path::MmapFault => "mmap_fault",
             Path::Mprotect => "mprotect",
+            Path::DevmemFault => "devmem_fault",
+            Path::DevmemMprotect => "devmem_mprotect",
             Path::PteModifyDirect => "pte_modify_direct",
             Path::PmdModifyIoremapEncoding => "pmd_modify_ioremap_encoding",
         }
@@ -161,16 +182,28 @@ struct State {
     /// The protection each mode's `.mmap` asked for, before the kernel
     /// applied the VMA's flags: the "before" of the `mmap_fault` path.
     mmap_requested: [AtomicUsize; MODE_COUNT],
+    /// Per mode: the device memory (physical address of one 2 MiB chunk of
+    /// the VGA BAR) whose memtype was reserved for it, 0 if none.
+    devmem: [AtomicU64; MODE_COUNT],
+    /// Per mode: why there is no device memory (`NoDevmem` as a number).
+    devmem_skip: [AtomicUsize; MODE_COUNT],
+    /// The protection each mode's devmem fault asked for: the "before" of
+    /// the `devmem_fault` path.
+    devmem_requested: [AtomicUsize; MODE_COUNT],
 }
 
 impl State {
     const fn new() -> Self {
         const NOTHING: AtomicUsize = AtomicUsize::new(0);
+        const NO_MEMORY: AtomicU64 = AtomicU64::new(0);
         const EMPTY_ROW: [Slot; MODE_COUNT] = [Slot::EMPTY; MODE_COUNT];
         State {
             slots: [EMPTY_ROW; PATH_COUNT],
             huge_pmd_skip: AtomicUsize::new(0),
             mmap_requested: [NOTHING; MODE_COUNT],
+            devmem: [NO_MEMORY; MODE_COUNT],
+            devmem_skip: [NOTHING; MODE_COUNT],
+            devmem_requested: [NOTHING; MODE_COUNT],
         }
     }
 
@@ -191,6 +224,107 @@ fn record_decoded(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal, 
     slot.after.store(after, Ordering::Relaxed);
     slot.decoded.store(decoded, Ordering::Relaxed);
     slot.measured.store(true, Ordering::Release);
+}
+
+/// Each mode's device memory: a 2 MiB chunk of the VGA BAR per mode, its
+/// memtype reserved for the mode as a GPU driver reserves its aperture.
+const DEVMEM_CHUNK: u64 = 2 << 20;
+
+/// Why a mode has no device memory to map.
+#[derive(Clone, Copy)]
+enum NoDevmem {
+    /// No VGA BAR (or one too small for a chunk per mode).
+    NoBar = 1,
+    /// The kernel refused the reservation.
+    Refused = 2,
+    /// Xen PV maps device memory of a cacheable type uncached.
+    XenUncachedMmio = 3,
+    /// The kernel granted another mode: `Granted + mode index`.
+    Granted = 10,
+}
+
+/// Finds the VGA BAR and reserves one chunk per mode (at boot).
+fn reserve_device_memory() {
+    let skip = |mode: CacheMode, why: usize| {
+        STATE.devmem_skip[mode as usize].store(why, Ordering::Release);
+    };
+    let Ok((start, len)) = ffi::vga_bar() else {
+        CacheMode::ALL
+            .into_iter()
+            .for_each(|m| skip(m, NoDevmem::NoBar as usize));
+        return;
+    };
+    let xen = ffi::xen_pv();
+    for mode in CacheMode::ALL {
+        let chunk = start + mode as u64 * DEVMEM_CHUNK;
+        if chunk + DEVMEM_CHUNK > start + len {
+            skip(mode, NoDevmem::NoBar as usize);
+            continue;
+        }
+        let cacheable = matches!(mode, CacheMode::Wt | CacheMode::Wp);
+        match ffi::reserve_memtype(chunk, DEVMEM_CHUNK, mode) {
+            // Xen's rule since XSA-154: a PV guest's MMIO mappings are all
+            // uncachable, so a WT or WP PTE on device memory becomes UC as
+            // it is installed, in every kernel.
+            Ok(Some(granted)) if granted == mode && xen && cacheable => {
+                skip(mode, NoDevmem::XenUncachedMmio as usize)
+            }
+            Ok(Some(granted)) if granted == mode => {
+                STATE.devmem[mode as usize].store(chunk, Ordering::Release);
+            }
+            Ok(Some(granted)) => skip(mode, NoDevmem::Granted as usize + granted as usize),
+            Ok(None) | Err(_) => skip(mode, NoDevmem::Refused as usize),
+        }
+    }
+}
+
+/// The device page reserved for `mode`, if any.
+fn devmem_page(mode: CacheMode) -> Option<u64> {
+    let page = STATE.devmem[mode as usize].load(Ordering::Acquire);
+    (page != 0).then_some(page)
+}
+
+/// The protection the devmem fault inserts its page with: the VMA's, plus
+/// the mode's cache bits (TTM's `ttm_io_prot()`).
+fn devmem_fault_prot(mode: CacheMode, vm_page_prot: ProtVal) -> ProtVal {
+    let prot = vm_page_prot | ffi::cachemode_to_protval(mode);
+    STATE.devmem_requested[mode as usize].store(prot, Ordering::Relaxed);
+    prot
+}
+
+/// Whether `mode` has no device memory (its devmem rows are skipped).
+fn devmem_skipped(mode: CacheMode) -> bool {
+    STATE.devmem_skip[mode as usize].load(Ordering::Acquire) != 0
+}
+
+/// Why `mode` has no device memory: the KTAP `# SKIP` reason.
+fn write_devmem_skip(out: &mut Ktap, mode: CacheMode) -> fmt::Result {
+    let why = STATE.devmem_skip[mode as usize].load(Ordering::Acquire);
+    match why {
+        1 => write!(
+            out,
+            "no VGA memory BAR to map (QEMU -vga std, PCI 1234:1111)"
+        ),
+        2 => write!(
+            out,
+            "the kernel refused to reserve {} for the BAR",
+            mode.name()
+        ),
+        3 => write!(
+            out,
+            "Xen PV maps device memory uncached: a {} MMIO PTE becomes UC (not representable)",
+            mode.name()
+        ),
+        _ => {
+            let granted = CacheMode::from_index(why.saturating_sub(NoDevmem::Granted as usize));
+            write!(
+                out,
+                "the kernel reserves this device memory as {}, not {} (not representable)",
+                mode_name(granted),
+                mode.name()
+            )
+        }
+    }
 }
 
 /// What the `mmap` file's `.mmap` sets: the base protection of the VMA's
@@ -236,20 +370,28 @@ fn probe_command(command: &[u8]) -> Result {
             STATE.mmap_requested[mode as usize].load(Ordering::Relaxed),
             installed,
         ),
-        b"mprotect" => {
-            let faulted = STATE.slot(Path::MmapFault, mode);
-            if !faulted.measured.load(Ordering::Acquire) {
-                return Err(EINVAL);
-            }
-            record(
-                Path::Mprotect,
-                mode,
-                faulted.after.load(Ordering::Relaxed),
-                installed,
-            )
+        b"mprotect" => record_after(Path::MmapFault, Path::Mprotect, mode, installed)?,
+        b"devmem_fault" => record(
+            Path::DevmemFault,
+            mode,
+            STATE.devmem_requested[mode as usize].load(Ordering::Relaxed),
+            installed,
+        ),
+        b"devmem_mprotect" => {
+            record_after(Path::DevmemFault, Path::DevmemMprotect, mode, installed)?
         }
         _ => return Err(EINVAL),
     }
+    Ok(())
+}
+
+/// Records `path` of `mode`: the entry `first` left, now `installed`.
+fn record_after(first: Path, path: Path, mode: CacheMode, installed: ProtVal) -> Result {
+    let faulted = STATE.slot(first, mode);
+    if !faulted.measured.load(Ordering::Acquire) {
+        return Err(EINVAL);
+    }
+    record(path, mode, faulted.after.load(Ordering::Relaxed), installed);
     Ok(())
 }
 
@@ -325,6 +467,13 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
                     mode.name(),
                     why.reason()
                 )?;
+                continue;
+            }
+            let devmem = matches!(path, Path::DevmemFault | Path::DevmemMprotect);
+            if devmem && devmem_skipped(mode) {
+                write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
+                write_devmem_skip(out, mode)?;
+                writeln!(out)?;
                 continue;
             }
             let (path, name) = (path.name(), mode.name());

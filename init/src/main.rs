@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::io::Write;
 
-use patverify_protocol::files::{MMAP, PROBE, RESULTS as REPORT};
+use patverify_protocol::files::{DEVMEM, MMAP, PROBE, RESULTS as REPORT};
 use patverify_protocol::{
     CacheMode, Fault, ProbePath, FAULT_PARAMETER, GUEST_ERROR as ERROR, OOPS_COMMAND,
     REPORT_BEGIN as BEGIN, REPORT_END as END,
@@ -75,6 +75,16 @@ fn run() -> Result<String, String> {
 /// touch it (a write fault installs the PTE), have the module read the PTE,
 /// mprotect() it read-only and back, have the module read it again.
 fn exercise_mappings() -> Result<(), String> {
+    exercise(MMAP, ProbePath::MmapFault, ProbePath::Mprotect)?;
+    exercise(DEVMEM, ProbePath::DevmemFault, ProbePath::DevmemMprotect)
+}
+
+/// For each mode: map one page of `file` as a driver's user would, touch it
+/// (a write fault installs the PTE), have the module read the PTE (`fault`),
+/// mprotect() it read-only and back, have the module read it again
+/// (`mprotect`). A mode the module has no memory for (ENODEV) is left out:
+/// its rows are skipped in the report, with the reason.
+fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let open = |path: &str, write_only: bool| {
         std::fs::OpenOptions::new()
@@ -83,7 +93,7 @@ fn exercise_mappings() -> Result<(), String> {
             .open(path)
             .map_err(|e| format!("open {path}: {e}"))
     };
-    let mapping = open(MMAP, false)?;
+    let mapping = open(file, false)?;
     let mut probe = open(PROBE, true)?;
     let mut tell = |path: ProbePath, mode: CacheMode, addr: *mut libc::c_void| {
         let command = format!("{path} {mode} {:x}\n", addr as usize);
@@ -92,13 +102,17 @@ fn exercise_mappings() -> Result<(), String> {
             .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
     };
     for &mode in CacheMode::ALL {
-        let addr = map_mode(mapping.as_raw_fd(), mode)?;
+        let addr = match map_mode(mapping.as_raw_fd(), mode) {
+            Ok(addr) => addr,
+            Err(errno) if errno.raw_os_error() == Some(libc::ENODEV) => continue,
+            Err(errno) => return Err(format!("mmap {file} {mode}: {errno}")),
+        };
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
-        tell(ProbePath::MmapFault, mode, addr)?;
+        tell(fault, mode, addr)?;
         protect(addr, libc::PROT_READ, mode)?;
         protect(addr, libc::PROT_READ | libc::PROT_WRITE, mode)?;
-        tell(ProbePath::Mprotect, mode, addr)?;
+        tell(mprotect, mode, addr)?;
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
         unsafe { libc::munmap(addr, PAGE) };
     }
@@ -107,7 +121,7 @@ fn exercise_mappings() -> Result<(), String> {
 
 /// Maps one page of the module's `mmap` file at the page offset that
 /// selects `mode`, shared and read/write, as a driver's user would.
-fn map_mode(fd: libc::c_int, mode: CacheMode) -> Result<*mut libc::c_void, String> {
+fn map_mode(fd: libc::c_int, mode: CacheMode) -> Result<*mut libc::c_void, std::io::Error> {
     // SAFETY: a fresh shared mapping of the module's file; no Rust
     // reference points into it.
     let addr = unsafe {
@@ -121,7 +135,7 @@ fn map_mode(fd: libc::c_int, mode: CacheMode) -> Result<*mut libc::c_void, Strin
         )
     };
     if addr == libc::MAP_FAILED {
-        return Err(format!("mmap {mode}: {}", std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(addr)
 }

@@ -19,6 +19,9 @@ pub mod files {
     pub const RESULTS: &str = "/debug/patverify/results";
     /// The driver-style mapping; the page offset picks the mode.
     pub const MMAP: &str = "/debug/patverify/mmap";
+    /// Device memory mapped as a GPU driver maps VRAM; the page offset
+    /// picks the mode.
+    pub const DEVMEM: &str = "/debug/patverify/devmem";
     /// Commands from `/init`: `PATH MODE ADDR` (see [`super::ProbePath::is_guest_driven`]) or `oops`.
     pub const PROBE: &str = "/debug/patverify/probe";
 }
@@ -117,6 +120,12 @@ named_enum! {
         MmapFault = "mmap_fault",
         /// `/init` mprotect()s that mapping read-only and back; installed PTE.
         Mprotect = "mprotect",
+        /// `/init` maps device memory (a PCI BAR whose memtype the module
+        /// reserved for the mode) and touches it; the fault inserts the page
+        /// with `vmf_insert_pfn_prot()`; installed PTE.
+        DevmemFault = "devmem_fault",
+        /// `/init` mprotect()s that device mapping read-only and back.
+        DevmemMprotect = "devmem_mprotect",
         /// Synthetic: `pte_modify()` called directly on an entry built at boot.
         PteModifyDirect = "pte_modify_direct",
         /// Synthetic: `pmd_modify()` called directly on a 2 MiB entry in the
@@ -132,7 +141,13 @@ impl ProbePath {
     /// Whether `/init` drives the path (a `probe` command `PATH MODE ADDR`
     /// after it touched or mprotect()ed its mapping); the others run at boot.
     pub const fn is_guest_driven(self) -> bool {
-        matches!(self, ProbePath::MmapFault | ProbePath::Mprotect)
+        matches!(
+            self,
+            ProbePath::MmapFault
+                | ProbePath::Mprotect
+                | ProbePath::DevmemFault
+                | ProbePath::DevmemMprotect
+        )
     }
 
     /// Whether the path calls a kernel function directly instead of going

@@ -90,7 +90,7 @@ fn repeated_runs_agree(cache_root: &Path, out: &Path, checks: &mut Checks) -> Re
     let same = outcomes.iter().all(|o| o == first);
     checks.check(
         "ten runs: same verdict (exit 0) and same table each time",
-        same && first.0 == Some(0) && first.1.len() == 60,
+        same && first.0 == Some(0) && first.1.len() == 84,
         || {
             format!(
                 "exit codes {:?}, table sizes {:?}",

@@ -72,6 +72,84 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             expect_modes(&mut checks, &json, "candidate", env, path, &keeps_all);
         }
     }
+    // Device memory mapped as a GPU driver maps VRAM (memtype reserved, PTE
+    // inserted by vmf_insert_pfn_prot()): the fault installs every mode it
+    // can represent; mprotect() then runs pte_modify() with the VMA's plain
+    // protection, which drops the PAT bit without the fix. WB is not
+    // representable on MMIO (the kernel reserves it UC-); under Xen PV, MMIO
+    // is never cacheable (Xen turns WT/WP, and WB, PTEs UC), so the WC
+    // mapping that loses its PAT bit ends up UC.
+    let devmem_native_fault = [
+        ("WB", "skip"),
+        ("WC", "WC"),
+        ("UC-", "UC-"),
+        ("UC", "UC"),
+        ("WT", "WT"),
+        ("WP", "WP"),
+    ];
+    let devmem_native_lost = [
+        ("WB", "skip"),
+        ("WC", "WC"),
+        ("UC-", "UC-"),
+        ("UC", "UC"),
+        ("WT", "UC"),
+        ("WP", "WC"),
+    ];
+    let devmem_xen_fault = [
+        ("WB", "skip"),
+        ("WC", "WC"),
+        ("UC-", "UC-"),
+        ("UC", "UC"),
+        ("WT", "skip"),
+        ("WP", "skip"),
+    ];
+    let mut devmem_xen_lost = devmem_xen_fault;
+    devmem_xen_lost[1] = ("WC", "UC");
+    for variant in ["baseline", "candidate"] {
+        let fault = "devmem_fault";
+        expect_modes(
+            &mut checks,
+            &json,
+            variant,
+            "native",
+            fault,
+            &devmem_native_fault,
+        );
+        expect_modes(&mut checks, &json, variant, "xen", fault, &devmem_xen_fault);
+    }
+    let mprotect = "devmem_mprotect";
+    expect_modes(
+        &mut checks,
+        &json,
+        "baseline",
+        "native",
+        mprotect,
+        &devmem_native_lost,
+    );
+    expect_modes(
+        &mut checks,
+        &json,
+        "candidate",
+        "native",
+        mprotect,
+        &devmem_native_fault,
+    );
+    expect_modes(
+        &mut checks,
+        &json,
+        "baseline",
+        "xen",
+        mprotect,
+        &devmem_xen_lost,
+    );
+    expect_modes(
+        &mut checks,
+        &json,
+        "candidate",
+        "xen",
+        mprotect,
+        &devmem_xen_fault,
+    );
     // A 2 MiB entry keeps its PAT bit (bit 12) even without the fix: bit 12
     // lies inside PTE_PFN_MASK, which _HPAGE_CHG_MASK always kept.
     expect_modes(
@@ -133,10 +211,12 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     }
     kunit_parser_agrees(&json, &out, &mut checks)?;
     let junit = &v.junit;
-    // 2 variants × 2 envs × 5 paths × 6 modes, plus a "baseline reproduces
-    // the bug" case per environment; pmd_modify_ioremap_encoding is skipped under Xen.
+    // 2 variants × 2 envs × 7 paths × 6 modes, plus a "baseline reproduces
+    // the bug" case per environment. Skipped, per variant: 6
+    // pmd_modify_ioremap_encoding rows under Xen, the 2 devmem WB rows in
+    // each environment, and the 4 devmem WT/WP rows under Xen.
     let want =
-        "<testsuites name=\"patverify\" tests=\"122\" skipped=\"12\" failures=\"0\" errors=\"0\">";
+        "<testsuites name=\"patverify\" tests=\"170\" skipped=\"28\" failures=\"0\" errors=\"0\">";
     checks.check(
         "--junit writes the results as JUnit XML",
         junit.contains(want),

@@ -142,8 +142,7 @@ pub fn observed(
     let env: Env = env.parse().ok()?;
     json.rows(variant, env)
         .find(|r| r.path.name() == path && r.requested.name() == requested)
-        .and_then(|r| r.observed())
-        .map(|m| m.name())
+        .map(|r| r.observed().map_or("skip", |m| m.name()))
 }
 
 /// Checks the observed mode of each requested mode on one path.
