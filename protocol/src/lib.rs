@@ -171,6 +171,11 @@ named_enum! {
         Garble = "garble",
         /// Have a child write `oops` to the probe file.
         Oops = "oops",
+        /// Leave one row out of the report, plan adjusted: a well-formed
+        /// report that lacks a row.
+        DropRow = "drop-row",
+        /// Turn one measured row into a `# SKIP` no path declares.
+        UndeclaredSkip = "undeclared-skip",
     }
 }
 

@@ -153,6 +153,28 @@ fn failure_injection(
             "garbled KTAP report: unexpected line \"ko ",
         ),
         (
+            "a report that lacks a row",
+            vec![
+                "--env".into(),
+                "native".into(),
+                "--extra-cmdline".into(),
+                "patverify_fault=drop-row".into(),
+            ],
+            Kind::Boot.exit_code(),
+            "incomplete report: row vma_set_page_prot.WB is missing",
+        ),
+        (
+            "a report with an undeclared skip",
+            vec![
+                "--env".into(),
+                "native".into(),
+                "--extra-cmdline".into(),
+                "patverify_fault=undeclared-skip".into(),
+            ],
+            Kind::Boot.exit_code(),
+            "incomplete report: undeclared skip: vma_set_page_prot.WT",
+        ),
+        (
             "kernel oops",
             vec![
                 "--env".into(),

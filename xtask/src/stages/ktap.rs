@@ -1,6 +1,7 @@
 //! Reading what a guest printed: the report between the init's markers on the
 //! console, the boot failures around it, and the module's KTAP v1.
 
+use crate::stages::qemu::Env;
 use serde::{Deserialize, Serialize};
 
 pub use patverify_protocol::{
@@ -218,6 +219,51 @@ pub fn pat_layout_of_msr(msr: u64) -> Result<[CacheMode; 8], String> {
 
 fn key_values(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split_whitespace().filter_map(|kv| kv.split_once('='))
+}
+
+/// Whether a row may be a `# SKIP` in `env`, and why: the rows whose
+/// request the kernel (or Xen) cannot represent there. Any other skip is a
+/// report that leaves out what it should measure.
+pub fn declared_skip(path: ProbePath, mode: CacheMode, env: Env) -> Option<&'static str> {
+    match (path, mode, env) {
+        (ProbePath::PmdModifyIoremapEncoding, _, Env::Xen) => Some("Xen PV has no 2 MiB pages"),
+        (ProbePath::DevmemFault | ProbePath::DevmemMprotect, CacheMode::Wb, _) => {
+            Some("the kernel reserves MMIO asked for as WB as UC- (MTRR)")
+        }
+        (
+            ProbePath::DevmemFault | ProbePath::DevmemMprotect,
+            CacheMode::Wt | CacheMode::Wp,
+            Env::Xen,
+        ) => Some("Xen PV maps device memory uncached"),
+        _ => None,
+    }
+}
+
+/// Checks that a report has every declared row exactly once, and skips only
+/// where a skip is declared for `env`: a report cannot pass by omission.
+pub fn check_rows(report: &Report, env: Env) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &report.results {
+        let name = format!("{}.{}", r.path, r.requested);
+        if !seen.insert((r.path, r.requested)) {
+            return Err(format!("row {name} appears twice"));
+        }
+        if let Some(reason) = r.skip_reason() {
+            if declared_skip(r.path, r.requested, env).is_none() {
+                return Err(format!(
+                    "undeclared skip: {name} ({reason:?}) may not be skipped under {env}"
+                ));
+            }
+        }
+    }
+    for &path in ProbePath::ALL {
+        for &mode in CacheMode::ALL {
+            if !seen.contains(&(path, mode)) {
+                return Err(format!("row {path}.{mode} is missing"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the parser has read so far.
@@ -462,6 +508,60 @@ pub mod tests {
         assert!(parse_ktap(&failed_skip)
             .unwrap_err()
             .contains("bad SKIP line"));
+    }
+
+    /// A report with every declared row: all kept, skips where declared.
+    fn full_report(env: Env) -> Report {
+        let mut results = Vec::new();
+        for &path in ProbePath::ALL {
+            for &requested in CacheMode::ALL {
+                let outcome = match declared_skip(path, requested, env) {
+                    Some(why) => Outcome::Skipped { reason: why.into() },
+                    None => Outcome::Measured {
+                        observed: requested,
+                        pte_before: Pte(0),
+                        pte_after: Pte(0),
+                    },
+                };
+                results.push(ModeResult {
+                    path,
+                    requested,
+                    outcome,
+                });
+            }
+        }
+        Report {
+            pat_layout: crate::stages::qemu::LINUX_PAT_LAYOUT.to_vec(),
+            pat_msr: None,
+            results,
+        }
+    }
+
+    #[test]
+    fn a_report_must_have_every_row_once_and_only_declared_skips() {
+        for env in Env::ALL {
+            assert_eq!(check_rows(&full_report(env), env), Ok(()));
+        }
+        let mut missing = full_report(Env::Native);
+        missing.results.remove(3);
+        let why = check_rows(&missing, Env::Native).unwrap_err();
+        assert!(why.contains("row vma_set_page_prot.UC is missing"), "{why}");
+        let mut twice = full_report(Env::Native);
+        twice.results.push(twice.results[0].clone());
+        let why = check_rows(&twice, Env::Native).unwrap_err();
+        assert!(why.contains("appears twice"), "{why}");
+        let mut undeclared = full_report(Env::Native);
+        undeclared.results[4].outcome = Outcome::Skipped {
+            reason: "no reason".into(),
+        };
+        let why = check_rows(&undeclared, Env::Native).unwrap_err();
+        assert!(
+            why.contains("undeclared skip: vma_set_page_prot.WT"),
+            "{why}"
+        );
+        // What Xen may skip, native may not.
+        let why = check_rows(&full_report(Env::Xen), Env::Native).unwrap_err();
+        assert!(why.contains("undeclared skip"), "{why}");
     }
 
     #[test]
