@@ -12,9 +12,8 @@ use xtask::support::failure::Kind;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn candidates_are_judged_side_by_side() -> Result<()> {
-    let out = scenario_dir("candidates")?;
-    let json = verified(&out)?.record;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, json) = start("candidates", true)?;
+    let json = json.context("the scenario's verify")?;
     let cache_root = cache_root();
     series_from_a_mailbox(&cache_root, &json, &out, &mut checks)?;
     two_candidates_side_by_side(&cache_root, &out, &mut checks)?;
@@ -32,13 +31,7 @@ fn series_from_a_mailbox(
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
-    let tree = Path::new(
-        &json
-            .kernel
-            .as_ref()
-            .context("verify JSON names no kernel tree")?
-            .tree,
-    );
+    let tree = source_tree(json)?;
     let file = "arch/x86/include/asm/pgtable_types.h";
     let fixed = std::fs::read_to_string(tree.join(file))?;
     let (page_fixed, page_old) = (
@@ -167,13 +160,7 @@ fn baseline_that_keeps_everything_is_not_a_pass(
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e: a patch that does not touch the bug");
-    let tree = Path::new(
-        &json
-            .kernel
-            .as_ref()
-            .context("verify JSON names no source tree")?
-            .tree,
-    );
+    let tree = source_tree(json)?;
     let path = unrelated_patch(tree, &out.join("unrelated.patch"))?;
     let args: Vec<String> = strings(&[
         "verify",

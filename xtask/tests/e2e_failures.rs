@@ -13,9 +13,8 @@ use xtask::support::failure::Kind;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn every_failure_is_named_with_its_exit_code() -> Result<()> {
-    let out = scenario_dir("failures")?;
-    let json = verified(&out)?.record;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, json) = start("failures", true)?;
+    let json = json.context("the scenario's verify")?;
     let cache_root = cache_root();
     failure_injection(&cache_root, &json, &out, &mut checks)?;
     full_cache_directory(&out, &mut checks)?;
@@ -32,13 +31,7 @@ fn failure_injection(
     checks: &mut Checks,
 ) -> Result<()> {
     let me = exe();
-    let tree = Path::new(
-        &json
-            .kernel
-            .as_ref()
-            .context("verify JSON names no kernel tree")?
-            .tree,
-    );
+    let tree = source_tree(json)?;
     let build_failure = out.join("build-failure.patch");
     std::fs::write(&build_failure, breaking_patch(tree, out)?)?;
     // Half a kernel image: Xen cannot load it as dom0.

@@ -11,9 +11,8 @@ use xtask::record::Record;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn an_interrupted_run_leaves_nothing_behind() -> Result<()> {
-    let out = scenario_dir("interruption")?;
-    let json = verified(&out)?.record;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, json) = start("interruption", true)?;
+    let json = json.context("the scenario's verify")?;
     let cache_root = cache_root();
     interrupted_build_leaves_nothing(&cache_root, &json, &out, &mut checks)?;
     interrupted_run_leaves_no_qemu(&cache_root, &out, &mut checks)?;
@@ -29,13 +28,7 @@ fn interrupted_build_leaves_nothing(
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e failure case: SIGTERM during a kernel build");
-    let tree = Path::new(
-        &json
-            .kernel
-            .as_ref()
-            .context("verify JSON names no kernel tree")?
-            .tree,
-    );
+    let tree = source_tree(json)?;
     // A comment in a header every file includes: a long build.
     let file = "include/linux/types.h";
     let original = std::fs::read_to_string(tree.join(file))?;

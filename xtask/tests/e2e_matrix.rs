@@ -9,8 +9,7 @@ use std::path::Path;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn matrix_merges_two_kernels() -> Result<()> {
-    let out = scenario_dir("matrix")?;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, _) = start("matrix", false)?;
     matrix_of_two_kernels(&cache_root(), &out, &mut checks)?;
     checks.finish()
 }

@@ -12,9 +12,8 @@ use xtask::support::failure::Kind;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn probe_and_bisect_find_the_bad_commit() -> Result<()> {
-    let out = scenario_dir("probe-bisect")?;
-    let json = verified(&out)?.record;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, json) = start("probe-bisect", true)?;
+    let json = json.context("the scenario's verify")?;
     let cache_root = cache_root();
     probe_exit_codes(&cache_root, &out, &mut checks)?;
     bisect_finds_the_commit(&cache_root, &json, &out, &mut checks)?;
@@ -129,13 +128,7 @@ fn bisect_finds_the_commit(
 ) -> Result<()> {
     println!("==> e2e: bisect over a synthetic kernel history");
     // The pristine source verify used (variant trees carry the hooked module).
-    let tree = Path::new(
-        &json
-            .kernel
-            .as_ref()
-            .context("verify JSON names no source tree")?
-            .tree,
-    );
+    let tree = source_tree(json)?;
     let repo = out.join("history");
     let _ = std::fs::remove_dir_all(&repo);
     let cp = Command::new("cp").arg("-a").arg(tree).arg(&repo);

@@ -9,8 +9,7 @@ use std::path::Path;
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn runs_agree_and_wait_for_each_other() -> Result<()> {
-    let out = scenario_dir("repeatability")?;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, _) = start("repeatability", false)?;
     let cache_root = cache_root();
     concurrent_runs_wait_for_each_other(&cache_root, &out, &mut checks)?;
     repeated_runs_agree(&cache_root, &out, &mut checks)?;

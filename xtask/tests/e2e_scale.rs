@@ -11,8 +11,7 @@ use xtask::record::{BuildRecord, Record, Step};
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn machines_share_compiles_and_build_the_same_kernel() -> Result<()> {
-    let out = scenario_dir("scale")?;
-    let mut checks = Checks::new(&out);
+    let (out, mut checks, _) = start("scale", false)?;
     // The kernel this machine builds alone, to compare the others with.
     let good = out.join("probe-good.json");
     let args = strings(&[

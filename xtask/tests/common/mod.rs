@@ -109,6 +109,29 @@ pub fn verified(out: &Path) -> Result<Verified> {
     })
 }
 
+/// The pristine kernel source a verify used (its variant trees carry the
+/// hooked module).
+pub fn source_tree(json: &Record) -> Result<&Path> {
+    let kernel = json
+        .kernel
+        .as_ref()
+        .context("verify JSON names no kernel tree")?;
+    Ok(Path::new(&kernel.tree))
+}
+
+/// A scenario's start: its output directory, its checks, and (when it needs
+/// the kernels and paths of a default verify) that verify's record.
+pub fn start(name: &str, with_verify: bool) -> Result<(PathBuf, Checks, Option<Record>)> {
+    let out = scenario_dir(name)?;
+    let record = if with_verify {
+        Some(verified(&out)?.record)
+    } else {
+        None
+    };
+    let checks = Checks::new(&out);
+    Ok((out, checks, record))
+}
+
 /// A patch whose hunk matches nothing in a kernel tree (applies neither way).
 pub fn stale_patch(out: &Path) -> Result<PathBuf> {
     let path = out.join("stale.patch");
