@@ -198,6 +198,14 @@ pub struct Clean {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct Setup {
+    /// Also what only some features need (distcc for --distcc, the test's
+    /// redis-server and distccd).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct Test {
     /// Only the unit tests.
     #[arg(long)]
@@ -228,7 +236,7 @@ pub enum Command {
     /// Bisect a kernel git history with `probe` in a clone of its own.
     Bisect(Bisect),
     /// Install what the pipeline needs (Debian packages, bindgen-cli, Xen).
-    Setup,
+    Setup(Setup),
     /// Report which requirements are present, with versions, and the cache size.
     Doctor,
     /// Measure warm re-runs and boots (--slow: cold verify vs raw make, edited candidate).

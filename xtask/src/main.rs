@@ -23,9 +23,7 @@ fn main() {
         Command::Verify(verify) => verify.run(&cache_root),
         Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
         Command::Bisect(bisect) => bisect.run(&cache_root),
-        Command::Setup => {
-            provision::ensure(&cache_root.join("xen")).map(|()| println!("setup complete"))
-        }
+        Command::Setup(setup) => setup.run(&cache_root),
         Command::Doctor => provision::doctor(&cache_root),
         Command::Clean(clean) => clean.run(&cache_root),
         Command::Report(report) => report.run(),

@@ -101,10 +101,14 @@ impl Session {
             )
         })?;
         crate::support::proc::log_commands_to(&out_dir.join("commands.log"));
+        let features = match self.common.distcc {
+            Some(_) => vec![provision::Feature::Pipeline, provision::Feature::Distcc],
+            None => vec![provision::Feature::Pipeline],
+        };
         ui::emit(Event::Stage("provision"));
         let xen_dir = cache.root.join("xen");
         self.timings
-            .time(Step::Provision, || provision::ensure(&xen_dir))?;
+            .time(Step::Provision, || provision::ensure(&xen_dir, &features))?;
         check_qemu(&self.common.qemu)?;
         ui::emit(Event::Stage("kernel source"));
         let common = &self.common;

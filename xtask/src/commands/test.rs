@@ -13,7 +13,10 @@ impl Test {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         // The unit tests drive GNU patch and friends too: provision first, so
         // this one command works on a bare machine.
-        crate::support::provision::ensure(&cache_root.join("xen"))?;
+        // The test needs every feature: it tests --distcc against its own
+        // distccd and --cache-remote against its own redis-server.
+        let all = crate::support::provision::Feature::ALL;
+        crate::support::provision::ensure(&cache_root.join("xen"), &all)?;
         cargo_test(
             cache_root,
             &["--workspace"],

@@ -15,9 +15,36 @@ pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 pub const BINDGEN_VERSION: &str = "0.69.5";
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
 
+/// What a requirement is needed for: every run, or one feature only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// Building and booting kernels: every verify, probe and bisect.
+    Pipeline,
+    /// `--distcc`: ccache hands its misses to distccd workers.
+    Distcc,
+    /// The end-to-end test's own servers (redis-server, distccd), started on
+    /// the loopback to test `--cache-remote` and `--distcc`.
+    TestServers,
+}
+
+impl Feature {
+    /// Every feature (`setup --all`, `cargo xtask test`).
+    pub const ALL: [Feature; 3] = [Feature::Pipeline, Feature::Distcc, Feature::TestServers];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Feature::Pipeline => "every run",
+            Feature::Distcc => "--distcc",
+            Feature::TestServers => "cargo xtask test",
+        }
+    }
+}
+
 /// One thing the pipeline needs.
 struct Requirement {
     what: &'static str,
+    /// What needs it.
+    feature: Feature,
     /// Its version (or "present") when it is there.
     probe: fn() -> Option<String>,
     install: Install,
@@ -30,6 +57,19 @@ enum Install {
     /// distccd runs only the compilers linked in /usr/lib/distcc; clang-19
     /// gets its link when distcc is configured after it, so make sure.
     DistccLinks,
+}
+
+impl Install {
+    /// The command that installs it, for people.
+    fn describe(self) -> String {
+        match self {
+            Install::Apt(pkg) => format!("apt-get install {pkg}"),
+            Install::CargoBindgen => {
+                format!("cargo install bindgen-cli --version {BINDGEN_VERSION} --locked")
+            }
+            Install::DistccLinks => "update-distcc-symlinks".into(),
+        }
+    }
 }
 
 /// The whole output of `program --version` ("" when it cannot run).
@@ -75,116 +115,139 @@ fn bindgen_version() -> Option<String> {
 
 const REQUIREMENTS: &[Requirement] = &[
     Requirement {
+        feature: Feature::Pipeline,
         what: "rustc (Debian rustc-web)",
         probe: || version_of(RUSTC, "--version"),
         install: Install::Apt("rustc-web"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "Rust library sources",
         probe: || file_present("/usr/lib/rustlib/src/rust/library/core/src/lib.rs"),
         install: Install::Apt("rust-web-src"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "clang-19",
         probe: || version_of("clang-19", "--version"),
         install: Install::Apt("clang-19"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "libclang 19",
         probe: || file_present("/usr/lib/llvm-19/lib/libclang.so"),
         install: Install::Apt("libclang-19-dev"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "ld.lld-19",
         probe: || version_of("ld.lld-19", "--version"),
         install: Install::Apt("lld-19"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "llvm-19 tools",
         probe: || version_of("llvm-ar-19", "--version"),
         install: Install::Apt("llvm-19"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "bindgen-cli 0.69.5",
         probe: bindgen_version,
         install: Install::CargoBindgen,
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "make",
         probe: || version_of("make", "--version"),
         install: Install::Apt("make"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "flex",
         probe: || version_of("flex", "--version"),
         install: Install::Apt("flex"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "bison",
         probe: || version_of("bison", "--version"),
         install: Install::Apt("bison"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "bc",
         probe: || version_of("bc", "--version"),
         install: Install::Apt("bc"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "libelf headers",
         probe: || file_present("/usr/include/libelf.h"),
         install: Install::Apt("libelf-dev"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "OpenSSL headers",
         probe: || file_present("/usr/include/openssl/ssl.h"),
         install: Install::Apt("libssl-dev"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "static glibc (guest /init)",
         probe: || file_present("/usr/lib/x86_64-linux-gnu/libc.a"),
         install: Install::Apt("libc6-dev"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "ccache",
         probe: || version_of("ccache", "--version"),
         install: Install::Apt("ccache"),
     },
     Requirement {
+        feature: Feature::Distcc,
         what: "distcc (--distcc, and its test's distccd)",
         probe: || version_of("distcc", "--version"),
         install: Install::Apt("distcc"),
     },
     Requirement {
+        feature: Feature::Distcc,
         what: "distccd may run clang-19",
         probe: || file_present("/usr/lib/distcc/clang-19"),
         install: Install::DistccLinks,
     },
     Requirement {
+        feature: Feature::TestServers,
         what: "redis-server (the remote ccache test)",
         probe: || version_of("redis-server", "--version"),
         install: Install::Apt("redis-server"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "patch",
         probe: || version_of("patch", "--version"),
         install: Install::Apt("patch"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "xz",
         probe: || version_of("xz", "--version"),
         install: Install::Apt("xz-utils"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "git",
         probe: || version_of("git", "--version"),
         install: Install::Apt("git"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "qemu-system-x86_64",
         probe: || version_of("qemu-system-x86_64", "--version"),
         install: Install::Apt("qemu-system-x86"),
     },
     Requirement {
+        feature: Feature::Pipeline,
         what: "Linux 6.12 source (Debian linux-source-6.12)",
         probe: || file_present(KERNEL_TARBALL),
         install: Install::Apt("linux-source-6.12"),
@@ -241,13 +304,16 @@ impl Missing {
     }
 }
 
-fn missing() -> Missing {
+fn missing(features: &[Feature]) -> Missing {
     let mut m = Missing {
         apt: Vec::new(),
         bindgen: false,
         distcc_links: false,
     };
-    for req in REQUIREMENTS {
+    let wanted = REQUIREMENTS
+        .iter()
+        .filter(|r| r.feature == Feature::Pipeline || features.contains(&r.feature));
+    for req in wanted {
         if (req.probe)().is_none() {
             match req.install {
                 Install::Apt(pkg) => m.apt.push(pkg),
@@ -264,10 +330,11 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Makes sure every host requirement and the Xen hypervisor are present:
-/// installs them as root, otherwise prints the commands and fails (exit 2).
-pub fn ensure(xen_dir: &Path) -> Result<()> {
-    let missing = missing();
+/// Makes sure the host requirements of the pipeline and of `features`, and
+/// the Xen hypervisor, are present: installs them as root, otherwise prints
+/// the commands and fails (exit 2).
+pub fn ensure(xen_dir: &Path, features: &[Feature]) -> Result<()> {
+    let missing = missing(features);
     if !missing.is_empty() {
         let cmds = missing.commands();
         if !is_root() {
@@ -288,7 +355,7 @@ pub fn ensure(xen_dir: &Path) -> Result<()> {
             cmd.run()
                 .map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
         }
-        let still = self::missing();
+        let still = self::missing(features);
         if !still.is_empty() {
             return Err(fail(
                 Kind::Setup,
@@ -298,6 +365,19 @@ pub fn ensure(xen_dir: &Path) -> Result<()> {
     }
     ensure_xen(xen_dir)?;
     Ok(())
+}
+
+impl crate::flags::Setup {
+    pub fn run(self, cache_root: &Path) -> Result<()> {
+        let features: &[Feature] = if self.all {
+            &Feature::ALL
+        } else {
+            &[Feature::Pipeline]
+        };
+        ensure(&cache_root.join("xen"), features)?;
+        println!("setup complete");
+        Ok(())
+    }
 }
 
 /// Path of the Xen hypervisor image (ELF, booted by QEMU's `-kernel`).
@@ -362,15 +442,14 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
     for req in REQUIREMENTS {
         match (req.probe)() {
             Some(v) => println!("  ok       {:<45} {}", req.what, v),
+            None if req.feature != Feature::Pipeline => {
+                let how = req.install.describe();
+                let needed = req.feature.describe();
+                println!("  absent   {:<45} (only for {needed}; {how})", req.what);
+            }
             None => {
                 all_ok = false;
-                let how = match req.install {
-                    Install::Apt(pkg) => format!("apt-get install {pkg}"),
-                    Install::CargoBindgen => {
-                        format!("cargo install bindgen-cli --version {BINDGEN_VERSION} --locked")
-                    }
-                    Install::DistccLinks => "update-distcc-symlinks".into(),
-                };
+                let how = req.install.describe();
                 println!("  MISSING  {:<45} ({how})", req.what);
             }
         }
