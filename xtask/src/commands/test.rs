@@ -12,22 +12,20 @@ use std::path::Path;
 impl Test {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         // The unit tests drive GNU patch and friends too: provision first, so
-        // this one command works on a bare machine.
-        // The test needs every feature: it tests --distcc against its own
-        // distccd and --cache-remote against its own redis-server.
+        // this one command works on a bare machine. Every feature: the test
+        // runs --distcc and --cache-remote against its own servers.
         let all = crate::support::provision::Feature::ALL;
         crate::support::provision::ensure(&cache_root.join("xen"), &all)?;
-        cargo_test(
-            cache_root,
-            &["--workspace"],
-            "unit, property and tidy tests",
-        )?;
+        let unit = ["--workspace", "--quiet"];
+        cargo_test(cache_root, &unit, "unit, property and tidy tests")?;
         if self.unit {
             return Ok(());
         }
-        // One scenario at a time: each boots kernels on every core.
+        // One scenario at a time: each boots kernels on every core. Their
+        // checks print as they go (a scenario takes minutes).
         let e2e = ["-p", "xtask", "--test", "e2e_*", "--no-fail-fast"];
-        let args = [&e2e[..], &["--", "--ignored", "--test-threads=1"]].concat();
+        let run = ["--", "--ignored", "--test-threads=1", "--nocapture"];
+        let args = [&e2e[..], &run[..]].concat();
         cargo_test(cache_root, &args, "end-to-end scenarios")
     }
 }
