@@ -17,6 +17,7 @@ use xtask::stages::qemu::Env;
 fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     let out = scenario_dir("verify")?;
     let v = verified(&out)?;
+    println!("{}", xtask::support::proc::tail_lines(&v.text, 100));
     let json = v.record.clone();
     let mut checks = Checks::new(&out);
     checks.check(

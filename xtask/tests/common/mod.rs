@@ -78,6 +78,8 @@ impl Checks {
 /// with its JSON and JUnit in `out`.
 pub struct Verified {
     pub code: Option<i32>,
+    /// What verify printed (progress, tables, verdict).
+    pub text: String,
     pub record: Record,
     pub junit: String,
 }
@@ -99,11 +101,11 @@ pub fn verified(out: &Path) -> Result<Verified> {
         &out.display().to_string(),
     ]);
     let (code, text) = harness(&cache_root(), &args)?;
-    println!("{}", xtask::support::proc::tail_lines(&text, 40));
     let record =
         Record::read(&json).with_context(|| format!("verify wrote no {}", json.display()))?;
     Ok(Verified {
         code,
+        text,
         record,
         junit: std::fs::read_to_string(&junit).unwrap_or_default(),
     })
