@@ -308,68 +308,66 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One progress line per long step: redrawn in place on a terminal, printed
-/// every 20 s otherwise (CI logs).
+/// One progress line per long step: an indicatif spinner redrawn in place
+/// on a terminal; elsewhere (CI logs) a plain line every 20 s, which
+/// indicatif does not do (it draws nothing when stderr is not a terminal),
+/// so a long build still shows that it moves.
 pub struct Progress {
     label: String,
     started: Instant,
-    last_draw: Instant,
-    tty: bool,
+    last_line: Instant,
+    spinner: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     pub fn new(label: &str) -> Self {
-        let now = Instant::now();
-        let tty = std::io::stderr().is_terminal();
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let style =
+                indicatif::ProgressStyle::with_template("  [{prefix}] {elapsed:>5} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.set_prefix(label.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
         Progress {
             label: label.to_string(),
-            started: now,
-            last_draw: now,
-            tty,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            spinner,
         }
     }
 
     pub fn update(&mut self, latest: &str) {
-        let since = self.last_draw.elapsed();
-        let due = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(20)
-        };
-        if since < due || latest.trim().is_empty() {
+        let latest = latest.trim();
+        if latest.is_empty() {
             return;
         }
-        self.last_draw = Instant::now();
+        if let Some(spinner) = &self.spinner {
+            spinner.set_message(latest.to_string());
+            return;
+        }
+        if self.last_line.elapsed() < Duration::from_secs(20) {
+            return;
+        }
+        self.last_line = Instant::now();
         let secs = self.started.elapsed().as_secs();
-        let mut step: String = latest.trim().chars().take(70).collect();
-        if step.len() < latest.trim().len() {
+        let mut step: String = latest.chars().take(70).collect();
+        if step.len() < latest.len() {
             step.push('…');
         }
-        let line = format!(
-            "  [{}] {:>3}:{:02} {}",
-            self.label,
-            secs / 60,
-            secs % 60,
-            step
-        );
-        if self.tty {
-            eprint!("\r\x1b[K{line}");
-        } else {
-            eprintln!("{line}");
-        }
+        let (label, min, sec) = (&self.label, secs / 60, secs % 60);
+        eprintln!("  [{label}] {min:>3}:{sec:02} {step}");
     }
 
     pub fn finish(&mut self, ok: bool) {
-        let secs = self.started.elapsed().as_secs_f64();
-        if self.tty {
-            eprint!("\r\x1b[K");
+        if let Some(spinner) = self.spinner.take() {
+            spinner.finish_and_clear();
         }
-        eprintln!(
-            "  [{}] {} in {:.1} s",
-            self.label,
-            if ok { "done" } else { "FAILED" },
-            secs
-        );
+        let secs = self.started.elapsed().as_secs_f64();
+        let how = if ok { "done" } else { "FAILED" };
+        eprintln!("  [{}] {how} in {secs:.1} s", self.label);
     }
 }
 
