@@ -9,7 +9,10 @@ use crate::stages::compare::{self, Run};
 use crate::stages::patch::Direction;
 use crate::stages::qemu::Env;
 use crate::stages::variant::Variant;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Something a run reports while it goes.
@@ -42,7 +45,61 @@ pub enum Event<'a> {
 
 /// Renders an event on the terminal (stderr: stdout is for results).
 pub fn emit(event: Event) {
-    eprintln!("{}", render(&event));
+    progress(&render(&event));
+}
+
+/// Where a run's output goes while something captures it (a matrix job's
+/// log); the terminal otherwise.
+static CAPTURE: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
+/// While alive, every line this module prints goes to a file instead of
+/// the terminal (a matrix job's whole output goes to its log).
+pub struct Capture(());
+
+impl Capture {
+    pub fn to(path: &Path) -> Result<Capture> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        Ok(Capture(()))
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Whether output is being captured (no in-place spinner then).
+pub fn capturing() -> bool {
+    CAPTURE.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// Writes `text` to the capture file, or hands it back for the terminal.
+fn captured(text: &str) -> bool {
+    let mut capture = CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
+    match capture.as_mut() {
+        Some(file) => {
+            let _ = writeln!(file, "{text}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// A progress line (stderr).
+pub fn progress(text: &str) {
+    if !captured(text) {
+        eprintln!("{text}");
+    }
+}
+
+/// A result line: tables, verdicts (stdout).
+pub fn result(text: &str) {
+    if !captured(text) {
+        println!("{text}");
+    }
 }
 
 fn render(event: &Event) -> String {

@@ -1,13 +1,14 @@
-//! `cargo xtask matrix`: one `verify --json` per kernel source, with the
-//! same candidate patches and environments, run here one after another and
-//! folded into one table (`report merge`) — or, with `--emit`, written as a
-//! CI matrix (GitHub Actions or GitLab CI) whose jobs are those verifies.
+//! `cargo xtask matrix`: one verify per kernel source, with the same
+//! candidate patches and environments, run here one after another (each
+//! one's output in its own log) and folded into one table (`report merge`)
+//! — or, with `--emit`, written as a CI matrix (GitHub Actions or GitLab CI)
+//! whose jobs are those verifies.
 
-use crate::flags::EnvChoice;
-use crate::flags::{Emit, Matrix};
+use crate::flags::{Cli, Command, Emit, EnvChoice, Matrix};
 use crate::record::{KernelRecord, Record, Verdict};
-use crate::support::failure::{fail, Kind, INTERNAL_EXIT};
+use crate::support::failure::{exit_code_of, fail, Kind};
 use anyhow::{Context, Result};
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -110,9 +111,9 @@ impl Matrix {
         Ok(())
     }
 
-    /// One job: `verify` as a process of its own (its whole output goes to
-    /// the job's log, and a job that dies cannot take the matrix with it);
-    /// returns its exit code, the path of its record, and the record.
+    /// One job: `verify` called in this process, its whole output captured
+    /// in the job's log; returns its exit code, the path of its record, and
+    /// the record.
     fn run_job(
         &self,
         cache_root: &Path,
@@ -133,31 +134,31 @@ impl Matrix {
         let stem = format!("{:02}-{slug}", index + 1);
         let dir = self.out.join(&stem);
         let json = self.out.join(format!("{stem}.json"));
-        let mut args = vec![
-            "--cache-dir".to_string(),
-            cache_root.display().to_string(),
-            "verify".into(),
-        ];
+        // The job's flags are verify's own, parsed as the command line would be.
+        let mut args = vec!["cargo xtask".to_string(), "verify".into()];
         args.extend(self.verify_args(job));
         let (json_arg, dir_arg) = (json.display().to_string(), dir.display().to_string());
         args.extend(["--json".into(), json_arg, "--out".into(), dir_arg]);
+        let verify = match Cli::try_parse_from(&args).map(|cli| cli.command) {
+            Ok(Command::Verify(verify)) => verify,
+            Ok(_) => unreachable!("the job's command line starts with verify"),
+            Err(err) => return Err(fail(Kind::Setup, format!("matrix job {}: {err}", job.name))),
+        };
         let log = self.out.join(format!("{stem}.log"));
         std::fs::create_dir_all(&dir)?;
-        let status = duct::cmd(std::env::current_exe()?, &args)
-            .stdin_null()
-            .stderr_to_stdout()
-            .stdout_path(&log)
-            .unchecked()
-            .run()?
-            .status;
-        let code = status.code().unwrap_or(INTERNAL_EXIT);
+        let outcome = {
+            let _capture = crate::ui::Capture::to(&log)?;
+            verify.run(cache_root)
+        };
+        let code = outcome.as_ref().err().map_or(0, exit_code_of);
         if !json.exists() {
             // Even a run that failed before it could write its record
             // gets a row in the table.
+            let message = outcome.err().map(|e| format!("{e:#}")).unwrap_or_default();
             let record = Record {
                 verdict: Verdict::Error,
                 exit_code: code,
-                message: last_error(&log),
+                message,
                 kernel: Some(KernelRecord {
                     source: job.name.clone(),
                     tree: String::new(),
@@ -171,14 +172,6 @@ impl Matrix {
         let record = Record::read(&json)?;
         Ok((code, json, record))
     }
-}
-
-fn last_error(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .rfind(|l| l.starts_with("error: "))
-        .map(|l| l.trim_start_matches("error: ").to_string())
-        .unwrap_or_else(|| "no error line in the log".into())
 }
 
 fn shell_words(args: &[String]) -> String {

@@ -82,14 +82,12 @@ impl Verify {
         let built = session.build(&ctx, &variants)?;
         let runs = session.boot(&ctx, &variants, &built)?;
         let envs = self.common.env.envs();
-        print!(
-            "{}",
-            ui::verify_tables(&ctx.source.describe, &variants, &envs, &runs)?
-        );
-        println!("results: {}", ctx.out_dir.display());
+        let tables = ui::verify_tables(&ctx.source.describe, &variants, &envs, &runs)?;
+        ui::result(tables.trim_end_matches('\n'));
+        ui::result(&format!("results: {}", ctx.out_dir.display()));
         let judged = judge(&plan, &runs);
         for line in ui::candidate_lines(&judged) {
-            println!("{line}");
+            ui::result(&line);
         }
         session.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
         conclude(&judged, plan.candidates.len())
@@ -177,7 +175,9 @@ fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
     } else {
         "every candidate keeps"
     };
-    println!("PASS: {which} every cache mode; the baseline loses some (bug reproduced)");
+    ui::result(&format!(
+        "PASS: {which} every cache mode; the baseline loses some (bug reproduced)"
+    ));
     Ok(())
 }
 

@@ -56,11 +56,11 @@ impl Cache {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                eprintln!(
+                crate::ui::progress(&format!(
                     "waiting for another patverify run (pid {}) that holds {}",
                     holder.trim(),
                     lock_path.display()
-                );
+                ));
                 lock.lock().context("cannot lock the cache")?;
             }
             Err(std::fs::TryLockError::Error(e)) => {
