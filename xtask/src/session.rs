@@ -218,27 +218,9 @@ impl Session {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         let common = &self.common;
-        let mut outcomes = Vec::new();
-        for batch in boots.chunks(parallel) {
-            let results: Vec<Result<(Run, Duration)>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|&(v, env)| {
-                        let (variant, built, initramfs) =
-                            (&variants[v], &built[v], &initramfs_path);
-                        scope.spawn(move || boot_one(common, ctx, variant, built, env, initramfs))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("boot thread panicked")))
-                    })
-                    .collect()
-            });
-            outcomes.extend(results);
-        }
+        let outcomes = run_pool(&boots, parallel, |&(v, env)| {
+            boot_one(common, ctx, &variants[v], &built[v], env, &initramfs_path)
+        });
         self.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
         for outcome in outcomes {
@@ -311,6 +293,53 @@ impl Session {
     }
 }
 
+/// Runs `job` on every item with `workers` threads, longest first (Xen
+/// boots take twice a native one, so they start first and the natives fill
+/// in around them); returns the outcomes in the items' order.
+fn run_pool<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    job: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>>
+where
+    T: BootCost,
+{
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(items[i].cost()));
+    let queue = std::sync::Mutex::new(order.into_iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(items.len()) {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(i) = next else { break };
+                let outcome = job(&items[i]);
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, outcome));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
+/// How long an item of `run_pool` takes, relatively.
+trait BootCost {
+    fn cost(&self) -> u32;
+}
+
+impl BootCost for (usize, Env) {
+    fn cost(&self) -> u32 {
+        match self.1 {
+            Env::Xen => 2,
+            Env::Native => 1,
+        }
+    }
+}
+
 /// Before anything is built: the QEMU that will boot the kernels must run.
 fn check_qemu(qemu: &Path) -> Result<()> {
     let found = if qemu.components().count() > 1 {
@@ -361,6 +390,8 @@ fn boot_one(
             (Some(fake), Env::Xen) => fake,
             _ => &b.bzimage,
         },
+        vmlinux: &b.build_dir.join("vmlinux"),
+        firmware: Some(Path::new(qemu::QBOOT)).filter(|rom| rom.exists()),
         initramfs,
         xen: (env == Env::Xen).then_some(xen_image.as_path()),
         timeout: Duration::from_secs(common.timeout),
@@ -419,5 +450,31 @@ fn no_report(problem: &ktap::BootProblem, console: &qemu::Console, timeout: u64)
             )
         }
         problem => problem.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_starts_the_longest_boots_first_and_keeps_the_order() {
+        let boots = [
+            (0, Env::Native),
+            (0, Env::Xen),
+            (1, Env::Native),
+            (1, Env::Xen),
+        ];
+        let started = std::sync::Mutex::new(Vec::new());
+        let outcomes = run_pool(&boots, 1, |&(v, env)| {
+            started.lock().unwrap().push((v, env));
+            Ok(format!("{v}-{env}"))
+        });
+        let outcomes: Vec<String> = outcomes.into_iter().map(Result::unwrap).collect();
+        assert_eq!(outcomes, ["0-native", "0-xen", "1-native", "1-xen"]);
+        let started = started.into_inner().unwrap();
+        assert_eq!(started[..2], [(0, Env::Xen), (1, Env::Xen)]);
+        let two = run_pool(&boots, 2, |&(v, _)| Ok(v));
+        assert_eq!(two.len(), 4);
     }
 }
