@@ -1,5 +1,5 @@
 //! Every flag of every command, in one place. The commands implement `run`
-//! on these types in their own modules (`crate::commands`); a flag's value
+//! on these types in their own modules (the `commands` folder); a flag's value
 //! reaches the stages through `session::Session` (verify, probe) or the
 //! command's own code.
 

@@ -15,6 +15,8 @@
 pub mod commands;
 pub mod flags;
 pub mod junit;
+pub mod model;
+pub mod output;
 pub mod record;
 pub mod session;
 pub mod stages;

@@ -3,7 +3,7 @@
 //! of types for both directions. `schema_version` changes whenever a field
 //! does; a record of another version is refused with a clear error.
 
-use crate::stages::build::CcacheStats;
+pub use crate::model::{CcacheStats, Step};
 use crate::stages::ktap::ModeResult;
 use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
@@ -179,47 +179,6 @@ pub struct ResultRecord {
     pub env: Env,
     #[serde(flatten)]
     pub result: ModeResult,
-}
-
-/// A step whose time the run records (and prints at the end).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(tag = "step", rename_all = "snake_case")]
-pub enum Step {
-    Provision,
-    Source,
-    /// Making the variant trees (verify: all of them; probe: its one).
-    Variants,
-    Config {
-        variant: String,
-    },
-    Build {
-        variant: String,
-    },
-    Initramfs,
-    /// All boots, wall time (they run concurrently).
-    Boots,
-    Boot {
-        variant: String,
-        env: Env,
-    },
-    Total,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            Step::Provision => "provision".to_string(),
-            Step::Source => "source".to_string(),
-            Step::Variants => "variants".to_string(),
-            Step::Config { variant } => format!("config {variant}"),
-            Step::Build { variant } => format!("build {variant}"),
-            Step::Initramfs => "initramfs".to_string(),
-            Step::Boots => "boots (wall)".to_string(),
-            Step::Boot { variant, env } => format!("boot {variant}-{env}"),
-            Step::Total => "total".to_string(),
-        };
-        f.pad(&text)
-    }
 }
 
 /// How long a step took.

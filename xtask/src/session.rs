@@ -4,6 +4,7 @@
 //! (timings, JSON) that is written whatever the outcome.
 
 use crate::flags::{Common, EnvChoice};
+use crate::output::{self, Event};
 use crate::record::{
     BuildRecord, EnvRecord, KernelRecord, Record, ResultRecord, Step, Timing, ToolchainRecord,
     VariantRecord, Verdict,
@@ -18,7 +19,6 @@ use crate::stages::{config, initramfs, source};
 use crate::support::cache::Cache;
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
-use crate::ui::{self, Event};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,17 +105,17 @@ impl Session {
             Some(_) => vec![provision::Feature::Pipeline, provision::Feature::Distcc],
             None => vec![provision::Feature::Pipeline],
         };
-        ui::emit(Event::Stage("provision"));
+        output::emit(Event::Stage("provision"));
         let xen_dir = cache.root.join("xen");
         self.timings
             .time(Step::Provision, || provision::ensure(&xen_dir, &features))?;
         check_qemu(&self.common.qemu)?;
-        ui::emit(Event::Stage("kernel source"));
+        output::emit(Event::Stage("kernel source"));
         let common = &self.common;
         let source = self.timings.time(Step::Source, || {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
         })?;
-        ui::emit(Event::Kernel(&source.describe));
+        output::emit(Event::Kernel(&source.describe));
         self.record.kernel = Some(KernelRecord {
             source: source.describe.clone(),
             tree: source.root.display().to_string(),
@@ -155,7 +155,7 @@ impl Session {
 
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
-        ui::emit(Event::Stage("build"));
+        output::emit(Event::Stage("build"));
         let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
             let path = extra.canonicalize().map_err(|e| {
@@ -199,14 +199,14 @@ impl Session {
     /// Boots every variant in every environment (as many at once as there
     /// are cores) and returns the parsed reports, in variant, env order.
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
-        ui::emit(Event::Stage("initramfs"));
+        output::emit(Event::Stage("initramfs"));
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
         self.timings.time(Step::Initramfs, || {
             initramfs::write(&initramfs::build_init()?, &initramfs_path)
         })?;
         let boots_started = Instant::now();
 
-        ui::emit(Event::Stage("boot"));
+        output::emit(Event::Stage("boot"));
         let envs = self.common.env.envs();
         let boots: Vec<(usize, Env)> = (0..variants.len())
             .flat_map(|v| envs.iter().map(move |&e| (v, e)))
@@ -264,7 +264,7 @@ impl Session {
         verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
     ) -> Result<()> {
         self.timings.add(Step::Total, self.started.elapsed());
-        ui::emit(Event::Timings(&self.timings.0));
+        output::emit(Event::Timings(&self.timings.0));
         self.record.timings = self
             .timings
             .0
@@ -296,14 +296,11 @@ impl Session {
 /// Runs `job` on every item with `workers` threads, longest first (Xen
 /// boots take twice a native one, so they start first and the natives fill
 /// in around them); returns the outcomes in the items' order.
-fn run_pool<T: Sync, R: Send>(
+fn run_pool<T: BootCost + Sync, R: Send>(
     items: &[T],
     workers: usize,
     job: impl Fn(&T) -> Result<R> + Sync,
-) -> Vec<Result<R>>
-where
-    T: BootCost,
-{
+) -> Vec<Result<R>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(items[i].cost()));
     let queue = std::sync::Mutex::new(order.into_iter());
@@ -420,7 +417,7 @@ fn boot_one(
                 .into(),
         ));
     }
-    ui::emit(Event::ReportReceived {
+    output::emit(Event::ReportReceived {
         label: &label,
         took: console.elapsed,
     });

@@ -1,151 +1,11 @@
-//! What the terminal shows: the stages and commands emit typed [`Event`]s
-//! and return values; only this module (and the in-place progress line of
-//! `support::proc`) decides how they look — one line per step, the tables,
-//! the verdict. JSON and JUnit are rendered by `record` and `junit`.
+//! What a verify shows at its end: the header, one table per environment,
+//! one line per candidate. The stages return values; this module decides how
+//! they look (progress lines go through `output`).
 
-use crate::record::Step;
-use crate::stages::build::CcacheStats;
 use crate::stages::compare::{self, Run};
-use crate::stages::patch::Direction;
 use crate::stages::qemu::Env;
 use crate::stages::variant::Variant;
-use anyhow::{Context, Result};
-use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
-
-/// Something a run reports while it goes.
-pub enum Event<'a> {
-    /// A pipeline step begins ("provision", "kernel source", "build"…).
-    Stage(&'a str),
-    /// The kernel source the run tests.
-    Kernel(&'a str),
-    /// How a candidate patch (or series of `parts` mails) relates to the tree.
-    Candidate {
-        file: &'a str,
-        parts: usize,
-        direction: Direction,
-    },
-    /// A variant tree is being made (first use of this content).
-    MakingTree { variant: &'a str, describe: &'a str },
-    /// A build with the same inputs exists: no make.
-    BuildReused { variant: &'a str },
-    /// A kernel was built.
-    Built {
-        variant: &'a str,
-        took: Duration,
-        ccache: CcacheStats,
-    },
-    /// A boot printed its complete report.
-    ReportReceived { label: &'a str, took: Duration },
-    /// Where the time went (the end of every run).
-    Timings(&'a [(Step, Duration)]),
-}
-
-/// Renders an event on the terminal (stderr: stdout is for results).
-pub fn emit(event: Event) {
-    progress(&render(&event));
-}
-
-/// Where a run's output goes while something captures it (a matrix job's
-/// log); the terminal otherwise.
-static CAPTURE: Mutex<Option<std::fs::File>> = Mutex::new(None);
-
-/// While alive, every line this module prints goes to a file instead of
-/// the terminal (a matrix job's whole output goes to its log).
-pub struct Capture(());
-
-impl Capture {
-    pub fn to(path: &Path) -> Result<Capture> {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
-        Ok(Capture(()))
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        *CAPTURE.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
-
-/// Whether output is being captured (no in-place spinner then).
-pub fn capturing() -> bool {
-    CAPTURE.lock().unwrap_or_else(|e| e.into_inner()).is_some()
-}
-
-/// Writes `text` to the capture file, or hands it back for the terminal.
-fn captured(text: &str) -> bool {
-    let mut capture = CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
-    match capture.as_mut() {
-        Some(file) => {
-            let _ = writeln!(file, "{text}");
-            true
-        }
-        None => false,
-    }
-}
-
-/// A progress line (stderr).
-pub fn progress(text: &str) {
-    if !captured(text) {
-        eprintln!("{text}");
-    }
-}
-
-/// A result line: tables, verdicts (stdout).
-pub fn result(text: &str) {
-    if !captured(text) {
-        println!("{text}");
-    }
-}
-
-fn render(event: &Event) -> String {
-    match event {
-        Event::Stage(name) => format!("==> {name}"),
-        Event::Kernel(describe) => format!("kernel: {describe}"),
-        Event::Candidate {
-            file,
-            parts,
-            direction,
-        } => {
-            let series = if *parts > 1 {
-                format!(" (a series of {parts})")
-            } else {
-                String::new()
-            };
-            match direction {
-                Direction::Forward => {
-                    format!("{file}{series} applies forward: a candidate = baseline + it")
-                }
-                Direction::Reverse => format!(
-                    "the tree already contains {file}{series}: the baseline has it reversed"
-                ),
-            }
-        }
-        Event::MakingTree { variant, describe } => {
-            format!("making the {variant} tree ({describe})")
-        }
-        Event::BuildReused { variant } => format!("{variant}: kernel already built, reusing it"),
-        Event::Built {
-            variant,
-            took,
-            ccache,
-        } => format!("{variant}: built in {:.0} s, {ccache}", took.as_secs_f64()),
-        Event::ReportReceived { label, took } => {
-            format!("  [{label}] report received in {:.1} s", took.as_secs_f64())
-        }
-        Event::Timings(steps) => {
-            let mut out = String::from("\ntime:");
-            for (step, took) in steps.iter() {
-                out += &format!("\n  {step:<28} {:>7.1} s", took.as_secs_f64());
-            }
-            out
-        }
-    }
-}
+use anyhow::Result;
 
 /// verify's header (kernel, variants) and one table per environment.
 pub fn verify_tables(
@@ -172,47 +32,19 @@ pub fn verify_tables(
     Ok(out)
 }
 
-/// One line per candidate: what it loses, or that it keeps everything.
-pub fn candidate_lines(judged: &[crate::commands::verify::Judged]) -> Vec<String> {
+/// One line per candidate (name, patch file, verdict): what it loses, or
+/// that it keeps everything.
+pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String> {
     judged
         .iter()
-        .filter_map(|j| {
-            let (name, file) = (&j.record.name, &j.file);
-            match &j.verdict {
-                compare::Verdict::CandidateLost(lost) => {
-                    Some(format!("{name:<12} {file}: LOSES {}", lost.join(", ")))
-                }
-                compare::Verdict::BaselineNotReproduced(_) => None,
-                compare::Verdict::Pass => Some(format!(
-                    "{name:<12} {file}: keeps every cache mode on every path"
-                )),
+        .filter_map(|&(name, file, verdict)| match verdict {
+            compare::Verdict::CandidateLost(lost) => {
+                Some(format!("{name:<12} {file}: LOSES {}", lost.join(", ")))
             }
+            compare::Verdict::BaselineNotReproduced(_) => None,
+            compare::Verdict::Pass => Some(format!(
+                "{name:<12} {file}: keeps every cache mode on every path"
+            )),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_render_as_one_line_each() {
-        let reverse = Event::Candidate {
-            file: "0001-fix.patch",
-            parts: 2,
-            direction: Direction::Reverse,
-        };
-        assert_eq!(
-            render(&reverse),
-            "the tree already contains 0001-fix.patch (a series of 2): the baseline has it reversed"
-        );
-        let built = Event::Built {
-            variant: "baseline",
-            took: Duration::from_secs(337),
-            ccache: CcacheStats::default(),
-        };
-        assert!(render(&built).starts_with("baseline: built in 337 s, ccache 0 hits"));
-        let steps = [(Step::Total, Duration::from_millis(12_900))];
-        assert!(render(&Event::Timings(&steps)).ends_with("total                           12.9 s"));
-    }
 }

@@ -173,3 +173,74 @@ fn nothing_cites_files_outside_the_repository() {
         }
     }
 }
+
+/// `stages::build`, `support::proc`, `record`…: the module a path under
+/// xtask/src/ is (folders of stages, support and commands count per file).
+fn module_of(rel: &Path) -> String {
+    let name = rel.with_extension("").to_string_lossy().replace('/', "::");
+    name.trim_end_matches("::mod").to_string()
+}
+
+/// The crate modules a source file uses, outside its tests.
+fn uses_of(text: &str) -> std::collections::BTreeSet<String> {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    let mut uses = std::collections::BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        let path: String = text[at + 7..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+        let grouped = matches!(parts.first(), Some(&"stages" | &"support" | &"commands"));
+        let depth = if grouped { 2 } else { 1 };
+        if parts.len() >= depth {
+            uses.insert(parts[..depth].join("::"));
+        }
+    }
+    uses
+}
+
+#[test]
+fn the_modules_import_each_other_without_cycles() {
+    let src = repo().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph = std::collections::BTreeMap::new();
+    for file in files {
+        let module = module_of(file.strip_prefix(&src).unwrap());
+        let mut uses = uses_of(&std::fs::read_to_string(&file).unwrap());
+        uses.remove(&module);
+        graph.insert(module, uses);
+    }
+    // Depth-first search; a module met again on the current path closes a cycle.
+    fn visit(
+        module: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            return Some(path[at..].to_vec());
+        }
+        if !done.insert(module.to_string()) {
+            return None;
+        }
+        path.push(module.to_string());
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for module in graph.keys() {
+        let cycle = visit(module, &graph, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "import cycle: {}",
+            cycle.unwrap().join(" → ")
+        );
+    }
+}

@@ -147,7 +147,7 @@ impl Matrix {
         let log = self.out.join(format!("{stem}.log"));
         std::fs::create_dir_all(&dir)?;
         let outcome = {
-            let _capture = crate::ui::Capture::to(&log)?;
+            let _capture = crate::output::Capture::to(&log)?;
             verify.run(cache_root)
         };
         let code = outcome.as_ref().err().map_or(0, exit_code_of);

@@ -3,6 +3,7 @@
 //! session.rs holds what verify shares with probe.
 
 use crate::flags::Verify;
+use crate::output;
 use crate::record::{CandidateRecord, CandidateVerdict, PatchRecord, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
@@ -68,7 +69,7 @@ impl Verify {
             self.patches.clone()
         };
         let ctx = session.open(cache_root)?;
-        ui::emit(ui::Event::Stage("variants"));
+        output::emit(output::Event::Stage("variants"));
         let plan = session
             .timings
             .time(Step::Variants, || make_variants(&ctx, &patch_files))?;
@@ -83,11 +84,15 @@ impl Verify {
         let runs = session.boot(&ctx, &variants, &built)?;
         let envs = self.common.env.envs();
         let tables = ui::verify_tables(&ctx.source.describe, &variants, &envs, &runs)?;
-        ui::result(tables.trim_end_matches('\n'));
-        ui::result(&format!("results: {}", ctx.out_dir.display()));
+        output::result(tables.trim_end_matches('\n'));
+        output::result(&format!("results: {}", ctx.out_dir.display()));
         let judged = judge(&plan, &runs);
-        for line in ui::candidate_lines(&judged) {
-            ui::result(&line);
+        let lines: Vec<(&str, &str, &compare::Verdict)> = judged
+            .iter()
+            .map(|j| (j.record.name.as_str(), j.file.as_str(), &j.verdict))
+            .collect();
+        for line in ui::candidate_lines(&lines) {
+            output::result(&line);
         }
         session.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
         conclude(&judged, plan.candidates.len())
@@ -95,7 +100,7 @@ impl Verify {
 }
 
 /// A candidate judged against the baseline.
-pub struct Judged {
+struct Judged {
     pub record: CandidateRecord,
     /// The patch's file name, for people.
     pub file: String,
@@ -175,7 +180,7 @@ fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
     } else {
         "every candidate keeps"
     };
-    ui::result(&format!(
+    output::result(&format!(
         "PASS: {which} every cache mode; the baseline loses some (bug reproduced)"
     ));
     Ok(())
@@ -206,7 +211,7 @@ fn load_candidates(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Vec<(PatchSet, 
         let set = patch::load(file, &series_dir)?;
         let direction = patch::detect(&ctx.source.root, &set, &scratch)?;
         let name = file.file_name().unwrap_or_default().to_string_lossy();
-        ui::emit(ui::Event::Candidate {
+        output::emit(output::Event::Candidate {
             file: &name,
             parts: set.parts.len(),
             direction,

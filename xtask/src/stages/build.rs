@@ -9,12 +9,12 @@
 //! (fixed metadata, no absolute paths in Rust panic locations), so a kernel
 //! built elsewhere, or through distcc, is byte-for-byte the local one.
 
+use crate::output::{self, Event};
 pub use crate::stages::kbuild::{local_jobs, CcacheStats, Kbuild, Sharing};
 use crate::stages::variant::Variant;
 use crate::support::cache::{write_atomic, Key};
 use crate::support::failure::{fail, Kind};
 use crate::support::provision::{bindgen_path, LLVM_SUFFIX, RUSTC};
-use crate::ui::{self, Event};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,7 +73,7 @@ pub fn build(
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     if bzimage.exists() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-        ui::emit(Event::BuildReused {
+        output::emit(Event::BuildReused {
             variant: &variant.name,
         });
         return Ok(Built {
@@ -95,7 +95,7 @@ pub fn build(
     let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;
     write_atomic(&stamp, &key)?;
     let ccache = kbuild.ccache_stats().since(stats_before);
-    ui::emit(Event::Built {
+    output::emit(Event::Built {
         variant: &variant.name,
         took: build_time,
         ccache,

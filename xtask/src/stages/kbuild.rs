@@ -4,6 +4,7 @@
 //! of it to every stage that runs make (configure, build, the bench's raw
 //! make); nothing is set in the harness's own environment.
 
+pub use crate::model::CcacheStats;
 use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
@@ -205,77 +206,6 @@ pub fn distcc_slots(hosts: &str) -> usize {
             }
         })
         .sum()
-}
-
-/// ccache's counters (`ccache --print-stats`); a build's own are the
-/// difference of two readings around it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CcacheStats {
-    /// Compiles answered from a cache (local or remote).
-    pub hits: u64,
-    /// Of those, answered by the remote storage.
-    pub remote_hits: u64,
-    pub misses: u64,
-    /// Remote storage errors and timeouts (an unreachable server).
-    pub remote_errors: u64,
-}
-
-impl CcacheStats {
-    fn parse(text: &str) -> CcacheStats {
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once('\t')?;
-                    (k == key).then(|| v.trim().parse::<u64>().ok())?
-                })
-                .unwrap_or(0)
-        };
-        CcacheStats {
-            hits: get("direct_cache_hit") + get("preprocessed_cache_hit"),
-            remote_hits: get("remote_storage_hit"),
-            misses: get("cache_miss"),
-            remote_errors: get("remote_storage_error") + get("remote_storage_timeout"),
-        }
-    }
-
-    pub fn since(self, before: CcacheStats) -> CcacheStats {
-        CcacheStats {
-            hits: self.hits.saturating_sub(before.hits),
-            remote_hits: self.remote_hits.saturating_sub(before.remote_hits),
-            misses: self.misses.saturating_sub(before.misses),
-            remote_errors: self.remote_errors.saturating_sub(before.remote_errors),
-        }
-    }
-
-    pub fn hit_rate(self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            100.0 * self.hits as f64 / total as f64
-        }
-    }
-}
-
-impl std::fmt::Display for CcacheStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ccache {} hits ({} remote) / {} misses = {:.0} %",
-            self.hits,
-            self.remote_hits,
-            self.misses,
-            self.hit_rate()
-        )?;
-        if self.remote_errors > 0 {
-            write!(
-                f,
-                ", {} remote storage errors (is the server reachable?)",
-                self.remote_errors
-            )?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -5,19 +5,11 @@
 //! a failure, not a guess. A series applies like `git am`: in order, each on
 //! the result of the previous one.
 
+pub use crate::model::Direction;
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// The tree lacks the patch: baseline = tree, candidate = tree + patch.
-    Forward,
-    /// The tree already has it: baseline = tree − patch, candidate = tree.
-    Reverse,
-}
 
 fn patch_cmd(tree: &Path, patch: &Path, direction: Direction) -> Command {
     let mut cmd = Command::new("patch")

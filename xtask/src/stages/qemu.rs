@@ -2,53 +2,16 @@
 //! line is built from small pieces; the child is killed on drop and on
 //! timeout; the whole console is kept in a log.
 
+pub use crate::model::Env;
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use patverify_protocol::CacheMode;
-use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Env {
-    Native,
-    Xen,
-}
-
-impl Env {
-    pub const ALL: [Env; 2] = [Env::Native, Env::Xen];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Env::Native => "native",
-            Env::Xen => "xen",
-        }
-    }
-}
-
-impl std::fmt::Display for Env {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.name())
-    }
-}
-
-impl std::str::FromStr for Env {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Env, String> {
-        Env::ALL
-            .into_iter()
-            .find(|e| e.name() == text)
-            .ok_or_else(|| format!("{text:?} is not an environment (native, xen)"))
-    }
-}
 
 pub struct Boot<'a> {
     /// The QEMU program (`--qemu`, default qemu-system-x86_64).

@@ -103,7 +103,7 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     let dest = cache.dir("variants")?.join(&key);
     let tree = dest.join("src");
     if !tree.join(READY).exists() {
-        crate::ui::emit(crate::ui::Event::MakingTree {
+        crate::output::emit(crate::output::Event::MakingTree {
             variant: &spec.name,
             describe: &describe,
         });

@@ -56,7 +56,7 @@ impl Cache {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                crate::ui::progress(&format!(
+                crate::output::progress(&format!(
                     "waiting for another patverify run (pid {}) that holds {}",
                     holder.trim(),
                     lock_path.display()

@@ -275,7 +275,7 @@ pub fn log_commands_to(path: &Path) {
 pub fn echo(cmd: &Command) {
     let line = format!("$ {}", cmd.display());
     if VERBOSE.load(Ordering::Relaxed) {
-        crate::ui::progress(&line);
+        crate::output::progress(&line);
     }
     let log = COMMAND_LOG
         .lock()
@@ -321,7 +321,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str) -> Self {
-        let on_terminal = std::io::stderr().is_terminal() && !crate::ui::capturing();
+        let on_terminal = std::io::stderr().is_terminal() && !crate::output::capturing();
         let spinner = on_terminal.then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             let style =
@@ -359,7 +359,7 @@ impl Progress {
             step.push('…');
         }
         let (label, min, sec) = (&self.label, secs / 60, secs % 60);
-        crate::ui::progress(&format!("  [{label}] {min:>3}:{sec:02} {step}"));
+        crate::output::progress(&format!("  [{label}] {min:>3}:{sec:02} {step}"));
     }
 
     pub fn finish(&mut self, ok: bool) {
@@ -368,7 +368,7 @@ impl Progress {
         }
         let secs = self.started.elapsed().as_secs_f64();
         let how = if ok { "done" } else { "FAILED" };
-        crate::ui::progress(&format!("  [{}] {how} in {secs:.1} s", self.label));
+        crate::output::progress(&format!("  [{}] {how} in {secs:.1} s", self.label));
     }
 }
 

@@ -350,7 +350,7 @@ pub fn ensure(xen_dir: &Path, features: &[Feature]) -> Result<()> {
                 ),
             ));
         }
-        crate::ui::progress(&format!("installing: {}", missing.describe()));
+        crate::output::progress(&format!("installing: {}", missing.describe()));
         for cmd in cmds {
             cmd.run()
                 .map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
