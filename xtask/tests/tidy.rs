@@ -220,7 +220,9 @@ fn the_modules_import_each_other_without_cycles() {
         done: &mut std::collections::BTreeSet<String>,
     ) -> Option<Vec<String>> {
         if let Some(at) = path.iter().position(|m| m == module) {
-            return Some(path[at..].to_vec());
+            let mut cycle = path[at..].to_vec();
+            cycle.push(module.to_string());
+            return Some(cycle);
         }
         if !done.insert(module.to_string()) {
             return None;
