@@ -6,7 +6,7 @@
 use crate::flags::{Bench, Scenario};
 use crate::record::{Record, Step};
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -79,11 +79,68 @@ fn ccache_counts(record: &Record) -> (u64, u64) {
     })
 }
 
+/// What a bench run measured: its JSON (`--json`) and the figures the
+/// README quotes. A scenario not run leaves its fields out.
+#[derive(serde::Serialize, Default)]
+struct Figures {
+    machine: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warm_verify_seconds: Option<Spread>,
+    /// "boot VARIANT ENV" → its boots' spread.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    boot_seconds: BTreeMap<String, Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boots_one_at_a_time_seconds: Option<Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boots_one_per_core_seconds: Option<Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cold: Option<Cold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited_candidate: Option<Edited>,
+}
+
+/// The minimum and median of repeated runs (and the runs).
+#[derive(serde::Serialize)]
+struct Spread {
+    min: f64,
+    median: f64,
+    samples: Vec<f64>,
+}
+
+impl Spread {
+    fn of(samples: &[f64]) -> Spread {
+        let (min, median) = min_median(samples);
+        Spread {
+            min,
+            median,
+            samples: samples.to_vec(),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Cold {
+    verify_seconds: f64,
+    raw_make_seconds: f64,
+    over_two_raw_makes: f64,
+    steps: Vec<crate::record::Timing>,
+}
+
+#[derive(serde::Serialize)]
+struct Edited {
+    seconds: f64,
+    build_baseline: f64,
+    build_candidate_1: f64,
+    build_candidate_2: f64,
+    ccache_hits: u64,
+    ccache_misses: u64,
+}
+
 impl Bench {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         let out = std::env::temp_dir().join(format!("patverify-bench-{}", std::process::id()));
         std::fs::create_dir_all(&out)?;
-        let mut figures = serde_json::Map::new();
+        let mut figures = Figures::default();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
             .lines()
@@ -94,7 +151,7 @@ impl Bench {
             "{} cores, {model}",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        figures.insert("machine".into(), json!(machine));
+        figures.machine = machine;
 
         let wants = |scenario: Scenario| {
             if self.scenarios.is_empty() {
@@ -112,7 +169,7 @@ impl Bench {
         if wants(Scenario::Edited) {
             self.edited_candidate(cache_root, &out, &mut figures)?;
         }
-        let text = serde_json::to_string_pretty(&Value::Object(figures))?;
+        let text = serde_json::to_string_pretty(&figures)?;
         if let Some(path) = &self.json {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -122,12 +179,7 @@ impl Bench {
     }
 
     /// Warm re-runs, per-boot times, and boots one at a time vs one per core.
-    fn warm(
-        &self,
-        cache_root: &Path,
-        out: &Path,
-        figures: &mut serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    fn warm(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
         eprintln!("bench: priming run (builds whatever is missing)");
         verify(cache_root, out, &[])?;
         let mut totals = Vec::new();
@@ -146,28 +198,19 @@ impl Bench {
             "{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 20 s)",
             "warm verify (both envs)"
         );
-        figures.insert(
-            "warm_verify_seconds".into(),
-            json!({"min": min, "median": median, "samples": totals}),
-        );
+        figures.warm_verify_seconds = Some(Spread::of(&totals));
         for (label, samples) in &boots {
             let (min, median) = min_median(samples);
             println!("{label:<40} min {min:>6.1} s   median {median:>6.1} s");
-            figures.insert(
-                label.replace(' ', "_"),
-                json!({"min": min, "median": median}),
-            );
+            figures
+                .boot_seconds
+                .insert(label.clone(), Spread::of(samples));
         }
         self.boot_concurrency(cache_root, out, figures)
     }
 
     /// The four boots of a verify one at a time against one per core.
-    fn boot_concurrency(
-        &self,
-        cache_root: &Path,
-        out: &Path,
-        figures: &mut serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    fn boot_concurrency(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
         let mut serial = Vec::new();
         let mut parallel = Vec::new();
         for i in 0..self.runs {
@@ -192,14 +235,8 @@ impl Bench {
             "{:<40} min {pmin:>6.1} s   median {pmed:>6.1} s",
             "4 boots, one per core"
         );
-        figures.insert(
-            "boots_one_at_a_time_seconds".into(),
-            json!({"min": smin, "median": smed}),
-        );
-        figures.insert(
-            "boots_one_per_core_seconds".into(),
-            json!({"min": pmin, "median": pmed}),
-        );
+        figures.boots_one_at_a_time_seconds = Some(Spread::of(&serial));
+        figures.boots_one_per_core_seconds = Some(Spread::of(&parallel));
         Ok(())
     }
 
@@ -207,12 +244,7 @@ impl Bench {
     /// same tree and configuration, twice (the two variants). Runs in a
     /// cache of its own that shares only the unpacked source and Xen, so
     /// the user's builds and ccache survive the bench.
-    fn cold(
-        &self,
-        cache_root: &Path,
-        out: &Path,
-        figures: &mut serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    fn cold(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
         let cold_root = cache_root.join("bench-cold");
         let _ = std::fs::remove_dir_all(&cold_root);
         std::fs::create_dir_all(&cold_root)?;
@@ -230,12 +262,7 @@ impl Bench {
         result
     }
 
-    fn cold_in(
-        &self,
-        cache_root: &Path,
-        out: &Path,
-        figures: &mut serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    fn cold_in(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
         let (cold, json) = verify(cache_root, out, &[])?;
         let tree = PathBuf::from(&json.variants.get(1).context("no candidate tree")?.tree);
         let config = PathBuf::from(&json.builds.get(1).context("no candidate build")?.build_dir)
@@ -258,14 +285,17 @@ impl Bench {
             "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.2} (target ≤ 1.10)",
             "cold verify"
         );
-        figures.insert("cold_verify_seconds".into(), json!(cold));
-        figures.insert("raw_make_seconds".into(), json!(raw_secs));
-        figures.insert("cold_over_two_raw_makes".into(), json!(ratio));
+        let cold_figures = Cold {
+            verify_seconds: cold,
+            raw_make_seconds: raw_secs,
+            over_two_raw_makes: ratio,
+            steps: json.timings.clone(),
+        };
         // The profile that explains the ratio: where the cold verify's time went.
         for timing in &json.timings {
             println!("  cold step {:<28} {:>7.1} s", timing.step, timing.seconds);
         }
-        figures.insert("cold_steps".into(), serde_json::to_value(&json.timings)?);
+        figures.cold = Some(cold_figures);
         Ok(())
     }
 
@@ -274,12 +304,7 @@ impl Bench {
     /// only the edited candidate is rebuilt (its header is in nearly every
     /// file, so ccache's depend mode misses on them). Exit 1 is the honest
     /// verdict: the proposal loses modes on pte_modify_direct.
-    fn edited_candidate(
-        &self,
-        cache_root: &Path,
-        out: &Path,
-        figures: &mut serde_json::Map<String, Value>,
-    ) -> Result<()> {
+    fn edited_candidate(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
         let patches = crate::stages::variant::repo_dir().join("patches");
         let proposal =
             std::fs::read_to_string(patches.join(crate::stages::variant::PROPOSAL_PATCH))?;
@@ -319,7 +344,14 @@ impl Bench {
             timing(&json, build_of("candidate-2")),
             rate * 100.0
         );
-        figures.insert("edited_candidate".into(), json!({"seconds": secs, "build_baseline": timing(&json, build_of("baseline")), "build_candidate_1": timing(&json, build_of("candidate-1")), "build_candidate_2": timing(&json, build_of("candidate-2")), "ccache_hits": hits, "ccache_misses": misses}));
+        figures.edited_candidate = Some(Edited {
+            seconds: secs,
+            build_baseline: timing(&json, build_of("baseline")),
+            build_candidate_1: timing(&json, build_of("candidate-1")),
+            build_candidate_2: timing(&json, build_of("candidate-2")),
+            ccache_hits: hits,
+            ccache_misses: misses,
+        });
         Ok(())
     }
 }
