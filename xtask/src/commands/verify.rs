@@ -95,7 +95,11 @@ impl Verify {
             output::result(&line);
         }
         session.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
-        conclude(&judged, plan.candidates.len())
+        let (skips, counted) = skipped_rows(&runs);
+        if !skips.is_empty() {
+            output::result(&skips);
+        }
+        conclude(&judged, plan.candidates.len(), &counted)
     }
 }
 
@@ -143,9 +147,32 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
         .collect()
 }
 
+/// How many rows the boots measured and how many they skipped, with why
+/// (each skip is declared: a request this environment cannot represent).
+/// Returns the lines that say why, and "N of M rows skipped".
+fn skipped_rows(runs: &[Run]) -> (String, String) {
+    let rows = runs.iter().flat_map(|r| &r.report.results);
+    let (mut total, mut reasons) = (0, std::collections::BTreeMap::new());
+    for row in rows {
+        total += 1;
+        if let Some(reason) = row.skip_reason() {
+            *reasons.entry(reason).or_insert(0) += 1;
+        }
+    }
+    let skipped: usize = reasons.values().sum();
+    let mut why = String::new();
+    if skipped > 0 {
+        why += "skipped rows (declared: not representable here):";
+    }
+    for (reason, n) in reasons {
+        why += &format!("\n  {n:>3} × {reason}");
+    }
+    (why, format!("{skipped} of {total} rows skipped"))
+}
+
 /// The run's end: a candidate that loses a row fails the run; a baseline
 /// that lost nothing makes it prove nothing; otherwise PASS.
-fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
+fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
     let lost_by: Vec<String> = judged
         .iter()
         .filter(|j| !j.record.lost.is_empty())
@@ -161,7 +188,7 @@ fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
     if !lost_by.is_empty() {
         return Err(fail(
             Kind::CandidateLost,
-            format!("FAIL: {}", lost_by.join("; ")),
+            format!("FAIL: {} ({skipped})", lost_by.join("; ")),
         ));
     }
     let not_reproduced = judged.iter().find_map(|j| match &j.verdict {
@@ -181,7 +208,7 @@ fn conclude(judged: &[Judged], candidates: usize) -> Result<()> {
         "every candidate keeps"
     };
     output::result(&format!(
-        "PASS: {which} every cache mode; the baseline loses some (bug reproduced)"
+        "PASS: {which} every cache mode; the baseline loses some (bug reproduced); {skipped}"
     ));
     Ok(())
 }
