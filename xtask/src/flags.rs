@@ -28,6 +28,9 @@ pub struct Common {
     /// Write the results as JUnit XML here (for CI systems).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the run as a KCIDB v5 document here (KernelCI's common database).
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
     /// Keep this run's JSON, console logs and KTAP here (default: under the cache).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -7,7 +7,7 @@
 //! - [`session`]: what verify and probe share — opening the cache, building
 //!   and booting a set of variants, the run's record.
 //! - [`record`]: the typed run record (JSON) written by verify and probe and
-//!   read back by `report`, junit, matrix, bench and the tests.
+//!   read back by `report`, junit, kcidb, matrix, bench and the tests.
 //! - [`commands`]: one module per `cargo xtask` command.
 //! - [`support`]: processes, the cache, failure kinds and exit codes,
 //!   provisioning the host.
@@ -15,6 +15,7 @@
 pub mod commands;
 pub mod flags;
 pub mod junit;
+pub mod kcidb;
 pub mod model;
 pub mod output;
 pub mod record;

@@ -124,6 +124,12 @@ pub struct PatchRecord {
     pub direction: crate::stages::patch::Direction,
     /// The mails' subjects, for a series.
     pub series: Vec<String>,
+    /// The files applied, in order (the mails of a series, split).
+    pub parts: Vec<String>,
+    /// The sha256 of each part, in order.
+    pub part_sha256: Vec<String>,
+    /// The Message-Id of the mail it came in (a series: its first mail).
+    pub message_id: Option<String>,
 }
 
 /// A kernel the run made (baseline, candidate-N, probe).

@@ -55,6 +55,8 @@ pub struct Session {
     pub record: Record,
     pub timings: Timings,
     started: Instant,
+    /// When the run started (seconds since the epoch), for its KCIDB ids.
+    started_at: u64,
 }
 
 /// The opened run: cache (locked), output directory, Xen, kernel source.
@@ -74,6 +76,9 @@ impl Session {
             record: Record::default(),
             timings: Timings::default(),
             started: Instant::now(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 
@@ -283,6 +288,11 @@ impl Session {
         };
         if let Some(path) = &self.common.json {
             self.record.write(path)?;
+        }
+        if let Some(path) = &self.common.kcidb {
+            let run = format!("{}-{}", self.started_at, std::process::id());
+            std::fs::write(path, crate::kcidb::document(&self.record, &run))
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if let Some(path) = &self.common.junit {
             let xml = crate::junit::render(&self.record);

@@ -211,6 +211,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         });
     }
     kunit_parser_agrees(&json, &out, &mut checks)?;
+    kcidb_documents_are_valid(&v.kcidb, &out, &mut checks)?;
     let junit = &v.junit;
     // 2 variants × 2 envs × 7 paths × 6 modes, plus a "baseline reproduces
     // the bug" case per environment. Skipped, per variant: 6
@@ -282,5 +283,45 @@ fn kunit_parser_agrees(json: &Record, out: &Path, checks: &mut Checks) -> Result
             );
         }
     }
+    Ok(())
+}
+
+/// `--kcidb` writes what kcidb-io's own validator accepts: for this run,
+/// and for a run that ended in an error (QEMU dies) after its builds.
+fn kcidb_documents_are_valid(document: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
+    let (valid, said) = kcidb_validate(document)?;
+    let text = std::fs::read_to_string(document).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let tests = doc["tests"].as_array().map_or(0, Vec::len);
+    checks.check(
+        "--kcidb: a KCIDB v5 document kcidb-io validates, a test per row",
+        valid && tests == 168 && doc["builds"].as_array().map_or(0, Vec::len) == 2,
+        || format!("{tests} tests; {said}"),
+    );
+    let failed = out.join("qemu-dies.kcidb.json");
+    let args = strings(&[
+        "verify",
+        "--env",
+        "native",
+        "--qemu",
+        "/bin/false",
+        "--out",
+        &out.join("qemu-dies").display().to_string(),
+        "--kcidb",
+        &failed.display().to_string(),
+    ]);
+    let (code, _) = harness(&cache_root(), &args)?;
+    let (valid, said) = kcidb_validate(&failed)?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&failed).unwrap_or_default())
+            .unwrap_or_default();
+    checks.check(
+        "--kcidb after an error: still a valid document, its verdict error, no tests",
+        code == exit(xtask::support::failure::Kind::Boot)
+            && valid
+            && doc["checkouts"][0]["misc"]["verdict"] == "error"
+            && doc["tests"].as_array().is_some_and(Vec::is_empty),
+        || format!("exit {code:?}; {said}"),
+    );
     Ok(())
 }

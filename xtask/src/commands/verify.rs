@@ -30,11 +30,19 @@ pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -
             format!("cannot read patch {}: {e}", set.file.display()),
         )
     })?;
+    let part_sha256 = set
+        .parts
+        .iter()
+        .map(|part| std::fs::read(part).map(|b| sha256_hex(&b)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     session.record.patches.push(PatchRecord {
         file: set.file.display().to_string(),
         sha256: sha256_hex(&bytes),
         direction,
         series: set.subjects.clone(),
+        parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
+        part_sha256,
+        message_id: set.message_id.clone(),
     });
     Ok(())
 }

@@ -83,6 +83,9 @@ pub struct PatchSet {
     pub parts: Vec<PathBuf>,
     /// The mails' subjects (empty for a plain diff).
     pub subjects: Vec<String>,
+    /// The Message-Id of the file's first mail (a series' cover letter),
+    /// without angle brackets, when the patch came as mail.
+    pub message_id: Option<String>,
 }
 
 impl PatchSet {
@@ -108,6 +111,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
         )
     })?;
     check_is_patch(&file.display().to_string(), &text)?;
+    let message_id = header_of(&text, "Message-Id");
     let mails = split_mailbox(&text);
     if mails.len() <= 1 {
         let subjects = mails.into_iter().map(|m| m.subject).collect();
@@ -115,6 +119,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
             parts: vec![file.clone()],
             file,
             subjects,
+            message_id,
         });
     }
     let dir = series_dir.join(crate::support::cache::sha256_hex(text.as_bytes()));
@@ -131,6 +136,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
         file,
         parts,
         subjects: mails.into_iter().map(|m| m.subject).collect(),
+        message_id,
     })
 }
 
@@ -169,19 +175,28 @@ pub fn split_mailbox(text: &str) -> Vec<Mail> {
 /// non-ASCII ones), the `[PATCH …]` prefix dropped. The mbox split above
 /// stays by hand: mailparse reads one message, not a mailbox.
 fn subject_of(mail: &str) -> String {
+    header_of(mail, "Subject")
+        .map(|raw| clean_subject(&raw))
+        .unwrap_or_default()
+}
+
+/// A header of a mail's (or a mailbox's first mail's) header block, decoded;
+/// a Message-Id without its angle brackets.
+fn header_of(mail: &str, name: &str) -> Option<String> {
     // The mbox "From " separator line is not a header.
     let headers = match mail.split_once('\n') {
         Some((first, rest)) if first.starts_with("From ") => rest,
         _ => mail,
     };
-    mailparse::parse_headers(headers.as_bytes())
-        .ok()
-        .and_then(|(headers, _)| {
-            use mailparse::MailHeaderMap;
-            headers.get_first_value("Subject")
-        })
-        .map(|raw| clean_subject(&raw))
-        .unwrap_or_default()
+    let (headers, _) = mailparse::parse_headers(headers.as_bytes()).ok()?;
+    use mailparse::MailHeaderMap;
+    let value = headers.get_first_value(name)?;
+    let value = value.trim();
+    let value = value
+        .strip_prefix('<')
+        .and_then(|v| v.strip_suffix('>'))
+        .unwrap_or(value);
+    (!value.is_empty()).then(|| value.to_string())
 }
 
 /// "[PATCH v2 2/3] x86/mm: fix" → "x86/mm: fix".

@@ -22,8 +22,9 @@ pub enum Feature {
     Pipeline,
     /// `--distcc`: ccache hands its misses to distccd workers.
     Distcc,
-    /// The end-to-end test's own servers (redis-server, distccd), started on
-    /// the loopback to test `--cache-remote` and `--distcc`.
+    /// What only the end-to-end test uses: its own servers (redis-server,
+    /// distccd) on the loopback, to test `--cache-remote` and `--distcc`,
+    /// and Python's venv for kcidb-io's validator.
     TestServers,
 }
 
@@ -221,6 +222,18 @@ const REQUIREMENTS: &[Requirement] = &[
         what: "redis-server (the remote ccache test)",
         probe: || version_of("redis-server", "--version"),
         install: Install::Apt("redis-server"),
+    },
+    Requirement {
+        feature: Feature::TestServers,
+        what: "python3 venv (the test's KCIDB validator)",
+        probe: || {
+            let help = Command::new("python3").args(["-m", "venv", "--help"]);
+            help.output_quiet()
+                .ok()
+                .filter(|(ok, _)| *ok)
+                .map(|_| "present".into())
+        },
+        install: Install::Apt("python3-venv"),
     },
     Requirement {
         feature: Feature::Pipeline,

@@ -80,6 +80,8 @@ pub struct Verified {
     pub code: Option<i32>,
     /// What verify printed (progress, tables, verdict).
     pub text: String,
+    /// Its KCIDB document.
+    pub kcidb: PathBuf,
     pub record: Record,
     pub junit: String,
 }
@@ -87,6 +89,7 @@ pub struct Verified {
 pub fn verified(out: &Path) -> Result<Verified> {
     let json = out.join("verify.json");
     let junit = out.join("verify.xml");
+    let kcidb = out.join("verify.kcidb.json");
     println!(
         "==> end-to-end: cargo xtask verify (real kernel builds and boots; results in {})",
         out.display()
@@ -97,6 +100,8 @@ pub fn verified(out: &Path) -> Result<Verified> {
         &json.display().to_string(),
         "--junit",
         &junit.display().to_string(),
+        "--kcidb",
+        &kcidb.display().to_string(),
         "--out",
         &out.display().to_string(),
     ]);
@@ -108,7 +113,32 @@ pub fn verified(out: &Path) -> Result<Verified> {
         text,
         record,
         junit: std::fs::read_to_string(&junit).unwrap_or_default(),
+        kcidb,
     })
+}
+
+/// Checks a KCIDB document with kcidb-io's own validator (the PyPI package,
+/// in a virtual environment kept under the cache); returns what it said.
+pub fn kcidb_validate(document: &Path) -> Result<(bool, String)> {
+    let venv = cache_root().join("venv-kcidb");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .run()?;
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "kcidb-io"])
+            .run()?;
+    }
+    let check = "import json, sys, kcidb_io\n\
+                 kcidb_io.schema.LATEST.validate(json.load(open(sys.argv[1])))\n\
+                 print('valid KCIDB', kcidb_io.schema.LATEST.major, kcidb_io.schema.LATEST.minor)";
+    Command::new(python)
+        .args(["-c", check])
+        .arg(document)
+        .output_quiet()
 }
 
 /// The pristine kernel source a verify used (its variant trees carry the
