@@ -188,6 +188,24 @@ pub enum Report {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a plain-text reply to the patch's thread (for `git send-email
+    /// --in-reply-to` or a mail client), with a Tested-by when it passed.
+    Mail(Mail),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Mail {
+    /// The run's JSON record (`verify --json`).
+    pub record: PathBuf,
+    /// The candidate to report on (default: the first that came as a mail).
+    #[arg(long, value_name = "NAME")]
+    pub candidate: Option<String>,
+    /// Tested-by name (default: git config user.name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tested-by address (default: git config user.email).
+    #[arg(long)]
+    pub email: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

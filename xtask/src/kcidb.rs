@@ -252,6 +252,7 @@ mod tests {
             parts: vec!["/s/0001-a.patch".into(), "/s/0002-b.patch".into()],
             part_sha256: vec!["a".repeat(64), "b".repeat(64)],
             message_id: Some("cover@example.org".into()),
+            subject: Some("[PATCH 0/2] masks".into()),
         });
         let text = document(&record, "run1");
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -130,6 +130,8 @@ pub struct PatchRecord {
     pub part_sha256: Vec<String>,
     /// The Message-Id of the mail it came in (a series: its first mail).
     pub message_id: Option<String>,
+    /// That mail's Subject as sent.
+    pub subject: Option<String>,
 }
 
 /// A kernel the run made (baseline, candidate-N, probe).

@@ -47,11 +47,13 @@ fn series_from_a_mailbox(
     let dir = out.join("series");
     std::fs::create_dir_all(&dir)?;
     let udiff = |from: &str, to: &str| unified_diff(file, from, to, &dir);
+    // As git format-patch --thread --cover-letter and git send-email make
+    // them: the parts answer the cover letter.
     let mail = |n: usize, subject: &str, diff: String| {
-        format!("From {n:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nSubject: [PATCH {n}/2] {subject}\n\nPart {n} of the fix.\n---\n{diff}-- \n2.39.5\n\n")
+        format!("From {n:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:0{n} +0000\nSubject: [PATCH {n}/2] {subject}\nMessage-Id: <part{n}.{COVER_ID}>\nIn-Reply-To: <{COVER_ID}>\nReferences: <{COVER_ID}>\n\nPart {n} of the fix.\n\nSigned-off-by: Test <test@example.org>\n---\n{diff}-- \n2.39.5\n\n")
     };
     let mbox = format!(
-        "From {:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nSubject: [PATCH 0/2] the PAT masks\n\nCover letter.\n\n{}{}",
+        "From {:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH 0/2] the PAT masks\nMessage-Id: <{COVER_ID}>\n\nCover letter.\n\n{}{}",
         0,
         mail(1, "x86/mm: keep _PAGE_PAT in _PAGE_CHG_MASK", udiff(&reverted, &half)?),
         mail(2, "x86/mm: keep _PAGE_PAT_LARGE in _HPAGE_CHG_MASK", udiff(&half, &fixed)?)
@@ -84,6 +86,62 @@ fn series_from_a_mailbox(
         "the series' kernels are the single patch's (same content, no rebuild)",
         builds_reused,
         || format!("{:?}", series_json.builds),
+    );
+    a_reply_carries_tested_by_to_b4(&dir, &mbox_path, checks)
+}
+
+/// The series' cover letter's Message-Id.
+const COVER_ID: &str = "cover.20240101.patverify-test@example.org";
+
+/// `report mail` on the series' record gives a reply that the real `b4 am`
+/// (PyPI, offline) threads under the cover letter and whose Tested-by it
+/// adds to every patch of the series.
+fn a_reply_carries_tested_by_to_b4(dir: &Path, mbox: &Path, checks: &mut Checks) -> Result<()> {
+    let args = strings(&[
+        "report",
+        "mail",
+        &dir.join("verify.json").display().to_string(),
+        "--name",
+        "A Tester",
+        "--email",
+        "tester@example.org",
+    ]);
+    let (code, reply) = harness(&cache_root(), &args)?;
+    checks.check(
+        "report mail: a reply threaded on the cover letter, with a Tested-by",
+        code == Some(0)
+            && reply.starts_with("Subject: Re: [PATCH 0/2] the PAT masks\n")
+            && reply.contains(&format!("In-Reply-To: <{COVER_ID}>"))
+            && reply.contains("Tested-by: A Tester <tester@example.org>"),
+        || reply.clone(),
+    );
+    // The thread as an archive would hold it: the series, then the reply.
+    let sent = format!("From patverify Mon Sep 17 00:00:00 2001\nFrom: A Tester <tester@example.org>\nDate: Mon, 1 Jan 2024 01:00:00 +0000\nMessage-Id: <reply.{COVER_ID}>\n{reply}");
+    let thread = dir.join("thread.mbox");
+    std::fs::write(&thread, std::fs::read_to_string(mbox)? + &sent)?;
+    let b4 = tools_venv()?.join("bin/b4");
+    let am = dir.join("b4-am");
+    let (ok, said) = Command::new(b4)
+        .args(["--offline-mode", "am", "-m"])
+        .arg(&thread)
+        .arg("-o")
+        .arg(&am)
+        .arg(COVER_ID)
+        .output_quiet()?;
+    let series = std::fs::read_dir(&am)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "mbx"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .unwrap_or_default();
+    checks.check(
+        "b4 am picks up the reply's Tested-by for both patches",
+        ok && series
+            .matches("Tested-by: A Tester <tester@example.org>")
+            .count()
+            == 2,
+        || said.clone(),
     );
     Ok(())
 }

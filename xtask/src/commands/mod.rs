@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bisect;
 pub mod clean;
+pub mod mail;
 pub mod matrix;
 pub mod probe;
 pub mod report;

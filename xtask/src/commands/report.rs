@@ -26,6 +26,11 @@ impl Report {
                 print!("{}", merge(&runs));
                 Ok(())
             }
+            Report::Mail(mail) => {
+                let record = Record::read(&mail.record)?;
+                print!("{}", crate::commands::mail::reply(&record, &mail)?);
+                Ok(())
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -
         parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
         part_sha256,
         message_id: set.message_id.clone(),
+        subject: set.subject.clone(),
     });
     Ok(())
 }

@@ -86,6 +86,8 @@ pub struct PatchSet {
     /// The Message-Id of the file's first mail (a series' cover letter),
     /// without angle brackets, when the patch came as mail.
     pub message_id: Option<String>,
+    /// That mail's Subject as sent (`[PATCH v2 0/3] …`), for a reply.
+    pub subject: Option<String>,
 }
 
 impl PatchSet {
@@ -112,6 +114,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
     })?;
     check_is_patch(&file.display().to_string(), &text)?;
     let message_id = header_of(&text, "Message-Id");
+    let subject = header_of(&text, "Subject");
     let mails = split_mailbox(&text);
     if mails.len() <= 1 {
         let subjects = mails.into_iter().map(|m| m.subject).collect();
@@ -120,6 +123,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
             file,
             subjects,
             message_id,
+            subject,
         });
     }
     let dir = series_dir.join(crate::support::cache::sha256_hex(text.as_bytes()));
@@ -137,6 +141,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
         parts,
         subjects: mails.into_iter().map(|m| m.subject).collect(),
         message_id,
+        subject,
     })
 }
 

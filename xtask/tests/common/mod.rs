@@ -117,10 +117,10 @@ pub fn verified(out: &Path) -> Result<Verified> {
     })
 }
 
-/// Checks a KCIDB document with kcidb-io's own validator (the PyPI package,
-/// in a virtual environment kept under the cache); returns what it said.
-pub fn kcidb_validate(document: &Path) -> Result<(bool, String)> {
-    let venv = cache_root().join("venv-kcidb");
+/// A virtual environment under the cache with the PyPI tools the scenarios
+/// check the harness's output with: kcidb-io (KernelCI's validator) and b4.
+pub fn tools_venv() -> Result<PathBuf> {
+    let venv = cache_root().join("venv-tools");
     let python = venv.join("bin/python");
     if !python.exists() {
         Command::new("python3")
@@ -128,10 +128,22 @@ pub fn kcidb_validate(document: &Path) -> Result<(bool, String)> {
             .arg("venv")
             .arg(&venv)
             .run()?;
+    }
+    let (ready, _) = Command::new(&python)
+        .args(["-c", "import kcidb_io, b4"])
+        .output_quiet()?;
+    if !ready {
         Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "kcidb-io"])
+            .args(["install", "--quiet", "kcidb-io", "b4"])
             .run()?;
     }
+    Ok(venv)
+}
+
+/// Checks a KCIDB document with kcidb-io's own validator; returns whether
+/// it passed and what it said.
+pub fn kcidb_validate(document: &Path) -> Result<(bool, String)> {
+    let python = tools_venv()?.join("bin/python");
     let check = "import json, sys, kcidb_io\n\
                  kcidb_io.schema.LATEST.validate(json.load(open(sys.argv[1])))\n\
                  print('valid KCIDB', kcidb_io.schema.LATEST.major, kcidb_io.schema.LATEST.minor)";
