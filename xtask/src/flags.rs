@@ -126,6 +126,9 @@ pub struct Bisect {
     /// Keep the steps' log here (default: the clone's directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Do not confirm the culprit (by testing it reverted, and its parent).
+    #[arg(long)]
+    pub no_confirm: bool,
 }
 
 #[derive(clap::Args, Debug)]

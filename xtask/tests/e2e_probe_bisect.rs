@@ -214,7 +214,9 @@ fn bisect_finds_the_commit(
     println!(
         "{}",
         text.lines()
-            .filter(|l| l.starts_with("  ") || l.starts_with("first bad"))
+            .filter(|l| {
+                l.starts_with("  ") || l.starts_with("first bad") || l.contains("confirmed")
+            })
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -232,6 +234,11 @@ fn bisect_finds_the_commit(
         "bisect skipped the untestable commit",
         text.contains("untestable (skip)"),
         || "no step was skipped".into(),
+    );
+    checks.check(
+        "bisect confirms its culprit: reverted it keeps every mode, and its parent too",
+        text.contains("confirmed: with the culprit reverted every mode is kept"),
+        || xtask::support::proc::tail_lines(&text, 4),
     );
     let status_after = git(&["status", "--porcelain"]).output_quiet()?.1;
     let head_after = git(&["rev-parse", "HEAD"]).output_quiet()?.1;

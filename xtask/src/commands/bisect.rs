@@ -2,10 +2,11 @@
 //! user's repository (the user's checkout and refs are never touched), one
 //! line per step, ending with the first bad commit.
 
+use crate::commands::probe::GOOD;
 use crate::flags::Bisect;
 use crate::stages::source::resolve_rev;
 use crate::support::cache::Key;
-use crate::support::failure::{fail, Kind};
+use crate::support::failure::{fail, Kind, BISECT_SKIP};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -57,6 +58,10 @@ impl Bisect {
                 println!("\nfirst bad commit: {sha}");
                 let show = git(&["show", "--stat", "--format=medium", &sha]);
                 println!("{}", show.output_quiet()?.1);
+                if !self.no_confirm {
+                    let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
+                    println!("{}", self.confirm(cache_root, &clone, &sha, &out_dir)?);
+                }
                 println!("steps: {}", log_path.display());
                 Ok(())
             }
@@ -73,6 +78,56 @@ impl Bisect {
         };
         let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
         result
+    }
+
+    /// KernelCI's check of a culprit: the culprit with itself reverted must
+    /// keep every mode again ("revert: PASS"), and so must its parent
+    /// ("verify: PASS"). A culprit that does not revert cleanly, or a check
+    /// that cannot be tested, leaves it unconfirmed — not an error.
+    fn confirm(&self, cache_root: &Path, clone: &Path, sha: &str, out: &Path) -> Result<String> {
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(clone)
+                .args(args.iter().copied())
+        };
+        let (_, revert) = git(&["diff", sha, &format!("{sha}^")]).output_quiet()?;
+        let revert_path = out.join("revert-culprit.patch");
+        std::fs::write(&revert_path, revert)?;
+        let log = out.join("confirm.log");
+        let probe = |extra: &[&str]| -> Result<Option<i32>> {
+            let mut args = self.probe_command(cache_root, clone)?;
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let (program, rest) = args.split_first().context("a probe command")?;
+            let cmd = Command::new(program).args(rest.iter().map(String::as_str));
+            crate::support::proc::echo(&cmd);
+            let reader = cmd.expression().stderr_to_stdout().unchecked().reader()?;
+            let _guards = crate::support::proc::guard_children(&reader);
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut &reader, &mut text)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?
+                .write_all(text.as_bytes())?;
+            Ok(reader.try_wait()?.and_then(|o| o.status.code()))
+        };
+        let revert_arg = revert_path.display().to_string();
+        println!(
+            "confirming {sha:.12}: the culprit reverted, then its parent (log: {})",
+            log.display()
+        );
+        let reverted = probe(&["--rev", sha, "--patch", &revert_arg])?;
+        let parent = probe(&["--rev", &format!("{sha}^")])?;
+        Ok(match (reverted, parent) {
+            (Some(GOOD), Some(GOOD)) => "confirmed: with the culprit reverted every mode is kept (revert: PASS), and in its parent too (verify: PASS)".to_string(),
+            (Some(BISECT_SKIP), _) => "unconfirmed: the culprit does not revert cleanly (or the reverted tree cannot be tested)".to_string(),
+            (reverted, parent) => format!(
+                "unconfirmed: the reverted culprit gave {}, its parent {} (0 = every mode kept)",
+                code_name(reverted),
+                code_name(parent)
+            ),
+        })
     }
 
     /// The `probe` command line each bisect step runs in `clone`.
@@ -119,6 +174,10 @@ fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<PathBuf> {
         .arg(&clone)
         .run()?;
     Ok(clone)
+}
+
+fn code_name(code: Option<i32>) -> String {
+    code.map_or("no exit code (killed)".to_string(), |c| format!("exit {c}"))
 }
 
 /// Runs `git bisect run`, its output into `log_path`, one terminal line per
