@@ -150,6 +150,9 @@ pub struct Matrix {
     /// Do not run: print the jobs as a CI matrix for this system.
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
+    /// Also write every job as one KCIDB v5 document here.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -91,13 +91,24 @@ fn file_url(path: &str) -> String {
 /// The KCIDB document of `record`; `run` makes its ids unique among this
 /// CI system's submissions.
 pub fn document(record: &Record, run: &str) -> String {
-    let checkout_id = format!("{ORIGIN}:{run}");
-    let document = Document {
+    documents(&[(run.to_string(), record)])
+}
+
+/// One KCIDB document of several runs (a matrix's jobs), each its own
+/// checkout.
+pub fn documents(runs: &[(String, &Record)]) -> String {
+    let mut document = Document {
         version: Version { major: 5, minor: 3 },
-        checkouts: vec![checkout(record, &checkout_id)],
-        builds: builds(record, &checkout_id),
-        tests: tests(record, &checkout_id),
+        checkouts: Vec::new(),
+        builds: Vec::new(),
+        tests: Vec::new(),
     };
+    for (run, record) in runs {
+        let checkout_id = format!("{ORIGIN}:{run}");
+        document.checkouts.push(checkout(record, &checkout_id));
+        document.builds.extend(builds(record, &checkout_id));
+        document.tests.extend(tests(record, &checkout_id));
+    }
     serde_json::to_string_pretty(&document).expect("plain data serializes")
 }
 
@@ -204,6 +215,32 @@ fn environment(env: Env) -> Environment {
 }
 
 fn tests(record: &Record, checkout_id: &str) -> Vec<Test> {
+    let mut tests = measured(record, checkout_id);
+    // A built variant whose boots left no report: the run ended in an
+    // error (a hang, a panic, QEMU dying) — one ERROR test says so.
+    for build in &record.builds {
+        if record.results.iter().any(|r| r.variant == build.variant) {
+            continue;
+        }
+        let build_id = build_id(checkout_id, &build.variant);
+        tests.push(Test {
+            id: format!("{build_id}:boot"),
+            build_id,
+            origin: ORIGIN,
+            path: "patverify".into(),
+            status: "ERROR",
+            environment: Environment {
+                comment: "QEMU TCG".into(),
+            },
+            duration: None,
+            misc: json!({ "message": record.message }),
+        });
+    }
+    tests
+}
+
+/// A test per row the boots reported.
+fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
     record
         .results
         .iter()

@@ -125,12 +125,16 @@ pub struct PatchRecord {
     /// The mails' subjects, for a series.
     pub series: Vec<String>,
     /// The files applied, in order (the mails of a series, split).
+    #[serde(default)]
     pub parts: Vec<String>,
     /// The sha256 of each part, in order.
+    #[serde(default)]
     pub part_sha256: Vec<String>,
     /// The Message-Id of the mail it came in (a series: its first mail).
+    #[serde(default)]
     pub message_id: Option<String>,
     /// That mail's Subject as sent.
+    #[serde(default)]
     pub subject: Option<String>,
 }
 

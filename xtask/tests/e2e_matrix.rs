@@ -29,6 +29,8 @@ fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> 
         "native",
         "--out",
         &dir.display().to_string(),
+        "--kcidb",
+        &dir.join("matrix.kcidb.json").display().to_string(),
     ]);
     let (code, text) = harness(cache_root, &args)?;
     println!("{}", xtask::support::proc::tail_lines(&text, 12));
@@ -61,6 +63,12 @@ fn matrix_of_two_kernels(cache_root: &Path, out: &Path, checks: &mut Checks) -> 
                 && l.contains("1.62")
         }),
         || merged.clone(),
+    );
+    let (valid, said) = kcidb_validate(&dir.join("matrix.kcidb.json"))?;
+    checks.check(
+        "matrix --kcidb: one valid KCIDB document of both jobs",
+        valid,
+        || said.clone(),
     );
     Ok(())
 }

@@ -99,6 +99,17 @@ impl Matrix {
             any_lost |= code == 1;
             records.push((json, record));
         }
+        if let Some(path) = &self.kcidb {
+            let runs: Vec<(String, &Record)> = records
+                .iter()
+                .map(|(json, record)| {
+                    let stem = json.file_stem().unwrap_or_default().to_string_lossy();
+                    (format!("matrix-{}-{stem}", std::process::id()), record)
+                })
+                .collect();
+            std::fs::write(path, crate::kcidb::documents(&runs))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         let table = crate::commands::report::merge(&records);
         std::fs::write(self.out.join("merged.txt"), &table)?;
         println!("\n{table}");
