@@ -190,6 +190,9 @@ pub struct EnvRecord {
     pub pat_layout: Vec<String>,
     pub pat_msr: Option<String>,
     pub boot_seconds: f64,
+    /// When the console showed each phase (seconds from QEMU's start).
+    #[serde(default)]
+    pub phases: crate::stages::qemu::Phases,
 }
 
 /// One row of one boot's report.

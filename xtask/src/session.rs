@@ -229,15 +229,15 @@ impl Session {
         self.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
         for outcome in outcomes {
-            let (run, elapsed) = outcome?;
-            self.note_run(&run, elapsed);
+            let (run, elapsed, phases) = outcome?;
+            self.note_run(&run, elapsed, phases);
             runs.push(run);
         }
         Ok(runs)
     }
 
     /// Records one boot: its environment and its report's rows.
-    fn note_run(&mut self, run: &Run, elapsed: Duration) {
+    fn note_run(&mut self, run: &Run, elapsed: Duration, phases: qemu::Phases) {
         let (variant, env) = (run.variant.clone(), run.env);
         self.timings.add(Step::Boot { variant, env }, elapsed);
         self.record.environments.push(EnvRecord {
@@ -251,6 +251,7 @@ impl Session {
                 .collect(),
             pat_msr: run.report.pat_msr.clone(),
             boot_seconds: elapsed.as_secs_f64(),
+            phases,
         });
         for r in &run.report.results {
             self.record.results.push(ResultRecord {
@@ -387,7 +388,7 @@ fn boot_one(
     b: &Built,
     env: Env,
     initramfs: &Path,
-) -> Result<(Run, Duration)> {
+) -> Result<(Run, Duration, qemu::Phases)> {
     let label = format!("{}-{env}", v.name);
     let xen_image = provision::xen_image(&ctx.xen_dir);
     let boot = qemu::Boot {
@@ -436,7 +437,7 @@ fn boot_one(
         env,
         report: parsed,
     };
-    Ok((run, console.elapsed))
+    Ok((run, console.elapsed, console.phases))
 }
 
 /// Why a boot left no usable report: a hang, QEMU dying, or what the

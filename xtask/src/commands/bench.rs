@@ -5,6 +5,7 @@
 
 use crate::flags::{Bench, Scenario};
 use crate::record::{Record, Step};
+use crate::stages::qemu::Phases;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,10 @@ struct Figures {
     /// "boot VARIANT ENV" → its boots' spread.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     boot_seconds: BTreeMap<String, Spread>,
+    /// Per environment, median seconds from QEMU's start to Linux's banner,
+    /// the report's start, its end, QEMU's exit.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    boot_phases: BTreeMap<String, [f64; 4]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     boots_one_at_a_time_seconds: Option<Spread>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,6 +189,7 @@ impl Bench {
         verify(cache_root, out, &[])?;
         let mut totals = Vec::new();
         let mut boots: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        let mut phases: BTreeMap<crate::model::Env, Vec<Phases>> = BTreeMap::new();
         for i in 0..self.runs {
             eprintln!("bench: warm verify {}/{}", i + 1, self.runs);
             let (secs, json) = verify(cache_root, out, &[])?;
@@ -191,7 +197,29 @@ impl Bench {
             for env in &json.environments {
                 let label = format!("boot {} {}", env.variant, env.env);
                 boots.entry(label).or_default().push(env.boot_seconds);
+                phases.entry(env.env).or_default().push(env.phases);
             }
+        }
+        for (env, seen) in &phases {
+            let median = |f: fn(&Phases) -> Option<f64>| {
+                let values: Vec<f64> = seen.iter().filter_map(f).collect();
+                min_median(&values).1
+            };
+            let spans = [
+                median(|p| p.kernel_start),
+                median(|p| p.report_begin),
+                median(|p| p.report_end),
+                median(|p| p.exit),
+            ];
+            println!(
+                "{:<40} firmware+loader {:.2} s, kernel+module {:.2} s, report {:.2} s, power-off {:.2} s",
+                format!("boot phases, {env} (medians)"),
+                spans[0],
+                spans[1] - spans[0],
+                spans[2] - spans[1],
+                spans[3] - spans[2],
+            );
+            figures.boot_phases.insert(env.to_string(), spans);
         }
         let (min, median) = min_median(&totals);
         println!(

@@ -117,6 +117,8 @@ pub fn command(boot: &Boot) -> Result<Command> {
 pub struct Console {
     pub text: String,
     pub elapsed: Duration,
+    /// When the console showed each phase's start.
+    pub phases: Phases,
     pub timed_out: bool,
     /// QEMU's exit status when it failed (not when killed at the timeout).
     pub failed_status: Option<std::process::ExitStatus>,
@@ -149,7 +151,9 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let _guards = crate::support::proc::guard_children(&reader);
     let reader = Arc::new(reader);
     let (rx, pump) = pump_lines(Arc::clone(&reader));
-    let (text, timed_out) = collect(&rx, started + boot.timeout, &mut log, &reader)?;
+    let mut phases = Phases::default();
+    let window = (started, boot.timeout);
+    let (text, timed_out) = collect(&rx, window, &mut log, &reader, &mut phases)?;
     if timed_out {
         writeln!(
             log,
@@ -160,6 +164,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     // The pump ends once QEMU's output closes (it exited or was killed).
     let _ = pump.join();
     let elapsed = started.elapsed();
+    phases.exit = Some(elapsed.as_secs_f64());
     let status = if timed_out {
         None
     } else {
@@ -172,6 +177,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     Ok(Console {
         text: String::from_utf8_lossy(&text).into_owned(),
         elapsed,
+        phases,
         timed_out,
         failed_status,
     })
@@ -198,20 +204,24 @@ fn pump_lines(reader: Arc<duct::ReaderHandle>) -> (Receiver<Vec<u8>>, std::threa
     (rx, pump)
 }
 
-/// The output until it ends or `deadline` passes (then the child is
-/// killed); everything is copied to `log`. Returns it and whether it timed out.
+/// The output until it ends or the timeout passes (then the child is
+/// killed); everything is copied to `log`, and each phase's first line
+/// noted. Returns the output and whether it timed out.
 fn collect(
     rx: &Receiver<Vec<u8>>,
-    deadline: Instant,
+    (started, timeout): (Instant, Duration),
     log: &mut std::fs::File,
     reader: &duct::ReaderHandle,
+    phases: &mut Phases,
 ) -> Result<(Vec<u8>, bool)> {
     let mut text = Vec::new();
+    let deadline = started + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(chunk) => {
                 log.write_all(&chunk)?;
+                phases.saw(&String::from_utf8_lossy(&chunk), started.elapsed());
                 text.extend_from_slice(&chunk);
             }
             Err(RecvTimeoutError::Disconnected) => return Ok((text, false)),
@@ -219,6 +229,37 @@ fn collect(
                 reader.kill().ok();
                 return Ok((text, true));
             }
+        }
+    }
+}
+
+/// Seconds from QEMU's start to the first console line of each phase of a
+/// boot, as the host saw them arrive: firmware and loader until Linux's
+/// banner, the kernel and the module until the report begins, the report,
+/// then power-off until QEMU exits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Phases {
+    /// Linux's banner ("Linux version").
+    pub kernel_start: Option<f64>,
+    /// `/init` begins the report (the module has measured everything).
+    pub report_begin: Option<f64>,
+    /// The report's end marker.
+    pub report_end: Option<f64>,
+    /// QEMU exited.
+    pub exit: Option<f64>,
+}
+
+impl Phases {
+    fn saw(&mut self, line: &str, at: Duration) {
+        let at = Some(at.as_secs_f64());
+        if self.kernel_start.is_none() && line.contains("Linux version") {
+            self.kernel_start = at;
+        }
+        if self.report_begin.is_none() && line.contains(patverify_protocol::REPORT_BEGIN) {
+            self.report_begin = at;
+        }
+        if self.report_end.is_none() && line.contains(patverify_protocol::REPORT_END) {
+            self.report_end = at;
         }
     }
 }
