@@ -317,16 +317,20 @@ impl Missing {
     }
 }
 
+/// The requirements of the pipeline and of `features`.
+fn wanted(features: &[Feature]) -> impl Iterator<Item = &'static Requirement> + '_ {
+    REQUIREMENTS
+        .iter()
+        .filter(move |r| r.feature == Feature::Pipeline || features.contains(&r.feature))
+}
+
 fn missing(features: &[Feature]) -> Missing {
     let mut m = Missing {
         apt: Vec::new(),
         bindgen: false,
         distcc_links: false,
     };
-    let wanted = REQUIREMENTS
-        .iter()
-        .filter(|r| r.feature == Feature::Pipeline || features.contains(&r.feature));
-    for req in wanted {
+    for req in wanted(features) {
         if (req.probe)().is_none() {
             match req.install {
                 Install::Apt(pkg) => m.apt.push(pkg),
@@ -503,5 +507,39 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
             Kind::Setup,
             "some requirements are missing: run `cargo xtask setup` as root",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packages(features: &[Feature]) -> Vec<&'static str> {
+        wanted(features)
+            .filter_map(|r| match r.install {
+                Install::Apt(pkg) => Some(pkg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_run_installs_only_what_building_and_booting_need() {
+        let plain = packages(&[Feature::Pipeline]);
+        for extra in ["distcc", "redis-server", "python3-venv"] {
+            assert!(!plain.contains(&extra), "{extra} in {plain:?}");
+        }
+        for needed in [
+            "rustc-web",
+            "clang-19",
+            "qemu-system-x86",
+            "linux-source-6.12",
+        ] {
+            assert!(plain.contains(&needed), "{needed} missing from {plain:?}");
+        }
+        let distcc = packages(&[Feature::Pipeline, Feature::Distcc]);
+        assert!(distcc.contains(&"distcc") && !distcc.contains(&"redis-server"));
+        let all = packages(&Feature::ALL);
+        assert!(all.contains(&"redis-server") && all.contains(&"python3-venv"));
     }
 }
