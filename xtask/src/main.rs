@@ -18,7 +18,7 @@ fn main() {
     let cache_root = cli.cache_dir.unwrap_or_else(cache::default_root);
     failure::watch_disk(&cache_root);
     proc::end_children_on_signals();
-    proc::set_verbose(cli.verbose);
+    xtask::output::set_verbose(cli.verbose);
     let result = match cli.command {
         Command::Verify(verify) => verify.run(&cache_root),
         Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),

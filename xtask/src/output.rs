@@ -8,6 +8,7 @@ use crate::model::{CcacheStats, Direction, Step};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,6 +43,19 @@ pub enum Event<'a> {
 /// Renders an event on the terminal (stderr: stdout is for results).
 pub fn emit(event: Event) {
     progress(&render(&event));
+}
+
+/// `--verbose`: every command line and the full timing list on the terminal.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Says whether `--verbose` was given (once, by `main`).
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
+/// Whether `--verbose` was given.
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
 }
 
 /// Where a run's output goes while something captures it (a matrix job's
@@ -133,12 +147,27 @@ fn render(event: &Event) -> String {
         Event::ReportReceived { label, took } => {
             format!("  [{label}] report received in {:.1} s", took.as_secs_f64())
         }
-        Event::Timings(steps) => {
-            let mut out = String::from("\ntime:");
+        Event::Timings(steps) if verbose() => {
+            let mut out = String::from("time:");
             for (step, took) in steps.iter() {
                 out += &format!("\n  {step:<28} {:>7.1} s", took.as_secs_f64());
             }
             out
+        }
+        // One line: where most of the time went (the steps are in the
+        // record, and on the terminal with --verbose).
+        Event::Timings(steps) => {
+            let secs = |wanted: fn(&Step) -> bool| -> f64 {
+                let steps = steps.iter().filter(|(step, _)| wanted(step));
+                // fold, not sum: an empty f64 sum is -0.0.
+                steps.fold(0.0, |total, (_, took)| total + took.as_secs_f64())
+            };
+            format!(
+                "time: {:.1} s (builds {:.1} s, boots {:.1} s wall)",
+                secs(|s| matches!(s, Step::Total)),
+                secs(|s| matches!(s, Step::Build { .. } | Step::Config { .. })),
+                secs(|s| matches!(s, Step::Boots)),
+            )
         }
     }
 }
@@ -164,7 +193,13 @@ mod tests {
             ccache: CcacheStats::default(),
         };
         assert!(render(&built).starts_with("baseline: built in 337 s, ccache 0 hits"));
-        let steps = [(Step::Total, Duration::from_millis(12_900))];
-        assert!(render(&Event::Timings(&steps)).ends_with("total                           12.9 s"));
+        let steps = [
+            (Step::Boots, Duration::from_millis(6_200)),
+            (Step::Total, Duration::from_millis(12_900)),
+        ];
+        assert_eq!(
+            render(&Event::Timings(&steps)),
+            "time: 12.9 s (builds 0.0 s, boots 6.2 s wall)"
+        );
     }
 }

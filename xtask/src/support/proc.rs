@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -253,16 +253,8 @@ pub struct Streamed {
     pub elapsed: Duration,
 }
 
-/// `--verbose`: echo every command line on the terminal too.
-static VERBOSE: AtomicBool = AtomicBool::new(false);
-
 /// The run's command log (`<out>/commands.log`), once a run has opened one.
 static COMMAND_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Echo every command on the terminal (`--verbose`), not only in the log.
-pub fn set_verbose(verbose: bool) {
-    VERBOSE.store(verbose, Ordering::Relaxed);
-}
 
 /// Appends every later command line to `path`.
 pub fn log_commands_to(path: &Path) {
@@ -274,7 +266,7 @@ pub fn log_commands_to(path: &Path) {
 /// progress lines helps nobody who did not ask for it).
 pub fn echo(cmd: &Command) {
     let line = format!("$ {}", cmd.display());
-    if VERBOSE.load(Ordering::Relaxed) {
+    if crate::output::verbose() {
         crate::output::progress(&line);
     }
     let log = COMMAND_LOG
