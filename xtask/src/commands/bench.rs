@@ -223,7 +223,7 @@ impl Bench {
         }
         let (min, median) = min_median(&totals);
         println!(
-            "{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 20 s)",
+            "{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 6 s)",
             "warm verify (both envs)"
         );
         figures.warm_verify_seconds = Some(Spread::of(&totals));
