@@ -9,6 +9,7 @@ use crate::model::{Env, Step};
 use crate::record::Record;
 use crate::stages::ktap::{ModeResult, Outcome};
 use crate::support::cache::sha256_hex;
+use crate::support::failure::Kind;
 use serde::Serialize;
 use serde_json::json;
 
@@ -141,8 +142,8 @@ fn checkout(record: &Record, id: &str) -> Checkout {
             .collect(),
         patchset_hash,
         message_id: record.patches.iter().find_map(|p| p.message_id.clone()),
-        // 4: a patch that applies neither way.
-        valid: record.exit_code != 4,
+        // Not valid: a patch that applies neither way.
+        valid: record.exit_code != Kind::PatchDoesNotApply.exit_code(),
         misc: json!({
             "kernel": kernel.map(|k| k.source.as_str()),
             "version": kernel.map(|k| k.version.as_str()),
@@ -163,11 +164,11 @@ fn builds(record: &Record, checkout_id: &str) -> Vec<Build> {
         .iter()
         .map(|variant| {
             let build = record.builds.iter().find(|b| b.variant == variant.name);
-            let status = match (build, record.exit_code) {
-                (Some(_), _) => "PASS",
-                // 6: the kernel did not compile.
-                (None, 6) => "FAIL",
-                (None, _) => "ERROR",
+            let status = match build {
+                Some(_) => "PASS",
+                // The kernel did not compile.
+                None if record.exit_code == Kind::Build.exit_code() => "FAIL",
+                None => "ERROR",
             };
             let step = Step::Build {
                 variant: variant.name.clone(),

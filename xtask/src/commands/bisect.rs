@@ -31,12 +31,7 @@ impl Bisect {
         let good = resolve_rev(&repo, &self.good)?;
         let bad = resolve_rev(&repo, &self.bad)?;
         let clone = clone_for_bisect(cache_root, &repo)?;
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .arg("-C")
-                .arg(&clone)
-                .args(args.iter().copied())
-        };
+        let git = |args: &[&str]| git_in(&clone, args);
         git(&["bisect", "start", &bad, &good]).run()?;
         let out_dir = self
             .out
@@ -85,12 +80,7 @@ impl Bisect {
     /// ("verify: PASS"). A culprit that does not revert cleanly, or a check
     /// that cannot be tested, leaves it unconfirmed — not an error.
     fn confirm(&self, cache_root: &Path, clone: &Path, sha: &str, out: &Path) -> Result<String> {
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .arg("-C")
-                .arg(clone)
-                .args(args.iter().copied())
-        };
+        let git = |args: &[&str]| git_in(clone, args);
         let (_, revert) = git(&["diff", sha, &format!("{sha}^")]).output_quiet()?;
         let revert_path = out.join("revert-culprit.patch");
         std::fs::write(&revert_path, revert)?;
@@ -174,6 +164,14 @@ fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<PathBuf> {
         .arg(&clone)
         .run()?;
     Ok(clone)
+}
+
+/// `git -C clone ARGS`: the bisect's own clone, never the user's tree.
+fn git_in(clone: &Path, args: &[&str]) -> Command {
+    Command::new("git")
+        .arg("-C")
+        .arg(clone)
+        .args(args.iter().copied())
 }
 
 fn code_name(code: Option<i32>) -> String {
