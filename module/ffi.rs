@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The module's whole unsafe surface: safe wrappers around the C functions
-//! it calls and the C callbacks (file and VMA operations) it provides. 6.12's
-//! `kernel` crate has no abstractions for VMAs, page tables or debugfs, so
-//! they are built here on `kernel::bindings`; the rest of the module is safe.
+//! it calls and the C callbacks (file and VMA operations) it provides.
+//! Neither 6.1's nor 6.12's `kernel` crate has abstractions for VMAs, page
+//! tables or debugfs, so they are built here on `kernel::bindings` (and
+//! helpers.c, for what differs between the two); the rest of the module is
+//! safe.
 
+use crate::compat::{
+    c_char, c_int, c_ulong, c_void, from_err_ptr, to_result, Result, EINVAL, ENODEV, ENOENT, ENOMEM,
+};
 use core::ptr;
 use kernel::bindings;
-use kernel::error::{from_err_ptr, to_result};
-use kernel::ffi::{c_char, c_int, c_ulong, c_void};
-use kernel::page::{PAGE_MASK, PAGE_SIZE};
-use kernel::prelude::*;
-use kernel::uaccess::UserSlice;
+
+const PAGE_SIZE: usize = 1 << bindings::PAGE_SHIFT;
+const PAGE_MASK: usize = !(PAGE_SIZE - 1);
 
 /// Raw x86 page protection bits (`pgprotval_t`).
 pub(crate) type ProtVal = usize;
@@ -76,14 +79,24 @@ pub(crate) fn cachemode_to_protval(mode: CacheMode) -> ProtVal {
 /// kernel returned a value outside `enum page_cache_mode`.
 pub(crate) fn protval_to_cachemode(prot: ProtVal) -> Option<CacheMode> {
     // SAFETY: `pgprot2cachemode` only reads a static table.
-    let raw = unsafe { bindings::pgprot2cachemode(bindings::pgprot_t { pgprot: prot }) };
+    let raw = unsafe { bindings::pgprot2cachemode(pgprot(prot)) };
     CacheMode::from_raw(raw)
 }
 
 /// The base protection of a mapping with these `vm_flags`.
 pub(crate) fn page_prot_for_flags(vm_flags: usize) -> ProtVal {
     // SAFETY: `vm_get_page_prot` only reads a static table.
-    unsafe { bindings::vm_get_page_prot(vm_flags).pgprot }
+    protval(unsafe { bindings::vm_get_page_prot(vm_flags as _) })
+}
+
+/// `pgprot_t` from bits: `pgprotval_t` (`unsigned long`) is `u64` in 6.1's
+/// bindings and `usize` in 6.12's, hence the casts here and in `protval`.
+fn pgprot(prot: ProtVal) -> bindings::pgprot_t {
+    bindings::pgprot_t { pgprot: prot as _ }
+}
+
+fn protval(prot: bindings::pgprot_t) -> ProtVal {
+    prot.pgprot as ProtVal
 }
 
 /// Runs `vma_set_page_prot()` on a fresh, unmapped VMA with `vm_flags` and
@@ -93,13 +106,14 @@ pub(crate) fn vma_set_page_prot_on_fresh_vma(vm_flags: usize, prot: ProtVal) -> 
     // SAFETY: `vm_area_struct` is a plain C struct for which all-zero bytes are
     // valid: null pointers (no mm, no file, no vm_ops) and zero integers.
     let mut vma: bindings::vm_area_struct = unsafe { core::mem::zeroed() };
-    vma.__bindgen_anon_2.__vm_flags = vm_flags;
-    vma.vm_page_prot = bindings::pgprot_t { pgprot: prot };
+    // SAFETY: `vma` is ours alone and not yet visible to anyone.
+    unsafe { bindings::patverify_vm_flags_init(&mut vma, vm_flags as c_ulong) };
+    vma.vm_page_prot = pgprot(prot);
     // SAFETY: `vma` is a valid, exclusively owned VMA. With no file, no
     // vm_ops and no mm, `vma_set_page_prot()` only reads its flags and
     // protection and writes `vm_page_prot`; it does not keep the pointer.
     unsafe { bindings::vma_set_page_prot(&mut vma) };
-    vma.vm_page_prot.pgprot
+    protval(vma.vm_page_prot)
 }
 
 /// The raw IA32_PAT MSR as this kernel reads it (through paravirt under Xen).
@@ -224,8 +238,8 @@ unsafe extern "C" fn read_one_pte(
 /// The flag bits of the PTE installed in the current process's page table
 /// for `addr` (the PFN masked out), read by walking the page table.
 pub(crate) fn installed_pte_flags(addr: usize) -> Result<ProtVal> {
-    // SAFETY: `get_current()` is always valid in process context.
-    let mm = unsafe { (*bindings::get_current()).mm };
+    // SAFETY: `current` is always valid in process context.
+    let mm = unsafe { bindings::patverify_current_mm() };
     if mm.is_null() {
         return Err(EINVAL);
     }
@@ -263,10 +277,14 @@ struct VmOps(bindings::vm_operations_struct);
 // SAFETY: the table is immutable and only holds function pointers.
 unsafe impl Sync for VmOps {}
 
-// SAFETY: all-zero is valid for both tables: every callback is `None`.
-const NO_FILE_OPS: bindings::file_operations = unsafe { core::mem::zeroed() };
+// All-zero tables (`mem::zeroed` is not `const` in rustc 1.63, 6.1's).
+// SAFETY: all-zero bytes are a valid table: every callback is `None`, every
+// other field zero.
+const NO_FILE_OPS: bindings::file_operations =
+    unsafe { core::mem::transmute([0u8; core::mem::size_of::<bindings::file_operations>()]) };
 // SAFETY: as above.
-const NO_VM_OPS: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+const NO_VM_OPS: bindings::vm_operations_struct =
+    unsafe { core::mem::transmute([0u8; core::mem::size_of::<bindings::vm_operations_struct>()]) };
 
 /// `results`: reading renders the KTAP report (`crate::render_report`).
 pub(crate) static RESULTS_OPS: FileOps = FileOps(bindings::file_operations {
@@ -342,6 +360,7 @@ unsafe extern "C" fn results_read(
         Ok(report) => report,
         Err(err) => return err.to_errno() as isize,
     };
+    let report = report.as_slice();
     // SAFETY: `buf`, `count` and `ppos` come from the VFS read call;
     // `report` is a live buffer of `report.len()` bytes.
     unsafe {
@@ -360,22 +379,27 @@ unsafe extern "C" fn results_read(
 /// # Safety
 ///
 /// Called by the VFS only: `buf` is a user buffer of `count` bytes (read
-/// through `UserSlice`, which checks the access).
+/// with `copy_from_user()`, which checks the access).
 unsafe extern "C" fn probe_write(
     _file: *mut bindings::file,
     buf: *const c_char,
     count: usize,
     _ppos: *mut bindings::loff_t,
 ) -> isize {
-    let run = || -> Result<isize> {
-        let mut command = KVec::from_elem(0u8, count.min(128), GFP_KERNEL)?;
-        UserSlice::new(buf as usize, command.len())
-            .reader()
-            .read_slice(&mut command)?;
-        crate::probe_command(&command)?;
-        Ok(count as isize)
+    let mut command = [0u8; 128];
+    let len = count.min(command.len());
+    // SAFETY: `command` has room for `len` bytes; `copy_from_user()` checks
+    // that the user range is readable.
+    let missed = unsafe {
+        bindings::patverify_copy_from_user(command.as_mut_ptr().cast(), buf.cast(), len as c_ulong)
     };
-    run().unwrap_or_else(|err| err.to_errno() as isize)
+    if missed != 0 {
+        return -(bindings::EFAULT as isize);
+    }
+    match crate::probe_command(&command[..len]) {
+        Ok(()) => count as isize,
+        Err(err) => err.to_errno() as isize,
+    }
 }
 
 /// `.mmap` of `mmap`: sets up a driver-style mapping of one page.
@@ -387,19 +411,18 @@ unsafe extern "C" fn probe_write(
 unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
     // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
     let vma = unsafe { &mut *vma };
-    let Some(mode) = CacheMode::from_index(vma.vm_pgoff as usize) else {
-        return EINVAL.to_errno();
+    let mode = match CacheMode::from_index(vma.vm_pgoff as usize) {
+        Some(mode) => mode,
+        None => return EINVAL.to_errno(),
     };
-    // SAFETY: both union members are the same integer.
-    let vm_flags = unsafe { vma.__bindgen_anon_2.vm_flags };
+    // SAFETY: `vma` is live (see above).
+    let vm_flags = unsafe { bindings::patverify_vma_flags(vma) } as usize;
     // SAFETY: allocating one zeroed page has no preconditions.
-    let page = unsafe { bindings::alloc_pages(bindings::GFP_KERNEL | bindings::__GFP_ZERO, 0) };
+    let page = unsafe { bindings::patverify_alloc_zeroed_page() };
     if page.is_null() {
         return ENOMEM.to_errno();
     }
-    vma.vm_page_prot = bindings::pgprot_t {
-        pgprot: crate::mmap_page_prot(mode, vm_flags),
-    };
+    vma.vm_page_prot = pgprot(crate::mmap_page_prot(mode, vm_flags));
     // No copy on fork, no growth by mremap: `close` then runs once for the one
     // VMA holding `vm_private_data`, so the page's reference is dropped once.
     // SAFETY: `vma` is being set up under the mmap write lock, which
@@ -425,15 +448,17 @@ unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_are
 unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
     // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs.
     let vmf = unsafe { &mut *vmf };
-    let vma = vmf.__bindgen_anon_1.vma;
-    // SAFETY: the VMA is live during the fault; `mmap` stored our page in it.
-    let (page, first) = unsafe {
+    // SAFETY: as above; the VMA is live during the fault, and `mmap` stored
+    // our page in it.
+    let (page, first, pgoff) = unsafe {
+        let vma = bindings::patverify_vmf_vma(vmf);
         (
             (*vma).vm_private_data.cast::<bindings::page>(),
             (*vma).vm_pgoff,
+            bindings::patverify_vmf_pgoff(vmf),
         )
     };
-    if vmf.__bindgen_anon_1.pgoff != first {
+    if pgoff != first {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
     }
     // SAFETY: `page` is the page allocated in `mmap`, alive until `close`;
@@ -476,25 +501,25 @@ unsafe extern "C" fn devmem_mmap(
 ) -> c_int {
     // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
     let vma = unsafe { &mut *vma };
-    let Some(mode) = CacheMode::from_index(vma.vm_pgoff as usize) else {
-        return EINVAL.to_errno();
+    let mode = match CacheMode::from_index(vma.vm_pgoff as usize) {
+        Some(mode) => mode,
+        None => return EINVAL.to_errno(),
     };
     if crate::devmem_page(mode).is_none() {
         // No memory of this type to map: the report says why (a SKIP).
         return ENODEV.to_errno();
     }
-    // SAFETY: both union members are the same integer.
-    let vm_flags = unsafe { vma.__bindgen_anon_2.vm_flags };
+    // SAFETY: `vma` is live (see above).
+    let (vm_flags, size) = unsafe {
+        (
+            bindings::patverify_vma_flags(vma),
+            bindings::patverify_vma_size(vma),
+        )
+    };
     // A private mapping would be a COW mapping, on which
     // vmf_insert_pfn_prot() BUG()s: only shared ones are taken.
     let shared = vm_flags & bindings::VM_SHARED as c_ulong != 0;
-    // SAFETY: the union holds the VMA's bounds while it is set up (its
-    // other member, an RCU head, is used only once the VMA is freed).
-    let (start, end) = unsafe {
-        let bounds = &vma.__bindgen_anon_1.__bindgen_anon_1;
-        (bounds.vm_start, bounds.vm_end)
-    };
-    if !shared || end - start != PAGE_SIZE as c_ulong {
+    if !shared || size != PAGE_SIZE as c_ulong {
         return EINVAL.to_errno();
     }
     let flags = bindings::VM_PFNMAP
@@ -519,15 +544,17 @@ unsafe extern "C" fn devmem_mmap(
 /// Called by the fault handler only, with `vmf` valid for a VMA whose
 /// `vm_ops` is `DEVMEM_VM_OPS`, under the mmap or VMA read lock.
 unsafe extern "C" fn devmem_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs.
-    let vma = unsafe { (*vmf).__bindgen_anon_1.vma };
-    // SAFETY: the VMA is live during the fault.
-    let (pgoff, prot) = unsafe { ((*vma).vm_pgoff, (*vma).vm_page_prot.pgprot) };
-    let Some(mode) = CacheMode::from_index(pgoff as usize) else {
-        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs,
+    // whose VMA is live during the fault.
+    let (pgoff, prot) = unsafe {
+        let vma = bindings::patverify_vmf_vma(vmf);
+        ((*vma).vm_pgoff, protval((*vma).vm_page_prot))
     };
-    let Some(phys) = crate::devmem_page(mode) else {
-        return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    let page = CacheMode::from_index(pgoff as usize)
+        .and_then(|mode| crate::devmem_page(mode).map(|phys| (mode, phys)));
+    let (mode, phys) = match page {
+        Some(page) => page,
+        None => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
     };
     let prot = crate::devmem_fault_prot(mode, prot);
     let pfn = phys / PAGE_SIZE as u64;
@@ -554,11 +581,11 @@ unsafe impl Send for DebugfsDir {}
 unsafe impl Sync for DebugfsDir {}
 
 impl DebugfsDir {
-    pub(crate) fn create(name: &CStr) -> Result<Self> {
+    /// `name` ends in a NUL byte (`b"patverify\0"`: 6.1's crate has no `c_str!`).
+    pub(crate) fn create(name: &'static [u8]) -> Result<Self> {
+        let name = c_string(name)?;
         // SAFETY: `name` is NUL-terminated; a null parent is the debugfs root.
-        let dir = from_err_ptr(unsafe {
-            bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut())
-        })?;
+        let dir = from_err_ptr(unsafe { bindings::debugfs_create_dir(name, ptr::null_mut()) })?;
         // INVARIANT: `from_err_ptr` turned an error pointer into `Err`; debugfs
         // never returns null here.
         Ok(DebugfsDir(dir))
@@ -567,17 +594,12 @@ impl DebugfsDir {
     /// Adds a file served by `ops`. `_unsafe`: debugfs hands the real
     /// operations to the file on open (the safe proxy does not forward
     /// `.mmap`); our operations are static and never go away.
-    pub(crate) fn add_file(&self, name: &CStr, mode: u16, ops: &'static FileOps) -> Result {
+    pub(crate) fn add_file(&self, name: &'static [u8], mode: u16, ops: &'static FileOps) -> Result {
+        let name = c_string(name)?;
         // SAFETY: `self.0` is a live directory, `name` is NUL-terminated and
         // `ops` is a static table.
         let file = unsafe {
-            bindings::debugfs_create_file_unsafe(
-                name.as_char_ptr(),
-                mode,
-                self.0,
-                ptr::null_mut(),
-                &ops.0,
-            )
+            bindings::debugfs_create_file_unsafe(name, mode, self.0, ptr::null_mut(), &ops.0)
         };
         from_err_ptr(file).map(|_| ())
     }
@@ -588,5 +610,13 @@ impl Drop for DebugfsDir {
         // SAFETY: by the type invariant, `self.0` is the live directory created
         // in `create`, removed nowhere else.
         unsafe { bindings::debugfs_remove(self.0) };
+    }
+}
+
+/// A NUL-terminated byte string as a C string (EINVAL without the NUL).
+fn c_string(name: &'static [u8]) -> Result<*const c_char> {
+    match name.split_last() {
+        Some((0, rest)) if !rest.contains(&0) => Ok(name.as_ptr().cast()),
+        _ => Err(EINVAL),
     }
 }

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * patverify: C helpers for what bindgen cannot see (inline functions,
- * macros). The harness copies this file into the variant tree's
- * rust/helpers/ and includes it from helpers.c.
+ * macros) and for what differs between the kernel generations the module
+ * builds against (6.1 and 6.12), so that the Rust side is the same on both.
+ * The harness copies this file into the variant tree (rust/helpers/ on
+ * 6.12, beside rust/helpers.c on 6.1) and includes it from the helpers.
  */
 
 #include <asm/msr.h>
@@ -14,6 +16,8 @@
 #include <xen/xen.h>
 #include <linux/pci.h>
 #include <asm/memtype.h>
+#include <linux/uaccess.h>
+#include <linux/version.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
@@ -31,10 +35,70 @@ void rust_helper_patverify_put_page(struct page *page)
 	put_page(page);
 }
 
-/* vm_flags_set() is an inline that also takes the VMA write lock. */
+/*
+ * vm_flags_set() (6.3+) is an inline that also takes the VMA write lock;
+ * before 6.3 vm_flags was a plain field, written under the mmap lock.
+ */
 void rust_helper_patverify_vm_flags_set(struct vm_area_struct *vma, unsigned long flags)
 {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
 	vm_flags_set(vma, flags);
+#else
+	vma->vm_flags |= flags;
+#endif
+}
+
+/* The flags of a VMA not yet visible to anyone (no lock to take). */
+void rust_helper_patverify_vm_flags_init(struct vm_area_struct *vma, unsigned long flags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_init(vma, flags);
+#else
+	vma->vm_flags = flags;
+#endif
+}
+
+/*
+ * VMA and fault fields that sit in anonymous unions whose layout (and so
+ * their bindgen names) changed between 6.1 and 6.12.
+ */
+unsigned long rust_helper_patverify_vma_flags(const struct vm_area_struct *vma)
+{
+	return vma->vm_flags;
+}
+
+unsigned long rust_helper_patverify_vma_size(const struct vm_area_struct *vma)
+{
+	return vma->vm_end - vma->vm_start;
+}
+
+struct vm_area_struct *rust_helper_patverify_vmf_vma(const struct vm_fault *vmf)
+{
+	return vmf->vma;
+}
+
+unsigned long rust_helper_patverify_vmf_pgoff(const struct vm_fault *vmf)
+{
+	return vmf->pgoff;
+}
+
+/* alloc_page() is a macro (6.12) or an inline (6.1 without NUMA). */
+struct page *rust_helper_patverify_alloc_zeroed_page(void)
+{
+	return alloc_page(GFP_KERNEL | __GFP_ZERO);
+}
+
+/* current is a macro. */
+struct mm_struct *rust_helper_patverify_current_mm(void)
+{
+	return current->mm;
+}
+
+/* copy_from_user() is an inline; returns the bytes not copied. */
+unsigned long rust_helper_patverify_copy_from_user(void *to, const void __user *from,
+						   unsigned long n)
+{
+	return copy_from_user(to, from, n);
 }
 
 void rust_helper_patverify_mmap_read_lock(struct mm_struct *mm)
@@ -107,10 +171,11 @@ int rust_helper_patverify_pte_modify(unsigned long prot, unsigned long newprot,
 int rust_helper_patverify_vga_bar(u64 *start, u64 *len)
 {
 	struct pci_dev *pdev = pci_get_device(0x1234, 0x1111, NULL);
+	bool is_mem;
 
 	if (!pdev)
 		return -ENODEV;
-	bool is_mem = pci_resource_flags(pdev, 0) & IORESOURCE_MEM;
+	is_mem = pci_resource_flags(pdev, 0) & IORESOURCE_MEM;
 
 	*start = pci_resource_start(pdev, 0);
 	*len = pci_resource_len(pdev, 0);

@@ -36,6 +36,12 @@
 //!   `pte_modify()` called directly with the protection a plain WB VMA gets
 //!   back from `vma_set_page_prot()` — the computation `mprotect()` would do
 //!   on a PTE that `vmf_insert_pfn_prot()` installed for a TTM buffer.
+//! - `pat_index`: one row per PAT entry 0..7 rather than per mode: a shared
+//!   read/write VMA whose `vm_page_prot` selects entry N (the PWT/PCD/PAT
+//!   bits of N), put through `vma_set_page_prot()` directly, at boot; kept
+//!   when the entry after is still N. This is every entry, including those
+//!   the kernel itself never uses (under Xen UC sits at 3, 6 and 7; the
+//!   kernel encodes UC as 3).
 //! - `pmd_modify_ioremap_encoding` (synthetic): a 2 MiB entry in the
 //!   large-page encoding `pmd_set_huge()` makes for kernel ioremap mappings
 //!   (PAT at bit 12, inside `PTE_PFN_MASK`), put through `pmd_modify()`
@@ -45,17 +51,32 @@
 //!   `# SKIP` where there are no 2 MiB pages (Xen PV).
 //!
 //! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
+//!
+//! One source for Linux 6.1 and 6.12: what differs between their `kernel`
+//! crates is in `compat` (and in C, in helpers.c).
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::bindings;
-use kernel::c_str;
 use kernel::prelude::*;
 
+mod compat;
 mod ffi;
 
+use compat::{Bytes, Result, EINVAL};
 use ffi::{CacheMode, ProtVal};
 
+// 6.1's `module!` takes byte strings, 6.12's strings.
+#[cfg(patverify_kernel_6_1)]
+module! {
+    type: PatVerify,
+    name: b"patverify",
+    author: b"patverify developers",
+    description: b"Checks that x86 cache modes survive vma_set_page_prot(), faults and mprotect()",
+    license: b"GPL",
+}
+
+#[cfg(not(patverify_kernel_6_1))]
 module! {
     type: PatVerify,
     name: "patverify",
@@ -69,40 +90,54 @@ struct PatVerify {
 }
 
 impl kernel::Module for PatVerify {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        let base = ffi::page_prot_for_flags(SHARED_RW);
-        for mode in CacheMode::ALL {
-            let before = base | ffi::cachemode_to_protval(mode);
-            let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
-            record(Path::VmaSetPageProt, mode, before, after);
-            // mprotect() of a PTE that carries its own cache mode under a WB
-            // VMA (TTM's vmf_insert_pfn_prot()): the VMA's recomputed
-            // protection holds no cache bits, the entry's must survive.
-            let (pte_before, pte_after) =
-                ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
-            record(Path::PteModifyDirect, mode, pte_before, pte_after);
-            // mprotect() of a 2 MiB mapping: the VMA's protection, as
-            // vma_set_page_prot() just left it, applied to the huge entry.
-            match ffi::huge_pmd_modify(before, after) {
-                Ok(pmd) => record_decoded(
-                    Path::PmdModifyIoremapEncoding,
-                    mode,
-                    pmd.before,
-                    pmd.after,
-                    pmd.after_4k,
-                ),
-                Err(why) => STATE.huge_pmd_skip.store(why as usize, Ordering::Release),
-            }
-        }
-        reserve_device_memory();
-        let dir = ffi::DebugfsDir::create(c_str!("patverify"))?;
-        dir.add_file(c_str!("results"), 0o444, &ffi::RESULTS_OPS)?;
-        dir.add_file(c_str!("probe"), 0o200, &ffi::PROBE_OPS)?;
-        dir.add_file(c_str!("mmap"), 0o600, &ffi::MMAP_OPS)?;
-        dir.add_file(c_str!("devmem"), 0o600, &ffi::DEVMEM_OPS)?;
-        pr_info!("report in /sys/kernel/debug/patverify/results\n");
-        Ok(PatVerify { _dir: dir })
+    fn init(_module: &'static ThisModule) -> kernel::error::Result<Self> {
+        set_up().map_err(compat::init_error)
     }
+}
+
+/// Measures the boot-time paths, reserves the device memory and publishes
+/// the debugfs files.
+fn set_up() -> Result<PatVerify> {
+    let base = ffi::page_prot_for_flags(SHARED_RW);
+    for mode in CacheMode::ALL {
+        let before = base | ffi::cachemode_to_protval(mode);
+        let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
+        record(Path::VmaSetPageProt, mode, before, after);
+        // mprotect() of a PTE that carries its own cache mode under a WB
+        // VMA (TTM's vmf_insert_pfn_prot()): the VMA's recomputed
+        // protection holds no cache bits, the entry's must survive.
+        let (pte_before, pte_after) =
+            ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
+        record(Path::PteModifyDirect, mode, pte_before, pte_after);
+        // mprotect() of a 2 MiB mapping: the VMA's protection, as
+        // vma_set_page_prot() just left it, applied to the huge entry.
+        match ffi::huge_pmd_modify(before, after) {
+            Ok(pmd) => record_decoded(
+                Path::PmdModifyIoremapEncoding,
+                mode,
+                pmd.before,
+                pmd.after,
+                pmd.after_4k,
+            ),
+            Err(why) => STATE.huge_pmd_skip.store(why as usize, Ordering::Release),
+        }
+    }
+    for (entry, slot) in STATE.pat_entries.iter().enumerate() {
+        let before = base | pat_index_protval(entry);
+        let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
+        slot.before.store(before, Ordering::Relaxed);
+        slot.after.store(after, Ordering::Relaxed);
+        slot.decoded.store(after, Ordering::Relaxed);
+        slot.measured.store(true, Ordering::Release);
+    }
+    reserve_device_memory();
+    let dir = ffi::DebugfsDir::create(b"patverify\0")?;
+    dir.add_file(b"results\0", 0o444, &ffi::RESULTS_OPS)?;
+    dir.add_file(b"probe\0", 0o200, &ffi::PROBE_OPS)?;
+    dir.add_file(b"mmap\0", 0o600, &ffi::MMAP_OPS)?;
+    dir.add_file(b"devmem\0", 0o600, &ffi::DEVMEM_OPS)?;
+    pr_info!("report in /sys/kernel/debug/patverify/results\n");
+    Ok(PatVerify { _dir: dir })
 }
 
 /// A shared, read/write mapping: what a DRM buffer mmap looks like.
@@ -123,10 +158,12 @@ enum Path {
     DevmemMprotect = 4,
     PteModifyDirect = 5,
     PmdModifyIoremapEncoding = 6,
+    /// Rows by PAT entry, not by mode (the last path).
+    PatIndex = 7,
 }
 
 impl Path {
-    const ALL: [Path; 7] = [
+    const ALL: [Path; 8] = [
         Path::VmaSetPageProt,
         Path::MmapFault,
         Path::Mprotect,
@@ -134,6 +171,7 @@ impl Path {
         Path::DevmemMprotect,
         Path::PteModifyDirect,
         Path::PmdModifyIoremapEncoding,
+        Path::PatIndex,
     ];
 
     fn name(self) -> &'static str {
@@ -145,6 +183,7 @@ impl Path {
             Path::DevmemMprotect => "devmem_mprotect",
             Path::PteModifyDirect => "pte_modify_direct",
             Path::PmdModifyIoremapEncoding => "pmd_modify_ioremap_encoding",
+            Path::PatIndex => "pat_index",
         }
     }
 }
@@ -169,14 +208,19 @@ impl Slot {
 }
 
 const MODE_COUNT: usize = CacheMode::ALL.len();
-const PATH_COUNT: usize = Path::ALL.len();
+/// The paths with a row per mode: all but `pat_index`.
+const MODE_PATH_COUNT: usize = Path::ALL.len() - 1;
+/// The IA32_PAT entries: `pat_index` has a row for each.
+const PAT_ENTRIES: usize = 8;
 
 /// Everything the module measured. It lives in a static because the debugfs
 /// and VMA callbacks receive no pointer of ours to find it through (the
 /// files are created without private data, and 6.12's `kernel` crate has
 /// no debugfs abstraction to carry one); atomics make it shareable.
 struct State {
-    slots: [[Slot; MODE_COUNT]; PATH_COUNT],
+    slots: [[Slot; MODE_COUNT]; MODE_PATH_COUNT],
+    /// The `pat_index` rows, by PAT entry.
+    pat_entries: [Slot; PAT_ENTRIES],
     /// Why this kernel has no 2 MiB entries (`ffi::NoHugePmd`), 0 if it has.
     huge_pmd_skip: AtomicUsize,
     /// The protection each mode's `.mmap` asked for, before the kernel
@@ -198,7 +242,8 @@ impl State {
         const NO_MEMORY: AtomicU64 = AtomicU64::new(0);
         const EMPTY_ROW: [Slot; MODE_COUNT] = [Slot::EMPTY; MODE_COUNT];
         State {
-            slots: [EMPTY_ROW; PATH_COUNT],
+            slots: [EMPTY_ROW; MODE_PATH_COUNT],
+            pat_entries: [Slot::EMPTY; PAT_ENTRIES],
             huge_pmd_skip: AtomicUsize::new(0),
             mmap_requested: [NOTHING; MODE_COUNT],
             devmem: [NO_MEMORY; MODE_COUNT],
@@ -248,11 +293,14 @@ fn reserve_device_memory() {
     let skip = |mode: CacheMode, why: usize| {
         STATE.devmem_skip[mode as usize].store(why, Ordering::Release);
     };
-    let Ok((start, len)) = ffi::vga_bar() else {
-        CacheMode::ALL
-            .into_iter()
-            .for_each(|m| skip(m, NoDevmem::NoBar as usize));
-        return;
+    let (start, len) = match ffi::vga_bar() {
+        Ok(bar) => bar,
+        Err(_) => {
+            CacheMode::ALL
+                .into_iter()
+                .for_each(|m| skip(m, NoDevmem::NoBar as usize));
+            return;
+        }
     };
     let xen = ffi::xen_pv();
     for mode in CacheMode::ALL {
@@ -347,15 +395,16 @@ fn parse_hex(text: &[u8]) -> Option<usize> {
 /// "oops" oopses the writing task instead (failure injection for the
 /// harness's tests).
 fn probe_command(command: &[u8]) -> Result {
-    if command.trim_ascii() == b"oops" {
-        ffi::inject_oops();
-        return Ok(());
-    }
     let mut words = command
-        .split(|b| b.is_ascii_whitespace())
+        .split(|b| b.is_ascii_whitespace() || *b == 0)
         .filter(|w| !w.is_empty());
-    let (Some(path), Some(mode), Some(addr)) = (words.next(), words.next(), words.next()) else {
-        return Err(EINVAL);
+    let (path, mode, addr) = match (words.next(), words.next(), words.next()) {
+        (Some(b"oops"), None, _) => {
+            ffi::inject_oops();
+            return Ok(());
+        }
+        (Some(path), Some(mode), Some(addr)) => (path, mode, addr),
+        _ => return Err(EINVAL),
     };
     let mode = CacheMode::ALL
         .into_iter()
@@ -411,13 +460,20 @@ fn pat_index_protval(index: usize) -> ProtVal {
         .fold(0, |acc, (_, bits)| acc | bits)
 }
 
-struct Ktap(KVec<u8>);
+/// The PAT entry (0..8) that 4 KiB protection bits select.
+fn pat_entry_of(prot: ProtVal) -> usize {
+    PAT_INDEX_BITS
+        .iter()
+        .enumerate()
+        .filter(|(_, bits)| prot & **bits != 0)
+        .fold(0, |acc, (bit, _)| acc | (1 << bit))
+}
+
+struct Ktap(Bytes);
 
 impl Write for Ktap {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .map_err(|_| fmt::Error)
+        self.0.push(s.as_bytes()).map_err(|_| fmt::Error)
     }
 }
 
@@ -426,9 +482,9 @@ fn mode_name(mode: Option<CacheMode>) -> &'static str {
 }
 
 /// The KTAP v1 report of every path and mode (unmeasured ones say so).
-fn render_report() -> Result<KVec<u8>> {
-    let mut out = Ktap(KVec::new());
-    write_report(&mut out).map_err(|_| ENOMEM)?;
+fn render_report() -> Result<Bytes> {
+    let mut out = Ktap(Bytes::new());
+    write_report(&mut out).map_err(|_| compat::ENOMEM)?;
     Ok(out.0)
 }
 
@@ -450,54 +506,86 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
         Ok(msr) => writeln!(out, "# patverify: pat_msr=0x{msr:016x}")?,
         Err(err) => writeln!(out, "# patverify: pat_msr=unreadable ({err:?})")?,
     }
-    writeln!(out, "1..{}", Path::ALL.len() * CacheMode::ALL.len())?;
+    writeln!(out, "1..{}", MODE_PATH_COUNT * MODE_COUNT + PAT_ENTRIES)?;
     let mut number = 0;
     for path in Path::ALL {
+        if path == Path::PatIndex {
+            write_pat_index_rows(out, &mut number)?;
+            continue;
+        }
         for mode in CacheMode::ALL {
             number += 1;
-            let slot = STATE.slot(path, mode);
-            if let (Path::PmdModifyIoremapEncoding, Some(why)) = (
-                path,
-                ffi::NoHugePmd::from_index(STATE.huge_pmd_skip.load(Ordering::Acquire)),
-            ) {
-                writeln!(
-                    out,
-                    "ok {number} {}.{} # SKIP {}",
-                    path.name(),
-                    mode.name(),
-                    why.reason()
-                )?;
-                continue;
-            }
-            let devmem = matches!(path, Path::DevmemFault | Path::DevmemMprotect);
-            if devmem && devmem_skipped(mode) {
-                write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
-                write_devmem_skip(out, mode)?;
-                writeln!(out)?;
-                continue;
-            }
-            let (path, name) = (path.name(), mode.name());
-            if !slot.measured.load(Ordering::Acquire) {
-                write!(out, "# {path}.{name}: requested={name} ")?;
-                writeln!(out, "pte_before=none pte_after=none observed=none")?;
-                writeln!(out, "not ok {number} {path}.{name} # not measured")?;
-                continue;
-            }
-            let (before, after) = (
-                slot.before.load(Ordering::Relaxed),
-                slot.after.load(Ordering::Relaxed),
-            );
-            let observed = ffi::protval_to_cachemode(slot.decoded.load(Ordering::Relaxed));
-            write!(out, "# {path}.{name}: requested={name} ")?;
-            write!(out, "pte_before=0x{before:016x} pte_after=0x{after:016x} ")?;
-            writeln!(out, "observed={}", mode_name(observed))?;
-            let status = if observed == Some(mode) {
-                "ok"
-            } else {
-                "not ok"
-            };
-            writeln!(out, "{status} {number} {path}.{name}")?;
+            write_mode_row(out, number, path, mode)?;
         }
+    }
+    Ok(())
+}
+
+/// The row of `path` for `mode` (test number `number`).
+fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) -> fmt::Result {
+    let slot = STATE.slot(path, mode);
+    // A mode no PAT entry holds (a kernel that left the PAT at its power-on
+    // value has no WC and no WP) cannot be requested: not a loss.
+    if ffi::protval_to_cachemode(ffi::cachemode_to_protval(mode)) != Some(mode) {
+        let (path, name) = (path.name(), mode.name());
+        let why = "no PAT entry of this kernel's layout holds the mode (not representable)";
+        return writeln!(out, "ok {number} {path}.{name} # SKIP {why}");
+    }
+    if let (Path::PmdModifyIoremapEncoding, Some(why)) = (
+        path,
+        ffi::NoHugePmd::from_index(STATE.huge_pmd_skip.load(Ordering::Acquire)),
+    ) {
+        let (path, name) = (path.name(), mode.name());
+        return writeln!(out, "ok {number} {path}.{name} # SKIP {}", why.reason());
+    }
+    let devmem = matches!(path, Path::DevmemFault | Path::DevmemMprotect);
+    if devmem && devmem_skipped(mode) {
+        write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
+        write_devmem_skip(out, mode)?;
+        return writeln!(out);
+    }
+    let (path, name) = (path.name(), mode.name());
+    if !slot.measured.load(Ordering::Acquire) {
+        write!(out, "# {path}.{name}: requested={name} ")?;
+        writeln!(out, "pte_before=none pte_after=none observed=none")?;
+        return writeln!(out, "not ok {number} {path}.{name} # not measured");
+    }
+    let (before, after) = (
+        slot.before.load(Ordering::Relaxed),
+        slot.after.load(Ordering::Relaxed),
+    );
+    let observed = ffi::protval_to_cachemode(slot.decoded.load(Ordering::Relaxed));
+    write!(out, "# {path}.{name}: requested={name} ")?;
+    write!(out, "pte_before=0x{before:016x} pte_after=0x{after:016x} ")?;
+    writeln!(out, "observed={}", mode_name(observed))?;
+    let status = if observed == Some(mode) {
+        "ok"
+    } else {
+        "not ok"
+    };
+    writeln!(out, "{status} {number} {path}.{name}")
+}
+
+/// The `pat_index` rows: entry N requested, the entry (and its mode) after.
+fn write_pat_index_rows(out: &mut Ktap, number: &mut usize) -> fmt::Result {
+    let path = Path::PatIndex.name();
+    for (entry, slot) in STATE.pat_entries.iter().enumerate() {
+        *number += 1;
+        let (before, after) = (
+            slot.before.load(Ordering::Relaxed),
+            slot.after.load(Ordering::Relaxed),
+        );
+        let requested = mode_name(ffi::protval_to_cachemode(before));
+        let observed = mode_name(ffi::protval_to_cachemode(after));
+        let entry_after = pat_entry_of(after);
+        write!(
+            out,
+            "# {path}.{entry}: entry={entry} requested={requested} "
+        )?;
+        write!(out, "pte_before=0x{before:016x} pte_after=0x{after:016x} ")?;
+        writeln!(out, "entry_after={entry_after} observed={observed}")?;
+        let status = if entry_after == entry { "ok" } else { "not ok" };
+        writeln!(out, "{status} {number} {path}.{entry}")?;
     }
     Ok(())
 }

@@ -131,6 +131,9 @@ named_enum! {
         /// Synthetic: `pmd_modify()` called directly on a 2 MiB entry in the
         /// ioremap encoding (cannot differ between a fixed and a broken kernel).
         PmdModifyIoremapEncoding = "pmd_modify_ioremap_encoding",
+        /// A row per PAT entry 0..7 (not per mode): `vma_set_page_prot()` on
+        /// a fresh VMA whose protection selects the entry, at boot.
+        PatIndex = "pat_index",
     }
 }
 
@@ -148,6 +151,11 @@ impl ProbePath {
                 | ProbePath::DevmemFault
                 | ProbePath::DevmemMprotect
         )
+    }
+
+    /// Whether the path's rows are PAT entries 0..7 rather than cache modes.
+    pub const fn rows_by_pat_entry(self) -> bool {
+        matches!(self, ProbePath::PatIndex)
     }
 
     /// Whether the path calls a kernel function directly instead of going

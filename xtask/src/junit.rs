@@ -41,7 +41,7 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
     let mut suite = TestSuite::new(class.as_str());
     let baseline = variant == "baseline";
     for r in record.rows(variant, env) {
-        let mut case = TestCase::new(format!("{}.{}", r.path, r.requested), status(r, baseline));
+        let mut case = TestCase::new(format!("{}.{}", r.path, r.key()), status(r, baseline));
         case.set_classname(class.as_str());
         if let Outcome::Measured { observed, .. } = r.outcome {
             case.set_system_out(format!("observed {observed} (PTE {})", r.ptes()));
@@ -75,7 +75,8 @@ fn status(r: &ModeResult, baseline: bool) -> TestCaseStatus {
         }
         Outcome::Measured { observed, .. } if r.lost() && !baseline => {
             let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            failed.set_message(format!("{} lost: {observed}", r.requested));
+            let after = r.after().unwrap_or_default();
+            failed.set_message(format!("{} lost: {after}", r.label()));
             failed.set_description(format!("observed {observed} (PTE {})", r.ptes()));
             failed
         }
@@ -101,6 +102,7 @@ mod tests {
             result: ModeResult {
                 path: ProbePath::PmdModifyIoremapEncoding,
                 requested: CacheMode::Wb,
+                entry: None,
                 outcome: Outcome::Skipped {
                     reason: "Xen PV has no 2 MiB pages".into(),
                 },

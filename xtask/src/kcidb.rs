@@ -247,7 +247,7 @@ fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
         .iter()
         .map(|r| {
             let row = &r.result;
-            let name = format!("{}.{}.{}", r.env, row.path, row.requested);
+            let name = format!("{}.{}.{}", r.env, row.path, row.key());
             let build = build_id(checkout_id, &r.variant);
             let boot = Step::Boot {
                 variant: r.variant.clone(),

@@ -28,6 +28,8 @@ pub enum Event<'a> {
     MakingTree { variant: &'a str, describe: &'a str },
     /// A build with the same inputs exists: no make.
     BuildReused { variant: &'a str },
+    /// A `.config` made from the same inputs exists: no configuring.
+    ConfigReused { variant: &'a str },
     /// A kernel was built.
     Built {
         variant: &'a str,
@@ -139,6 +141,9 @@ fn render(event: &Event) -> String {
             format!("making the {variant} tree ({describe})")
         }
         Event::BuildReused { variant } => format!("{variant}: kernel already built, reusing it"),
+        Event::ConfigReused { variant } => {
+            format!("{variant}: configuration made from the same inputs, reusing it")
+        }
         Event::Built {
             variant,
             took,
@@ -147,29 +152,31 @@ fn render(event: &Event) -> String {
         Event::ReportReceived { label, took } => {
             format!("  [{label}] report received in {:.1} s", took.as_secs_f64())
         }
-        Event::Timings(steps) if verbose() => {
-            let mut out = String::from("time:");
-            for (step, took) in steps.iter() {
-                out += &format!("\n  {step:<28} {:>7.1} s", took.as_secs_f64());
-            }
-            out
-        }
-        // One line: where most of the time went (the steps are in the
-        // record, and on the terminal with --verbose).
-        Event::Timings(steps) => {
-            let secs = |wanted: fn(&Step) -> bool| -> f64 {
-                let steps = steps.iter().filter(|(step, _)| wanted(step));
-                // fold, not sum: an empty f64 sum is -0.0.
-                steps.fold(0.0, |total, (_, took)| total + took.as_secs_f64())
-            };
-            format!(
-                "time: {:.1} s (builds {:.1} s, boots {:.1} s wall)",
-                secs(|s| matches!(s, Step::Total)),
-                secs(|s| matches!(s, Step::Build { .. } | Step::Config { .. })),
-                secs(|s| matches!(s, Step::Boots)),
-            )
-        }
+        Event::Timings(steps) => render_timings(steps),
     }
+}
+
+/// The timings: one line of where most of the time went (the steps are in
+/// the record), or every step with --verbose.
+fn render_timings(steps: &[(Step, Duration)]) -> String {
+    if verbose() {
+        let mut out = String::from("time:");
+        for (step, took) in steps.iter() {
+            out += &format!("\n  {step:<28} {:>7.1} s", took.as_secs_f64());
+        }
+        return out;
+    }
+    let secs = |wanted: fn(&Step) -> bool| -> f64 {
+        let steps = steps.iter().filter(|(step, _)| wanted(step));
+        // fold, not sum: an empty f64 sum is -0.0.
+        steps.fold(0.0, |total, (_, took)| total + took.as_secs_f64())
+    };
+    format!(
+        "time: {:.1} s (builds {:.1} s, boots {:.1} s wall)",
+        secs(|s| matches!(s, Step::Total)),
+        secs(|s| matches!(s, Step::Build { .. } | Step::Config { .. })),
+        secs(|s| matches!(s, Step::Boots)),
+    )
 }
 
 #[cfg(test)]

@@ -109,6 +109,10 @@ pub struct KernelRecord {
 /// First lines of the tools' `--version` and the Xen package's version.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct ToolchainRecord {
+    /// Which of the harness's toolchains the tree got (`rustc-web`,
+    /// `debian-rustc-1.63`), chosen from its scripts/min-tool-version.sh.
+    #[serde(default)]
+    pub name: String,
     pub rustc: String,
     pub clang: String,
     pub bindgen: String,

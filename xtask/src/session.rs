@@ -14,6 +14,7 @@ use crate::stages::compare::Run;
 use crate::stages::ktap;
 use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
+use crate::stages::toolchain::{self, Toolchain};
 use crate::stages::variant::{self, Variant};
 use crate::stages::{config, initramfs, source};
 use crate::support::cache::Cache;
@@ -127,10 +128,7 @@ impl Session {
             version: source.version.clone(),
             git_rev: source.git_rev.clone(),
         });
-        self.record.toolchain = Some(toolchain_record(&xen_dir, &self.common.qemu));
-        // Before any variant is made: a tree whose Rust this toolchain cannot
-        // build is named as such, not as a failure further down.
-        config::check_toolchain(&source.root)?;
+        let kbuild = self.toolchain_for(&source, &cache, kbuild, &xen_dir)?;
         Ok(Ctx {
             cache,
             kbuild,
@@ -138,6 +136,28 @@ impl Session {
             xen_dir,
             source,
         })
+    }
+
+    /// The tree's toolchain (provisioned when it is not yet), recorded.
+    /// Before any variant is made: a tree whose Rust no toolchain here can
+    /// build is named as such (exit 9), not as a failure further down.
+    fn toolchain_for(
+        &mut self,
+        source: &Source,
+        cache: &Cache,
+        kbuild: Kbuild,
+        xen_dir: &Path,
+    ) -> Result<Kbuild> {
+        let toolchain = toolchain::choose(&source.root)?;
+        if toolchain == Toolchain::DebianRustc163 {
+            self.timings.time(Step::Provision, || {
+                provision::ensure_legacy_rust(&cache.root)
+            })?;
+        }
+        let kbuild = kbuild.with_toolchain(toolchain);
+        let record = toolchain_record(&kbuild, &cache.root, xen_dir, &self.common.qemu);
+        self.record.toolchain = Some(record);
+        Ok(kbuild)
     }
 
     fn sharing(&self) -> build::Sharing {
@@ -171,7 +191,7 @@ impl Session {
             })?;
             fragments.push(path);
         }
-        let toolchain = build::toolchain_id();
+        let toolchain = ctx.kbuild.toolchain().id(&ctx.cache.root);
         let jobs = self.common.jobs.unwrap_or_else(|| self.sharing().jobs());
         let mut built = Vec::new();
         for v in variants {
@@ -362,7 +382,12 @@ fn check_qemu(qemu: &Path) -> Result<()> {
 }
 
 /// First lines of the tools' `--version` and the Xen package, for the JSON.
-fn toolchain_record(xen_dir: &Path, qemu: &Path) -> ToolchainRecord {
+fn toolchain_record(
+    kbuild: &Kbuild,
+    cache_root: &Path,
+    xen_dir: &Path,
+    qemu: &Path,
+) -> ToolchainRecord {
     let first_line = |program: &Path| {
         provision::version_output(program)
             .lines()
@@ -372,10 +397,12 @@ fn toolchain_record(xen_dir: &Path, qemu: &Path) -> ToolchainRecord {
             .to_string()
     };
     let xen = std::fs::read_to_string(xen_dir.join("version")).unwrap_or_default();
+    let tc = kbuild.toolchain();
     ToolchainRecord {
-        rustc: first_line(Path::new(provision::RUSTC)),
-        clang: first_line(Path::new(&format!("clang{}", provision::LLVM_SUFFIX))),
-        bindgen: first_line(&provision::bindgen_path()),
+        name: tc.name().to_string(),
+        rustc: first_line(&tc.rustc(cache_root)),
+        clang: first_line(Path::new(&format!("clang{}", tc.llvm_suffix()))),
+        bindgen: first_line(&tc.bindgen(cache_root)),
         qemu: first_line(qemu),
         xen: xen.trim().to_string(),
     }
@@ -399,7 +426,7 @@ fn boot_one(
             _ => &b.bzimage,
         },
         vmlinux: &b.build_dir.join("vmlinux"),
-        firmware: Some(Path::new(qemu::QBOOT)).filter(|rom| rom.exists()),
+        firmware: qemu::native_firmware(&ctx.source.version),
         initramfs,
         xen: (env == Env::Xen).then_some(xen_image.as_path()),
         timeout: Duration::from_secs(common.timeout),

@@ -181,6 +181,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             || format!("{skipped} skipped"),
         );
     }
+    pat_index_rows(&json, &mut checks);
     for (env, layout) in [
         ("native", ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]),
         ("xen", ["WB", "WT", "UC-", "UC", "WC", "WP", "UC", "UC"]),
@@ -213,12 +214,12 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     kunit_parser_agrees(&json, &out, &mut checks)?;
     kcidb_documents_are_valid(&v.kcidb, &out, &mut checks)?;
     let junit = &v.junit;
-    // 2 variants × 2 envs × 7 paths × 6 modes, plus a "baseline reproduces
-    // the bug" case per environment. Skipped, per variant: 6
+    // 2 variants × 2 envs × (7 paths × 6 modes + 8 PAT entries), plus a
+    // "baseline reproduces the bug" case per environment. Skipped, per variant: 6
     // pmd_modify_ioremap_encoding rows under Xen, the 2 devmem WB rows in
     // each environment, and the 4 devmem WT/WP rows under Xen.
     let want =
-        "<testsuites name=\"patverify\" tests=\"170\" skipped=\"28\" failures=\"0\" errors=\"0\">";
+        "<testsuites name=\"patverify\" tests=\"202\" skipped=\"28\" failures=\"0\" errors=\"0\">";
     checks.check(
         "--junit writes the results as JUnit XML",
         junit.contains(want),
@@ -295,7 +296,7 @@ fn kcidb_documents_are_valid(document: &Path, out: &Path, checks: &mut Checks) -
     let tests = doc["tests"].as_array().map_or(0, Vec::len);
     checks.check(
         "--kcidb: a KCIDB v5 document kcidb-io validates, a test per row",
-        valid && tests == 168 && doc["builds"].as_array().map_or(0, Vec::len) == 2,
+        valid && tests == 200 && doc["builds"].as_array().map_or(0, Vec::len) == 2,
         || format!("{tests} tests; {said}"),
     );
     let failed = out.join("qemu-dies.kcidb.json");
@@ -326,4 +327,39 @@ fn kcidb_documents_are_valid(document: &Path, out: &Path, checks: &mut Checks) -
         || format!("exit {code:?}; {said}"),
     );
     Ok(())
+}
+
+/// The `pat_index` rows: every PAT entry 0..7 measured in both variants and
+/// environments; without the fix the entries with the PAT bit lose it (under
+/// Xen entry 6, UC, becomes entry 2, UC-: the thread's "UC → UC-"), with it
+/// every entry survives.
+fn pat_index_rows(json: &Record, checks: &mut Checks) {
+    let entries = |variant: &str, env: Env| -> Vec<(u8, bool, String)> {
+        json.rows(variant, env)
+            .filter(|r| r.path == ProbePath::PatIndex)
+            .map(|r| (r.entry.unwrap_or(99), r.kept(), r.after().unwrap_or_default()))
+            .collect()
+    };
+    for env in [Env::Native, Env::Xen] {
+        let baseline = entries("baseline", env);
+        let candidate = entries("candidate", env);
+        let lost: Vec<u8> = baseline.iter().filter(|e| !e.1).map(|e| e.0).collect();
+        checks.check(
+            &format!("{env} pat_index: 8 entries measured; the baseline loses entries 4-7 (the PAT bit), the candidate none"),
+            baseline.len() == 8
+                && candidate.len() == 8
+                && lost == [4, 5, 6, 7]
+                && candidate.iter().all(|e| e.1),
+            || format!("baseline {baseline:?}, candidate {candidate:?}"),
+        );
+    }
+    let uc = entries("baseline", Env::Xen)
+        .into_iter()
+        .find(|e| e.0 == 6)
+        .map(|e| e.2);
+    checks.check(
+        "xen pat_index.6 (UC) without the fix ends as UC- (entry 2)",
+        uc.as_deref() == Some("UC- (entry 2)"),
+        || format!("{uc:?}"),
+    );
 }

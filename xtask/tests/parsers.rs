@@ -6,27 +6,45 @@
 use proptest::prelude::*;
 use xtask::record::Record;
 use xtask::stages::ktap::{self, CacheMode, ProbePath};
-use xtask::stages::{config, patch, source};
+use xtask::stages::{config, patch, source, toolchain};
 
-/// A report in the module's format: every path × mode, each kept or lost
-/// as `lost` says, PAT layout and MSR consistent.
+/// A report in the module's format: every path × mode and every PAT entry
+/// of `pat_index`, each kept or lost as `lost` says (a lost entry becomes
+/// entry 0, WB), PAT layout and MSR consistent.
 fn module_report(lost: &[bool]) -> String {
-    assert_eq!(ProbePath::ALL.len() * CacheMode::ALL.len(), ROWS);
+    const LAYOUT: [&str; 8] = ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"];
     let mut out = String::from("KTAP version 1\n");
-    out += "# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n";
+    out += &format!("# patverify: pat_layout={}\n", LAYOUT.join(" "));
     out += "# patverify: pat_msr=0x0407050600070106\n";
-    out += &format!("1..{}\n", ProbePath::ALL.len() * CacheMode::ALL.len());
+    out += &format!("1..{ROWS}\n");
     let mut n = 0;
     for path in ProbePath::ALL {
-        for mode in CacheMode::ALL {
-            let gone = lost.get(n).copied().unwrap_or(false) && *mode != CacheMode::Wb;
+        for key in ktap::row_keys(*path) {
+            let gone = lost.get(n).copied().unwrap_or(false);
             n += 1;
-            let observed = if gone { CacheMode::Wb } else { *mode };
-            out += &format!("# {path}.{mode}: requested={mode} pte_before=0x{n:016x} pte_after=0x{n:016x} observed={observed}\n");
+            let (name, diag, gone) = match key {
+                ktap::RowKey::Mode(mode) => {
+                    let gone = gone && mode != CacheMode::Wb;
+                    let observed = if gone { CacheMode::Wb } else { mode };
+                    let diag = format!("requested={mode} observed={observed}");
+                    (format!("{path}.{mode}"), diag, gone)
+                }
+                ktap::RowKey::Entry(entry) => {
+                    let gone = gone && entry != 0;
+                    let after = if gone { 0 } else { entry };
+                    let (requested, observed) = (LAYOUT[entry as usize], LAYOUT[after as usize]);
+                    let diag = format!(
+                        "entry={entry} requested={requested} entry_after={after} observed={observed}"
+                    );
+                    (format!("{path}.{entry}"), diag, gone)
+                }
+            };
+            out += &format!("# {name}: {diag} pte_before=0x{n:016x} pte_after=0x{n:016x}\n");
             let status = if gone { "not ok" } else { "ok" };
-            out += &format!("{status} {n} {path}.{mode}\n");
+            out += &format!("{status} {n} {name}\n");
         }
     }
+    assert_eq!(n, ROWS);
     out
 }
 
@@ -63,8 +81,8 @@ fn mutate(text: &str, op: u8, at: usize, byte: u8) -> String {
     lines.join("\n") + "\n"
 }
 
-/// Rows in a full report: every path × every mode.
-const ROWS: usize = 7 * 6;
+/// Rows in a full report: every path × every mode, and the 8 PAT entries.
+const ROWS: usize = 7 * 6 + 8;
 
 proptest! {
     // No regression files: the cases that matter are the named tests below.
@@ -75,7 +93,7 @@ proptest! {
         let report = ktap::parse_ktap(&module_report(&lost)).unwrap();
         prop_assert_eq!(report.results.len(), ROWS);
         for (i, row) in report.results.iter().enumerate() {
-            let want_lost = lost[i] && row.requested != CacheMode::Wb;
+            let want_lost = lost[i] && row.key() != ktap::RowKey::Mode(CacheMode::Wb) && row.entry != Some(0);
             prop_assert_eq!(row.lost(), want_lost);
         }
     }
@@ -115,11 +133,11 @@ proptest! {
     fn random_text_never_panics_the_version_readers(text in "[A-Za-z0-9_=.\\-\n ]{0,200}", tool in "(rustc|bindgen|llvm|[a-z]{1,6})") {
         let _ = source::kernel_version(&text);
         let _ = config::parse(&text);
-        let _ = config::min_tool_version(&text, &tool);
-        if let Some((major, minor, _)) = config::version_triple(&text) {
+        let _ = toolchain::min_tool_version(&text, &tool);
+        if let Some((major, minor, _)) = toolchain::version_triple(&text) {
             prop_assert!(text.contains(&major.to_string()) && text.contains(&minor.to_string()));
         }
-        let _ = config::toolchain_mismatch(&text, &text, &text);
+        let _ = toolchain::choose_for(Some(&text));
     }
 
     #[test]

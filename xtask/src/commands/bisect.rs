@@ -5,7 +5,7 @@
 use crate::commands::probe::GOOD;
 use crate::flags::Bisect;
 use crate::stages::source::resolve_rev;
-use crate::support::cache::Key;
+use crate::support::cache::{lock_entry, EntryLock, Key};
 use crate::support::failure::{fail, Kind, BISECT_SKIP};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
@@ -30,7 +30,7 @@ impl Bisect {
         })?;
         let good = resolve_rev(&repo, &self.good)?;
         let bad = resolve_rev(&repo, &self.bad)?;
-        let clone = clone_for_bisect(cache_root, &repo)?;
+        let (clone, _clone_lock) = clone_for_bisect(cache_root, &repo)?;
         let git = |args: &[&str]| git_in(&clone, args);
         git(&["bisect", "start", &bad, &good]).run()?;
         let out_dir = self
@@ -148,11 +148,13 @@ impl Bisect {
 /// A fresh clone of `repo` under the cache, so the user's checkout and refs
 /// are never touched. `--shared` borrows the user's objects read-only;
 /// `--no-checkout` leaves the work tree to `git bisect start`.
-fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<PathBuf> {
+fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<(PathBuf, EntryLock)> {
     let key = Key::new("bisect")
         .add(repo.as_os_str().as_encoded_bytes())
         .hex();
     let clone = cache_root.join("bisect").join(key);
+    // A second bisect of the same tree waits: the clone is this one's.
+    let lock = lock_entry(&clone)?;
     if clone.exists() {
         std::fs::remove_dir_all(&clone)
             .with_context(|| format!("cannot remove old clone {}", clone.display()))?;
@@ -163,7 +165,7 @@ fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<PathBuf> {
         .arg(repo)
         .arg(&clone)
         .run()?;
-    Ok(clone)
+    Ok((clone, lock))
 }
 
 /// `git -C clone ARGS`: the bisect's own clone, never the user's tree.

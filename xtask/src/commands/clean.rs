@@ -14,7 +14,7 @@ impl Clean {
             println!("no cache at {}", cache_root.display());
             return Ok(());
         }
-        let cache = Cache::open(cache_root)?;
+        let cache = Cache::open_exclusive(cache_root)?;
         println!(
             "cache {} holds {}",
             cache.root.display(),

@@ -102,9 +102,9 @@ fn lost_rows(record: &Record) -> String {
         .iter()
         .filter(|r| r.variant == "baseline" && r.result.lost())
         .filter_map(|r| {
-            let observed = r.result.observed()?;
-            let row = format!("{} {} {}", r.env, r.result.path, r.result.requested);
-            Some(format!("  {row:<40} -> {observed}"))
+            let after = r.result.after()?;
+            let row = format!("{} {} {}", r.env, r.result.path, r.result.label());
+            Some(format!("  {row:<40} -> {after}"))
         })
         .collect();
     if lost.is_empty() {

@@ -8,7 +8,7 @@
 
 use crate::flags::Report;
 use crate::record::{Record, ResultRecord, Verdict};
-use crate::stages::ktap::{CacheMode, ModeResult, ProbePath};
+use crate::stages::ktap::{ModeResult, ProbePath};
 use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use anyhow::Result;
@@ -135,8 +135,8 @@ fn summarize(results: &[&ModeResult]) -> String {
     let lost: Vec<String> = results
         .iter()
         .filter_map(|r| {
-            let observed = r.observed().filter(|_| r.lost())?;
-            Some(format!("{}→{observed}", r.requested))
+            let after = r.after().filter(|_| r.lost())?;
+            Some(format!("{}→{after}", r.label()))
         })
         .collect();
     if lost.is_empty() {
@@ -165,14 +165,14 @@ fn status(r: &ModeResult) -> String {
     }
 }
 
-type RowKey<'a> = (&'a str, Env, ProbePath, CacheMode);
+type RowKey<'a> = (&'a str, Env, ProbePath, crate::stages::ktap::RowKey);
 
 fn key(r: &ResultRecord) -> RowKey<'_> {
-    (&r.variant, r.env, r.result.path, r.result.requested)
+    (&r.variant, r.env, r.result.path, r.result.key())
 }
 
-fn label((variant, env, path, mode): RowKey<'_>) -> String {
-    format!("{variant} {env} {path} {mode}")
+fn label((variant, env, path, row): RowKey<'_>) -> String {
+    format!("{variant} {env} {path} {row}")
 }
 
 pub fn diff_runs(old: &Record, new: &Record) -> Changes {
@@ -214,7 +214,7 @@ pub fn diff_runs(old: &Record, new: &Record) -> Changes {
 mod tests {
     use super::*;
     use crate::record::KernelRecord;
-    use crate::stages::ktap::{Outcome, Pte};
+    use crate::stages::ktap::{CacheMode, Outcome, Pte};
 
     fn run(results: &[(&str, &str, bool)]) -> Record {
         let results = results
@@ -225,6 +225,7 @@ mod tests {
                 result: ModeResult {
                     path: path.parse().unwrap(),
                     requested: mode.parse().unwrap(),
+                    entry: None,
                     outcome: Outcome::Measured {
                         observed: if *kept {
                             mode.parse().unwrap()
@@ -233,6 +234,7 @@ mod tests {
                         },
                         pte_before: Pte(0),
                         pte_after: Pte(0),
+                        entry_after: None,
                     },
                 },
             })

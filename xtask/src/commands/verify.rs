@@ -21,6 +21,21 @@ pub fn default_patch() -> PathBuf {
         .join(variant::DEFAULT_PATCH)
 }
 
+/// The upstream fix in the form for a tree of `version`: patches/ holds the
+/// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
+pub fn default_patch_for(version: &str) -> PathBuf {
+    let series = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let own = variant::repo_dir()
+        .join("patches")
+        .join(series)
+        .join(variant::DEFAULT_PATCH);
+    if own.is_file() {
+        own
+    } else {
+        default_patch()
+    }
+}
+
 /// Records a patch file (name, hash, direction, the mails of a series) in
 /// the run's record.
 pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -> Result<()> {
@@ -72,12 +87,12 @@ impl Verify {
     }
 
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
+        let ctx = session.open(cache_root)?;
         let patch_files = if self.patches.is_empty() {
-            vec![default_patch()]
+            vec![default_patch_for(&ctx.source.version)]
         } else {
             self.patches.clone()
         };
-        let ctx = session.open(cache_root)?;
         output::emit(output::Event::Stage("variants"));
         let plan = session
             .timings
@@ -309,4 +324,18 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
         baseline,
         candidates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_candidate_is_the_fix_in_the_form_for_the_tree() {
+        let for_6_1 = default_patch_for("6.1.192");
+        assert!(for_6_1.ends_with(format!("patches/6.1/{}", variant::DEFAULT_PATCH)));
+        assert!(for_6_1.is_file());
+        assert_eq!(default_patch_for("6.12.117"), default_patch());
+        assert_eq!(default_patch_for("6.10"), default_patch());
+    }
 }

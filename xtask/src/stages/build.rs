@@ -14,7 +14,6 @@ pub use crate::stages::kbuild::{local_jobs, CcacheStats, Kbuild, Sharing};
 use crate::stages::variant::Variant;
 use crate::support::cache::{write_atomic, Key};
 use crate::support::failure::{fail, Kind};
-use crate::support::provision::{bindgen_path, LLVM_SUFFIX, RUSTC};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,15 +44,17 @@ pub struct Built {
     pub ccache: Option<CcacheStats>,
 }
 
-/// The versions a kernel build depends on besides its sources.
-pub fn toolchain_id() -> String {
-    let v = |p: &str| crate::support::provision::version_output(Path::new(p));
-    format!(
-        "{}|{}|{}",
-        v(RUSTC),
-        v(&format!("clang{LLVM_SUFFIX}")),
-        crate::support::provision::version_output(&bindgen_path())
-    )
+impl Built {
+    fn reused(bzimage: PathBuf, build_dir: PathBuf) -> Self {
+        Built {
+            bzimage,
+            build_dir,
+            reused: true,
+            config_time: Duration::ZERO,
+            build_time: Duration::ZERO,
+            ccache: None,
+        }
+    }
 }
 
 pub fn build(
@@ -69,6 +70,9 @@ pub fn build(
     // objects between variants and bisect steps, and another configuration
     // never clobbers a finished build.
     let build_dir = variant.tree.with_file_name(format!("build-{key}"));
+    // Held until the build is made or found: a second run needing the same
+    // kernel waits here, then reuses it.
+    let _lock = crate::support::cache::lock_entry(&build_dir)?;
     std::fs::create_dir_all(&build_dir)?;
     let stamp = build_dir.join("patverify-build-key");
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
@@ -76,20 +80,24 @@ pub fn build(
         output::emit(Event::BuildReused {
             variant: &variant.name,
         });
-        return Ok(Built {
-            bzimage,
-            build_dir,
-            reused: true,
-            config_time: Duration::ZERO,
-            build_time: Duration::ZERO,
-            ccache: None,
-        });
+        return Ok(Built::reused(bzimage, build_dir));
     }
     let _ = std::fs::remove_file(&stamp);
     let config_log = build_dir.join("config.log");
     let _ = std::fs::remove_file(&config_log);
     let started = std::time::Instant::now();
-    crate::stages::config::configure(kbuild, &variant.tree, &build_dir, fragments, &config_log)?;
+    let reused = crate::stages::config::configure_once(
+        kbuild,
+        &variant.tree,
+        &build_dir,
+        fragments,
+        &config_log,
+    )?;
+    if reused {
+        output::emit(Event::ConfigReused {
+            variant: &variant.name,
+        });
+    }
     let config_time = started.elapsed();
     let stats_before = kbuild.ccache_stats();
     let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;

@@ -1,7 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::stages::ktap::{CacheMode, ModeResult, ProbePath, Report};
+use crate::stages::ktap::{row_keys, ModeResult, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use serde::Serialize;
 
@@ -26,7 +26,7 @@ pub enum Verdict {
 }
 
 fn row_name(env: Env, r: &ModeResult) -> String {
-    format!("{env} {} {}", r.path, r.requested)
+    format!("{env} {} {}", r.path, r.label())
 }
 
 /// "env path mode→observed" for every mode a run lost.
@@ -34,8 +34,8 @@ pub fn lost_modes(runs: &[Run]) -> Vec<String> {
     runs.iter()
         .flat_map(|run| {
             run.report.results.iter().filter_map(move |r| {
-                let observed = r.observed().filter(|_| r.lost())?;
-                Some(format!("{}→{observed}", row_name(run.env, r)))
+                let after = r.after().filter(|_| r.lost())?;
+                Some(format!("{}→{after}", row_name(run.env, r)))
             })
         })
         .collect()
@@ -46,9 +46,10 @@ pub fn lost_modes(runs: &[Run]) -> Vec<String> {
 fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
     let measured = |env: Env, lost: &ModeResult| {
         candidate.iter().filter(|c| c.env == env).any(|c| {
-            c.report.results.iter().any(|r| {
-                r.path == lost.path && r.requested == lost.requested && r.observed().is_some()
-            })
+            c.report
+                .results
+                .iter()
+                .any(|r| r.path == lost.path && r.key() == lost.key() && r.observed().is_some())
         })
     };
     baseline
@@ -97,9 +98,9 @@ fn layout(run: &Run) -> String {
     modes.join(" ")
 }
 
-fn row(run: &Run, path: ProbePath, mode: CacheMode) -> Option<&ModeResult> {
+fn row(run: &Run, path: ProbePath, key: RowKey) -> Option<&ModeResult> {
     let mut rows = run.report.results.iter();
-    rows.find(|r| r.path == path && r.requested == mode)
+    rows.find(|r| r.path == path && r.key() == key)
 }
 
 /// The table of one environment: a row per path and mode, a column per
@@ -118,7 +119,7 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
         .unwrap_or(0)
         .max(9)
         + 2;
-    out += &format!("  {:<pw$} {:<4} ", "path", "mode", pw = ProbePath::WIDTH);
+    out += &format!("  {:<pw$} {:<5} ", "path", "mode", pw = ProbePath::WIDTH);
     for run in runs {
         out += &format!("{:<width$}", run.variant);
     }
@@ -131,12 +132,18 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
     paths.sort();
     paths.dedup();
     for path in paths {
-        for &mode in CacheMode::ALL {
+        for key in row_keys(path) {
             let cells: Vec<Option<&ModeResult>> =
-                runs.iter().map(|run| row(run, path, mode)).collect();
+                runs.iter().map(|run| row(run, path, key)).collect();
             let lost = cells.iter().flatten().any(|r| r.lost());
             let marker = if lost { "!" } else { " " };
-            out += &format!("{marker} {path:<pw$} {mode:<4} ", pw = ProbePath::WIDTH);
+            // A PAT entry's row also names the entry's mode ("6 UC").
+            let label = cells
+                .iter()
+                .flatten()
+                .next()
+                .map_or(key.to_string(), |r| r.label());
+            out += &format!("{marker} {path:<pw$} {label:<5} ", pw = ProbePath::WIDTH);
             for c in &cells {
                 out += &format!("{:<width$}", cell(*c));
             }
@@ -155,9 +162,9 @@ pub fn single_table(run: &Run) -> String {
     for r in &run.report.results {
         let marker = if r.lost() { '!' } else { ' ' };
         out += &format!(
-            "{marker} {:<pw$} {:<4} {:<10} {}\n",
+            "{marker} {:<pw$} {:<5} {:<10} {}\n",
             r.path,
-            r.requested,
+            r.label(),
             cell(Some(r)),
             r.ptes(),
             pw = ProbePath::WIDTH

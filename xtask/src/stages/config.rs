@@ -3,6 +3,7 @@
 //! that every requested option survived.
 
 use crate::stages::kbuild::Kbuild;
+use crate::support::cache::{lock_entry, Key, Staged};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::{tail_lines, Command};
 use anyhow::{Context, Result};
@@ -71,87 +72,6 @@ pub fn fragments(configs_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The minimum version scripts/min-tool-version.sh gives for `tool`.
-pub fn min_tool_version(script: &str, tool: &str) -> Option<String> {
-    let mut lines = script.lines().map(str::trim);
-    lines.find(|l| *l == format!("{tool})"))?;
-    lines
-        .next()?
-        .strip_prefix("echo ")
-        .map(|v| v.trim().to_string())
-}
-
-/// "1.62.0" → (1, 62, 0).
-pub fn version_triple(text: &str) -> Option<(u32, u32, u32)> {
-    let v = text
-        .split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let mut parts = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().ok());
-    Some((
-        parts.next()??,
-        parts.next()??,
-        parts.next().flatten().unwrap_or(0),
-    ))
-}
-
-/// Before Linux 6.11 (minimum rustc 1.78) the kernel's Rust support was
-/// pinned to one rustc; since then it takes that version or newer.
-const FIRST_UNPINNED_RUSTC: (u32, u32, u32) = (1, 78, 0);
-
-/// Whether the installed rustc and bindgen can build this tree's Rust, from
-/// the tree's own scripts/min-tool-version.sh. `None` when they can.
-pub fn toolchain_mismatch(script: &str, rustc: &str, bindgen: &str) -> Option<String> {
-    let have_rustc = version_triple(rustc)?;
-    let have_bindgen = version_triple(bindgen)?;
-    let want_rustc = min_tool_version(script, "rustc").and_then(|v| version_triple(&v))?;
-    let fmt = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
-    if want_rustc < FIRST_UNPINNED_RUSTC && have_rustc != want_rustc {
-        return Some(format!(
-            "this tree's Rust support is pinned to rustc {} exactly (scripts/min-tool-version.sh); this machine has rustc {}",
-            fmt(want_rustc),
-            fmt(have_rustc)
-        ));
-    }
-    if have_rustc < want_rustc {
-        return Some(format!(
-            "this tree needs rustc ≥ {}; this machine has {}",
-            fmt(want_rustc),
-            fmt(have_rustc)
-        ));
-    }
-    let want_bindgen = min_tool_version(script, "bindgen").and_then(|v| version_triple(&v))?;
-    if have_bindgen < want_bindgen {
-        return Some(format!(
-            "this tree needs bindgen ≥ {}; this machine has {}",
-            fmt(want_bindgen),
-            fmt(have_bindgen)
-        ));
-    }
-    None
-}
-
-/// Fails (exit 9, or 125 for probe) when this machine's rustc/bindgen
-/// cannot build the Rust of the kernel tree at `tree`.
-pub fn check_toolchain(tree: &Path) -> Result<()> {
-    let Ok(script) = std::fs::read_to_string(tree.join("scripts/min-tool-version.sh")) else {
-        return Ok(());
-    };
-    let rustc =
-        crate::support::provision::version_output(Path::new(crate::support::provision::RUSTC));
-    let bindgen =
-        crate::support::provision::version_output(&crate::support::provision::bindgen_path());
-    match toolchain_mismatch(&script, &rustc, &bindgen) {
-        Some(why) => Err(fail(
-            Kind::Toolchain,
-            format!("{why}: it cannot build this tree's Rust test module"),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Checks that every option the fragments ask for is in the final
 /// `.config`; a dropped CONFIG_RUST is the toolchain's fault and says why.
 fn check_survived(
@@ -218,6 +138,71 @@ fn check_clean_tree(tree: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a tree file shapes the `.config` (beside the fragments and the
+/// toolchain): the Kconfig files, the kconfig tool, the configs the targets
+/// read (tiny.config), the scripts that probe the toolchain, the top
+/// Makefile (the version).
+fn shapes_config(rel: &Path) -> bool {
+    let name = rel.file_name().unwrap_or_default().to_string_lossy();
+    let top_script = rel.starts_with("scripts") && rel.components().count() == 2;
+    name.starts_with("Kconfig")
+        || rel.starts_with("scripts/kconfig")
+        || (top_script && name.ends_with(".sh"))
+        || rel == Path::new("Makefile")
+        || (name.ends_with(".config") && rel.components().any(|c| c.as_os_str() == "configs"))
+}
+
+/// What a configuration is made from: the files of `tree` that shape it,
+/// the fragments and the toolchain. Variants that differ in C code only
+/// (every candidate of this bug) share one.
+pub fn config_key(tree: &Path, fragments: &[PathBuf], toolchain: &str) -> Result<String> {
+    let mut files = Vec::new();
+    crate::stages::source::walk(tree, Path::new(""), &mut |rel, _| {
+        if shapes_config(rel) {
+            files.push(rel.to_path_buf());
+        }
+    })?;
+    files.sort();
+    let mut key = Key::new("config-v1");
+    key.add(toolchain);
+    for fragment in fragments {
+        key.add_file(fragment)?;
+    }
+    for rel in files {
+        key.add(rel.as_os_str().as_encoded_bytes());
+        key.add(std::fs::read(tree.join(&rel)).unwrap_or_default());
+    }
+    Ok(key.hex())
+}
+
+/// Configures `build_dir` once per configuration input: a `.config` made
+/// from the same inputs (`config_key`) is copied instead. Returns whether
+/// it was.
+pub fn configure_once(
+    kbuild: &Kbuild,
+    tree: &Path,
+    build_dir: &Path,
+    fragments: &[PathBuf],
+    log: &Path,
+) -> Result<bool> {
+    let toolchain = kbuild.toolchain().id(kbuild.cache_root());
+    let key = config_key(tree, fragments, &toolchain)?;
+    let dest = kbuild.cache_root().join("configs").join(&key);
+    let _lock = lock_entry(&dest)?;
+    let saved = dest.join("config");
+    if saved.is_file() {
+        check_clean_tree(tree)?;
+        std::fs::copy(&saved, build_dir.join(".config"))
+            .with_context(|| format!("cannot copy {}", saved.display()))?;
+        return Ok(true);
+    }
+    configure(kbuild, tree, build_dir, fragments, log)?;
+    let staged = Staged::new(&dest)?;
+    std::fs::copy(build_dir.join(".config"), staged.path().join("config"))?;
+    staged.publish(&dest)?;
+    Ok(false)
+}
+
 /// Configures `build_dir` for `tree` and checks the result.
 pub fn configure(
     kbuild: &Kbuild,
@@ -262,52 +247,33 @@ pub fn configure(
 mod tests {
     use super::*;
 
-    const MIN_TOOLS_6_1: &str =
-        "case \"$1\" in\nrustc)\n\techo 1.62.0\n\t;;\nbindgen)\n\techo 0.56.0\n\t;;\nesac\n";
-    const MIN_TOOLS_6_12: &str = "rustc)\n\techo 1.78.0\n\t;;\nbindgen)\n\techo 0.65.1\n\t;;\n";
-
     #[test]
-    fn reads_min_tool_versions() {
-        assert_eq!(
-            min_tool_version(MIN_TOOLS_6_1, "rustc").as_deref(),
-            Some("1.62.0")
-        );
-        assert_eq!(
-            min_tool_version(MIN_TOOLS_6_12, "bindgen").as_deref(),
-            Some("0.65.1")
-        );
-        assert_eq!(
-            version_triple("rustc 1.96.0 (ac68faa20 2026-05-25)"),
-            Some((1, 96, 0))
-        );
-        assert_eq!(version_triple("bindgen 0.69.5"), Some((0, 69, 5)));
-    }
-
-    #[test]
-    fn pinned_and_too_old_toolchains_are_named() {
-        let why = toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.96.0 (x)", "bindgen 0.69.5").unwrap();
-        assert!(
-            why.contains("pinned to rustc 1.62.0") && why.contains("has rustc 1.96.0"),
-            "{why}"
-        );
-        assert_eq!(
-            toolchain_mismatch(MIN_TOOLS_6_1, "rustc 1.62.0", "bindgen 0.56.0"),
-            None
-        );
-        assert_eq!(
-            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.69.5"),
-            None
-        );
-        assert!(
-            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.70.0", "bindgen 0.69.5")
-                .unwrap()
-                .contains("needs rustc ≥ 1.78.0")
-        );
-        assert!(
-            toolchain_mismatch(MIN_TOOLS_6_12, "rustc 1.96.0", "bindgen 0.60.0")
-                .unwrap()
-                .contains("bindgen ≥ 0.65.1")
-        );
+    fn variants_that_differ_in_c_only_share_a_configuration() {
+        let dir = crate::support::cache::scratch("config-key");
+        let tree = |name: &str, kconfig: &str, c: &str| {
+            let root = dir.join(name);
+            std::fs::create_dir_all(root.join("mm")).unwrap();
+            std::fs::create_dir_all(root.join("scripts/kconfig")).unwrap();
+            std::fs::write(root.join("Makefile"), "VERSION = 6\n").unwrap();
+            std::fs::write(root.join("mm/Kconfig"), kconfig).unwrap();
+            std::fs::write(root.join("mm/memory.c"), c).unwrap();
+            std::fs::write(root.join("scripts/kconfig/conf.c"), "conf").unwrap();
+            root
+        };
+        let fragment = dir.join("f.config");
+        std::fs::write(&fragment, "CONFIG_RUST=y\n").unwrap();
+        let frags = [fragment.clone()];
+        let key = |root: &Path, toolchain: &str| config_key(root, &frags, toolchain).unwrap();
+        let base = tree("a", "config MMU\n", "int a;");
+        let c_edit = tree("b", "config MMU\n", "int b;");
+        let kconfig_edit = tree("c", "config MMU\n\tdef_bool y\n", "int a;");
+        assert_eq!(key(&base, "t"), key(&c_edit, "t"));
+        assert_ne!(key(&base, "t"), key(&kconfig_edit, "t"));
+        assert_ne!(key(&base, "t"), key(&base, "another toolchain"));
+        let before = key(&base, "t");
+        std::fs::write(&fragment, "CONFIG_RUST=n\n").unwrap();
+        assert_ne!(before, key(&base, "t"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,33 +1,56 @@
-//! How a run invokes the kernel's `make`: the verified toolchain (clang/lld
-//! 19, Debian's rustc, bindgen-cli), reproducible build metadata, and ccache
+//! How a run invokes the kernel's `make`: the tree's toolchain (see
+//! toolchain.rs), reproducible build metadata, and ccache
 //! with its remote storage and distcc workers. A `Kbuild` value carries all
 //! of it to every stage that runs make (configure, build, the bench's raw
 //! make); nothing is set in the harness's own environment.
 
 pub use crate::model::CcacheStats;
+use crate::stages::toolchain::Toolchain;
 use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
-use crate::support::provision::{bindgen_path, LIBCLANG_DIR, LLVM_SUFFIX, RUSTC};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 /// The compiler and environment every `make` of this run gets.
 #[derive(Clone, Debug)]
 pub struct Kbuild {
-    /// `CC=`: clang, or the ccache wrapper followed by clang.
-    compiler: String,
+    /// The ccache wrapper `CC=` starts with (None: clang alone).
+    wrapper: Option<PathBuf>,
     /// ccache's (and distcc's) settings, for make and for `ccache --print-stats`.
     env: Vec<(String, String)>,
+    toolchain: Toolchain,
+    /// Where an unpacked toolchain lives.
+    cache_root: PathBuf,
 }
 
 impl Kbuild {
     /// clang without ccache (the bench's raw make).
     pub fn plain() -> Self {
         Kbuild {
-            compiler: format!("clang{LLVM_SUFFIX}"),
+            wrapper: None,
             env: Vec::new(),
+            toolchain: Toolchain::RustcWeb,
+            cache_root: PathBuf::new(),
         }
+    }
+
+    /// The same, for a tree that takes another toolchain.
+    pub fn with_toolchain(&self, toolchain: Toolchain) -> Self {
+        Kbuild {
+            toolchain,
+            ..self.clone()
+        }
+    }
+
+    pub fn toolchain(&self) -> Toolchain {
+        self.toolchain
+    }
+
+    /// The cache the builds live in (for entries beside them, such as the
+    /// configurations).
+    pub fn cache_root(&self) -> &Path {
+        &self.cache_root
     }
 
     /// The kernel's C through ccache in `cache` (and the remote storage and
@@ -72,26 +95,38 @@ impl Kbuild {
             env.push(("DISTCC_HOSTS".into(), hosts.clone()));
         }
         Ok(Kbuild {
-            compiler: format!("{} clang{LLVM_SUFFIX}", wrapper.display()),
+            wrapper: Some(wrapper),
             env,
+            toolchain: Toolchain::RustcWeb,
+            cache_root: cache.root.clone(),
         })
     }
 
-    /// `make` for `tree` with output in `out`, using the verified
-    /// toolchain: clang/lld 19 (LLVM=-19), Debian's rustc and bindgen-cli.
+    /// `make` for `tree` with output in `out`, using the toolchain: clang,
+    /// lld and LLVM of its version (`LLVM=-19`), its rustc and bindgen.
     pub fn make(&self, tree: &Path, out: &Path) -> Command {
+        let tc = self.toolchain;
+        let clang = format!("clang{}", tc.llvm_suffix());
+        let compiler = match &self.wrapper {
+            Some(wrapper) => format!("{} {clang}", wrapper.display()),
+            None => clang,
+        };
+        let rustc = tc.rustc(&self.cache_root);
         let mut cmd = Command::new("make")
             .arg("-C")
             .arg(tree)
             .arg(format!("O={}", out.display()))
-            .arg(format!("LLVM={LLVM_SUFFIX}"))
+            .arg(format!("LLVM={}", tc.llvm_suffix()))
             // ccache for the kernel's C only: HOSTCC doubles as the host Rust
             // linker, which cannot take a wrapper command.
-            .arg(format!("CC={}", self.compiler))
-            .arg(format!("RUSTC={RUSTC}"))
-            .arg(format!("HOSTRUSTC={RUSTC}"))
-            .arg(format!("BINDGEN={}", bindgen_path().display()))
-            .env("LIBCLANG_PATH", LIBCLANG_DIR)
+            .arg(format!("CC={compiler}"))
+            .arg(format!("RUSTC={}", rustc.display()))
+            .arg(format!("HOSTRUSTC={}", rustc.display()))
+            .arg(format!(
+                "BINDGEN={}",
+                tc.bindgen(&self.cache_root).display()
+            ))
+            .env("LIBCLANG_PATH", tc.libclang_dir(&self.cache_root))
             // Fixed build metadata: identical sources give identical objects, so
             // ccache hits across variants and runs.
             .env("KBUILD_BUILD_TIMESTAMP", "2023-05-01")

@@ -127,9 +127,40 @@ impl<'de> Deserialize<'de> for Pte {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeResult {
     pub path: ProbePath,
+    /// The mode requested; for `pat_index` rows, the mode of `entry` in the
+    /// layout the kernel decodes.
     pub requested: CacheMode,
+    /// `pat_index` rows: the PAT entry (0..7) requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<u8>,
     #[serde(flatten)]
     pub outcome: Outcome,
+}
+
+/// Which row of its path a result is: a cache mode, or (`pat_index`) a
+/// PAT entry. Shown after the path: `mprotect.WT`, `pat_index.6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowKey {
+    Mode(CacheMode),
+    Entry(u8),
+}
+
+impl std::fmt::Display for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowKey::Mode(mode) => f.pad(mode.name()),
+            RowKey::Entry(entry) => f.pad(&entry.to_string()),
+        }
+    }
+}
+
+/// The rows a path has: one per mode, or one per PAT entry.
+pub fn row_keys(path: ProbePath) -> Vec<RowKey> {
+    if path.rows_by_pat_entry() {
+        (0..8).map(RowKey::Entry).collect()
+    } else {
+        CacheMode::ALL.iter().map(|&m| RowKey::Mode(m)).collect()
+    }
 }
 
 /// What the module found for one row.
@@ -142,6 +173,9 @@ pub enum Outcome {
         observed: CacheMode,
         pte_before: Pte,
         pte_after: Pte,
+        /// `pat_index` rows: the PAT entry the bits select after.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry_after: Option<u8>,
     },
     /// KTAP `# SKIP`: the path cannot run here (neither kept nor lost).
     Skipped { reason: String },
@@ -156,14 +190,46 @@ impl ModeResult {
         }
     }
 
-    /// Measured, and the mode survived.
-    pub fn kept(&self) -> bool {
-        self.observed() == Some(self.requested)
+    /// Which row of its path this is.
+    pub fn key(&self) -> RowKey {
+        self.entry
+            .map_or(RowKey::Mode(self.requested), RowKey::Entry)
     }
 
-    /// Measured, and the mode did not survive.
+    /// For people: "WT", or "6 UC" (a PAT entry and its mode).
+    pub fn label(&self) -> String {
+        match self.entry {
+            Some(entry) => format!("{entry} {}", self.requested),
+            None => self.requested.to_string(),
+        }
+    }
+
+    /// What the row ended as: "UC", or for `pat_index` "UC- (entry 2)";
+    /// None when skipped.
+    pub fn after(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Measured {
+                observed,
+                entry_after: Some(entry),
+                ..
+            } => Some(format!("{observed} (entry {entry})")),
+            Outcome::Measured { observed, .. } => Some(observed.to_string()),
+            Outcome::Skipped { .. } => None,
+        }
+    }
+
+    /// Measured, and the mode (and for `pat_index`, the entry) survived.
+    pub fn kept(&self) -> bool {
+        let entry_kept = match &self.outcome {
+            Outcome::Measured { entry_after, .. } => *entry_after == self.entry,
+            Outcome::Skipped { .. } => false,
+        };
+        self.observed() == Some(self.requested) && entry_kept
+    }
+
+    /// Measured, and the mode (or the entry) did not survive.
     pub fn lost(&self) -> bool {
-        self.observed().is_some_and(|o| o != self.requested)
+        self.observed().is_some() && !self.kept()
     }
 
     /// Why the row was skipped, if it was.
@@ -221,10 +287,20 @@ fn key_values(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split_whitespace().filter_map(|kv| kv.split_once('='))
 }
 
-/// Whether a row may be a `# SKIP` in `env`, and why: the rows whose
-/// request the kernel (or Xen) cannot represent there. Any other skip is a
-/// report that leaves out what it should measure.
-pub fn declared_skip(path: ProbePath, mode: CacheMode, env: Env) -> Option<&'static str> {
+/// Whether a row may be a `# SKIP` in `env` under the PAT `layout` the
+/// kernel reports, and why: the rows whose request the kernel (or Xen)
+/// cannot represent there — a mode no PAT entry holds (the PAT left at its
+/// power-on value), device memory of a type the platform refuses. Any other
+/// skip is a report that leaves out what it should measure.
+pub fn declared_skip(
+    path: ProbePath,
+    mode: CacheMode,
+    env: Env,
+    layout: &[CacheMode],
+) -> Option<&'static str> {
+    if !path.rows_by_pat_entry() && !layout.contains(&mode) {
+        return Some("no PAT entry of this kernel's layout holds the mode");
+    }
     match (path, mode, env) {
         (ProbePath::PmdModifyIoremapEncoding, _, Env::Xen) => Some("Xen PV has no 2 MiB pages"),
         (ProbePath::DevmemFault | ProbePath::DevmemMprotect, CacheMode::Wb, _) => {
@@ -244,12 +320,12 @@ pub fn declared_skip(path: ProbePath, mode: CacheMode, env: Env) -> Option<&'sta
 pub fn check_rows(report: &Report, env: Env) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     for r in &report.results {
-        let name = format!("{}.{}", r.path, r.requested);
-        if !seen.insert((r.path, r.requested)) {
+        let name = format!("{}.{}", r.path, r.key());
+        if !seen.insert((r.path, r.key())) {
             return Err(format!("row {name} appears twice"));
         }
         if let Some(reason) = r.skip_reason() {
-            if declared_skip(r.path, r.requested, env).is_none() {
+            if declared_skip(r.path, r.requested, env, &report.pat_layout).is_none() {
                 return Err(format!(
                     "undeclared skip: {name} ({reason:?}) may not be skipped under {env}"
                 ));
@@ -257,9 +333,9 @@ pub fn check_rows(report: &Report, env: Env) -> Result<(), String> {
         }
     }
     for &path in ProbePath::ALL {
-        for &mode in CacheMode::ALL {
-            if !seen.contains(&(path, mode)) {
-                return Err(format!("row {path}.{mode} is missing"));
+        for key in row_keys(path) {
+            if !seen.contains(&(path, key)) {
+                return Err(format!("row {path}.{key} is missing"));
             }
         }
     }
@@ -374,11 +450,11 @@ impl Reading {
             Some((name, directive)) => (name.trim(), Some(directive.trim())),
             None => (name.trim(), None),
         };
-        let (path, mode) = name
+        let (path, row) = name
             .rsplit_once('.')
             .ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;
         let path: ProbePath = path.parse().map_err(|e| format!("{name}: {e}"))?;
-        let requested: CacheMode = mode.parse().map_err(|e| format!("{name}: {e}"))?;
+        let (requested, entry) = self.row_of(name, path, row)?;
         if let Some(reason) = directive.and_then(|d| d.strip_prefix("SKIP")) {
             if !ok {
                 return Err(format!("bad SKIP line {line:?}"));
@@ -387,13 +463,15 @@ impl Reading {
             return Ok(ModeResult {
                 path,
                 requested,
+                entry,
                 outcome: Outcome::Skipped { reason },
             });
         }
-        let outcome = self.measured(name, requested)?;
+        let outcome = self.measured(name, requested, entry)?;
         let result = ModeResult {
             path,
             requested,
+            entry,
             outcome,
         };
         if result.kept() != ok {
@@ -406,8 +484,32 @@ impl Reading {
         Ok(result)
     }
 
-    /// The measurement a diagnostic line gives for test `name`.
-    fn measured(&self, name: &str, requested: CacheMode) -> Result<Outcome, String> {
+    /// The mode a row requests and, for `pat_index`, its entry: the name's
+    /// tail is the mode, or the entry (whose mode the diagnostic line says).
+    fn row_of(
+        &self,
+        name: &str,
+        path: ProbePath,
+        row: &str,
+    ) -> Result<(CacheMode, Option<u8>), String> {
+        if !path.rows_by_pat_entry() {
+            let mode = row.parse().map_err(|e| format!("{name}: {e}"))?;
+            return Ok((mode, None));
+        }
+        let entry = row
+            .parse::<u8>()
+            .ok()
+            .filter(|e| *e < 8)
+            .ok_or_else(|| format!("{name}: {row:?} is not a PAT entry 0..7"))?;
+        let mode = self
+            .diagnostic(name, "requested")?
+            .parse()
+            .map_err(|e| format!("{name}: requested: {e}"))?;
+        Ok((mode, Some(entry)))
+    }
+
+    /// The value of `key` in the diagnostic line of test `name`.
+    fn diagnostic(&self, name: &str, key: &str) -> Result<&str, String> {
         let kvs = self
             .diagnostics
             .iter()
@@ -415,12 +517,20 @@ impl Reading {
             .find(|(n, _)| n == name)
             .map(|(_, kvs)| kvs)
             .ok_or_else(|| format!("no diagnostic line for {name}"))?;
-        let get = |key: &str| {
-            kvs.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| format!("{name}: no {key}="))
-        };
+        kvs.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("{name}: no {key}="))
+    }
+
+    /// The measurement a diagnostic line gives for test `name`.
+    fn measured(
+        &self,
+        name: &str,
+        requested: CacheMode,
+        entry: Option<u8>,
+    ) -> Result<Outcome, String> {
+        let get = |key: &str| self.diagnostic(name, key);
         if get("observed")? == "none" {
             return Err(format!(
                 "{name} was not measured (the guest's /init did not exercise that path)"
@@ -435,12 +545,23 @@ impl Reading {
         let field = |key: &str| -> Result<Pte, String> {
             get(key)?.parse().map_err(|e| format!("{name}: {key}: {e}"))
         };
+        let entry_after = match entry {
+            Some(_) => Some(
+                get("entry_after")?
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|e| *e < 8)
+                    .ok_or_else(|| format!("{name}: entry_after is not a PAT entry"))?,
+            ),
+            None => None,
+        };
         Ok(Outcome::Measured {
             observed: get("observed")?
                 .parse()
                 .map_err(|e| format!("{name}: observed: {e}"))?,
             pte_before: field("pte_before")?,
             pte_after: field("pte_after")?,
+            entry_after,
         })
     }
 }
@@ -513,19 +634,26 @@ pub mod tests {
     /// A report with every declared row: all kept, skips where declared.
     fn full_report(env: Env) -> Report {
         let mut results = Vec::new();
+        let layout = crate::stages::qemu::LINUX_PAT_LAYOUT;
         for &path in ProbePath::ALL {
-            for &requested in CacheMode::ALL {
-                let outcome = match declared_skip(path, requested, env) {
+            for key in row_keys(path) {
+                let (requested, entry) = match key {
+                    RowKey::Mode(mode) => (mode, None),
+                    RowKey::Entry(e) => (layout[e as usize], Some(e)),
+                };
+                let outcome = match declared_skip(path, requested, env, &layout) {
                     Some(why) => Outcome::Skipped { reason: why.into() },
                     None => Outcome::Measured {
                         observed: requested,
                         pte_before: Pte(0),
                         pte_after: Pte(0),
+                        entry_after: entry,
                     },
                 };
                 results.push(ModeResult {
                     path,
                     requested,
+                    entry,
                     outcome,
                 });
             }
@@ -562,6 +690,22 @@ pub mod tests {
         // What Xen may skip, native may not.
         let why = check_rows(&full_report(Env::Xen), Env::Native).unwrap_err();
         assert!(why.contains("undeclared skip"), "{why}");
+        // A mode no PAT entry holds (the power-on layout: no WC, no WP) is
+        // not representable: its rows may skip, the others may not.
+        let mut power_on = full_report(Env::Native);
+        power_on.pat_layout = pat_layout_of_msr(0x0007040600070406).unwrap().to_vec();
+        for r in power_on.results.iter_mut() {
+            if matches!(r.requested, CacheMode::Wc | CacheMode::Wp) && r.entry.is_none() {
+                r.outcome = Outcome::Skipped {
+                    reason: "not representable".into(),
+                };
+            }
+        }
+        assert_eq!(check_rows(&power_on, Env::Native), Ok(()));
+        power_on.results[4].outcome = Outcome::Skipped {
+            reason: "WT is in the layout".into(),
+        };
+        assert!(check_rows(&power_on, Env::Native).is_err());
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod ktap;
 pub mod patch;
 pub mod qemu;
 pub mod source;
+pub mod toolchain;
 pub mod variant;

@@ -127,6 +127,7 @@ pub fn load(file: &Path, series_dir: &Path) -> Result<PatchSet> {
         });
     }
     let dir = series_dir.join(crate::support::cache::sha256_hex(text.as_bytes()));
+    let _lock = crate::support::cache::lock_entry(&dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut parts = Vec::new();
     for (index, mail) in mails.iter().enumerate() {

@@ -79,6 +79,18 @@ fn native_args(boot: &Boot) -> Vec<String> {
 /// kernel but not Xen's multiboot image, so native boots only.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
+/// The firmware for a native boot of Linux `version`: qboot when QEMU ships
+/// it, except for kernels before 6.2, which program the PAT only when the
+/// firmware enabled the MTRRs (6.1's mtrr_bp_init(): "MTRRs disabled,
+/// skipping PAT initialization too") — qboot leaves them off, SeaBIOS (QEMU's
+/// default, `None`) sets them up as a PC's firmware does.
+pub fn native_firmware(version: &str) -> Option<&'static Path> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let needs_mtrrs = (major, minor) < (6, 2);
+    Some(Path::new(QBOOT)).filter(|rom| !needs_mtrrs && rom.exists())
+}
+
 fn xen_args(boot: &Boot, xen: &Path) -> Vec<String> {
     // QEMU's multiboot loader takes dom0's kernel and initrd as modules, each
     // "path cmdline", separated by commas.
@@ -299,6 +311,15 @@ pub fn check_env(env: Env, console: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernels_before_6_2_boot_with_firmware_that_enables_the_mtrrs() {
+        assert_eq!(native_firmware("6.1.192"), None);
+        assert_eq!(native_firmware("5.15"), None);
+        let qboot = Path::new(QBOOT).exists().then_some(Path::new(QBOOT));
+        assert_eq!(native_firmware("6.12.117"), qboot);
+        assert_eq!(native_firmware("6.2"), qboot);
+    }
 
     #[test]
     fn xen_environment_checks() {

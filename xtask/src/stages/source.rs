@@ -2,7 +2,7 @@
 //! cache, a user's tree (read, never written), or a git revision of it
 //! exported into the cache with `git archive`.
 
-use crate::support::cache::{Cache, Key, Staged};
+use crate::support::cache::{lock_entry, Cache, Key, Staged};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
@@ -92,6 +92,7 @@ fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
         .to_string_lossy()
         .replace(".tar.xz", "");
     let dest = cache.dir("src")?.join(format!("{stem}-{key}"));
+    let _lock = lock_entry(&dest)?;
     if !dest.exists() {
         let staged = Staged::new(&dest)?;
         let tmp = staged.path();
@@ -144,11 +145,56 @@ fn user_tree(tree: &Path) -> Result<Source> {
                 .map(|r| format!(", HEAD {r}"))
                 .unwrap_or_default()
         ),
-        id: format!("tree:{}", fingerprint(&tree)?),
+        id: match clean_git_content(&tree) {
+            Some(content) => format!("git-tree:{content}"),
+            None => format!("tree:{}", fingerprint(&tree)?),
+        },
         root: tree,
         version,
         git_rev,
     })
+}
+
+/// The tree object of commit `sha`: what the commit contains.
+fn git_tree_of(tree: &Path, sha: &str) -> Result<String> {
+    let (ok, out) = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["rev-parse", &format!("{sha}^{{tree}}")])
+        .output_quiet()?;
+    anyhow::ensure!(
+        ok,
+        "git cannot read the tree of {sha} in {}",
+        tree.display()
+    );
+    Ok(out.trim().to_string())
+}
+
+/// A work tree's content as git's tree object of HEAD, when it is a git
+/// checkout with nothing modified or untracked (`git bisect run` steps):
+/// the same identity a `--rev` of that content gets.
+fn clean_git_content(tree: &Path) -> Option<String> {
+    // The tree must be the repository's top: inside another repository,
+    // HEAD's tree would be that repository's.
+    let (ok, top) = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["rev-parse", "--show-toplevel"])
+        .output_quiet()
+        .ok()?;
+    if !ok || Path::new(top.trim()) != tree {
+        return None;
+    }
+    let (ok, status) = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["status", "--porcelain", "--untracked-files=normal"])
+        .output_quiet()
+        .ok()?;
+    if !ok || !status.trim().is_empty() {
+        return None;
+    }
+    git_tree_of(tree, "HEAD").ok()
 }
 
 pub fn git_head(tree: &Path) -> Option<String> {
@@ -242,7 +288,12 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
         ));
     }
     let sha = resolve_rev(tree, rev)?;
-    let dest = cache.dir("src")?.join(format!("git-{sha}"));
+    // Keyed by the content (the commit's tree), not the commit: a commit
+    // whose content was built before (a bisect step, a revert that restores
+    // the parent) reuses that kernel without a make.
+    let content = git_tree_of(tree, &sha)?;
+    let dest = cache.dir("src")?.join(format!("git-tree-{content}"));
+    let _lock = lock_entry(&dest)?;
     if !dest.exists() {
         let staged = Staged::new(&dest)?;
         let tmp = staged.path();
@@ -263,7 +314,7 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
     Ok(Source {
         describe: format!("{} at {rev} ({sha:.12}, Linux {version})", tree.display()),
         root: dest,
-        id: format!("git:{sha}"),
+        id: format!("git-tree:{content}"),
         version,
         git_rev: Some(sha),
     })
@@ -272,6 +323,41 @@ fn git_revision(cache: &Cache, tree: &Path, rev: &str) -> Result<Source> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commits_of_the_same_content_share_an_identity() {
+        let dir = std::env::temp_dir().join(format!("patverify-content-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "--quiet"]);
+        std::fs::write(dir.join("f"), "one").unwrap();
+        git(&["add", "f"]);
+        git(&["commit", "--quiet", "-m", "one"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        std::fs::write(dir.join("f"), "two").unwrap();
+        git(&["commit", "--quiet", "-am", "two"]);
+        git(&["revert", "--no-edit", "HEAD"]);
+        let reverted = git(&["rev-parse", "HEAD"]);
+        assert_ne!(first, reverted);
+        let content = git_tree_of(&dir, &first).unwrap();
+        assert_eq!(content, git_tree_of(&dir, &reverted).unwrap());
+        // A clean checkout is its commit's content; a modified one is not.
+        assert_eq!(clean_git_content(&dir), Some(content));
+        std::fs::write(dir.join("f"), "edited").unwrap();
+        assert_eq!(clean_git_content(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_revision_that_does_not_exist_is_named() {

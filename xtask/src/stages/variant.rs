@@ -5,7 +5,7 @@
 
 use crate::stages::patch::{self, Direction};
 use crate::stages::source::{walk, Source};
-use crate::support::cache::{replace_file, temp_sibling, Cache, Key, Staged};
+use crate::support::cache::{lock_entry, replace_file, temp_sibling, Cache, Key, Staged};
 use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub fn repo_dir() -> PathBuf {
 }
 
 /// The module sources copied into drivers/patverify (Kconfig, Makefile, *.rs)
-/// and the C helper copied into rust/helpers.
+/// and the C helper copied beside the kernel crate's helpers.
 fn module_files() -> Result<Vec<PathBuf>> {
     let dir = repo_dir().join("module");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -102,6 +102,7 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     // what verify built as its candidate) reuses the tree and its build.
     let dest = cache.dir("variants")?.join(&key);
     let tree = dest.join("src");
+    let _lock = lock_entry(&dest)?;
     if !tree.join(READY).exists() {
         crate::output::emit(crate::output::Event::MakingTree {
             variant: &spec.name,
@@ -176,24 +177,57 @@ fn link_copy(from: &Path, to: &Path) -> Result<()> {
     result
 }
 
+/// How a tree's Rust support takes C helpers: the two generations the
+/// module builds against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RustLayout {
+    /// Linux 6.12: rust/helpers/*.c, included from rust/helpers/helpers.c.
+    HelpersDir,
+    /// Linux 6.1: one rust/helpers.c, and a bindings crate whose helper
+    /// bindings do not yet see the generated types.
+    HelpersFile,
+}
+
+impl RustLayout {
+    /// The layout of the tree at `tree` (version `version`), or exit 9: the
+    /// module's compat layer knows 6.1's and 6.12's `kernel` crates.
+    pub fn of(tree: &Path, version: Option<(u32, u32)>) -> Result<Self> {
+        let layout = match version {
+            Some((6, 1)) if tree.join("rust/helpers.c").is_file() => Some(RustLayout::HelpersFile),
+            Some(v) if v >= (6, 12) && tree.join("rust/helpers").is_dir() => {
+                Some(RustLayout::HelpersDir)
+            }
+            _ => None,
+        };
+        let shown = version.map_or("unknown".into(), |(a, b)| format!("{a}.{b}"));
+        layout.ok_or_else(|| {
+            fail(
+                Kind::Toolchain,
+                format!("this tree (Linux {shown}) cannot take the Rust test module: it builds against the kernel crate of Linux 6.1 and of 6.12 or later"),
+            )
+        })
+    }
+}
+
+/// "6.1.192" → (6, 1).
+fn major_minor(makefile: &str) -> Option<(u32, u32)> {
+    let version = crate::stages::source::kernel_version(makefile)?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
 /// Adds drivers/patverify and the bindings/helpers the module needs.
 fn hook_module(tree: &Path) -> Result<()> {
-    if !tree.join("rust/helpers").is_dir()
-        || !tree.join("rust/bindings/bindings_helper.h").is_file()
-    {
-        return Err(fail(
-            Kind::Toolchain,
-            "this tree cannot take the Rust test module: no rust/helpers/ or rust/bindings/bindings_helper.h (its Rust support predates the layout this module needs, as in Linux 6.12)",
-        ));
-    }
+    let makefile = std::fs::read_to_string(tree.join("Makefile")).unwrap_or_default();
+    let layout = RustLayout::of(tree, major_minor(&makefile))?;
     let driver = tree.join("drivers/patverify");
     std::fs::create_dir_all(&driver)?;
     for file in module_files()? {
         let name = file.file_name().unwrap_or_default();
-        let dest = if name == "helpers.c" {
-            tree.join("rust/helpers/patverify.c")
-        } else {
-            driver.join(name)
+        let dest = match (name == "helpers.c", layout) {
+            (true, RustLayout::HelpersDir) => tree.join("rust/helpers/patverify.c"),
+            (true, RustLayout::HelpersFile) => tree.join("rust/patverify_helpers.c"),
+            (false, _) => driver.join(name),
         };
         replace_file(&dest, std::fs::read(&file)?)?;
     }
@@ -210,10 +244,28 @@ fn hook_module(tree: &Path) -> Result<()> {
             "#include <linux/debugfs.h>\n#include <linux/mm.h>\n#include <asm/memtype.h>\n",
         )
     })?;
-    edit(tree, "rust/helpers/helpers.c", |text| {
-        insert_after_last(text, "#include \"", "#include \"patverify.c\"\n")
-    })?;
-    Ok(())
+    match layout {
+        RustLayout::HelpersDir => edit(tree, "rust/helpers/helpers.c", |text| {
+            insert_after_last(text, "#include \"", "#include \"patverify.c\"\n")
+        }),
+        RustLayout::HelpersFile => {
+            edit(tree, "rust/helpers.c", |text| {
+                Some(format!("{text}\n#include \"patverify_helpers.c\"\n"))
+            })?;
+            // 6.1's helper bindings use no kernel types; ours do (6.12 has
+            // this very import).
+            edit(tree, "rust/bindings/lib.rs", |text| {
+                let marker = "    // Import the generated bindings for types.\n";
+                text.contains(marker).then(|| {
+                    text.replacen(
+                        marker,
+                        &format!("{marker}    use super::bindings_raw::*; // patverify\n"),
+                        1,
+                    )
+                })
+            })
+        }
+    }
 }
 
 /// Changes one file of the tree, once: a tree that already has the hook
@@ -273,6 +325,29 @@ mod tests {
             "/* c */\n#include \"a.c\"\n#include \"b.c\"\n#include \"p.c\"\n"
         );
         assert_eq!(insert_before_last("no marker", "endmenu", "x"), None);
+    }
+
+    #[test]
+    fn the_module_takes_6_1_and_6_12_layouts_and_names_other_trees() {
+        let dir = std::env::temp_dir().join(format!("patverify-layout-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rust/helpers")).unwrap();
+        std::fs::write(dir.join("rust/helpers.c"), "").unwrap();
+        assert_eq!(
+            RustLayout::of(&dir, Some((6, 1))).unwrap(),
+            RustLayout::HelpersFile
+        );
+        assert_eq!(
+            RustLayout::of(&dir, Some((6, 12))).unwrap(),
+            RustLayout::HelpersDir
+        );
+        let err = RustLayout::of(&dir, Some((6, 6))).unwrap_err();
+        assert_eq!(crate::support::failure::exit_code_of(&err), 9);
+        assert!(err.to_string().contains("Linux 6.6"), "{err}");
+        assert_eq!(
+            major_minor("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\n"),
+            Some((6, 1))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

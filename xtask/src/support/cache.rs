@@ -1,7 +1,10 @@
 //! The one cache directory: unpacked sources, variant trees, build outputs,
-//! downloads and per-run results, guarded by a lock against concurrent runs.
-//! Entries are written under a temporary name and renamed into place, so an
-//! interrupted run never leaves an entry a later run would trust.
+//! downloads and per-run results. Each entry is made under its own lock
+//! (`lock_entry`), so runs that need different entries proceed side by side
+//! and two that need the same one make it once; the whole cache is locked
+//! only by `clean` (runs hold it shared). Entries are written under a
+//! temporary name and renamed into place, so an interrupted run never leaves
+//! an entry a later run would trust.
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -27,9 +30,18 @@ pub fn default_root() -> PathBuf {
 }
 
 impl Cache {
-    /// Opens (creating) the cache and takes its lock, waiting for another
-    /// run that holds it.
+    /// Opens (creating) the cache for a run: shared with other runs (each
+    /// entry has its own lock), waiting only while `clean` holds it.
     pub fn open(root: &Path) -> Result<Cache> {
+        Self::open_locked(root, false)
+    }
+
+    /// Opens the cache alone (`clean`): waits until no run uses it.
+    pub fn open_exclusive(root: &Path) -> Result<Cache> {
+        Self::open_locked(root, true)
+    }
+
+    fn open_locked(root: &Path, exclusive: bool) -> Result<Cache> {
         fs::create_dir_all(root).map_err(|e| {
             crate::support::failure::fail(
                 crate::support::failure::Kind::Setup,
@@ -52,23 +64,23 @@ impl Cache {
                     format!("cannot write to cache directory {}: {e}", root.display()),
                 )
             })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+        let waiting = || {
+            if exclusive {
+                format!("waiting for the patverify runs using {}", root.display())
+            } else {
                 let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                crate::output::progress(&format!(
-                    "waiting for another patverify run (pid {}) that holds {}",
+                format!(
+                    "waiting for another patverify run (pid {}, `clean`) that holds {}",
                     holder.trim(),
                     lock_path.display()
-                ));
-                lock.lock().context("cannot lock the cache")?;
+                )
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow::Error::from(e).context("cannot lock the cache"))
-            }
+        };
+        lock_waiting(&lock, exclusive, waiting).context("cannot lock the cache")?;
+        if exclusive {
+            lock.set_len(0)?;
+            write!(lock, "{}", std::process::id())?;
         }
-        lock.set_len(0)?;
-        write!(lock, "{}", std::process::id())?;
         Ok(Cache {
             root: root.to_path_buf(),
             _lock: lock,
@@ -79,6 +91,70 @@ impl Cache {
         let path = self.root.join(rel);
         fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(path)
+    }
+}
+
+/// The lock of one cache entry, held while a run checks whether the entry
+/// is there and makes it: a second run that needs the same entry waits,
+/// then finds it made. Released on drop (or when the process dies).
+pub struct EntryLock {
+    _file: File,
+}
+
+/// Locks the entry `dest` (through `.NAME.lock` beside it), waiting, with a
+/// progress line, while another run makes it.
+pub fn lock_entry(dest: &Path) -> Result<EntryLock> {
+    let name = dest
+        .file_name()
+        .context("cache entry has no name")?
+        .to_string_lossy();
+    let path = dest.with_file_name(format!(".{name}.lock"));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let waiting = || {
+        let holder = fs::read_to_string(&path).unwrap_or_default();
+        format!(
+            "waiting for another patverify run (pid {}) making {}",
+            holder.trim(),
+            dest.display()
+        )
+    };
+    lock_waiting(&file, true, waiting)
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(EntryLock { _file: file })
+}
+
+/// Locks `file` (exclusive or shared); when another process holds it, says
+/// so with `waiting()`'s line, then waits.
+fn lock_waiting(file: &File, exclusive: bool, waiting: impl FnOnce() -> String) -> Result<()> {
+    let tried = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match tried {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            crate::output::progress(&waiting());
+            let locked = if exclusive {
+                file.lock()
+            } else {
+                file.lock_shared()
+            };
+            Ok(locked?)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }
 
@@ -273,13 +349,49 @@ mod tests {
     }
 
     #[test]
-    fn second_open_waits_for_the_first() {
+    fn runs_share_the_cache_and_make_an_entry_once() {
+        let dir = scratch("entry-lock");
+        let _a = Cache::open(&dir).unwrap();
+        let _b = Cache::open(&dir).unwrap();
+        let dest = dir.join("entry");
+        let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (dest, made) = (dest.clone(), made.clone());
+                std::thread::spawn(move || {
+                    let _lock = lock_entry(&dest).unwrap();
+                    if !dest.exists() {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        let staged = Staged::new(&dest).unwrap();
+                        staged.publish(&dest).unwrap();
+                        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another entry is not held up by this one's lock.
+        let _held = lock_entry(&dest).unwrap();
+        let other = dir.join("other");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _lock = lock_entry(&other).unwrap();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("an unrelated entry waited");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clean_waits_for_the_runs() {
         let dir = scratch("lock");
         let first = Cache::open(&dir).unwrap();
         let root = dir.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let _second = Cache::open(&root).unwrap();
+            let _second = Cache::open_exclusive(&root).unwrap();
             tx.send(()).unwrap();
         });
         assert!(

@@ -22,6 +22,9 @@ pub enum Feature {
     Pipeline,
     /// `--distcc`: ccache hands its misses to distccd workers.
     Distcc,
+    /// Trees pinned to an old rustc (Linux 6.1): clang/lld 14 from Debian
+    /// (beside 19), the rustc 1.63 toolchain unpacked into the cache.
+    LegacyRust,
     /// What only the end-to-end test uses: its own servers (redis-server,
     /// distccd) on the loopback, to test `--cache-remote` and `--distcc`,
     /// and Python's venv for kcidb-io's validator.
@@ -30,12 +33,18 @@ pub enum Feature {
 
 impl Feature {
     /// Every feature (`setup --all`, `cargo xtask test`).
-    pub const ALL: [Feature; 3] = [Feature::Pipeline, Feature::Distcc, Feature::TestServers];
+    pub const ALL: [Feature; 4] = [
+        Feature::Pipeline,
+        Feature::Distcc,
+        Feature::LegacyRust,
+        Feature::TestServers,
+    ];
 
     fn describe(self) -> &'static str {
         match self {
             Feature::Pipeline => "every run",
             Feature::Distcc => "--distcc",
+            Feature::LegacyRust => "Linux 6.1 trees",
             Feature::TestServers => "cargo xtask test",
         }
     }
@@ -218,6 +227,24 @@ const REQUIREMENTS: &[Requirement] = &[
         install: Install::DistccLinks,
     },
     Requirement {
+        feature: Feature::LegacyRust,
+        what: "clang-14 (Linux 6.1: bindgen 0.60's libclang)",
+        probe: || version_of("clang-14", "--version"),
+        install: Install::Apt("clang-14"),
+    },
+    Requirement {
+        feature: Feature::LegacyRust,
+        what: "ld.lld-14",
+        probe: || version_of("ld.lld-14", "--version"),
+        install: Install::Apt("lld-14"),
+    },
+    Requirement {
+        feature: Feature::LegacyRust,
+        what: "llvm-14 tools",
+        probe: || version_of("llvm-ar-14", "--version"),
+        install: Install::Apt("llvm-14"),
+    },
+    Requirement {
         feature: Feature::TestServers,
         what: "redis-server (the remote ccache test)",
         probe: || version_of("redis-server", "--version"),
@@ -351,6 +378,17 @@ fn is_root() -> bool {
 /// the Xen hypervisor, are present: installs them as root, otherwise prints
 /// the commands and fails (exit 2).
 pub fn ensure(xen_dir: &Path, features: &[Feature]) -> Result<()> {
+    install_missing(features)?;
+    ensure_xen(xen_dir)?;
+    if features.contains(&Feature::LegacyRust) {
+        let cache_root = xen_dir.parent().unwrap_or(xen_dir);
+        ensure_legacy_rust(cache_root)?;
+    }
+    Ok(())
+}
+
+/// Installs the missing Debian packages (and bindgen-cli) of `features`.
+fn install_missing(features: &[Feature]) -> Result<()> {
     let missing = missing(features);
     if !missing.is_empty() {
         let cmds = missing.commands();
@@ -380,8 +418,79 @@ pub fn ensure(xen_dir: &Path, features: &[Feature]) -> Result<()> {
             ));
         }
     }
-    ensure_xen(xen_dir)?;
     Ok(())
+}
+
+/// Debian 12's rustc 1.63 toolchain for trees pinned to an old rustc:
+/// these packages, unpacked (not installed: `rustc` conflicts with
+/// `rustc-web`), with wrappers in `bin/` that put their libraries on the
+/// loader path. rustc finds its sysroot (and the library sources) beside
+/// itself.
+const LEGACY_RUST_PACKAGES: [&str; 7] = [
+    "rustc",
+    "libstd-rust-1.63",
+    "libstd-rust-dev",
+    "rust-src",
+    "bindgen",
+    "libclang1-14",
+    "libllvm14",
+];
+
+/// Where the rustc 1.63 toolchain is unpacked.
+pub fn legacy_rust_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("toolchains/debian-rustc-1.63")
+}
+
+/// Makes sure the rustc 1.63 toolchain (and clang 14) is there.
+pub fn ensure_legacy_rust(cache_root: &Path) -> Result<()> {
+    install_missing(&[Feature::LegacyRust])?;
+    let dir = legacy_rust_dir(cache_root);
+    let _lock = crate::support::cache::lock_entry(&dir)?;
+    if dir.join("bin/rustc").exists() {
+        return Ok(());
+    }
+    crate::output::progress("unpacking Debian's rustc 1.63 toolchain into the cache");
+    let staged = crate::support::cache::Staged::new(&dir)?;
+    let tmp = staged.path();
+    let download = Command::new("apt-get")
+        .arg("download")
+        .args(LEGACY_RUST_PACKAGES)
+        .dir(tmp);
+    if let Err(err) = download.run() {
+        return Err(fail(
+            Kind::Setup,
+            format!(
+                "cannot download {} (run `apt-get update` first?): {err:#}",
+                LEGACY_RUST_PACKAGES.join(" ")
+            ),
+        ));
+    }
+    for entry in std::fs::read_dir(tmp)? {
+        let deb = entry?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            Command::new("dpkg")
+                .arg("-x")
+                .arg(&deb)
+                .arg(tmp.join("root"))
+                .run()?;
+            std::fs::remove_file(&deb)?;
+        }
+    }
+    let root = dir.join("root/usr");
+    let libs = format!("{}/lib/x86_64-linux-gnu", root.display());
+    let bin = tmp.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for tool in ["rustc", "bindgen"] {
+        let path = bin.join(tool);
+        let script = format!(
+            "#!/bin/sh\n# Debian's {tool}, unpacked by patverify (not installed).\nLD_LIBRARY_PATH={libs} exec {}/bin/{tool} \"$@\"\n",
+            root.display()
+        );
+        std::fs::write(&path, script)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    staged.publish(&dir)
 }
 
 impl crate::flags::Setup {
@@ -406,6 +515,7 @@ pub fn xen_image(xen_dir: &Path) -> PathBuf {
 /// installing it: `apt-get download` + `dpkg -x` + gunzip.
 fn ensure_xen(xen_dir: &Path) -> Result<()> {
     let image = xen_image(xen_dir);
+    let _lock = crate::support::cache::lock_entry(xen_dir)?;
     if image.exists() {
         return Ok(());
     }
@@ -453,6 +563,36 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
     staged.publish(xen_dir)
 }
 
+/// What `doctor` says of the cache's own entries (Xen, the 6.1
+/// toolchain); false when a required one is missing.
+fn doctor_cache_entries(cache_root: &Path) -> bool {
+    let mut ok = true;
+    let xen_dir = cache_root.join("xen");
+    match std::fs::read_to_string(xen_dir.join("version")) {
+        Ok(v) if xen_image(&xen_dir).exists() => println!(
+            "  ok       {:<45} {}",
+            "Xen hypervisor (in cache)",
+            v.trim()
+        ),
+        _ => {
+            ok = false;
+            println!(
+                "  MISSING  {:<45} (cargo xtask setup)",
+                "Xen hypervisor (in cache)"
+            );
+        }
+    }
+    let legacy = legacy_rust_dir(cache_root).join("bin/rustc");
+    let label = "Debian rustc 1.63 toolchain (in cache)";
+    match version_of(legacy.to_str().unwrap_or_default(), "--version") {
+        Some(v) => println!("  ok       {label:<45} {v}"),
+        None => {
+            println!("  absent   {label:<45} (only for Linux 6.1 trees; unpacked on first use)")
+        }
+    }
+    ok
+}
+
 /// `cargo xtask doctor`: what is present, with versions, and what is missing.
 pub fn doctor(cache_root: &Path) -> Result<()> {
     let mut all_ok = true;
@@ -471,21 +611,7 @@ pub fn doctor(cache_root: &Path) -> Result<()> {
             }
         }
     }
-    let xen_dir = cache_root.join("xen");
-    match std::fs::read_to_string(xen_dir.join("version")) {
-        Ok(v) if xen_image(&xen_dir).exists() => println!(
-            "  ok       {:<45} {}",
-            "Xen hypervisor (in cache)",
-            v.trim()
-        ),
-        _ => {
-            all_ok = false;
-            println!(
-                "  MISSING  {:<45} (cargo xtask setup)",
-                "Xen hypervisor (in cache)"
-            );
-        }
-    }
+    all_ok &= doctor_cache_entries(cache_root);
     println!(
         "  kvm      {}",
         if Path::new("/dev/kvm").exists() {
