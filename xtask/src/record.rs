@@ -15,7 +15,12 @@ use std::path::Path;
 /// Version 2: typed results (`status` measured/skipped), typed timings,
 /// `not-reproduced` verdicts. Version 1 was the untyped record of the first
 /// three sessions.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The oldest version this patverify still reads: version 3 only added
+/// fields (`entry`, `entry_after`, `toolchain.name`) and the `pat_index`
+/// path, so a version 2 record reads as a version 3 one without them.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// The machine-readable record of one run.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -257,15 +262,15 @@ impl Record {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not a patverify JSON record: {e}"))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) if (u64::from(OLDEST_READABLE_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&v) => {}
             Some(v) => {
                 return Err(format!(
-                    "record of schema version {v}; this patverify reads version {SCHEMA_VERSION} (re-run the command that wrote it)"
+                    "record of schema version {v}; this patverify reads versions {OLDEST_READABLE_VERSION} to {SCHEMA_VERSION} (re-run the command that wrote it)"
                 ))
             }
             None => {
                 return Err(format!(
-                    "not a patverify JSON record (no schema_version; records before version {SCHEMA_VERSION} cannot be read)"
+                    "not a patverify JSON record (no schema_version; records before version {OLDEST_READABLE_VERSION} cannot be read)"
                 ))
             }
         }
@@ -307,7 +312,7 @@ pub mod tests {
         let record = record_with("baseline", &[("WT", "UC")]);
         let text = serde_json::to_string_pretty(&record).unwrap();
         assert_eq!(Record::parse(&text).unwrap(), record);
-        assert!(text.contains("\"schema_version\": 2"), "{text}");
+        assert!(text.contains("\"schema_version\": 3"), "{text}");
         assert!(text.contains("\"step\": \"build\""), "{text}");
         assert_eq!(
             record.seconds(&Step::Build {
@@ -324,10 +329,10 @@ pub mod tests {
         assert!(Record::parse(old)
             .unwrap_err()
             .contains("no schema_version"));
-        let newer = r#"{"schema_version": 3}"#;
+        let newer = r#"{"schema_version": 4}"#;
         assert!(Record::parse(newer)
             .unwrap_err()
-            .contains("schema version 3"));
+            .contains("schema version 4"));
         assert!(Record::parse("[1, 2")
             .unwrap_err()
             .contains("not a patverify"));

@@ -337,7 +337,13 @@ fn pat_index_rows(json: &Record, checks: &mut Checks) {
     let entries = |variant: &str, env: Env| -> Vec<(u8, bool, String)> {
         json.rows(variant, env)
             .filter(|r| r.path == ProbePath::PatIndex)
-            .map(|r| (r.entry.unwrap_or(99), r.kept(), r.after().unwrap_or_default()))
+            .map(|r| {
+                (
+                    r.entry.unwrap_or(99),
+                    r.kept(),
+                    r.after().unwrap_or_default(),
+                )
+            })
             .collect()
     };
     for env in [Env::Native, Env::Xen] {

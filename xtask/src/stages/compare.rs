@@ -1,7 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::stages::ktap::{row_keys, ModeResult, ProbePath, Report, RowKey};
+use crate::stages::ktap::{row_keys, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use serde::Serialize;
 
@@ -82,14 +82,22 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     Verdict::Pass
 }
 
+/// "WT  kept", "UC  LOST"; a PAT entry's row leads with the entry after
+/// ("2 UC- LOST": entry 6 became entry 2).
 fn cell(result: Option<&ModeResult>) -> String {
-    match result {
-        None => "(not run)".to_string(),
-        Some(r) => match r.observed() {
-            None => "skip".to_string(),
-            Some(observed) if r.kept() => format!("{observed:<3} kept"),
-            Some(observed) => format!("{observed:<3} LOST"),
-        },
+    let Some(r) = result else {
+        return "(not run)".to_string();
+    };
+    let Some(observed) = r.observed() else {
+        return "skip".to_string();
+    };
+    let status = if r.kept() { "kept" } else { "LOST" };
+    match &r.outcome {
+        Outcome::Measured {
+            entry_after: Some(entry),
+            ..
+        } => format!("{entry} {observed:<3} {status}"),
+        _ => format!("{observed:<3} {status}"),
     }
 }
 
