@@ -6,6 +6,16 @@ use xtask::flags::{Cli, Command};
 use xtask::support::{cache, failure, proc, provision};
 
 fn main() {
+    // The kernel build's rustc (`Kbuild::make`), not a command for people.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "rustc-cache") && args.len() > 2 {
+        let code =
+            xtask::support::rustc_cache::run(args[2].as_ref(), &args[3..]).unwrap_or_else(|err| {
+                eprintln!("patverify rustc-cache: {err:#}");
+                1
+            });
+        std::process::exit(code);
+    }
     let cli = Cli::try_parse().unwrap_or_else(|err| {
         // A usage error under `git bisect run` must abort the bisect, not
         // mark the revision bad (exit 2 would).

@@ -323,11 +323,13 @@ fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
         return Ok(());
     }
     let outcome = harness(&small, &strings(&["verify", "--env", "native"]));
+    // The entry's lock file may stay (it is never trusted as content).
     let leftovers: Vec<String> = std::fs::read_dir(small.join("src"))
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.ends_with(".lock"))
                 .collect()
         })
         .unwrap_or_default();
@@ -355,52 +357,32 @@ fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
     Ok(())
 }
 
-/// Debian's linux-source-6.1, whose Rust support is pinned to rustc 1.62:
-/// verify must call it a toolchain problem (exit 9), probe untestable (125).
+/// Trees no toolchain here can build: a copy of the 6.12 source whose
+/// scripts/min-tool-version.sh asks for rustc 9.0 (exit 9 naming what would
+/// fit; probe 125), and one that says it is Linux 6.6, whose `kernel` crate
+/// the module does not know (exit 9).
 fn tree_the_toolchain_cannot_build(
     cache_root: &Path,
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
-    println!("==> e2e: a tree this toolchain cannot build (linux-source-6.1)");
-    let tarball = Path::new("/usr/src/linux-source-6.1.tar.xz");
-    if !tarball.exists() {
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "linux-source-6.1",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .run()
-            .context("cannot install linux-source-6.1 for the toolchain test (needs root)")?;
-    }
-    let dir = out.join("linux-6.1");
-    std::fs::create_dir_all(&dir)?;
-    Command::new("tar")
-        .arg("-xf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(&dir)
-        .run()?;
-    let tree = dir.join("linux-source-6.1");
-    let patch = unrelated_patch(&tree, &out.join("unrelated-6.1.patch"))?;
-    let args: Vec<String> = strings(&[
-        "verify",
-        "--env",
-        "native",
-        "--kernel",
-        &tree.display().to_string(),
-        "--patch",
-        &patch.display().to_string(),
-        "--out",
-        &out.join("6.1").display().to_string(),
-    ]);
-    let (code, text) = harness(cache_root, &args)?;
+    println!("==> e2e: trees no provisioned toolchain or module can build");
+    let future = copy_of_source(cache_root, &out.join("future-rustc"))?;
+    // Replaced, not written through: the copy's files are hard links.
+    let script = future.join("scripts/min-tool-version.sh");
+    let text = std::fs::read_to_string(&script)?.replace("echo 1.78.0", "echo 9.0.0");
+    std::fs::remove_file(&script)?;
+    std::fs::write(&script, text)?;
+    let kernel = future.display().to_string();
+    let (code, text) = harness(
+        cache_root,
+        &strings(&["verify", "--env", "native", "--kernel", &kernel]),
+    )?;
     checks.check(
-        "linux 6.1: verify exits 9 naming rustc 1.62",
-        code == exit(Kind::Toolchain) && text.contains("pinned to rustc 1.62.0"),
+        "a tree wanting rustc 9.0: verify exits 9 naming what it needs and what would fit",
+        code == exit(Kind::Toolchain)
+            && text.contains("needs rustc ≥ 9.0.0")
+            && text.contains("a newer Debian rustc-web would fit"),
         || {
             format!(
                 "exit {code:?}: {}",
@@ -408,16 +390,12 @@ fn tree_the_toolchain_cannot_build(
             )
         },
     );
-    let args: Vec<String> = strings(&[
-        "probe",
-        "--env",
-        "native",
-        "--kernel",
-        &tree.display().to_string(),
-    ]);
-    let (code, text) = harness(cache_root, &args)?;
+    let (code, text) = harness(
+        cache_root,
+        &strings(&["probe", "--env", "native", "--kernel", &kernel]),
+    )?;
     checks.check(
-        "linux 6.1: probe exits 125 (untestable)",
+        "a tree wanting rustc 9.0: probe exits 125 (untestable)",
         code == Some(xtask::support::failure::BISECT_SKIP),
         || {
             format!(
@@ -426,5 +404,47 @@ fn tree_the_toolchain_cannot_build(
             )
         },
     );
+    let older = copy_of_source(cache_root, &out.join("linux-6.6"))?;
+    let makefile = older.join("Makefile");
+    let text = std::fs::read_to_string(&makefile)?.replacen("PATCHLEVEL = 12", "PATCHLEVEL = 6", 1);
+    std::fs::remove_file(&makefile)?;
+    std::fs::write(&makefile, text)?;
+    let kernel = older.display().to_string();
+    let (code, text) = harness(
+        cache_root,
+        &strings(&["verify", "--env", "native", "--kernel", &kernel]),
+    )?;
+    checks.check(
+        "a Linux 6.6 tree: verify exits 9 (the module knows 6.1's and 6.12's kernel crates)",
+        code == exit(Kind::Toolchain)
+            && text.contains("Linux 6.6")
+            && text.contains("6.1 and of 6.12"),
+        || {
+            format!(
+                "exit {code:?}: {}",
+                xtask::support::proc::tail_lines(&text, 3)
+            )
+        },
+    );
     Ok(())
+}
+
+/// A hard-link copy of the unpacked 6.12 source in the cache (an earlier
+/// scenario unpacked it), at `dest`.
+fn copy_of_source(cache_root: &Path, dest: &Path) -> Result<std::path::PathBuf> {
+    let unpacked = std::fs::read_dir(cache_root.join("src"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("linux-source-6.12-") && !name.ends_with(".lock")
+        })
+        .context("no unpacked linux-source-6.12 in the cache")?;
+    let _ = std::fs::remove_dir_all(dest);
+    Command::new("cp")
+        .arg("-al")
+        .arg(unpacked.join("linux-source-6.12"))
+        .arg(dest)
+        .run()?;
+    Ok(dest.to_path_buf())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask clean`: keeps the cache in check. Variant trees and their
-//! builds (~0.5 GB each) and run outputs go; the unpacked source, ccache and
-//! Xen stay unless `--all`.
+//! builds (~0.5 GB each), run outputs and saved configurations go; the
+//! unpacked sources, ccache, the Rust compile cache, Xen and the 6.1
+//! toolchain stay unless `--all`.
 
 use crate::flags::Clean;
 use crate::support::cache::{size_human, Cache};
@@ -27,9 +28,10 @@ impl Clean {
             "bisect",
             "series",
             "bench-cold",
+            "configs",
         ];
         if self.all {
-            kinds.extend(["src", "ccache", "xen"]);
+            kinds.extend(["src", "ccache", "rustc-cache", "xen", "toolchains"]);
         }
         let cutoff = self
             .older_than

@@ -9,6 +9,7 @@ use crate::stages::toolchain::Toolchain;
 use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
+use crate::support::rustc_cache;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -111,7 +112,11 @@ impl Kbuild {
             Some(wrapper) => format!("{} {clang}", wrapper.display()),
             None => clang,
         };
-        let rustc = tc.rustc(&self.cache_root);
+        let real_rustc = tc.rustc(&self.cache_root);
+        let rustc = match &self.wrapper {
+            Some(_) => self.cached_rustc(tc, &real_rustc),
+            None => real_rustc.clone(),
+        };
         let mut cmd = Command::new("make")
             .arg("-C")
             .arg(tree)
@@ -121,7 +126,8 @@ impl Kbuild {
             // linker, which cannot take a wrapper command.
             .arg(format!("CC={compiler}"))
             .arg(format!("RUSTC={}", rustc.display()))
-            .arg(format!("HOSTRUSTC={}", rustc.display()))
+            // Host programs are linked with -o: not cached, the real rustc.
+            .arg(format!("HOSTRUSTC={}", real_rustc.display()))
             .arg(format!(
                 "BINDGEN={}",
                 tc.bindgen(&self.cache_root).display()
@@ -136,7 +142,10 @@ impl Kbuild {
             .env("KBUILD_BUILD_VERSION", "1")
             // Rust panic locations embed source paths: make them relative, so
             // the image does not depend on where the cache lives.
-            .env("KRUSTFLAGS", remap_flags(tree, out));
+            .env("KRUSTFLAGS", remap_flags(tree, out))
+            .env(rustc_cache::CACHE_ENV, self.cache_root.join("rustc-cache"))
+            .env(rustc_cache::TREE_ENV, absolute(tree))
+            .env(rustc_cache::OUT_ENV, absolute(out));
         for (key, value) in &self.env {
             cmd = cmd.env(key, value);
         }
@@ -154,13 +163,38 @@ impl Kbuild {
     }
 }
 
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 fn remap_flags(tree: &Path, out: &Path) -> String {
     let mut flags = std::env::var("KRUSTFLAGS").unwrap_or_default();
     for dir in [tree, out] {
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        flags.push_str(&format!(" --remap-path-prefix={}/=", dir.display()));
+        flags.push_str(&format!(
+            " --remap-path-prefix={}/=",
+            absolute(dir).display()
+        ));
     }
     flags.trim().to_string()
+}
+
+impl Kbuild {
+    /// The kernel's `RUSTC`: a script that runs this harness's rustc cache
+    /// in front of `real` (one executable path: the kernel's scripts quote
+    /// `$RUSTC`). Falls back to `real` when the script cannot be written.
+    fn cached_rustc(&self, tc: Toolchain, real: &Path) -> PathBuf {
+        let Ok(me) = std::env::current_exe() else {
+            return real.to_path_buf();
+        };
+        let script = format!(
+            "#!/bin/sh\n# The kernel's rustc through patverify's Rust compile cache.\nexec '{}' rustc-cache '{}' \"$@\"\n",
+            me.display(),
+            real.display()
+        );
+        let bin = self.cache_root.join("bin");
+        install_script(&bin, &format!("rustc-cached-{}", tc.name()), &script)
+            .unwrap_or_else(|_| real.to_path_buf())
+    }
 }
 
 /// Writes one of the compiler wrapper scripts into `bin` (when changed).

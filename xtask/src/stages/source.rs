@@ -157,17 +157,19 @@ fn user_tree(tree: &Path) -> Result<Source> {
 
 /// The tree object of commit `sha`: what the commit contains.
 fn git_tree_of(tree: &Path, sha: &str) -> Result<String> {
+    git_output(tree, &["rev-parse", &format!("{sha}^{{tree}}")])
+        .with_context(|| format!("git cannot read the tree of {sha} in {}", tree.display()))
+}
+
+/// `git -C tree ARGS`'s output, trimmed, when it succeeds.
+fn git_output(tree: &Path, args: &[&str]) -> Option<String> {
     let (ok, out) = Command::new("git")
         .arg("-C")
         .arg(tree)
-        .args(["rev-parse", &format!("{sha}^{{tree}}")])
-        .output_quiet()?;
-    anyhow::ensure!(
-        ok,
-        "git cannot read the tree of {sha} in {}",
-        tree.display()
-    );
-    Ok(out.trim().to_string())
+        .args(args.iter().copied())
+        .output_quiet()
+        .ok()?;
+    ok.then(|| out.trim().to_string())
 }
 
 /// A work tree's content as git's tree object of HEAD, when it is a git
@@ -176,35 +178,16 @@ fn git_tree_of(tree: &Path, sha: &str) -> Result<String> {
 fn clean_git_content(tree: &Path) -> Option<String> {
     // The tree must be the repository's top: inside another repository,
     // HEAD's tree would be that repository's.
-    let (ok, top) = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(["rev-parse", "--show-toplevel"])
-        .output_quiet()
-        .ok()?;
-    if !ok || Path::new(top.trim()) != tree {
-        return None;
-    }
-    let (ok, status) = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(["status", "--porcelain", "--untracked-files=normal"])
-        .output_quiet()
-        .ok()?;
-    if !ok || !status.trim().is_empty() {
+    let top = git_output(tree, &["rev-parse", "--show-toplevel"])?;
+    let status = git_output(tree, &["status", "--porcelain", "--untracked-files=normal"])?;
+    if Path::new(&top) != tree || !status.is_empty() {
         return None;
     }
     git_tree_of(tree, "HEAD").ok()
 }
 
 pub fn git_head(tree: &Path) -> Option<String> {
-    let (ok, out) = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(["rev-parse", "HEAD"])
-        .output_quiet()
-        .ok()?;
-    ok.then(|| out.trim().to_string())
+    git_output(tree, &["rev-parse", "HEAD"])
 }
 
 /// Identity of a working tree from every file's path, size and mtime

@@ -104,11 +104,7 @@ pub struct EntryLock {
 /// Locks the entry `dest` (through `.NAME.lock` beside it), waiting, with a
 /// progress line, while another run makes it.
 pub fn lock_entry(dest: &Path) -> Result<EntryLock> {
-    let name = dest
-        .file_name()
-        .context("cache entry has no name")?
-        .to_string_lossy();
-    let path = dest.with_file_name(format!(".{name}.lock"));
+    let path = hidden_sibling(dest, "lock")?;
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -211,13 +207,18 @@ fn publish_dir(tmp: &Path, dest: &Path) -> Result<()> {
         .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))
 }
 
-/// A fresh temporary sibling of `dest`, removing leftovers of an interrupted run.
-pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
+/// `.NAME.SUFFIX` beside `dest` (NAME its file name).
+fn hidden_sibling(dest: &Path, suffix: &str) -> Result<PathBuf> {
     let name = dest
         .file_name()
         .context("cache path has no name")?
         .to_string_lossy();
-    let tmp = dest.with_file_name(format!(".{name}.tmp"));
+    Ok(dest.with_file_name(format!(".{name}.{suffix}")))
+}
+
+/// A fresh temporary sibling of `dest`, removing leftovers of an interrupted run.
+pub fn temp_sibling(dest: &Path) -> Result<PathBuf> {
+    let tmp = hidden_sibling(dest, "tmp")?;
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }

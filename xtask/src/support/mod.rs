@@ -5,3 +5,4 @@ pub mod cache;
 pub mod failure;
 pub mod proc;
 pub mod provision;
+pub mod rustc_cache;

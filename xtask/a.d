@@ -1,0 +1,2 @@
+a.o: /work/main/xtask/a.rs
+# env-dep:OBJTREE
