@@ -169,8 +169,8 @@ pub struct Bench {
     /// Also the slow scenarios: cold verify vs raw make, edited candidate.
     #[arg(long)]
     pub slow: bool,
-    /// Only these scenarios (repeatable): cold, warm, edited. Default: warm,
-    /// plus cold and edited with --slow.
+    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step.
+    /// Default: warm, plus the others with --slow.
     #[arg(long = "scenario", value_enum, value_name = "NAME")]
     pub scenarios: Vec<Scenario>,
     /// Write the figures here as JSON.
@@ -183,6 +183,9 @@ pub enum Scenario {
     Cold,
     Warm,
     Edited,
+    /// A bisect step: `probe` of a work tree whose content nobody built
+    /// (one C file differs), its C all in ccache.
+    BisectStep,
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: measures what a user waits for. Default scenarios
 //! are cheap (warm re-runs and boots); `--slow` adds a cold verify against
-//! a raw `make` of the same configuration, and an edited candidate patch
-//! (with ccache's hit rate).
+//! a raw `make` of the same configuration, an edited candidate patch (with
+//! ccache's hit rate) and bisect steps on content nobody built.
 
 use crate::flags::{Bench, Scenario};
 use crate::record::{Record, Step};
@@ -102,6 +102,16 @@ struct Figures {
     cold: Option<Cold>,
     #[serde(skip_serializing_if = "Option::is_none")]
     edited_candidate: Option<Edited>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bisect_step: Option<BisectStep>,
+}
+
+/// Bisect steps: each a `probe --env native` of new content (wall time),
+/// and its build.
+#[derive(serde::Serialize)]
+struct BisectStep {
+    seconds: Spread,
+    build_seconds: Spread,
 }
 
 /// The minimum and median of repeated runs (and the runs).
@@ -173,6 +183,9 @@ impl Bench {
         }
         if wants(Scenario::Edited) {
             self.edited_candidate(cache_root, &out, &mut figures)?;
+        }
+        if wants(Scenario::BisectStep) {
+            self.bisect_steps(cache_root, &out, &mut figures)?;
         }
         let text = serde_json::to_string_pretty(&figures)?;
         if let Some(path) = &self.json {
@@ -382,4 +395,93 @@ impl Bench {
         });
         Ok(())
     }
+
+    /// Bisect steps as `git bisect run … probe --kernel .` makes them: a
+    /// work tree (here a hard-link copy of the 6.12 source) whose content
+    /// nobody built — one C file differs — so its C is all in ccache but
+    /// one object. One untimed step first fills the Rust compile cache.
+    fn bisect_steps(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
+        eprintln!("bench: priming run (builds whatever is missing)");
+        verify(cache_root, out, &[])?;
+        let source = unpacked_source(cache_root)?;
+        let (mut walls, mut builds) = (Vec::new(), Vec::new());
+        for step in 0..=self.runs {
+            eprintln!("bench: bisect step {step}/{}", self.runs);
+            let tree = out.join(format!("bisect-step-{step}"));
+            new_content(&source, &tree, step)?;
+            let json_path = out.join("bench-probe.json");
+            let args: Vec<String> = vec![
+                "--cache-dir".into(),
+                cache_root.display().to_string(),
+                "probe".into(),
+                "--env".into(),
+                "native".into(),
+                "--kernel".into(),
+                tree.display().to_string(),
+                "--json".into(),
+                json_path.display().to_string(),
+            ];
+            let started = Instant::now();
+            let output = duct::cmd(std::env::current_exe()?, &args)
+                .stdin_null()
+                .stderr_to_stdout()
+                .stdout_capture()
+                .unchecked()
+                .run()?;
+            let secs = started.elapsed().as_secs_f64();
+            let _ = std::fs::remove_dir_all(&tree);
+            anyhow::ensure!(
+                output.status.code() == Some(0),
+                "a bench bisect step ended with {}:\n{}",
+                output.status,
+                crate::support::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
+            );
+            if step > 0 {
+                walls.push(secs);
+                builds.push(timing(&Record::read(&json_path)?, build_of("probe")));
+            }
+        }
+        let (min, median) = min_median(&walls);
+        println!(
+            "{:<40} min {min:>6.1} s   median {median:>6.1} s   (build median {:.1} s; target ≤ 60 s)",
+            "bisect step (new content, C in ccache)",
+            min_median(&builds).1
+        );
+        figures.bisect_step = Some(BisectStep {
+            seconds: Spread::of(&walls),
+            build_seconds: Spread::of(&builds),
+        });
+        Ok(())
+    }
+}
+
+/// The unpacked 6.12 source in the cache.
+fn unpacked_source(cache_root: &Path) -> Result<PathBuf> {
+    let found = std::fs::read_dir(cache_root.join("src"))?
+        .flatten()
+        .map(|e| e.path().join("linux-source-6.12"))
+        .find(|p| p.is_dir())
+        .context("no unpacked linux-source-6.12 in the cache")?;
+    Ok(found)
+}
+
+/// A hard-link copy of `source` at `tree` whose kernel/panic.c differs (by a
+/// comment naming the step and the time): content nobody built.
+fn new_content(source: &Path, tree: &Path, step: usize) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tree);
+    crate::support::proc::Command::new("cp")
+        .arg("-al")
+        .arg(source)
+        .arg(tree)
+        .run()?;
+    let file = tree.join("kernel/panic.c");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let text = std::fs::read_to_string(&file)?
+        + &format!("/* patverify bench: bisect step {step} at {stamp} */\n");
+    // Replaced, not written through: the copy's files are hard links.
+    std::fs::remove_file(&file)?;
+    std::fs::write(&file, text)?;
+    Ok(())
 }
