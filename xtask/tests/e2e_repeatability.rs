@@ -55,13 +55,12 @@ fn concurrent_runs_wait_for_each_other(
     };
     let (first, second) = (run("concurrent-1")?, run("concurrent-2")?);
     let ((code1, text1), (code2, text2)) = (output(&first)?, output(&second)?);
+    // Side by side: they may meet on an entry's lock for the moment it
+    // takes to see that the entry is made, never for a whole run.
     let table = result_table(&text1);
     checks.check(
-        "concurrent runs: both pass with the same table, neither waiting for the other",
-        code1 == Some(0)
-            && code2 == Some(0)
-            && table == result_table(&text2)
-            && !(text1.clone() + &text2).contains("waiting for another patverify run"),
+        "concurrent runs: both pass side by side with the same table",
+        code1 == Some(0) && code2 == Some(0) && table == result_table(&text2),
         || format!("exit {code1:?} / {code2:?}: {}", tail_lines(&text2, 4)),
     );
     // Another run is "making" the baseline's kernel: this test holds that

@@ -131,14 +131,25 @@ pub fn lock_entry(dest: &Path) -> Result<EntryLock> {
     Ok(EntryLock { _file: file })
 }
 
-/// Locks `file` (exclusive or shared); when another process holds it, says
-/// so with `waiting()`'s line, then waits.
+/// Locks `file` (exclusive or shared); when another process holds it for
+/// longer than a glance (another run checking that an entry exists holds
+/// it for milliseconds), says so with `waiting()`'s line, then waits.
 fn lock_waiting(file: &File, exclusive: bool, waiting: impl FnOnce() -> String) -> Result<()> {
-    let tried = if exclusive {
-        file.try_lock()
-    } else {
-        file.try_lock_shared()
+    let try_once = || {
+        if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        }
     };
+    let mut tried = try_once();
+    for _ in 0..15 {
+        if !matches!(tried, Err(std::fs::TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tried = try_once();
+    }
     match tried {
         Ok(()) => Ok(()),
         Err(std::fs::TryLockError::WouldBlock) => {
