@@ -418,14 +418,15 @@ fn boot_one(
 ) -> Result<(Run, Duration, qemu::Phases)> {
     let label = format!("{}-{env}", v.name);
     let xen_image = provision::xen_image(&ctx.xen_dir);
+    let vmlinux = b.build_dir.join("vmlinux");
     let boot = qemu::Boot {
         qemu: &common.qemu,
         env,
-        bzimage: match (&common.dom0_kernel, env) {
+        dom0: match (&common.dom0_kernel, env) {
             (Some(fake), Env::Xen) => fake,
-            _ => &b.bzimage,
+            _ => &vmlinux,
         },
-        vmlinux: &b.build_dir.join("vmlinux"),
+        vmlinux: &vmlinux,
         firmware: qemu::native_firmware(&ctx.source.version),
         initramfs,
         xen: (env == Env::Xen).then_some(xen_image.as_path()),
