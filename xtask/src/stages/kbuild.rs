@@ -183,7 +183,9 @@ impl Kbuild {
     /// in front of `real` (one executable path: the kernel's scripts quote
     /// `$RUSTC`). Falls back to `real` when the script cannot be written.
     fn cached_rustc(&self, tc: Toolchain, real: &Path) -> PathBuf {
-        let Ok(me) = std::env::current_exe() else {
+        // A binary rebuilt while it runs is gone from its path ("… (deleted)").
+        let me = std::env::current_exe().ok().filter(|me| me.exists());
+        let Some(me) = me else {
             return real.to_path_buf();
         };
         let script = format!(
