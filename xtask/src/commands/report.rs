@@ -72,7 +72,8 @@ fn kernel_of(file: &Path, record: &Record) -> String {
 }
 
 /// The merged table: a row per kernel, environment and path; a column per
-/// variant name; each cell "kept 6", "LOST WT→UC WP→WC" or "skip".
+/// variant name; each cell "kept 6", "kept 3, 3 skip", "LOST WT→UC WP→WC"
+/// or "skip".
 pub fn merge(runs: &[(PathBuf, Record)]) -> String {
     let mut variants: Vec<&str> = Vec::new();
     for r in runs.iter().flat_map(|(_, record)| &record.results) {
@@ -139,10 +140,15 @@ fn summarize(results: &[&ModeResult]) -> String {
             Some(format!("{}→{after}", r.label()))
         })
         .collect();
+    let skipped = results.iter().filter(|r| r.observed().is_none()).count();
+    let skips = match skipped {
+        0 => String::new(),
+        n => format!(", {n} skip"),
+    };
     if lost.is_empty() {
-        format!("kept {}", results.len())
+        format!("kept {}{skips}", results.len() - skipped)
     } else {
-        format!("LOST {}", lost.join(" "))
+        format!("LOST {}{skips}", lost.join(" "))
     }
 }
 
@@ -316,6 +322,13 @@ mod tests {
                 .to_string()
         };
         assert!(line("linux-6.12").contains("kept 2"), "{table}");
+        // A skipped row is counted as a skip, not as kept.
+        let mut partly = run(&[("mprotect", "WT", true), ("mprotect", "WB", true)]);
+        partly.results[1].result.outcome = Outcome::Skipped {
+            reason: "not representable".into(),
+        };
+        let cells = merge(&[("p.json".into(), partly)]);
+        assert!(cells.contains("kept 1, 1 skip"), "{cells}");
         assert!(line("linux-6.3").contains("LOST WT→UC"), "{table}");
         assert!(
             line("linux-6.1 ")
