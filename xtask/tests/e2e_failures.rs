@@ -367,65 +367,59 @@ fn tree_the_toolchain_cannot_build(
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e: trees no provisioned toolchain or module can build");
-    let future = copy_of_source(cache_root, &out.join("future-rustc"))?;
-    // Replaced, not written through: the copy's files are hard links.
-    let script = future.join("scripts/min-tool-version.sh");
-    let text = std::fs::read_to_string(&script)?.replace("echo 1.78.0", "echo 9.0.0");
-    std::fs::remove_file(&script)?;
-    std::fs::write(&script, text)?;
-    let kernel = future.display().to_string();
-    let (code, text) = harness(
-        cache_root,
-        &strings(&["verify", "--env", "native", "--kernel", &kernel]),
+    // The copies' files are hard links: an edit replaces the file.
+    let edited = |name: &str, file: &str, from: &str, to: &str| -> Result<String> {
+        let tree = copy_of_source(cache_root, &out.join(name))?;
+        let path = tree.join(file);
+        let text = std::fs::read_to_string(&path)?.replacen(from, to, 1);
+        std::fs::remove_file(&path)?;
+        std::fs::write(&path, text)?;
+        Ok(tree.display().to_string())
+    };
+    let mut expect =
+        |name: &str, command: &str, kernel: &str, want: Option<i32>, says: &[&str]| -> Result<()> {
+            let args = strings(&[command, "--env", "native", "--kernel", kernel]);
+            let (code, text) = harness(cache_root, &args)?;
+            checks.check(
+                name,
+                code == want && says.iter().all(|s| text.contains(s)),
+                || {
+                    format!(
+                        "exit {code:?}: {}",
+                        xtask::support::proc::tail_lines(&text, 3)
+                    )
+                },
+            );
+            Ok(())
+        };
+    let future = edited(
+        "future-rustc",
+        "scripts/min-tool-version.sh",
+        "echo 1.78.0",
+        "echo 9.0.0",
     )?;
-    checks.check(
+    expect(
         "a tree wanting rustc 9.0: verify exits 9 naming what it needs and what would fit",
-        code == exit(Kind::Toolchain)
-            && text.contains("needs rustc ≥ 9.0.0")
-            && text.contains("a newer Debian rustc-web would fit"),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        },
-    );
-    let (code, text) = harness(
-        cache_root,
-        &strings(&["probe", "--env", "native", "--kernel", &kernel]),
+        "verify",
+        &future,
+        exit(Kind::Toolchain),
+        &["needs rustc ≥ 9.0.0", "a newer Debian rustc-web would fit"],
     )?;
-    checks.check(
+    expect(
         "a tree wanting rustc 9.0: probe exits 125 (untestable)",
-        code == Some(xtask::support::failure::BISECT_SKIP),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        },
-    );
-    let older = copy_of_source(cache_root, &out.join("linux-6.6"))?;
-    let makefile = older.join("Makefile");
-    let text = std::fs::read_to_string(&makefile)?.replacen("PATCHLEVEL = 12", "PATCHLEVEL = 6", 1);
-    std::fs::remove_file(&makefile)?;
-    std::fs::write(&makefile, text)?;
-    let kernel = older.display().to_string();
-    let (code, text) = harness(
-        cache_root,
-        &strings(&["verify", "--env", "native", "--kernel", &kernel]),
+        "probe",
+        &future,
+        Some(xtask::support::failure::BISECT_SKIP),
+        &[],
     )?;
-    checks.check(
+    let older = edited("linux-6.6", "Makefile", "PATCHLEVEL = 12", "PATCHLEVEL = 6")?;
+    expect(
         "a Linux 6.6 tree: verify exits 9 (the module knows 6.1's and 6.12's kernel crates)",
-        code == exit(Kind::Toolchain)
-            && text.contains("Linux 6.6")
-            && text.contains("6.1 and of 6.12"),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        },
-    );
+        "verify",
+        &older,
+        exit(Kind::Toolchain),
+        &["Linux 6.6", "6.1 and of 6.12"],
+    )?;
     Ok(())
 }
 

@@ -45,8 +45,15 @@ fn verify_expecting(
         out.display().to_string(),
     ];
     args.extend(extra.iter().cloned());
+    let secs = timed_run(&args, expected)?;
+    Ok((secs, Record::read(&json_path)?))
+}
+
+/// Runs this harness with `args` as a user would (its own process) and
+/// returns the wall seconds; any exit code but `expected` is an error.
+fn timed_run(args: &[String], expected: i32) -> Result<f64> {
     let started = Instant::now();
-    let output = duct::cmd(std::env::current_exe()?, &args)
+    let output = duct::cmd(std::env::current_exe()?, args)
         .stdin_null()
         .stderr_to_stdout()
         .stdout_capture()
@@ -55,11 +62,12 @@ fn verify_expecting(
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         output.status.code() == Some(expected),
-        "verify ended with {} during the bench, not {expected}:\n{}",
+        "`{}` ended with {} during the bench, not {expected}:\n{}",
+        args.get(2).map_or("", String::as_str),
         output.status,
         crate::support::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
     );
-    Ok((secs, Record::read(&json_path)?))
+    Ok(secs)
 }
 
 fn timing(record: &Record, step: Step) -> f64 {
@@ -421,21 +429,9 @@ impl Bench {
                 "--json".into(),
                 json_path.display().to_string(),
             ];
-            let started = Instant::now();
-            let output = duct::cmd(std::env::current_exe()?, &args)
-                .stdin_null()
-                .stderr_to_stdout()
-                .stdout_capture()
-                .unchecked()
-                .run()?;
-            let secs = started.elapsed().as_secs_f64();
+            let secs = timed_run(&args, 0);
             let _ = std::fs::remove_dir_all(&tree);
-            anyhow::ensure!(
-                output.status.code() == Some(0),
-                "a bench bisect step ended with {}:\n{}",
-                output.status,
-                crate::support::proc::tail_lines(&String::from_utf8_lossy(&output.stdout), 10)
-            );
+            let secs = secs?;
             if step > 0 {
                 walls.push(secs);
                 builds.push(timing(&Record::read(&json_path)?, build_of("probe")));
