@@ -1,2 +1,0 @@
-a.o: /work/main/xtask/a.rs
-# env-dep:OBJTREE
