@@ -24,16 +24,13 @@ pub fn default_patch() -> PathBuf {
 /// The upstream fix in the form for a tree of `version`: patches/ holds the
 /// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
 pub fn default_patch_for(version: &str) -> PathBuf {
-    let series = version.split('.').take(2).collect::<Vec<_>>().join(".");
-    let own = variant::repo_dir()
-        .join("patches")
-        .join(series)
-        .join(variant::DEFAULT_PATCH);
-    if own.is_file() {
-        own
-    } else {
-        default_patch()
-    }
+    let own = crate::stages::source::series(version).map(|(major, minor)| {
+        let dir = variant::repo_dir()
+            .join("patches")
+            .join(format!("{major}.{minor}"));
+        dir.join(variant::DEFAULT_PATCH)
+    });
+    own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
 }
 
 /// Records a patch file (name, hash, direction, the mails of a series) in

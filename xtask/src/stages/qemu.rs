@@ -87,9 +87,7 @@ pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// skipping PAT initialization too") — qboot leaves them off, SeaBIOS (QEMU's
 /// default, `None`) sets them up as a PC's firmware does.
 pub fn native_firmware(version: &str) -> Option<&'static Path> {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    let needs_mtrrs = (major, minor) < (6, 2);
+    let needs_mtrrs = crate::stages::source::series(version).is_none_or(|s| s < (6, 2));
     Some(Path::new(QBOOT)).filter(|rom| !needs_mtrrs && rom.exists())
 }
 

@@ -50,6 +50,12 @@ pub fn kernel_version(makefile: &str) -> Option<String> {
     })
 }
 
+/// A kernel version's series: "6.1.192" → (6, 1).
+pub fn series(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
 fn check_kernel_tree(tree: &Path) -> Result<String> {
     let not_kernel = |why: &str| {
         fail(

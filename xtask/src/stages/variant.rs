@@ -209,11 +209,9 @@ impl RustLayout {
     }
 }
 
-/// "6.1.192" → (6, 1).
+/// The series of the tree whose top Makefile is `makefile`: (6, 1).
 fn major_minor(makefile: &str) -> Option<(u32, u32)> {
-    let version = crate::stages::source::kernel_version(makefile)?;
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??))
+    crate::stages::source::series(&crate::stages::source::kernel_version(makefile)?)
 }
 
 /// Adds drivers/patverify and the bindings/helpers the module needs.
