@@ -113,8 +113,9 @@ impl Session {
         };
         output::emit(Event::Stage("provision"));
         let xen_dir = cache.root.join("xen");
-        self.timings
-            .time(Step::Provision, || provision::ensure(&xen_dir, &features))?;
+        self.timings.time(Step::Provision, || {
+            provision::ensure(&cache.root, &features)
+        })?;
         check_qemu(&self.common.qemu)?;
         output::emit(Event::Stage("kernel source"));
         let common = &self.common;
@@ -155,7 +156,7 @@ impl Session {
             })?;
         }
         let kbuild = kbuild.with_toolchain(toolchain);
-        let record = toolchain_record(&kbuild, &cache.root, xen_dir, &self.common.qemu);
+        let record = toolchain_record(&kbuild, xen_dir, &self.common.qemu);
         self.record.toolchain = Some(record);
         Ok(kbuild)
     }
@@ -382,12 +383,8 @@ fn check_qemu(qemu: &Path) -> Result<()> {
 }
 
 /// First lines of the tools' `--version` and the Xen package, for the JSON.
-fn toolchain_record(
-    kbuild: &Kbuild,
-    cache_root: &Path,
-    xen_dir: &Path,
-    qemu: &Path,
-) -> ToolchainRecord {
+fn toolchain_record(kbuild: &Kbuild, xen_dir: &Path, qemu: &Path) -> ToolchainRecord {
+    let cache_root = kbuild.cache_root();
     let first_line = |program: &Path| {
         provision::version_output(program)
             .lines()

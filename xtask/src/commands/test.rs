@@ -15,7 +15,7 @@ impl Test {
         // this one command works on a bare machine. Every feature: the test
         // runs --distcc and --cache-remote against its own servers.
         let all = crate::support::provision::Feature::ALL;
-        crate::support::provision::ensure(&cache_root.join("xen"), &all)?;
+        crate::support::provision::ensure(cache_root, &all)?;
         let unit = ["--workspace", "--quiet"];
         cargo_test(cache_root, &unit, "unit, property and tidy tests")?;
         if self.unit {

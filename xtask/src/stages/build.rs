@@ -91,6 +91,7 @@ pub fn build(
         &variant.tree,
         &build_dir,
         fragments,
+        toolchain,
         &config_log,
     )?;
     if reused {

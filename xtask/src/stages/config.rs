@@ -183,10 +183,10 @@ pub fn configure_once(
     tree: &Path,
     build_dir: &Path,
     fragments: &[PathBuf],
+    toolchain: &str,
     log: &Path,
 ) -> Result<bool> {
-    let toolchain = kbuild.toolchain().id(kbuild.cache_root());
-    let key = config_key(tree, fragments, &toolchain)?;
+    let key = config_key(tree, fragments, toolchain)?;
     let dest = kbuild.cache_root().join("configs").join(&key);
     let _lock = lock_entry(&dest)?;
     let saved = dest.join("config");

@@ -377,12 +377,11 @@ fn is_root() -> bool {
 /// Makes sure the host requirements of the pipeline and of `features`, and
 /// the Xen hypervisor, are present: installs them as root, otherwise prints
 /// the commands and fails (exit 2).
-pub fn ensure(xen_dir: &Path, features: &[Feature]) -> Result<()> {
+pub fn ensure(cache_root: &Path, features: &[Feature]) -> Result<()> {
     install_missing(features)?;
-    ensure_xen(xen_dir)?;
+    ensure_xen(&cache_root.join("xen"))?;
     if features.contains(&Feature::LegacyRust) {
-        let cache_root = xen_dir.parent().unwrap_or(xen_dir);
-        ensure_legacy_rust(cache_root)?;
+        unpack_legacy_rust(cache_root)?;
     }
     Ok(())
 }
@@ -444,6 +443,11 @@ pub fn legacy_rust_dir(cache_root: &Path) -> PathBuf {
 /// Makes sure the rustc 1.63 toolchain (and clang 14) is there.
 pub fn ensure_legacy_rust(cache_root: &Path) -> Result<()> {
     install_missing(&[Feature::LegacyRust])?;
+    unpack_legacy_rust(cache_root)
+}
+
+/// Unpacks Debian's rustc 1.63 packages into the cache, once.
+fn unpack_legacy_rust(cache_root: &Path) -> Result<()> {
     let dir = legacy_rust_dir(cache_root);
     let _lock = crate::support::cache::lock_entry(&dir)?;
     if dir.join("bin/rustc").exists() {
@@ -500,7 +504,7 @@ impl crate::flags::Setup {
         } else {
             &[Feature::Pipeline]
         };
-        ensure(&cache_root.join("xen"), features)?;
+        ensure(cache_root, features)?;
         println!("setup complete");
         Ok(())
     }
