@@ -83,23 +83,7 @@ pub fn build(
         return Ok(Built::reused(bzimage, build_dir));
     }
     let _ = std::fs::remove_file(&stamp);
-    let config_log = build_dir.join("config.log");
-    let _ = std::fs::remove_file(&config_log);
-    let started = std::time::Instant::now();
-    let reused = crate::stages::config::configure_once(
-        kbuild,
-        &variant.tree,
-        &build_dir,
-        fragments,
-        toolchain,
-        &config_log,
-    )?;
-    if reused {
-        output::emit(Event::ConfigReused {
-            variant: &variant.name,
-        });
-    }
-    let config_time = started.elapsed();
+    let config_time = configure(kbuild, variant, &build_dir, fragments, toolchain)?;
     let stats_before = kbuild.ccache_stats();
     let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;
     write_atomic(&stamp, &key)?;
@@ -117,6 +101,34 @@ pub fn build(
         build_time,
         ccache: Some(ccache),
     })
+}
+
+/// Configures `build_dir` (or copies the `.config` made from the same
+/// inputs); returns how long it took.
+fn configure(
+    kbuild: &Kbuild,
+    variant: &Variant,
+    build_dir: &Path,
+    fragments: &[PathBuf],
+    toolchain: &str,
+) -> Result<Duration> {
+    let config_log = build_dir.join("config.log");
+    let _ = std::fs::remove_file(&config_log);
+    let started = std::time::Instant::now();
+    let reused = crate::stages::config::configure_once(
+        kbuild,
+        &variant.tree,
+        build_dir,
+        fragments,
+        toolchain,
+        &config_log,
+    )?;
+    if reused {
+        output::emit(Event::ConfigReused {
+            variant: &variant.name,
+        });
+    }
+    Ok(started.elapsed())
 }
 
 /// What a build depends on: the variant's content, the toolchain, the
