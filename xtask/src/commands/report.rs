@@ -171,13 +171,14 @@ fn status(r: &ModeResult) -> String {
     }
 }
 
-type RowKey<'a> = (&'a str, Env, ProbePath, crate::stages::ktap::RowKey);
+/// A row of a run: variant, environment, path and the row of the path.
+type RunRow<'a> = (&'a str, Env, ProbePath, crate::stages::ktap::RowKey);
 
-fn key(r: &ResultRecord) -> RowKey<'_> {
+fn key(r: &ResultRecord) -> RunRow<'_> {
     (&r.variant, r.env, r.result.path, r.result.key())
 }
 
-fn label((variant, env, path, row): RowKey<'_>) -> String {
+fn label((variant, env, path, row): RunRow<'_>) -> String {
     format!("{variant} {env} {path} {row}")
 }
 

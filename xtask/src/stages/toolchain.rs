@@ -10,7 +10,6 @@
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 type Version = (u32, u32, u32);
@@ -18,8 +17,7 @@ type Version = (u32, u32, u32);
 /// A Rust toolchain (rustc, bindgen and the clang whose libclang bindgen
 /// uses, which must also compile the C: the kernel's flags and bindgen's
 /// libclang must agree).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Toolchain {
     /// Debian 12's `rustc` 1.63, `bindgen` 0.60 and clang 14, unpacked
     /// into the cache (`rustc` conflicts with the installed `rustc-web`).

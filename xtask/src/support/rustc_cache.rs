@@ -42,7 +42,7 @@ fn run_in(places: &Places, real_rustc: &Path, args: &[OsString]) -> Result<i32> 
     };
     let key = command_key(real_rustc, args, places)?;
     let dir = places.store.join(&key);
-    if let Some(hit) = find_hit(&dir, places)? {
+    if let Some(hit) = find_hit(&dir, places) {
         restore(&dir.join(&hit), &outputs, places)?;
         return Ok(0);
     }
@@ -115,7 +115,7 @@ fn named_outputs(args: &[OsString]) -> Option<Vec<(String, String)>> {
     let mut outputs = Vec::new();
     for arg in args {
         let arg = arg.to_str()?;
-        if arg == "-o" || arg.starts_with("-o") && arg.len() > 2 && !arg.starts_with("-o=") {
+        if arg.starts_with("-o") {
             return None;
         }
         if let Some(emit) = arg.strip_prefix("--emit=") {
@@ -142,15 +142,19 @@ fn command_key(real_rustc: &Path, args: &[OsString], places: &Places) -> Result<
         previous = arg.to_string();
         key.add(places.normalize(&arg));
         // The file an argument names (`@rustc_cfg`, `--target=x.json`, the
-        // source): its content, not only its name.
+        // source): its content, not only its name. Not the outputs
+        // (`--emit=obj=x.o`): an earlier build's would change the key.
         let named = arg.strip_prefix('@').unwrap_or(&arg);
         let named = named.rsplit_once('=').map_or(named, |(_, v)| v);
         let path = places.absolute(named);
-        if path.is_file() {
+        if !arg.starts_with("--emit=") && path.is_file() {
             key.add(std::fs::read(&path).unwrap_or_default());
         }
-        if let Some(dir) = arg.strip_prefix("-L") {
-            add_crates(&mut key, &places.absolute(dir.trim_start_matches('=')))?;
+        match arg.strip_prefix("-L") {
+            Some(dir) if !dir.is_empty() => {
+                add_crates(&mut key, &places.absolute(dir.trim_start_matches('=')))?
+            }
+            _ => {}
         }
     }
     for name in ["OBJTREE", "RUST_MODFILE"] {
@@ -204,7 +208,7 @@ fn manifest(dir: &Path) -> Vec<Entry> {
 }
 
 /// The first earlier compile whose sources all hash as they do now.
-fn find_hit(dir: &Path, places: &Places) -> Result<Option<String>> {
+fn find_hit(dir: &Path, places: &Places) -> Option<String> {
     for entry in manifest(dir) {
         let same = entry.deps.iter().all(|(path, hash)| {
             std::fs::read(places.localize(path)).is_ok_and(|bytes| sha256_hex(&bytes) == *hash)
@@ -213,10 +217,10 @@ fn find_hit(dir: &Path, places: &Places) -> Result<Option<String>> {
             .iter()
             .all(|(name, value)| env_value(name, places) == *value);
         if same && dir.join(&entry.result).is_dir() {
-            return Ok(Some(entry.result));
+            return Some(entry.result);
         }
     }
-    Ok(None)
+    None
 }
 
 /// Copies the stored outputs into place (the dep-info with this build's paths).
