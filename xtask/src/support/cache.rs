@@ -52,18 +52,12 @@ impl Cache {
             )
         })?;
         let lock_path = root.join("lock");
-        let mut lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                crate::support::failure::fail(
-                    crate::support::failure::Kind::Setup,
-                    format!("cannot write to cache directory {}: {e}", root.display()),
-                )
-            })?;
+        let mut lock = open_lock_file(&lock_path).map_err(|e| {
+            crate::support::failure::fail(
+                crate::support::failure::Kind::Setup,
+                format!("cannot write to cache directory {}: {e}", root.display()),
+            )
+        })?;
         let waiting = || {
             if exclusive {
                 format!("waiting for the patverify runs using {}", root.display())
@@ -78,8 +72,7 @@ impl Cache {
         };
         lock_waiting(&lock, exclusive, waiting).context("cannot lock the cache")?;
         if exclusive {
-            lock.set_len(0)?;
-            write!(lock, "{}", std::process::id())?;
+            note_holder(&mut lock)?;
         }
         Ok(Cache {
             root: root.to_path_buf(),
@@ -109,13 +102,8 @@ pub fn lock_entry(dest: &Path) -> Result<EntryLock> {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file =
+        open_lock_file(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let waiting = || {
         let holder = fs::read_to_string(&path).unwrap_or_default();
         format!(
@@ -126,9 +114,27 @@ pub fn lock_entry(dest: &Path) -> Result<EntryLock> {
     };
     lock_waiting(&file, true, waiting)
         .with_context(|| format!("cannot lock {}", path.display()))?;
+    note_holder(&mut file)?;
+    Ok(EntryLock { _file: file })
+}
+
+/// A lock file, created if missing (never truncated: another process may
+/// hold it).
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
+/// Writes this process's pid into the lock file it holds exclusively, for
+/// the "waiting for … (pid N)" line of whoever waits.
+fn note_holder(file: &mut File) -> Result<()> {
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(EntryLock { _file: file })
+    Ok(())
 }
 
 /// Locks `file` (exclusive or shared); when another process holds it for
