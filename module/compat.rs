@@ -40,6 +40,9 @@ mod imp {
     pub(crate) fn init_error(err: Error) -> kernel::error::Error {
         err
     }
+
+    /// `.huge_fault`'s second argument: the order of the entry (6.12).
+    pub(crate) type HugeFaultSize = kernel::ffi::c_uint;
 }
 
 #[cfg(patverify_kernel_6_1)]
@@ -121,4 +124,7 @@ mod imp {
         kernel::pr_info!("init failed with errno {}\n", err.0);
         kernel::error::code::ENOMEM
     }
+
+    /// `.huge_fault`'s second argument: `enum page_entry_size` (6.1).
+    pub(crate) type HugeFaultSize = bindings::page_entry_size;
 }

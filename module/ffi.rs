@@ -150,54 +150,20 @@ pub(crate) fn pte_modify(prot: ProtVal, newprot: ProtVal) -> Result<(ProtVal, Pr
     Ok((before, after))
 }
 
-/// A 2 MiB entry's flags before and after `pmd_modify()` (large-page
-/// encoding), and after in 4 KiB encoding (for `protval_to_cachemode`).
-pub(crate) struct HugePmd {
-    pub(crate) before: ProtVal,
-    pub(crate) after: ProtVal,
-    pub(crate) after_4k: ProtVal,
-}
-
-/// What mprotect() does to a 2 MiB mapping of cache protection `prot`
-/// when the VMA's protection becomes `newprot` (see helpers.c), or why this
-/// kernel has no 2 MiB entries to measure.
-pub(crate) fn huge_pmd_modify(
-    prot: ProtVal,
-    newprot: ProtVal,
-) -> core::result::Result<HugePmd, NoHugePmd> {
-    let mut pmd = HugePmd {
-        before: 0,
-        after: 0,
-        after_4k: 0,
-    };
-    // SAFETY: the three out-pointers are valid, writable and distinct for
-    // the duration of the call; the helper touches no page table.
-    let outcome = unsafe {
-        bindings::patverify_huge_pmd_modify(
-            prot as c_ulong,
-            newprot as c_ulong,
-            ptr::addr_of_mut!(pmd.before).cast(),
-            ptr::addr_of_mut!(pmd.after).cast(),
-            ptr::addr_of_mut!(pmd.after_4k).cast(),
-        )
-    };
-    match outcome {
-        0 => Ok(pmd),
-        1 => Err(NoHugePmd::XenPv),
-        _ => Err(NoHugePmd::NoPse),
-    }
-}
-
-/// Why a kernel has no 2 MiB entries to measure.
+/// Why a kernel has no 2 MiB PFN mappings to measure.
 #[derive(Clone, Copy)]
-pub(crate) enum NoHugePmd {
+pub(crate) enum NoHugePfn {
     XenPv = 1,
     NoPse = 2,
+    /// Before 6.12 the fault path calls `.huge_fault` only for DAX and
+    /// anonymous memory, never for a driver's PFN map.
+    NoHugePfnmap = 3,
+    NoThp = 4,
 }
 
-impl NoHugePmd {
+impl NoHugePfn {
     pub(crate) fn from_index(index: usize) -> Option<Self> {
-        [Self::XenPv, Self::NoPse]
+        [Self::XenPv, Self::NoPse, Self::NoHugePfnmap, Self::NoThp]
             .into_iter()
             .find(|why| *why as usize == index)
     }
@@ -206,8 +172,41 @@ impl NoHugePmd {
         match self {
             Self::XenPv => "Xen PV has no 2 MiB pages",
             Self::NoPse => "the CPU has no PSE (2 MiB pages)",
+            Self::NoHugePfnmap => {
+                "before 6.12 the fault path calls .huge_fault only for DAX and anonymous memory (no 2 MiB PFN maps)"
+            }
+            Self::NoThp => "the kernel is built without CONFIG_TRANSPARENT_HUGEPAGE",
         }
     }
+}
+
+/// Why this kernel cannot map device memory 2 MiB at a time, if it cannot.
+pub(crate) fn no_huge_pfn() -> Option<NoHugePfn> {
+    // SAFETY: the helper only reads boot-time flags.
+    NoHugePfn::from_index(unsafe { bindings::patverify_no_huge_pfn() } as usize)
+}
+
+/// 2 MiB-entry protection bits (PAT at bit 12) in the 4 KiB encoding (PAT
+/// at bit 7, where a PMD has PSE), as `pgprot2cachemode()` reads them.
+pub(crate) fn protval_large_to_4k(prot: ProtVal) -> ProtVal {
+    // SAFETY: pure bit arithmetic.
+    unsafe { bindings::patverify_protval_large_2_4k(prot as c_ulong) as ProtVal }
+}
+
+/// The flag bits of the 2 MiB entry (PMD) installed in the current
+/// process's page table for `addr` (the PFN masked out); ENOENT when
+/// nothing is mapped there, EXDEV when it is not a 2 MiB entry.
+pub(crate) fn installed_pmd_flags(addr: usize) -> Result<ProtVal> {
+    // SAFETY: `current` is always valid in process context.
+    let mm = unsafe { bindings::patverify_current_mm() };
+    if mm.is_null() {
+        return Err(EINVAL);
+    }
+    let mut flags: c_ulong = 0;
+    // SAFETY: `mm` is the live mm of the current task; the helper walks its
+    // page table under the mmap lock; `flags` is a valid out-pointer.
+    to_result(unsafe { bindings::patverify_installed_pmd(mm, addr as c_ulong, &mut flags) })?;
+    Ok(flags as ProtVal)
 }
 
 struct PteSlot {
@@ -314,6 +313,18 @@ pub(crate) static DEVMEM_OPS: FileOps = FileOps(bindings::file_operations {
 });
 static DEVMEM_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
     fault: Some(devmem_fault),
+    ..NO_VM_OPS
+});
+
+/// `huge_pfn`: the devmem chunks mapped 2 MiB at a time; the offset
+/// `mode × 2 MiB` picks the mode.
+pub(crate) static HUGE_PFN_OPS: FileOps = FileOps(bindings::file_operations {
+    mmap: Some(huge_pfn_mmap),
+    ..NO_FILE_OPS
+});
+static HUGE_PFN_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
+    huge_fault: Some(huge_pfn_fault),
+    fault: Some(huge_pfn_small_fault),
     ..NO_VM_OPS
 });
 
@@ -563,6 +574,116 @@ unsafe extern "C" fn devmem_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_
     // BUG()s); `pfn` is device memory whose memtype this module reserved at
     // boot, inside the VMA's one page.
     unsafe { bindings::patverify_insert_pfn(vmf, pfn as c_ulong, prot as c_ulong) }
+}
+
+/// One chunk of device memory mapped at once by `huge_pfn`: a PMD's worth.
+pub(crate) const HUGE_SIZE: usize = 2 << 20;
+
+/// `.mmap` of `huge_pfn`: one 2 MiB chunk of device memory, as a driver
+/// that maps its aperture with huge PFN entries does — `VM_PFNMAP | VM_IO`,
+/// `VM_HUGEPAGE` (THP's "madvise" mode), the VMA's protection left alone.
+///
+/// # Safety
+///
+/// Called by `mmap_region()` only, with `vma` the VMA being set up, which
+/// the caller holds exclusively (mmap write lock) until this returns.
+unsafe extern "C" fn huge_pfn_mmap(
+    _file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
+    let vma = unsafe { &mut *vma };
+    let mode = match huge_pfn_mode(vma.vm_pgoff) {
+        Some(mode) => mode,
+        None => return EINVAL.to_errno(),
+    };
+    if !crate::huge_pfn_supported() || crate::devmem_page(mode).is_none() {
+        // Nothing of this kind to map: the report says why (a SKIP).
+        return ENODEV.to_errno();
+    }
+    // SAFETY: `vma` is live (see above).
+    let (vm_flags, size) = unsafe {
+        (
+            bindings::patverify_vma_flags(vma),
+            bindings::patverify_vma_size(vma),
+        )
+    };
+    // vmf_insert_pfn_pmd() BUG()s on a COW mapping: shared ones only.
+    let shared = vm_flags & bindings::VM_SHARED as c_ulong != 0;
+    if !shared || size != HUGE_SIZE as c_ulong {
+        return EINVAL.to_errno();
+    }
+    let flags = bindings::VM_PFNMAP
+        | bindings::VM_IO
+        | bindings::VM_HUGEPAGE
+        | bindings::VM_DONTEXPAND
+        | bindings::VM_DONTDUMP
+        | bindings::VM_DONTCOPY;
+    // SAFETY: `vma` is being set up under the mmap write lock, which
+    // `vm_flags_set()` requires.
+    unsafe { bindings::patverify_vm_flags_set(vma, flags as c_ulong) };
+    vma.vm_ops = &HUGE_PFN_VM_OPS.0;
+    0
+}
+
+/// The mode a `huge_pfn` page offset selects: chunk N is mode N.
+fn huge_pfn_mode(pgoff: c_ulong) -> Option<CacheMode> {
+    let pages = (HUGE_SIZE / PAGE_SIZE) as c_ulong;
+    if pgoff % pages != 0 {
+        return None;
+    }
+    CacheMode::from_index((pgoff / pages) as usize)
+}
+
+/// `.huge_fault` of `huge_pfn`: inserts the mode's whole 2 MiB chunk with
+/// `vmf_insert_pfn_pmd()`, which takes the VMA's protection and the cache
+/// bits `track_pfn_insert()` finds in the memtype reserved for the chunk.
+/// Anything but a PMD-sized fault falls back to `.fault`.
+///
+/// # Safety
+///
+/// Called by the fault handler only, with `vmf` valid for a VMA whose
+/// `vm_ops` is `HUGE_PFN_VM_OPS`, under the mmap or VMA read lock.
+unsafe extern "C" fn huge_pfn_fault(
+    vmf: *mut bindings::vm_fault,
+    size: crate::compat::HugeFaultSize,
+) -> bindings::vm_fault_t {
+    // SAFETY: the helper only compares `size` with the PMD's order.
+    if unsafe { bindings::patverify_huge_fault_is_pmd(size as _) } == 0 {
+        return bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+    }
+    // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs,
+    // whose VMA is live during the fault.
+    let (pgoff, prot) = unsafe {
+        let vma = bindings::patverify_vmf_vma(vmf);
+        ((*vma).vm_pgoff, protval((*vma).vm_page_prot))
+    };
+    let chunk = huge_pfn_mode(pgoff).and_then(|mode| crate::devmem_page(mode).map(|p| (mode, p)));
+    let (mode, phys) = match chunk {
+        Some(chunk) => chunk,
+        None => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+    };
+    crate::note_huge_fault_prot(mode, prot);
+    // SAFETY: `vmf` is the live fault of a VM_PFNMAP, shared VMA of one
+    // chunk (`huge_pfn_mmap` refuses others); `phys` is the start of a
+    // 2 MiB-aligned chunk of device memory whose memtype this module
+    // reserved at boot. The helper falls back unless the VMA covers the
+    // whole aligned 2 MiB around the fault.
+    unsafe { bindings::patverify_insert_pfn_pmd(vmf, (phys / PAGE_SIZE as u64) as c_ulong) }
+}
+
+/// `.fault` of `huge_pfn`: the kernel asked for a 4 KiB page where the
+/// mapping exists to be one 2 MiB entry (an unaligned mapping, or THP
+/// off). Nothing is inserted: the touch gets SIGBUS and the log says why.
+///
+/// # Safety
+///
+/// Called by the fault handler only (nothing is dereferenced).
+unsafe extern "C" fn huge_pfn_small_fault(_vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    kernel::pr_err!(
+        "huge_pfn: a 4 KiB fault on a 2 MiB mapping (unaligned, or .huge_fault not called)\n"
+    );
+    bindings::vm_fault_reason_VM_FAULT_SIGBUS
 }
 
 /// A debugfs directory, removed (with its files) on drop.

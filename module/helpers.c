@@ -18,6 +18,8 @@
 #include <asm/memtype.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
+#include <linux/huge_mm.h>
+#include <linux/pfn_t.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
@@ -112,34 +114,6 @@ void rust_helper_patverify_mmap_read_unlock(struct mm_struct *mm)
 }
 
 /*
- * The pmd_modify_ioremap_encoding path (synthetic: pmd_modify() called
- * directly, no page table): what change_huge_pmd() (mprotect of a 2 MiB mapping)
- * does to an entry made the way pmd_set_huge() makes one — the cache bits
- * in the large-page encoding, PAT at bit 12 — given the VMA's new
- * protection in 4 KiB encoding: pmd_modify() with _HPAGE_CHG_MASK.
- * Returns the entry's flags before and after, and after in 4 KiB encoding
- * for pgprot2cachemode(). Returns 0, or 1 under Xen PV (no large pages),
- * or 2 on a CPU without PSE: nothing measured.
- */
-int rust_helper_patverify_huge_pmd_modify(unsigned long prot_4k, unsigned long newprot_4k,
-					  unsigned long *before, unsigned long *after,
-					  unsigned long *after_4k)
-{
-	pmd_t pmd;
-
-	if (xen_pv_domain())
-		return 1;
-	if (!boot_cpu_has(X86_FEATURE_PSE))
-		return 2;
-	pmd = native_make_pmd(protval_4k_2_large(prot_4k) | _PAGE_PSE);
-	*before = pmd_flags(pmd);
-	pmd = pmd_modify(pmd, __pgprot(newprot_4k));
-	*after = pmd_flags(pmd);
-	*after_4k = protval_large_2_4k(*after);
-	return 0;
-}
-
-/*
  * The pte_modify_direct path (synthetic: pte_modify() called directly, no
  * page table, no syscall): a PTE installed with a cache mode of its own under
  * a VMA whose protection says WB — what vmf_insert_pfn_prot() does for TTM
@@ -197,6 +171,99 @@ int rust_helper_patverify_reserve_memtype(u64 start, u64 size, int pcm, int *act
 	int ret = memtype_reserve_io(start, start + size, &type);
 
 	*actual = type;
+	return ret;
+}
+
+/*
+ * Why this kernel cannot map device memory 2 MiB at a time (the huge_pfn
+ * paths): 0 it can; 1 Xen PV (no PSE for PV guests); 2 the CPU has no
+ * PSE; 3 before 6.12 the fault path calls .huge_fault only for DAX and
+ * anonymous memory (hugepage_vma_check() refuses VM_PFNMAP, a
+ * VM_NO_KHUGEPAGED flag); 4 no THP.
+ */
+int rust_helper_patverify_no_huge_pfn(void)
+{
+	if (xen_pv_domain())
+		return 1;
+	if (!boot_cpu_has(X86_FEATURE_PSE))
+		return 2;
+	if (LINUX_VERSION_CODE < KERNEL_VERSION(6, 12, 0))
+		return 3;
+	if (!IS_ENABLED(CONFIG_TRANSPARENT_HUGEPAGE))
+		return 4;
+	return 0;
+}
+
+/* The 2 MiB encoding (PAT at bit 12) in the 4 KiB one (PAT at bit 7). */
+unsigned long rust_helper_patverify_protval_large_2_4k(unsigned long prot)
+{
+	return protval_large_2_4k(prot);
+}
+
+/* Whether a .huge_fault call asks for a PMD (6.12: an order; 6.1: an enum). */
+int rust_helper_patverify_huge_fault_is_pmd(unsigned int size)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+	return size == PMD_ORDER;
+#else
+	return size == PE_SIZE_PMD;
+#endif
+}
+
+/*
+ * vmf_insert_pfn_pmd() as a driver's .huge_fault calls it, for the 2 MiB
+ * around the fault; falls back (to 4 KiB faults) unless the VMA covers
+ * all of it, as the huge fault handlers must check themselves.
+ */
+unsigned int rust_helper_patverify_insert_pfn_pmd(struct vm_fault *vmf, unsigned long pfn)
+{
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	unsigned long start = vmf->address & PMD_MASK;
+
+	if (start < vmf->vma->vm_start || start + PMD_SIZE > vmf->vma->vm_end)
+		return VM_FAULT_FALLBACK;
+	return vmf_insert_pfn_pmd(vmf, __pfn_to_pfn_t(pfn, PFN_DEV),
+				  vmf->flags & FAULT_FLAG_WRITE);
+#else
+	return VM_FAULT_FALLBACK;
+#endif
+}
+
+/*
+ * The flags of the PMD mapping addr in mm (the PFN masked out), read by
+ * walking the page table under the mmap lock: -ENOENT when nothing maps
+ * addr, -EXDEV when the PMD is not a 2 MiB leaf.
+ */
+int rust_helper_patverify_installed_pmd(struct mm_struct *mm, unsigned long addr,
+					unsigned long *flags)
+{
+	int ret = -ENOENT;
+	pgd_t *pgd;
+	p4d_t *p4d;
+	pud_t *pud;
+	pmd_t *pmd, entry;
+
+	mmap_read_lock(mm);
+	pgd = pgd_offset(mm, addr);
+	if (pgd_none(*pgd))
+		goto out;
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d))
+		goto out;
+	pud = pud_offset(p4d, addr);
+	if (pud_none(*pud) || pud_leaf(*pud))
+		goto out;
+	pmd = pmd_offset(pud, addr);
+	entry = READ_ONCE(*pmd);
+	if (pmd_none(entry))
+		goto out;
+	ret = -EXDEV;
+	if (!pmd_leaf(entry))
+		goto out;
+	*flags = pmd_flags(entry);
+	ret = 0;
+out:
+	mmap_read_unlock(mm);
 	return ret;
 }
 

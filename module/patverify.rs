@@ -3,7 +3,7 @@
 //! patverify: checks that every x86 page cache mode survives the paths that
 //! re-apply a mapping's protection bits.
 //!
-//! For each mode (WB, WC, UC-, UC, WT, WP) it measures seven paths:
+//! For each mode (WB, WC, UC-, UC, WT, WP) it measures these paths:
 //!
 //! - `vma_set_page_prot`: a shared read/write VMA whose `vm_page_prot`
 //!   requests the mode, put through `vma_set_page_prot()` directly
@@ -31,6 +31,17 @@
 //! - `devmem_mprotect`: /init mprotect()s that mapping read-only and back;
 //!   `change_protection()` runs `pte_modify()` with the VMA's plain
 //!   protection; installed PTE again.
+//! - `huge_pfn_fault`: the same device memory, 2 MiB at a time. /init maps
+//!   `/sys/kernel/debug/patverify/huge_pfn` at offset N × 2 MiB (mode N),
+//!   2 MiB-aligned; `.mmap` sets `VM_PFNMAP | VM_IO | VM_HUGEPAGE`, and the
+//!   touch reaches `.huge_fault`, which inserts the whole chunk with
+//!   `vmf_insert_pfn_pmd()` (the cache bits again from `track_pfn_insert()`,
+//!   in the 4 KiB encoding, and the entry `pmd_mkhuge(pfn_t_pmd(pfn, prot))`).
+//!   The module reads the installed PMD and decodes its cache bits in the
+//!   2 MiB encoding (PAT at bit 12). `# SKIP` where the kernel has no 2 MiB
+//!   PFN mappings (Xen PV, before 6.12).
+//! - `huge_pfn_mprotect`: /init mprotect()s the 2 MiB mapping read-only and
+//!   back (`change_huge_pmd()` → `pmd_modify()`); installed PMD again.
 //! - `pte_modify_direct` (synthetic: no page table, no syscall): an entry
 //!   built with `mk_pte()` at boot carrying its own cache mode, put through
 //!   `pte_modify()` called directly with the protection a plain WB VMA gets
@@ -42,13 +53,6 @@
 //!   when the entry after is still N. This is every entry, including those
 //!   the kernel itself never uses (under Xen UC sits at 3, 6 and 7; the
 //!   kernel encodes UC as 3).
-//! - `pmd_modify_ioremap_encoding` (synthetic): a 2 MiB entry in the
-//!   large-page encoding `pmd_set_huge()` makes for kernel ioremap mappings
-//!   (PAT at bit 12, inside `PTE_PFN_MASK`), put through `pmd_modify()`
-//!   called directly. No user mapping carries this encoding, and bit 12 is
-//!   kept by `_HPAGE_CHG_MASK` with or without the fix, so this row cannot
-//!   tell a fixed kernel from a broken one; it is kept to show the encoding.
-//!   `# SKIP` where there are no 2 MiB pages (Xen PV).
 //!
 //! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
 //!
@@ -109,25 +113,15 @@ fn set_up() -> Result<PatVerify> {
         let (pte_before, pte_after) =
             ffi::pte_modify(before, ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, base))?;
         record(Path::PteModifyDirect, mode, pte_before, pte_after);
-        // mprotect() of a 2 MiB mapping: the VMA's protection, as
-        // vma_set_page_prot() just left it, applied to the huge entry.
-        match ffi::huge_pmd_modify(before, after) {
-            Ok(pmd) => record_decoded(
-                Path::PmdModifyIoremapEncoding,
-                mode,
-                pmd.before,
-                pmd.after,
-                pmd.after_4k,
-            ),
-            Err(why) => STATE.huge_pmd_skip.store(why as usize, Ordering::Release),
-        }
+    }
+    if let Some(why) = ffi::no_huge_pfn() {
+        STATE.huge_pfn_skip.store(why as usize, Ordering::Release);
     }
     for (entry, slot) in STATE.pat_entries.iter().enumerate() {
         let before = base | pat_index_protval(entry);
         let after = ffi::vma_set_page_prot_on_fresh_vma(SHARED_RW, before);
         slot.before.store(before, Ordering::Relaxed);
         slot.after.store(after, Ordering::Relaxed);
-        slot.decoded.store(after, Ordering::Relaxed);
         slot.measured.store(true, Ordering::Release);
     }
     reserve_device_memory();
@@ -136,6 +130,7 @@ fn set_up() -> Result<PatVerify> {
     dir.add_file(b"probe\0", 0o200, &ffi::PROBE_OPS)?;
     dir.add_file(b"mmap\0", 0o600, &ffi::MMAP_OPS)?;
     dir.add_file(b"devmem\0", 0o600, &ffi::DEVMEM_OPS)?;
+    dir.add_file(b"huge_pfn\0", 0o600, &ffi::HUGE_PFN_OPS)?;
     pr_info!("report in /sys/kernel/debug/patverify/results\n");
     Ok(PatVerify { _dir: dir })
 }
@@ -156,21 +151,23 @@ enum Path {
     Mprotect = 2,
     DevmemFault = 3,
     DevmemMprotect = 4,
-    PteModifyDirect = 5,
-    PmdModifyIoremapEncoding = 6,
+    HugePfnFault = 5,
+    HugePfnMprotect = 6,
+    PteModifyDirect = 7,
     /// Rows by PAT entry, not by mode (the last path).
-    PatIndex = 7,
+    PatIndex = 8,
 }
 
 impl Path {
-    const ALL: [Path; 8] = [
+    const ALL: [Path; 9] = [
         Path::VmaSetPageProt,
         Path::MmapFault,
         Path::Mprotect,
         Path::DevmemFault,
         Path::DevmemMprotect,
+        Path::HugePfnFault,
+        Path::HugePfnMprotect,
         Path::PteModifyDirect,
-        Path::PmdModifyIoremapEncoding,
         Path::PatIndex,
     ];
 
@@ -181,8 +178,9 @@ impl Path {
             Path::Mprotect => "mprotect",
             Path::DevmemFault => "devmem_fault",
             Path::DevmemMprotect => "devmem_mprotect",
+            Path::HugePfnFault => "huge_pfn_fault",
+            Path::HugePfnMprotect => "huge_pfn_mprotect",
             Path::PteModifyDirect => "pte_modify_direct",
-            Path::PmdModifyIoremapEncoding => "pmd_modify_ioremap_encoding",
             Path::PatIndex => "pat_index",
         }
     }
@@ -192,8 +190,8 @@ impl Path {
 struct Slot {
     before: AtomicUsize,
     after: AtomicUsize,
-    /// `after` in the encoding `protval_to_cachemode` reads (differs from
-    /// `after` only for 2 MiB entries).
+    /// `after` in the encoding `protval_to_cachemode` reads (the 4 KiB
+    /// one; differs from `after` only for 2 MiB entries).
     decoded: AtomicUsize,
     measured: AtomicBool,
 }
@@ -221,8 +219,9 @@ struct State {
     slots: [[Slot; MODE_COUNT]; MODE_PATH_COUNT],
     /// The `pat_index` rows, by PAT entry.
     pat_entries: [Slot; PAT_ENTRIES],
-    /// Why this kernel has no 2 MiB entries (`ffi::NoHugePmd`), 0 if it has.
-    huge_pmd_skip: AtomicUsize,
+    /// Why this kernel has no 2 MiB PFN mappings (`ffi::NoHugePfn`), 0 if
+    /// it has.
+    huge_pfn_skip: AtomicUsize,
     /// The protection each mode's `.mmap` asked for, before the kernel
     /// applied the VMA's flags: the "before" of the `mmap_fault` path.
     mmap_requested: [AtomicUsize; MODE_COUNT],
@@ -234,6 +233,10 @@ struct State {
     /// The protection each mode's devmem fault asked for: the "before" of
     /// the `devmem_fault` path.
     devmem_requested: [AtomicUsize; MODE_COUNT],
+    /// The protection (4 KiB encoding) each mode's 2 MiB fault asks for:
+    /// the VMA's plus the mode's cache bits, which `track_pfn_insert()`
+    /// takes from the reserved memtype. The "before" of `huge_pfn_fault`.
+    huge_requested: [AtomicUsize; MODE_COUNT],
 }
 
 impl State {
@@ -244,11 +247,12 @@ impl State {
         State {
             slots: [EMPTY_ROW; MODE_PATH_COUNT],
             pat_entries: [Slot::EMPTY; PAT_ENTRIES],
-            huge_pmd_skip: AtomicUsize::new(0),
+            huge_pfn_skip: AtomicUsize::new(0),
             mmap_requested: [NOTHING; MODE_COUNT],
             devmem: [NO_MEMORY; MODE_COUNT],
             devmem_skip: [NOTHING; MODE_COUNT],
             devmem_requested: [NOTHING; MODE_COUNT],
+            huge_requested: [NOTHING; MODE_COUNT],
         }
     }
 
@@ -340,6 +344,19 @@ fn devmem_fault_prot(mode: CacheMode, vm_page_prot: ProtVal) -> ProtVal {
     prot
 }
 
+/// The protection (4 KiB encoding) the 2 MiB fault of `mode` will get:
+/// `vmf_insert_pfn_pmd()` takes the VMA's, and `track_pfn_insert()` puts
+/// in the cache bits of the memtype reserved for the chunk, `mode`.
+fn note_huge_fault_prot(mode: CacheMode, vm_page_prot: ProtVal) {
+    let prot = vm_page_prot | ffi::cachemode_to_protval(mode);
+    STATE.huge_requested[mode as usize].store(prot, Ordering::Relaxed);
+}
+
+/// Whether this kernel maps device memory 2 MiB at a time (`huge_pfn`).
+fn huge_pfn_supported() -> bool {
+    STATE.huge_pfn_skip.load(Ordering::Acquire) == 0
+}
+
 /// Whether `mode` has no device memory (its devmem rows are skipped).
 fn devmem_skipped(mode: CacheMode) -> bool {
     STATE.devmem_skip[mode as usize].load(Ordering::Acquire) != 0
@@ -411,36 +428,72 @@ fn probe_command(command: &[u8]) -> Result {
         .find(|m| m.name().as_bytes() == mode)
         .ok_or(EINVAL)?;
     let addr = parse_hex(addr).ok_or(EINVAL)?;
-    let installed = ffi::installed_pte_flags(addr)?;
+    // A 2 MiB mapping is read at its PMD, whose cache bits are in the
+    // large-page encoding; `decoded` is the entry in the 4 KiB encoding.
+    let huge = matches!(path, b"huge_pfn_fault" | b"huge_pfn_mprotect");
+    let (installed, decoded) = if huge {
+        let pmd = ffi::installed_pmd_flags(addr)?;
+        (pmd, ffi::protval_large_to_4k(pmd))
+    } else {
+        let pte = ffi::installed_pte_flags(addr)?;
+        (pte, pte)
+    };
+    let requested = |of: &[AtomicUsize; MODE_COUNT]| of[mode as usize].load(Ordering::Relaxed);
     match path {
         b"mmap_fault" => record(
             Path::MmapFault,
             mode,
-            STATE.mmap_requested[mode as usize].load(Ordering::Relaxed),
+            requested(&STATE.mmap_requested),
             installed,
         ),
-        b"mprotect" => record_after(Path::MmapFault, Path::Mprotect, mode, installed)?,
+        b"mprotect" => record_after(Path::MmapFault, Path::Mprotect, mode, installed, decoded)?,
         b"devmem_fault" => record(
             Path::DevmemFault,
             mode,
-            STATE.devmem_requested[mode as usize].load(Ordering::Relaxed),
+            requested(&STATE.devmem_requested),
             installed,
         ),
-        b"devmem_mprotect" => {
-            record_after(Path::DevmemFault, Path::DevmemMprotect, mode, installed)?
-        }
+        b"devmem_mprotect" => record_after(
+            Path::DevmemFault,
+            Path::DevmemMprotect,
+            mode,
+            installed,
+            decoded,
+        )?,
+        b"huge_pfn_fault" => record_decoded(
+            Path::HugePfnFault,
+            mode,
+            requested(&STATE.huge_requested),
+            installed,
+            decoded,
+        ),
+        b"huge_pfn_mprotect" => record_after(
+            Path::HugePfnFault,
+            Path::HugePfnMprotect,
+            mode,
+            installed,
+            decoded,
+        )?,
         _ => return Err(EINVAL),
     }
     Ok(())
 }
 
-/// Records `path` of `mode`: the entry `first` left, now `installed`.
-fn record_after(first: Path, path: Path, mode: CacheMode, installed: ProtVal) -> Result {
+/// Records `path` of `mode`: the entry `first` left, now `installed`
+/// (`decoded` in the 4 KiB encoding).
+fn record_after(
+    first: Path,
+    path: Path,
+    mode: CacheMode,
+    installed: ProtVal,
+    decoded: ProtVal,
+) -> Result {
     let faulted = STATE.slot(first, mode);
     if !faulted.measured.load(Ordering::Acquire) {
         return Err(EINVAL);
     }
-    record(path, mode, faulted.after.load(Ordering::Relaxed), installed);
+    let before = faulted.after.load(Ordering::Relaxed);
+    record_decoded(path, mode, before, installed, decoded);
     Ok(())
 }
 
@@ -531,14 +584,16 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
         let why = "no PAT entry of this kernel's layout holds the mode (not representable)";
         return writeln!(out, "ok {number} {path}.{name} # SKIP {why}");
     }
-    if let (Path::PmdModifyIoremapEncoding, Some(why)) = (
-        path,
-        ffi::NoHugePmd::from_index(STATE.huge_pmd_skip.load(Ordering::Acquire)),
+    let huge = matches!(path, Path::HugePfnFault | Path::HugePfnMprotect);
+    if let (true, Some(why)) = (
+        huge,
+        ffi::NoHugePfn::from_index(STATE.huge_pfn_skip.load(Ordering::Acquire)),
     ) {
         let (path, name) = (path.name(), mode.name());
         return writeln!(out, "ok {number} {path}.{name} # SKIP {}", why.reason());
     }
-    let devmem = matches!(path, Path::DevmemFault | Path::DevmemMprotect);
+    // The 2 MiB rows map the same device memory as the devmem ones.
+    let devmem = huge || matches!(path, Path::DevmemFault | Path::DevmemMprotect);
     if devmem && devmem_skipped(mode) {
         write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
         write_devmem_skip(out, mode)?;

@@ -7,13 +7,15 @@
 use std::ffi::CString;
 use std::io::Write;
 
-use patverify_protocol::files::{DEVMEM, MMAP, PROBE, RESULTS as REPORT};
+use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RESULTS as REPORT};
 use patverify_protocol::{
     CacheMode, Fault, ProbePath, FAULT_PARAMETER, GUEST_ERROR as ERROR, OOPS_COMMAND,
     REPORT_BEGIN as BEGIN, REPORT_END as END,
 };
 
 const PAGE: usize = 4096;
+/// A PMD's worth: what one `huge_pfn` mapping covers.
+const HUGE: usize = 2 << 20;
 
 /// Failure injection for the harness's own tests: the kernel passes
 /// `patverify_fault=…` from its command line to init's environment.
@@ -133,7 +135,12 @@ fn run() -> Result<String, String> {
 /// mprotect() it read-only and back, have the module read it again.
 fn exercise_mappings() -> Result<(), String> {
     exercise(MMAP, ProbePath::MmapFault, ProbePath::Mprotect)?;
-    exercise(DEVMEM, ProbePath::DevmemFault, ProbePath::DevmemMprotect)
+    exercise(DEVMEM, ProbePath::DevmemFault, ProbePath::DevmemMprotect)?;
+    exercise(
+        HUGE_PFN,
+        ProbePath::HugePfnFault,
+        ProbePath::HugePfnMprotect,
+    )
 }
 
 /// For each mode: map one page of `file` as a driver's user would, touch it
@@ -158,8 +165,9 @@ fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), Str
             .write_all(command.as_bytes())
             .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
     };
+    let size = if file == HUGE_PFN { HUGE } else { PAGE };
     for &mode in CacheMode::ALL {
-        let addr = match map_mode(mapping.as_raw_fd(), mode) {
+        let addr = match map_mode(mapping.as_raw_fd(), mode, size) {
             Ok(addr) => addr,
             Err(errno) if errno.raw_os_error() == Some(libc::ENODEV) => continue,
             Err(errno) => return Err(format!("mmap {file} {mode}: {errno}")),
@@ -167,40 +175,83 @@ fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), Str
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
         tell(fault, mode, addr)?;
-        protect(addr, libc::PROT_READ, mode)?;
-        protect(addr, libc::PROT_READ | libc::PROT_WRITE, mode)?;
+        protect(addr, size, libc::PROT_READ, mode)?;
+        protect(addr, size, libc::PROT_READ | libc::PROT_WRITE, mode)?;
         tell(mprotect, mode, addr)?;
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
-        unsafe { libc::munmap(addr, PAGE) };
+        unsafe { libc::munmap(addr, size) };
     }
     Ok(())
 }
 
-/// Maps one page of the module's `mmap` file at the page offset that
-/// selects `mode`, shared and read/write, as a driver's user would.
-fn map_mode(fd: libc::c_int, mode: CacheMode) -> Result<*mut libc::c_void, std::io::Error> {
-    // SAFETY: a fresh shared mapping of the module's file; no Rust
-    // reference points into it.
-    let addr = unsafe {
+/// Maps `size` bytes of a module file at the offset that selects `mode`
+/// (`mode × size`), shared and read/write, as a driver's user would, at an
+/// address aligned to `size`: a 2 MiB mapping must sit on a 2 MiB boundary
+/// for the kernel to fault it in as one PMD.
+fn map_mode(
+    fd: libc::c_int,
+    mode: CacheMode,
+    size: usize,
+) -> Result<*mut libc::c_void, std::io::Error> {
+    let last_error = || Err(std::io::Error::last_os_error());
+    // Reserve twice the size, then map inside it at the aligned address.
+    // SAFETY: a fresh anonymous reservation no Rust reference points into.
+    let area = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            (mode.index() * PAGE) as libc::off_t,
+            2 * size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
         )
     };
-    if addr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
+    if area == libc::MAP_FAILED {
+        return last_error();
     }
-    Ok(addr)
+    let aligned = (area as usize).next_multiple_of(size);
+    // SAFETY: `aligned..aligned + size` lies inside our reservation, which
+    // MAP_FIXED replaces; no Rust reference points into it.
+    let addr = unsafe {
+        libc::mmap(
+            aligned as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            (mode.index() * size) as libc::off_t,
+        )
+    };
+    let outcome = if addr == libc::MAP_FAILED {
+        last_error()
+    } else {
+        Ok(addr)
+    };
+    // SAFETY: unmapping what is left of our reservation around the mapping
+    // (all of it if the mapping failed).
+    unsafe {
+        let head = aligned - area as usize;
+        let tail = 2 * size - head - if outcome.is_ok() { size } else { 0 };
+        let tail_start = if outcome.is_ok() {
+            aligned + size
+        } else {
+            aligned
+        };
+        libc::munmap(area, head);
+        libc::munmap(tail_start as *mut libc::c_void, tail);
+    }
+    outcome
 }
 
-/// `mprotect()` of the page at `addr` (the mapping of `mode`).
-fn protect(addr: *mut libc::c_void, prot: libc::c_int, mode: CacheMode) -> Result<(), String> {
-    // SAFETY: `addr` is our own mapping of PAGE bytes.
-    if unsafe { libc::mprotect(addr, PAGE, prot) } != 0 {
+/// `mprotect()` of the `size` bytes at `addr` (the mapping of `mode`).
+fn protect(
+    addr: *mut libc::c_void,
+    size: usize,
+    prot: libc::c_int,
+    mode: CacheMode,
+) -> Result<(), String> {
+    // SAFETY: `addr` is our own mapping of `size` bytes.
+    if unsafe { libc::mprotect(addr, size, prot) } != 0 {
         let err = std::io::Error::last_os_error();
         return Err(format!("mprotect {mode}: {err}"));
     }

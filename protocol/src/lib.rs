@@ -22,6 +22,9 @@ pub mod files {
     /// Device memory mapped as a GPU driver maps VRAM; the page offset
     /// picks the mode.
     pub const DEVMEM: &str = "/debug/patverify/devmem";
+    /// The same device memory, 2 MiB per mode: the offset `mode × 2 MiB`
+    /// picks the mode, and a 2 MiB-aligned mapping faults in one PMD.
+    pub const HUGE_PFN: &str = "/debug/patverify/huge_pfn";
     /// Commands from `/init`: `PATH MODE ADDR` (see [`super::ProbePath::is_guest_driven`]) or `oops`.
     pub const PROBE: &str = "/debug/patverify/probe";
 }
@@ -126,11 +129,15 @@ named_enum! {
         DevmemFault = "devmem_fault",
         /// `/init` mprotect()s that device mapping read-only and back.
         DevmemMprotect = "devmem_mprotect",
+        /// `/init` maps a 2 MiB chunk of that device memory, 2 MiB-aligned,
+        /// and touches it: `.huge_fault` inserts it with
+        /// `vmf_insert_pfn_pmd()`; installed PMD.
+        HugePfnFault = "huge_pfn_fault",
+        /// `/init` mprotect()s that 2 MiB mapping read-only and back
+        /// (`change_huge_pmd()` → `pmd_modify()`); installed PMD.
+        HugePfnMprotect = "huge_pfn_mprotect",
         /// Synthetic: `pte_modify()` called directly on an entry built at boot.
         PteModifyDirect = "pte_modify_direct",
-        /// Synthetic: `pmd_modify()` called directly on a 2 MiB entry in the
-        /// ioremap encoding (cannot differ between a fixed and a broken kernel).
-        PmdModifyIoremapEncoding = "pmd_modify_ioremap_encoding",
         /// A row per PAT entry 0..7 (not per mode): `vma_set_page_prot()` on
         /// a fresh VMA whose protection selects the entry, at boot.
         PatIndex = "pat_index",
@@ -139,7 +146,7 @@ named_enum! {
 
 impl ProbePath {
     /// The widest name, for tables.
-    pub const WIDTH: usize = 27;
+    pub const WIDTH: usize = 17;
 
     /// Whether `/init` drives the path (a `probe` command `PATH MODE ADDR`
     /// after it touched or mprotect()ed its mapping); the others run at boot.
@@ -150,6 +157,8 @@ impl ProbePath {
                 | ProbePath::Mprotect
                 | ProbePath::DevmemFault
                 | ProbePath::DevmemMprotect
+                | ProbePath::HugePfnFault
+                | ProbePath::HugePfnMprotect
         )
     }
 
@@ -161,10 +170,7 @@ impl ProbePath {
     /// Whether the path calls a kernel function directly instead of going
     /// through a real mapping (said so in the tables and the README).
     pub const fn is_synthetic(self) -> bool {
-        matches!(
-            self,
-            ProbePath::PteModifyDirect | ProbePath::PmdModifyIoremapEncoding
-        )
+        matches!(self, ProbePath::PteModifyDirect)
     }
 }
 

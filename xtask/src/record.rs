@@ -14,13 +14,19 @@ use std::path::Path;
 
 /// Version 2: typed results (`status` measured/skipped), typed timings,
 /// `not-reproduced` verdicts. Version 1 was the untyped record of the first
-/// three sessions.
-pub const SCHEMA_VERSION: u32 = 3;
+/// three sessions. Version 3 added `entry`, `entry_after`, `toolchain.name`
+/// and the `pat_index` path; version 4 the `huge_pfn_*` paths, and dropped
+/// the synthetic `pmd_modify_ioremap_encoding` (it could not tell a fixed
+/// kernel from a broken one).
+pub const SCHEMA_VERSION: u32 = 4;
 
-/// The oldest version this patverify still reads: version 3 only added
-/// fields (`entry`, `entry_after`, `toolchain.name`) and the `pat_index`
-/// path, so a version 2 record reads as a version 3 one without them.
+/// The oldest version this patverify still reads: versions 2 and 3 read as
+/// version 4 records without the fields and paths added since, and without
+/// the rows of the paths dropped since ([`RETIRED_PATHS`]).
 pub const OLDEST_READABLE_VERSION: u32 = 2;
+
+/// Paths older records hold that this patverify no longer measures.
+const RETIRED_PATHS: &[&str] = &["pmd_modify_ioremap_encoding"];
 
 /// The machine-readable record of one run.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -259,7 +265,7 @@ impl Record {
 
     /// Parses a record from JSON text, checking its schema version first.
     pub fn parse(text: &str) -> std::result::Result<Record, String> {
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not a patverify JSON record: {e}"))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if (u64::from(OLDEST_READABLE_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&v) => {}
@@ -273,6 +279,12 @@ impl Record {
                     "not a patverify JSON record (no schema_version; records before version {OLDEST_READABLE_VERSION} cannot be read)"
                 ))
             }
+        }
+        if let Some(results) = value.get_mut("results").and_then(|r| r.as_array_mut()) {
+            results.retain(|row| {
+                let path = row.get("path").and_then(|p| p.as_str());
+                !path.is_some_and(|p| RETIRED_PATHS.contains(&p))
+            });
         }
         serde_json::from_value(value).map_err(|e| format!("not a patverify JSON record: {e}"))
     }
@@ -312,7 +324,7 @@ pub mod tests {
         let record = record_with("baseline", &[("WT", "UC")]);
         let text = serde_json::to_string_pretty(&record).unwrap();
         assert_eq!(Record::parse(&text).unwrap(), record);
-        assert!(text.contains("\"schema_version\": 3"), "{text}");
+        assert!(text.contains("\"schema_version\": 4"), "{text}");
         assert!(text.contains("\"step\": \"build\""), "{text}");
         assert_eq!(
             record.seconds(&Step::Build {
@@ -324,15 +336,29 @@ pub mod tests {
     }
 
     #[test]
+    fn an_older_record_reads_without_the_rows_of_retired_paths() {
+        let record = record_with("baseline", &[]);
+        let mut value = serde_json::to_value(&record).unwrap();
+        value["schema_version"] = 3.into();
+        let mut retired = value["results"][0].clone();
+        retired["path"] = "pmd_modify_ioremap_encoding".into();
+        value["results"].as_array_mut().unwrap().push(retired);
+        let read = Record::parse(&value.to_string()).unwrap();
+        assert_eq!(read.results, record.results);
+        value["results"][0]["path"] = "no_such_path".into();
+        assert!(Record::parse(&value.to_string()).is_err());
+    }
+
+    #[test]
     fn other_schema_versions_and_other_json_are_refused() {
         let old = r#"{"verdict": "pass", "results": []}"#;
         assert!(Record::parse(old)
             .unwrap_err()
             .contains("no schema_version"));
-        let newer = r#"{"schema_version": 4}"#;
+        let newer = r#"{"schema_version": 5}"#;
         assert!(Record::parse(newer)
             .unwrap_err()
-            .contains("schema version 4"));
+            .contains("schema version 5"));
         assert!(Record::parse("[1, 2")
             .unwrap_err()
             .contains("not a patverify"));

@@ -446,7 +446,8 @@ fn boot_one(
     qemu::check_env(env, &console.text).map_err(&named)?;
     std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
     let parsed = ktap::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
-    ktap::check_rows(&parsed, env).map_err(|e| named(format!("incomplete report: {e}")))?;
+    let series = source::series(&ctx.source.version);
+    ktap::check_rows(&parsed, env, series).map_err(|e| named(format!("incomplete report: {e}")))?;
     if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
         return Err(named(
             "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"

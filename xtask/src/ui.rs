@@ -43,7 +43,7 @@ pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String
             }
             compare::Verdict::BaselineNotReproduced(_) => None,
             compare::Verdict::Pass => Some(format!(
-                "{name:<12} {file}: keeps every cache mode on every path"
+                "{name:<12} {file}: keeps every row the baseline lost, and loses none"
             )),
         })
         .collect()

@@ -82,7 +82,7 @@ fn mutate(text: &str, op: u8, at: usize, byte: u8) -> String {
 }
 
 /// Rows in a full report: every path × every mode, and the 8 PAT entries.
-const ROWS: usize = 7 * 6 + 8;
+const ROWS: usize = 8 * 6 + 8;
 
 proptest! {
     // No regression files: the cases that matter are the named tests below.
@@ -160,7 +160,7 @@ fn a_record_with_one_field_broken_names_the_field() {
     let record = Record::parse(good).unwrap();
     assert!(record.results[0].result.lost());
     let v1 = good.replace("\"schema_version\": 2", "\"schema_version\": 1");
-    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 3"));
+    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 4"));
     for (from, to, says) in [
         ("\"WT\"", "\"WX\"", "not a CacheMode"),
         ("\"mprotect\"", "\"mmap\"", "not a ProbePath"),

@@ -100,7 +100,7 @@ fn lost_rows(record: &Record) -> String {
     let lost: Vec<String> = record
         .results
         .iter()
-        .filter(|r| r.variant == "baseline" && r.result.lost())
+        .filter(|r| r.variant == "baseline" && r.result.lost_in_scope())
         .filter_map(|r| {
             let after = r.result.after()?;
             let row = format!("{} {} {}", r.env, r.result.path, r.result.label());

@@ -92,7 +92,7 @@ impl Probe {
         }
         let all_kept = runs
             .iter()
-            .all(|r| !r.report.results.iter().any(|m| m.lost()));
+            .all(|r| !r.report.results.iter().any(|m| m.lost_in_scope()));
         Ok(judge(all_kept, self.expect))
     }
 }

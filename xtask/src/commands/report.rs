@@ -242,6 +242,7 @@ mod tests {
                         pte_before: Pte(0),
                         pte_after: Pte(0),
                         entry_after: None,
+                        known_defect: None,
                     },
                 },
             })
@@ -273,7 +274,7 @@ mod tests {
             ("mprotect", "WT", false),
             ("mprotect", "WB", true),
             ("mmap_fault", "WT", true),
-            ("pmd_modify_ioremap_encoding", "WT", true),
+            ("huge_pfn_fault", "WT", true),
         ]);
         let changes = diff_runs(&old, &new);
         assert_eq!(changes.regressions, 1);
@@ -290,7 +291,7 @@ mod tests {
             changes.lines
         );
         assert!(
-            has(&|l| l.contains("new   probe native pmd_modify_ioremap_encoding WT")),
+            has(&|l| l.contains("new   probe native huge_pfn_fault WT")),
             "{:?}",
             changes.lines
         );

@@ -29,12 +29,23 @@ fn row_name(env: Env, r: &ModeResult) -> String {
     format!("{env} {} {}", r.path, r.label())
 }
 
-/// "env path mode→observed" for every mode a run lost.
+/// "env path mode→observed" for every mode a run lost (but not to a
+/// known defect outside the masks under test).
 pub fn lost_modes(runs: &[Run]) -> Vec<String> {
+    losses(runs, ModeResult::lost_in_scope)
+}
+
+/// "env path mode→observed" for every row lost to a known defect outside
+/// the masks under test (shown, not judged).
+pub fn known_defect_losses(runs: &[Run]) -> Vec<String> {
+    losses(runs, |r| r.known_defect().is_some())
+}
+
+fn losses(runs: &[Run], which: fn(&ModeResult) -> bool) -> Vec<String> {
     runs.iter()
         .flat_map(|run| {
             run.report.results.iter().filter_map(move |r| {
-                let after = r.after().filter(|_| r.lost())?;
+                let after = r.after().filter(|_| which(r))?;
                 Some(format!("{}→{after}", row_name(run.env, r)))
             })
         })
@@ -58,7 +69,7 @@ fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
             run.report
                 .results
                 .iter()
-                .filter(|r| r.lost() && !measured(run.env, r))
+                .filter(|r| r.lost_in_scope() && !measured(run.env, r))
                 .map(|r| format!("{}: not measured", row_name(run.env, r)))
         })
         .collect()
@@ -73,7 +84,7 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     }
     let not_reproduced: Vec<Env> = baseline
         .iter()
-        .filter(|run| !run.report.results.iter().any(ModeResult::lost))
+        .filter(|run| !run.report.results.iter().any(ModeResult::lost_in_scope))
         .map(|run| run.env)
         .collect();
     if !not_reproduced.is_empty() {
@@ -91,7 +102,11 @@ fn cell(result: Option<&ModeResult>) -> String {
     let Some(observed) = r.observed() else {
         return "skip".to_string();
     };
-    let status = if r.kept() { "kept" } else { "LOST" };
+    let status = match (r.kept(), r.known_defect()) {
+        (true, _) => "kept",
+        (false, None) => "LOST",
+        (false, Some(_)) => "LOST*",
+    };
     match &r.outcome {
         Outcome::Measured {
             entry_after: Some(entry),
@@ -143,8 +158,7 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
         for key in row_keys(path) {
             let cells: Vec<Option<&ModeResult>> =
                 runs.iter().map(|run| row(run, path, key)).collect();
-            let lost = cells.iter().flatten().any(|r| r.lost());
-            let marker = if lost { "!" } else { " " };
+            let marker = marker(cells.iter().flatten().copied());
             // A PAT entry's row also names the entry's mode ("6 UC").
             let label = cells
                 .iter()
@@ -161,14 +175,38 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
             out += "\n";
         }
     }
-    out
+    out + &footnote(runs)
+}
+
+/// '!' when a row is lost, '*' when only to a known defect, ' ' when kept.
+fn marker<'a>(mut rows: impl Iterator<Item = &'a ModeResult> + Clone) -> char {
+    if rows.clone().any(ModeResult::lost_in_scope) {
+        '!'
+    } else if rows.any(ModeResult::lost) {
+        '*'
+    } else {
+        ' '
+    }
+}
+
+/// What `LOST*` means, when a table shows one.
+fn footnote(runs: &[&Run]) -> String {
+    let results = runs.iter().flat_map(|run| &run.report.results);
+    let defects: std::collections::BTreeSet<&str> =
+        results.filter_map(ModeResult::known_defect).collect();
+    defects
+        .into_iter()
+        .map(|why| {
+            format!("  LOST* known defect outside the masks under test (not judged): {why}\n")
+        })
+        .collect()
 }
 
 /// One boot's results alone (probe).
 pub fn single_table(run: &Run) -> String {
     let mut out = format!("{} — PAT layout: {}\n", run.env, layout(run));
     for r in &run.report.results {
-        let marker = if r.lost() { '!' } else { ' ' };
+        let marker = marker(std::iter::once(r));
         out += &format!(
             "{marker} {:<pw$} {:<5} {:<10} {}\n",
             r.path,
@@ -178,13 +216,13 @@ pub fn single_table(run: &Run) -> String {
             pw = ProbePath::WIDTH
         );
     }
-    out
+    out + &footnote(&[run])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ktap::{parse_ktap, tests::sample_ktap};
+    use crate::stages::ktap::{parse_ktap, tests::sample_ktap, tests::sample_ktap_on};
 
     fn run(variant: &str, env: Env, lost: &[(&str, &str)]) -> Run {
         Run {
@@ -192,6 +230,38 @@ mod tests {
             env,
             report: parse_ktap(&sample_ktap(lost)).unwrap(),
         }
+    }
+
+    #[test]
+    fn known_defects_are_shown_not_judged() {
+        // One boot's run: `small` lost on vma_set_page_prot, `huge` on
+        // huge_pfn_fault.
+        let boot = |variant: &str, small: &[(&str, &str)], huge: &[(&str, &str)]| {
+            let mut r = run(variant, Env::Native, small);
+            let huge = parse_ktap(&sample_ktap_on("huge_pfn_fault", huge)).unwrap();
+            r.report.results.extend(huge.results);
+            [r]
+        };
+        let known = [("WT", "UC"), ("WP", "WC")];
+        let b = boot("baseline", &[("WT", "UC")], &known);
+        let c = boot("candidate", &[], &known);
+        assert_eq!(verdict(&b, &c), Verdict::Pass);
+        assert_eq!(known_defect_losses(&c).len(), 2);
+        let t = table(Env::Native, &[&b[0], &c[0]]);
+        assert!(t.contains("* huge_pfn_fault    WT    UC  LOST*"), "{t}");
+        assert!(t.contains("LOST* known defect"), "{t}");
+        // Lost another way, the row is judged.
+        let worse = boot("candidate", &[], &[("WT", "WB")]);
+        assert_eq!(
+            verdict(&b, &worse),
+            Verdict::CandidateLost(vec!["native huge_pfn_fault WT→WB".into()])
+        );
+        // A baseline that loses only to the known defect reproduces nothing.
+        let only_known = boot("baseline", &[], &known);
+        assert_eq!(
+            verdict(&only_known, &c),
+            Verdict::BaselineNotReproduced(vec![Env::Native])
+        );
     }
 
     #[test]
@@ -235,7 +305,7 @@ mod tests {
         let t = table(Env::Native, &[&b, &c, &c2]);
         let wt = t
             .lines()
-            .find(|l| l.contains(&format!("{:<27} WT ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<17} WT ", "vma_set_page_prot")))
             .unwrap();
         assert!(
             wt.starts_with('!') && wt.contains("UC  LOST") && wt.contains("WT  kept"),
@@ -243,12 +313,12 @@ mod tests {
         );
         let wp = t
             .lines()
-            .find(|l| l.contains(&format!("{:<27} WP ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<17} WP ", "vma_set_page_prot")))
             .unwrap();
         assert_eq!(wp.matches("LOST").count(), 2, "{t}");
         let wb = t
             .lines()
-            .find(|l| l.contains(&format!("{:<27} WB ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<17} WB ", "vma_set_page_prot")))
             .unwrap();
         assert!(
             wb.starts_with(' ')
