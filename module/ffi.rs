@@ -512,36 +512,58 @@ unsafe extern "C" fn devmem_mmap(
 ) -> c_int {
     // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
     let vma = unsafe { &mut *vma };
-    let mode = match CacheMode::from_index(vma.vm_pgoff as usize) {
-        Some(mode) => mode,
-        None => return EINVAL.to_errno(),
-    };
-    if crate::devmem_page(mode).is_none() {
-        // No memory of this type to map: the report says why (a SKIP).
+    let mode = CacheMode::from_index(vma.vm_pgoff as usize);
+    let available = mode.and_then(crate::devmem_page).is_some();
+    // SAFETY: as above.
+    unsafe { device_mapping(vma, mode, available, PAGE_SIZE, 0, &DEVMEM_VM_OPS) }
+}
+
+/// Sets up `vma` as a mapping of device memory the way a DRM/TTM driver
+/// does: `VM_PFNMAP | VM_IO` (plus `extra_flags`), the VMA's default
+/// protection left alone, `ops` to fault it in. Refuses (EINVAL) a `mode`
+/// that is no mode, a private mapping (a COW mapping, on which the
+/// `vmf_insert_pfn*()` functions BUG()) and any size but `size`; ENODEV
+/// when nothing of this kind is `available` (the report says why: a SKIP).
+///
+/// # Safety
+///
+/// `vma` is the VMA `mmap_region()` is setting up, held exclusively (mmap
+/// write lock) by the caller.
+unsafe fn device_mapping(
+    vma: &mut bindings::vm_area_struct,
+    mode: Option<CacheMode>,
+    available: bool,
+    size: usize,
+    extra_flags: u64,
+    ops: &'static VmOps,
+) -> c_int {
+    if mode.is_none() {
+        return EINVAL.to_errno();
+    }
+    if !available {
         return ENODEV.to_errno();
     }
-    // SAFETY: `vma` is live (see above).
-    let (vm_flags, size) = unsafe {
+    // SAFETY: `vma` is live (the caller's contract).
+    let (vm_flags, vma_size) = unsafe {
         (
             bindings::patverify_vma_flags(vma),
             bindings::patverify_vma_size(vma),
         )
     };
-    // A private mapping would be a COW mapping, on which
-    // vmf_insert_pfn_prot() BUG()s: only shared ones are taken.
     let shared = vm_flags & bindings::VM_SHARED as c_ulong != 0;
-    if !shared || size != PAGE_SIZE as c_ulong {
+    if !shared || vma_size != size as c_ulong {
         return EINVAL.to_errno();
     }
-    let flags = bindings::VM_PFNMAP
-        | bindings::VM_IO
-        | bindings::VM_DONTEXPAND
-        | bindings::VM_DONTDUMP
-        | bindings::VM_DONTCOPY;
+    let flags = bindings::VM_PFNMAP as u64
+        | bindings::VM_IO as u64
+        | bindings::VM_DONTEXPAND as u64
+        | bindings::VM_DONTDUMP as u64
+        | bindings::VM_DONTCOPY as u64
+        | extra_flags;
     // SAFETY: `vma` is being set up under the mmap write lock, which
     // `vm_flags_set()` requires.
     unsafe { bindings::patverify_vm_flags_set(vma, flags as c_ulong) };
-    vma.vm_ops = &DEVMEM_VM_OPS.0;
+    vma.vm_ops = &ops.0;
     0
 }
 
@@ -593,37 +615,11 @@ unsafe extern "C" fn huge_pfn_mmap(
 ) -> c_int {
     // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
     let vma = unsafe { &mut *vma };
-    let mode = match huge_pfn_mode(vma.vm_pgoff) {
-        Some(mode) => mode,
-        None => return EINVAL.to_errno(),
-    };
-    if !crate::huge_pfn_supported() || crate::devmem_page(mode).is_none() {
-        // Nothing of this kind to map: the report says why (a SKIP).
-        return ENODEV.to_errno();
-    }
-    // SAFETY: `vma` is live (see above).
-    let (vm_flags, size) = unsafe {
-        (
-            bindings::patverify_vma_flags(vma),
-            bindings::patverify_vma_size(vma),
-        )
-    };
-    // vmf_insert_pfn_pmd() BUG()s on a COW mapping: shared ones only.
-    let shared = vm_flags & bindings::VM_SHARED as c_ulong != 0;
-    if !shared || size != HUGE_SIZE as c_ulong {
-        return EINVAL.to_errno();
-    }
-    let flags = bindings::VM_PFNMAP
-        | bindings::VM_IO
-        | bindings::VM_HUGEPAGE
-        | bindings::VM_DONTEXPAND
-        | bindings::VM_DONTDUMP
-        | bindings::VM_DONTCOPY;
-    // SAFETY: `vma` is being set up under the mmap write lock, which
-    // `vm_flags_set()` requires.
-    unsafe { bindings::patverify_vm_flags_set(vma, flags as c_ulong) };
-    vma.vm_ops = &HUGE_PFN_VM_OPS.0;
-    0
+    let mode = huge_pfn_mode(vma.vm_pgoff);
+    let available = crate::huge_pfn_supported() && mode.and_then(crate::devmem_page).is_some();
+    let huge = bindings::VM_HUGEPAGE as u64;
+    // SAFETY: as above.
+    unsafe { device_mapping(vma, mode, available, HUGE_SIZE, huge, &HUGE_PFN_VM_OPS) }
 }
 
 /// The mode a `huge_pfn` page offset selects: chunk N is mode N.
@@ -680,7 +676,7 @@ unsafe extern "C" fn huge_pfn_fault(
 ///
 /// Called by the fault handler only (nothing is dereferenced).
 unsafe extern "C" fn huge_pfn_small_fault(_vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    kernel::pr_err!(
+    kernel::pr_info!(
         "huge_pfn: a 4 KiB fault on a 2 MiB mapping (unaligned, or .huge_fault not called)\n"
     );
     bindings::vm_fault_reason_VM_FAULT_SIGBUS

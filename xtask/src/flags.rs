@@ -186,6 +186,10 @@ pub enum Scenario {
     /// A bisect step: `probe` of a work tree whose content nobody built
     /// (one C file differs), its C all in ccache.
     BisectStep,
+    /// What `CONFIG_TRANSPARENT_HUGEPAGE` (for the 2 MiB rows) adds to a
+    /// cold build: raw `make`s of the baseline's configuration with it and
+    /// without it, one after the other.
+    ThpCost,
 }
 
 #[derive(clap::Subcommand, Debug)]

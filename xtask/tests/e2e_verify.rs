@@ -157,14 +157,8 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     // WP on entry 1 (WC) in every kernel, at the fault; mprotect() keeps
     // what the fault installed. Those four rows are a known defect outside
     // the masks under test: shown, not judged.
-    let huge_native = [
-        ("WB", "skip"),
-        ("WC", "WC"),
-        ("UC-", "UC-"),
-        ("UC", "UC"),
-        ("WT", "UC"),
-        ("WP", "WC"),
-    ];
+    // (What the baseline's 4 KiB device mapping shows after mprotect().)
+    let huge_native = devmem_native_lost;
     for variant in ["baseline", "candidate"] {
         for path in ["huge_pfn_fault", "huge_pfn_mprotect"] {
             expect_modes(&mut checks, &json, variant, "native", path, &huge_native);

@@ -112,6 +112,16 @@ struct Figures {
     edited_candidate: Option<Edited>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bisect_step: Option<BisectStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thp_cost: Option<ThpCost>,
+}
+
+/// Raw cold `make`s of the baseline's configuration with and without
+/// transparent huge pages.
+#[derive(serde::Serialize)]
+struct ThpCost {
+    with_thp_seconds: f64,
+    without_thp_seconds: f64,
 }
 
 /// Bisect steps: each a `probe --env native` of new content (wall time),
@@ -194,6 +204,9 @@ impl Bench {
         }
         if wants(Scenario::BisectStep) {
             self.bisect_steps(cache_root, &out, &mut figures)?;
+        }
+        if wants(Scenario::ThpCost) {
+            figures.thp_cost = Some(thp_cost(cache_root, &out)?);
         }
         let text = serde_json::to_string_pretty(&figures)?;
         if let Some(path) = &self.json {
@@ -452,6 +465,64 @@ impl Bench {
 }
 
 /// The unpacked 6.12 source in the cache.
+/// Raw cold `make`s (no ccache) of the baseline's tree and configuration,
+/// with `CONFIG_TRANSPARENT_HUGEPAGE` and without it (`olddefconfig` after
+/// turning it off), in that order.
+fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
+    eprintln!("bench: priming run (the baseline's tree and configuration)");
+    let (_, json) = verify(cache_root, out, &["--env".into(), "native".into()])?;
+    let tree = PathBuf::from(&json.variants.first().context("no baseline tree")?.tree);
+    let config =
+        PathBuf::from(&json.builds.first().context("no baseline build")?.build_dir).join(".config");
+    let mut seconds = [0.0; 2];
+    for (thp, slot) in [true, false].into_iter().zip(seconds.iter_mut()) {
+        let dir = out.join(if thp { "raw-thp" } else { "raw-no-thp" });
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut text = std::fs::read_to_string(&config)?;
+        if !thp {
+            text = text.replace(
+                "CONFIG_TRANSPARENT_HUGEPAGE=y",
+                "# CONFIG_TRANSPARENT_HUGEPAGE is not set",
+            );
+        }
+        std::fs::write(dir.join(".config"), text)?;
+        let make = || crate::stages::kbuild::Kbuild::plain().make(&tree, &dir);
+        let log = out.join(format!("{}.log", dir.display()));
+        let configured = make()
+            .arg("olddefconfig")
+            .run_logged("olddefconfig", &log)?;
+        anyhow::ensure!(configured.ok, "olddefconfig failed");
+        let has_thp =
+            std::fs::read_to_string(dir.join(".config"))?.contains("CONFIG_TRANSPARENT_HUGEPAGE=y");
+        anyhow::ensure!(has_thp == thp, "THP={thp} did not survive olddefconfig");
+        eprintln!(
+            "bench: raw make, transparent huge pages {}",
+            if thp { "on" } else { "off" }
+        );
+        let started = Instant::now();
+        let jobs = crate::stages::build::local_jobs();
+        let built = make()
+            .arg(format!("-j{jobs}"))
+            .arg("bzImage")
+            .run_logged("raw make", &log)?;
+        anyhow::ensure!(built.ok, "raw make failed: {}", built.tail.join("\n"));
+        *slot = started.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!(
+        "{:<40} {:>6.1} s with THP, {:.1} s without (+{:.1} %)",
+        "raw cold make",
+        seconds[0],
+        seconds[1],
+        100.0 * (seconds[0] / seconds[1] - 1.0)
+    );
+    Ok(ThpCost {
+        with_thp_seconds: seconds[0],
+        without_thp_seconds: seconds[1],
+    })
+}
+
 fn unpacked_source(cache_root: &Path) -> Result<PathBuf> {
     let found = std::fs::read_dir(cache_root.join("src"))?
         .flatten()

@@ -137,7 +137,9 @@ fn summarize(results: &[&ModeResult]) -> String {
         .iter()
         .filter_map(|r| {
             let after = r.after().filter(|_| r.lost())?;
-            Some(format!("{}→{after}", r.label()))
+            // `*`: lost to the known defect outside the masks under test.
+            let known = if r.lost_in_scope() { "" } else { "*" };
+            Some(format!("{}→{after}{known}", r.label()))
         })
         .collect();
     let skipped = results.iter().filter(|r| r.observed().is_none()).count();
