@@ -82,7 +82,7 @@ fn verdict(record: &Record, candidate: &CandidateRecord) -> String {
         .map_or("the kernel", |k| k.version.as_str());
     let text = match candidate.verdict {
         CandidateVerdict::Pass => format!(
-            "patverify built {kernel} without and with this patch and booted both, natively and as a Xen PV dom0. With the patch every cache mode survives every path that re-applies a mapping's protection; without it some are lost (below), so the test reproduces the bug and the patch fixes it."
+            "patverify built {kernel} without and with this patch and booted both, natively and as a Xen PV dom0. With the patch every cache mode the kernel without it loses survives, and none is lost; without it some are lost (below), so the test reproduces the bug and the patch fixes it."
         ),
         CandidateVerdict::Fail => format!(
             "patverify built {kernel} without and with this patch and booted both, natively and as a Xen PV dom0. With the patch these cache modes are still lost: {}.",
@@ -107,10 +107,20 @@ fn lost_rows(record: &Record) -> String {
             Some(format!("  {row:<40} -> {after}"))
         })
         .collect();
-    if lost.is_empty() {
-        return String::new();
+    let mut out = String::new();
+    if !lost.is_empty() {
+        out += &format!("\nLost without the patch:\n{}\n", lost.join("\n"));
     }
-    format!("\nLost without the patch:\n{}\n", lost.join("\n"))
+    let defects: std::collections::BTreeSet<&str> = record
+        .results
+        .iter()
+        .filter_map(|r| r.result.known_defect())
+        .collect();
+    for why in defects {
+        let text = format!("Not counted, lost with and without the patch (a known defect outside the masks under test): {why}.");
+        out += &format!("\n{}\n", wrap(&text));
+    }
+    out
 }
 
 fn how_it_ran(record: &Record, path: &str) -> String {
