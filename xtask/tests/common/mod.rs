@@ -378,8 +378,11 @@ pub fn unrelated_patch(tree: &Path, dest: &Path) -> Result<std::path::PathBuf> {
 pub fn result_table(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| {
-            (l.starts_with("  ") || l.starts_with("! "))
+            ["  ", "! ", "* "]
+                .iter()
+                .any(|marker| l.starts_with(marker))
                 && (l.contains("kept") || l.contains("LOST") || l.contains("skip"))
+                && !l.contains("known defect outside")
         })
         .map(str::to_string)
         .collect()
