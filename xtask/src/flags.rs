@@ -166,10 +166,11 @@ pub struct Bench {
     /// Measured runs per scenario.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Also the slow scenarios: cold verify vs raw make, edited candidate.
+    /// Also the slow scenarios: cold verify vs raw make, edited candidate, bisect
+    /// step, the cost of transparent huge pages.
     #[arg(long)]
     pub slow: bool,
-    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step.
+    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step, thp-cost.
     /// Default: warm, plus the others with --slow.
     #[arg(long = "scenario", value_enum, value_name = "NAME")]
     pub scenarios: Vec<Scenario>,
