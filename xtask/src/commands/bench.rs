@@ -333,15 +333,7 @@ impl Bench {
         std::fs::create_dir_all(&raw_dir)?;
         std::fs::copy(&config, raw_dir.join(".config"))?;
         eprintln!("bench: raw make of the same configuration (no ccache)");
-        let started = Instant::now();
-        let jobs = crate::stages::build::local_jobs();
-        let raw = crate::stages::kbuild::Kbuild::plain()
-            .make(&tree, &raw_dir)
-            .arg(format!("-j{jobs}"))
-            .arg("bzImage")
-            .run_logged("raw make", &out.join("raw-make.log"))?;
-        anyhow::ensure!(raw.ok, "raw make failed: {}", raw.tail.join("\n"));
-        let raw_secs = started.elapsed().as_secs_f64();
+        let raw_secs = raw_make(&tree, &raw_dir, &out.join("raw-make.log"))?;
         let ratio = cold / (2.0 * raw_secs);
         println!(
             "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.2} (target ≤ 1.05)",
@@ -464,7 +456,20 @@ impl Bench {
     }
 }
 
-/// The unpacked 6.12 source in the cache.
+/// A raw `make bzImage` (no ccache, no harness) of `tree` into `dir`, which
+/// holds the `.config`; returns its wall seconds.
+fn raw_make(tree: &Path, dir: &Path, log: &Path) -> Result<f64> {
+    let started = Instant::now();
+    let jobs = crate::stages::build::local_jobs();
+    let built = crate::stages::kbuild::Kbuild::plain()
+        .make(tree, dir)
+        .arg(format!("-j{jobs}"))
+        .arg("bzImage")
+        .run_logged("raw make", log)?;
+    anyhow::ensure!(built.ok, "raw make failed: {}", built.tail.join("\n"));
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Raw cold `make`s (no ccache) of the baseline's tree and configuration,
 /// with `CONFIG_TRANSPARENT_HUGEPAGE` and without it (`olddefconfig` after
 /// turning it off), in that order.
@@ -500,14 +505,7 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
             "bench: raw make, transparent huge pages {}",
             if thp { "on" } else { "off" }
         );
-        let started = Instant::now();
-        let jobs = crate::stages::build::local_jobs();
-        let built = make()
-            .arg(format!("-j{jobs}"))
-            .arg("bzImage")
-            .run_logged("raw make", &log)?;
-        anyhow::ensure!(built.ok, "raw make failed: {}", built.tail.join("\n"));
-        *slot = started.elapsed().as_secs_f64();
+        *slot = raw_make(&tree, &dir, &log)?;
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
@@ -523,6 +521,7 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
     })
 }
 
+/// The unpacked 6.12 source in the cache.
 fn unpacked_source(cache_root: &Path) -> Result<PathBuf> {
     let found = std::fs::read_dir(cache_root.join("src"))?
         .flatten()

@@ -7,6 +7,7 @@ use crate::output;
 use crate::record::{CandidateRecord, CandidateVerdict, PatchRecord, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
+use crate::stages::ktap::ModeResult;
 use crate::stages::patch::{self, Direction, PatchSet};
 use crate::stages::variant::{self, Spec, Variant};
 use crate::support::cache::sha256_hex;
@@ -173,14 +174,8 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
 /// many were lost to a known defect outside the masks under test (shown,
 /// not judged). Returns the lines that say why, and "N of M rows skipped".
 fn skipped_rows(runs: &[Run]) -> (String, String) {
-    let rows = runs.iter().flat_map(|r| &r.report.results);
-    let (mut total, mut reasons) = (0, std::collections::BTreeMap::new());
-    for row in rows {
-        total += 1;
-        if let Some(reason) = row.skip_reason() {
-            *reasons.entry(reason).or_insert(0) += 1;
-        }
-    }
+    let rows: Vec<&ModeResult> = runs.iter().flat_map(|r| &r.report.results).collect();
+    let reasons = tally(rows.iter().filter_map(|row| row.skip_reason()));
     let skipped: usize = reasons.values().sum();
     let mut why = String::new();
     if skipped > 0 {
@@ -190,21 +185,26 @@ fn skipped_rows(runs: &[Run]) -> (String, String) {
         why += &format!("\n  {n:>3} × {reason}");
     }
     let known = compare::known_defect_losses(runs);
-    let mut by_row = std::collections::BTreeMap::new();
-    for row in &known {
-        *by_row.entry(row).or_insert(0) += 1;
-    }
     if !known.is_empty() {
         why += "\nrows lost to a known defect outside the masks under test (shown, not judged):";
     }
-    for (row, n) in by_row {
+    for (row, n) in tally(known.iter().map(String::as_str)) {
         why += &format!("\n  {n:>3} × {row}");
     }
-    let mut counted = format!("{skipped} of {total} rows skipped");
+    let mut counted = format!("{skipped} of {} rows skipped", rows.len());
     if !known.is_empty() {
         counted += &format!(", {} lost to a known defect", known.len());
     }
     (why, counted)
+}
+
+/// How often each line occurs, in order.
+fn tally<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap<&'a str, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in lines {
+        *counts.entry(line).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// The run's end: a candidate that loses a row fails the run; a baseline
