@@ -252,6 +252,18 @@ fn bisect_finds_the_commit(
         },
     );
 
+    // The bisect's clone is removed when it ends (its logs stay beside it).
+    let clones: Vec<String> = std::fs::read_dir(cache_root.join("bisect"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(".git").exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    checks.check(
+        "bisect leaves no work tree in the cache",
+        clones.is_empty(),
+        || format!("left behind: {}", clones.join(", ")),
+    );
+
     // --rev builds a revision of a git tree without checking it out.
     let args: Vec<String> = strings(&[
         "probe",

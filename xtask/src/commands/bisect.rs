@@ -30,7 +30,8 @@ impl Bisect {
         })?;
         let good = resolve_rev(&repo, &self.good)?;
         let bad = resolve_rev(&repo, &self.bad)?;
-        let (clone, _clone_lock) = clone_for_bisect(cache_root, &repo)?;
+        let work = clone_for_bisect(cache_root, &repo)?;
+        let clone = work.path.clone();
         let git = |args: &[&str]| git_in(&clone, args);
         git(&["bisect", "start", &bad, &good]).run()?;
         let out_dir = self
@@ -145,10 +146,25 @@ impl Bisect {
     }
 }
 
+/// The bisect's clone of the user's repository, removed when the bisect
+/// ends: its kernels stay in the cache (keyed by content) and its logs
+/// beside it, and a work tree per bisected repository (1.7 GB) would pile
+/// up under the cache.
+struct BisectClone {
+    path: PathBuf,
+    _lock: EntryLock,
+}
+
+impl Drop for BisectClone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A fresh clone of `repo` under the cache, so the user's checkout and refs
 /// are never touched. `--shared` borrows the user's objects read-only;
 /// `--no-checkout` leaves the work tree to `git bisect start`.
-fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<(PathBuf, EntryLock)> {
+fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<BisectClone> {
     let key = Key::new("bisect")
         .add(repo.as_os_str().as_encoded_bytes())
         .hex();
@@ -165,7 +181,10 @@ fn clone_for_bisect(cache_root: &Path, repo: &Path) -> Result<(PathBuf, EntryLoc
         .arg(repo)
         .arg(&clone)
         .run()?;
-    Ok((clone, lock))
+    Ok(BisectClone {
+        path: clone,
+        _lock: lock,
+    })
 }
 
 /// `git -C clone ARGS`: the bisect's own clone, never the user's tree.
