@@ -336,7 +336,7 @@ impl Bench {
         let raw_secs = raw_make(&tree, &raw_dir, &out.join("raw-make.log"))?;
         let ratio = cold / (2.0 * raw_secs);
         println!(
-            "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.2} (target ≤ 1.05)",
+            "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.3} (target ≤ 1.05)",
             "cold verify"
         );
         let cold_figures = Cold {
