@@ -347,7 +347,8 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_record_is_a_setup_error() {
-        let dir = crate::support::cache::scratch("report-diff");
+        let tmp = crate::support::cache::scratch("report-diff");
+        let dir = tmp.path();
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"verdict\": \"pass\"}").unwrap();
         let err = Record::read(&bad).unwrap_err();

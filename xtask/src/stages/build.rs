@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn a_bzimage_carrying_another_kernel_is_refused() {
-        let dir = crate::support::cache::scratch("payload");
+        let tmp = crate::support::cache::scratch("payload");
+        let dir = tmp.path();
         let compressed = dir.join("arch/x86/boot/compressed");
         std::fs::create_dir_all(&compressed).unwrap();
         std::fs::write(compressed.join("vmlinux.bin.xz"), b"this build").unwrap();
@@ -293,13 +294,13 @@ mod tests {
             fake_bzimage(b"this build", 0x20f),
         )
         .unwrap();
-        check_payload(&dir).unwrap();
+        check_payload(dir).unwrap();
         std::fs::write(
             dir.join("arch/x86/boot/bzImage"),
             fake_bzimage(b"other build", 0x20f),
         )
         .unwrap();
-        let err = check_payload(&dir).unwrap_err();
+        let err = check_payload(dir).unwrap_err();
         assert_eq!(
             crate::support::failure::exit_code_of(&err),
             Kind::Build.exit_code()

@@ -249,7 +249,8 @@ mod tests {
 
     #[test]
     fn variants_that_differ_in_c_only_share_a_configuration() {
-        let dir = crate::support::cache::scratch("config-key");
+        let tmp = crate::support::cache::scratch("config-key");
+        let dir = tmp.path();
         let tree = |name: &str, kconfig: &str, c: &str| {
             let root = dir.join(name);
             std::fs::create_dir_all(root.join("mm")).unwrap();
@@ -273,7 +274,6 @@ mod tests {
         let before = key(&base, "t");
         std::fs::write(&fragment, "CONFIG_RUST=n\n").unwrap();
         assert_ne!(before, key(&base, "t"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn the_compiler_wrapper_bypasses_ccache_for_incbin_sources() {
-        let dir = crate::support::cache::scratch("ccache-cc");
+        let tmp = crate::support::cache::scratch("ccache-cc");
+        let dir = tmp.path();
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         // A fake ccache that says it ran; the "compiler" is `echo`.
@@ -301,7 +302,7 @@ mod tests {
             let out = std::process::Command::new("sh")
                 .arg(&wrapper)
                 .args(["echo", "-c", source])
-                .current_dir(&dir)
+                .current_dir(dir)
                 .env(
                     "PATH",
                     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),

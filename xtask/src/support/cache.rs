@@ -310,13 +310,13 @@ pub fn size_human(path: &Path) -> String {
     }
 }
 
-/// A fresh, empty directory for one unit test.
+/// A fresh, empty directory for one unit test, removed when it is dropped.
 #[cfg(test)]
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("patverify-test-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("patverify-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[cfg(test)]
@@ -325,7 +325,8 @@ mod tests {
 
     #[test]
     fn a_staged_entry_is_published_whole_or_removed() {
-        let dir = scratch("staged");
+        let tmp = scratch("staged");
+        let dir = tmp.path();
         let dest = dir.join("entry");
         let failed = Staged::new(&dest).unwrap();
         fs::write(failed.path().join("half"), "written before the error").unwrap();
@@ -338,7 +339,7 @@ mod tests {
         staged.publish(&dest).unwrap();
         assert_eq!(fs::read_to_string(dest.join("whole")).unwrap(), "done");
         assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
+            fs::read_dir(dir).unwrap().count(),
             1,
             "only the entry is left"
         );
@@ -355,7 +356,8 @@ mod tests {
 
     #[test]
     fn replace_file_breaks_hard_links() {
-        let dir = scratch("replace");
+        let tmp = scratch("replace");
+        let dir = tmp.path();
         let original = dir.join("original");
         let link = dir.join("link");
         fs::write(&original, "user data").unwrap();
@@ -363,14 +365,14 @@ mod tests {
         replace_file(&link, "variant").unwrap();
         assert_eq!(fs::read_to_string(&original).unwrap(), "user data");
         assert_eq!(fs::read_to_string(&link).unwrap(), "variant");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn runs_share_the_cache_and_make_an_entry_once() {
-        let dir = scratch("entry-lock");
-        let _a = Cache::open(&dir).unwrap();
-        let _b = Cache::open(&dir).unwrap();
+        let tmp = scratch("entry-lock");
+        let dir = tmp.path();
+        let _a = Cache::open(dir).unwrap();
+        let _b = Cache::open(dir).unwrap();
         let dest = dir.join("entry");
         let made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let workers: Vec<_> = (0..4)
@@ -399,14 +401,14 @@ mod tests {
         });
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("an unrelated entry waited");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn clean_waits_for_the_runs() {
-        let dir = scratch("lock");
-        let first = Cache::open(&dir).unwrap();
-        let root = dir.clone();
+        let tmp = scratch("lock");
+        let dir = tmp.path();
+        let first = Cache::open(dir).unwrap();
+        let root = dir.to_path_buf();
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
             let _second = Cache::open_exclusive(&root).unwrap();
@@ -421,6 +423,5 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("second run never got the lock");
         waiter.join().unwrap();
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

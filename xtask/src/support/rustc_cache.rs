@@ -374,8 +374,9 @@ mod tests {
 
     #[test]
     fn a_compile_of_the_same_sources_is_served_from_the_store() {
-        let dir = crate::support::cache::scratch("rustc-cache");
-        let rustc = fake_rustc(&dir);
+        let tmp = crate::support::cache::scratch("rustc-cache");
+        let dir = tmp.path();
+        let rustc = fake_rustc(dir);
         let runs = || std::fs::read_to_string(dir.join("runs")).map_or(0, |t| t.lines().count());
         let build = |name: &str, source: &str| -> (i32, String, String) {
             let out = dir.join(name);
@@ -397,20 +398,19 @@ mod tests {
         };
         assert_eq!(
             build("one", "fn a() {}"),
-            (0, "fn a() {}".into(), build_dep(&dir, "one"))
+            (0, "fn a() {}".into(), build_dep(dir, "one"))
         );
         assert_eq!(runs(), 1);
         // Another build directory, the same source: served, the dep-info
         // naming this build's paths.
         assert_eq!(
             build("two", "fn a() {}"),
-            (0, "fn a() {}".into(), build_dep(&dir, "two"))
+            (0, "fn a() {}".into(), build_dep(dir, "two"))
         );
         assert_eq!(runs(), 1, "the second compile ran rustc");
         // A changed source compiles again.
         assert_eq!(build("three", "fn b() {}").1, "fn b() {}");
         assert_eq!(runs(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn build_dep(dir: &Path, name: &str) -> String {
