@@ -362,9 +362,16 @@ impl Bench {
         let patches = crate::stages::variant::repo_dir().join("patches");
         let proposal =
             std::fs::read_to_string(patches.join(crate::stages::variant::PROPOSAL_PATCH))?;
+        // A new edit each run: the same edit twice is a cached kernel, and the
+        // scenario would time a warm verify.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
         let edited = proposal.replacen(
             "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT;\n",
-            "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT; /* bench edit */\n",
+            &format!(
+                "+\tpgprotval_t mask = _PAGE_CHG_MASK | _PAGE_PAT; /* bench edit {stamp} */\n"
+            ),
             1,
         );
         anyhow::ensure!(
