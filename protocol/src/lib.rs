@@ -167,6 +167,11 @@ impl ProbePath {
         matches!(self, ProbePath::PatIndex)
     }
 
+    /// Whether the path reads a 2 MiB entry (a PMD) rather than a PTE.
+    pub const fn is_2mib(self) -> bool {
+        matches!(self, ProbePath::HugePfnFault | ProbePath::HugePfnMprotect)
+    }
+
     /// Whether the path calls a kernel function directly instead of going
     /// through a real mapping (said so in the tables and the README).
     pub const fn is_synthetic(self) -> bool {

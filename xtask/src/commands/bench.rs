@@ -500,7 +500,7 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
         }
         std::fs::write(dir.join(".config"), text)?;
         let make = || crate::stages::kbuild::Kbuild::plain().make(&tree, &dir);
-        let log = out.join(format!("{}.log", dir.display()));
+        let log = dir.with_extension("log");
         let configured = make()
             .arg("olddefconfig")
             .run_logged("olddefconfig", &log)?;

@@ -323,7 +323,7 @@ pub fn declared_skip(
     if !path.rows_by_pat_entry() && !layout.contains(&mode) {
         return Some("no PAT entry of this kernel's layout holds the mode");
     }
-    let huge = matches!(path, HugePfnFault | HugePfnMprotect);
+    let huge = path.is_2mib();
     match (path, mode, env) {
         _ if huge && env == Env::Xen => Some("Xen PV has no 2 MiB pages"),
         _ if huge && series.is_some_and(|s| s < (6, 12)) => {
@@ -445,7 +445,7 @@ pub const PMD_PAT_BIT_DEFECT: &str = "insert_pfn_pmd() builds the 2 MiB entry fr
 /// declared, never for another outcome (a kernel that keeps the mode, or
 /// loses it another way, is judged as usual).
 pub fn known_defect(r: &ModeResult, layout: &[CacheMode]) -> Option<&'static str> {
-    if !matches!(r.path, ProbePath::HugePfnFault | ProbePath::HugePfnMprotect) || !r.lost() {
+    if !r.path.is_2mib() || !r.lost() {
         return None;
     }
     // The kernel encodes a mode as the lowest entry that holds it.
