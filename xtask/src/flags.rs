@@ -234,8 +234,8 @@ pub struct Clean {
 
 #[derive(clap::Args, Debug)]
 pub struct Setup {
-    /// Also what only some features need (distcc for --distcc, the test's
-    /// redis-server and distccd).
+    /// Also what only some features need (distcc for --distcc; the test's
+    /// redis-server, distccd, Python venv, cpio and linux-source-6.1).
     #[arg(long)]
     pub all: bool,
 }

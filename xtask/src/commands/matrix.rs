@@ -76,27 +76,25 @@ impl Matrix {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create {}", self.out.display()))?;
         let mut records = Vec::new();
-        let mut any_lost = false;
+        let mut ends = Vec::new();
         for (index, job) in jobs.iter().enumerate() {
             eprintln!("==> matrix job {}/{}: {}", index + 1, jobs.len(), job.name);
             let started = Instant::now();
             let (code, json, record) = self.run_job(cache_root, index, job)?;
-            let what = match code {
-                0 => "pass".to_string(),
-                1 => "a candidate loses modes".to_string(),
-                _ => format!(
-                    "untestable: {}",
-                    record.message.lines().next().unwrap_or("")
-                ),
+            let end = Ended {
+                job: job.name.clone(),
+                code,
+                why: record.message.lines().next().unwrap_or("").to_string(),
             };
             println!(
-                "[{}/{}] {:<32} exit {code:<3} {:>6.0} s  {what}",
+                "[{}/{}] {:<32} exit {code:<3} {:>6.0} s  {}",
                 index + 1,
                 jobs.len(),
                 job.name,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                end.describe()
             );
-            any_lost |= code == 1;
+            ends.push(end);
             records.push((json, record));
         }
         if let Some(path) = &self.kcidb {
@@ -113,13 +111,7 @@ impl Matrix {
         let table = crate::commands::report::merge(&records);
         std::fs::write(self.out.join("merged.txt"), &table)?;
         println!("\n{table}");
-        if any_lost {
-            return Err(fail(
-                Kind::CandidateLost,
-                "a candidate loses cache modes on at least one kernel (see the table)",
-            ));
-        }
-        Ok(())
+        verdict(&ends)
     }
 
     /// One job: `verify` called in this process, its whole output captured
@@ -183,6 +175,86 @@ impl Matrix {
         let record = Record::read(&json)?;
         Ok((code, json, record))
     }
+}
+
+/// How one job ended, for the matrix's own verdict.
+#[derive(Debug, PartialEq, Eq)]
+enum JobEnd {
+    Pass,
+    /// A candidate lost a mode: the matrix fails with exit 1.
+    Lost,
+    /// The kernel cannot take the module by design (exit 9): a row that
+    /// says so, not a failure of the matrix.
+    Untestable,
+    /// Setup, build, boot or anything else stopped it before a verdict.
+    NeverRan,
+}
+
+impl JobEnd {
+    fn of(code: i32) -> JobEnd {
+        match Kind::from_exit_code(code) {
+            _ if code == 0 => JobEnd::Pass,
+            Some(Kind::CandidateLost) => JobEnd::Lost,
+            Some(Kind::Toolchain) => JobEnd::Untestable,
+            _ => JobEnd::NeverRan,
+        }
+    }
+}
+
+/// A job's exit code and the first line of what it said.
+struct Ended {
+    job: String,
+    code: i32,
+    why: String,
+}
+
+impl Ended {
+    fn describe(&self) -> String {
+        match JobEnd::of(self.code) {
+            JobEnd::Pass => "pass".to_string(),
+            JobEnd::Lost => "a candidate loses modes".to_string(),
+            JobEnd::Untestable => format!("untestable: {}", self.why),
+            JobEnd::NeverRan => format!("FAILED, never tested: {}", self.why),
+        }
+    }
+}
+
+/// The matrix's verdict: a job that never reached its own verdict leaves
+/// the matrix incomplete, which must read neither as green nor as a mere
+/// loss (its code wins); then exit 1 when a candidate lost a mode.
+fn verdict(ends: &[Ended]) -> Result<()> {
+    let never_ran: Vec<&Ended> = ends
+        .iter()
+        .filter(|e| JobEnd::of(e.code) == JobEnd::NeverRan)
+        .collect();
+    let any_lost = ends.iter().any(|e| JobEnd::of(e.code) == JobEnd::Lost);
+    if let Some(first) = never_ran.first() {
+        let named: Vec<String> = never_ran
+            .iter()
+            .map(|e| format!("{} (exit {}: {})", e.job, e.code, e.why))
+            .collect();
+        let also = if any_lost {
+            " (and a candidate loses cache modes on another kernel)"
+        } else {
+            ""
+        };
+        return Err(fail(
+            Kind::from_exit_code(first.code).unwrap_or(Kind::Setup),
+            format!(
+                "{} of {} matrix jobs never tested their kernel: {}{also}",
+                never_ran.len(),
+                ends.len(),
+                named.join("; ")
+            ),
+        ));
+    }
+    if any_lost {
+        return Err(fail(
+            Kind::CandidateLost,
+            "a candidate loses cache modes on at least one kernel (see the table)",
+        ));
+    }
+    Ok(())
 }
 
 fn shell_words(args: &[String]) -> String {
@@ -319,6 +391,36 @@ mod tests {
                     "v6.3".into()
                 ]
             )
+        );
+    }
+
+    #[test]
+    fn only_a_verdict_or_a_kernel_untestable_by_design_ends_a_job_cleanly() {
+        assert_eq!(JobEnd::of(0), JobEnd::Pass);
+        assert_eq!(JobEnd::of(1), JobEnd::Lost);
+        assert_eq!(JobEnd::of(9), JobEnd::Untestable);
+        for never in [2, 3, 4, 5, 6, 7, 10, 125, -1] {
+            assert_eq!(JobEnd::of(never), JobEnd::NeverRan, "exit {never}");
+        }
+    }
+
+    #[test]
+    fn a_matrix_with_a_job_that_never_ran_is_not_green() {
+        let end = |job: &str, code: i32| Ended {
+            job: job.into(),
+            code,
+            why: format!("said {code}"),
+        };
+        let code = |ends: &[Ended]| verdict(ends).err().map_or(0, |e| exit_code_of(&e));
+        assert_eq!(code(&[end("a", 0), end("b", 0)]), 0);
+        assert_eq!(code(&[end("a", 0), end("b", 9)]), 0, "untestable by design");
+        assert_eq!(code(&[end("a", 1), end("b", 0)]), 1);
+        assert_eq!(code(&[end("a", 0), end("linux-source-6.1", 2)]), 2);
+        assert_eq!(code(&[end("a", 1), end("b", 7), end("c", 6)]), 7);
+        let err = verdict(&[end("a", 0), end("linux-source-6.1", 2)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "1 of 2 matrix jobs never tested their kernel: linux-source-6.1 (exit 2: said 2)"
         );
     }
 

@@ -79,7 +79,7 @@ fn native_args(boot: &Boot) -> Vec<String> {
 
 /// qboot: 20 ms of firmware where SeaBIOS takes ~165 ms; it loads a Linux
 /// kernel but not Xen's multiboot image, so native boots only.
-pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+pub use crate::support::provision::QBOOT;
 
 /// The firmware for a native boot of Linux `version`: qboot when QEMU ships
 /// it, except for kernels before 6.2, which program the PAT only when the

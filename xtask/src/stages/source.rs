@@ -78,13 +78,15 @@ fn check_kernel_tree(tree: &Path) -> Result<String> {
 }
 
 fn debian_tarball(cache: &Cache, tarball: &Path) -> Result<Source> {
+    crate::support::provision::ensure_source_package(tarball)?;
     let meta = std::fs::metadata(tarball).map_err(|_| {
+        let hint = match crate::support::provision::source_package(tarball) {
+            Some(package) => format!("install Debian's {package}: apt-get install {package}"),
+            None => "not a Debian source package's tarball (/usr/src/linux-source-X.tar.xz): check the path".into(),
+        };
         fail(
             Kind::Setup,
-            format!(
-                "{} not found: run `cargo xtask setup` (package linux-source-6.12)",
-                tarball.display()
-            ),
+            format!("{} not found: {hint}", tarball.display()),
         )
     })?;
     let key = Key::new("tarball")

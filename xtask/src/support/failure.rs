@@ -38,6 +38,22 @@ impl Kind {
             Kind::Toolchain => 9,
         }
     }
+
+    pub const ALL: [Kind; 8] = [
+        Kind::CandidateLost,
+        Kind::Setup,
+        Kind::BaselineNotReproduced,
+        Kind::PatchDoesNotApply,
+        Kind::Config,
+        Kind::Build,
+        Kind::Boot,
+        Kind::Toolchain,
+    ];
+
+    /// The kind an exit code stands for (a child run's, read back).
+    pub fn from_exit_code(code: i32) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.exit_code() == code)
+    }
 }
 
 /// The exit code `git bisect run` needs: 125 = this revision cannot be
@@ -180,17 +196,10 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct() {
-        let kinds = [
-            Kind::CandidateLost,
-            Kind::Setup,
-            Kind::BaselineNotReproduced,
-            Kind::PatchDoesNotApply,
-            Kind::Config,
-            Kind::Build,
-            Kind::Boot,
-            Kind::Toolchain,
-        ];
-        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        let mut codes: Vec<i32> = Kind::ALL.iter().map(|k| k.exit_code()).collect();
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_exit_code(kind.exit_code()), Some(kind));
+        }
         codes.push(INTERNAL_EXIT);
         let count = codes.len();
         codes.sort();

@@ -12,8 +12,12 @@ pub const RUSTC: &str = "/usr/bin/rustc";
 pub const LLVM_SUFFIX: &str = "-19";
 pub const LIBCLANG_DIR: &str = "/usr/lib/llvm-19/lib";
 pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// The second kernel the end-to-end matrix runs (Debian 12's own kernel).
+pub const LEGACY_KERNEL_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 pub const BINDGEN_VERSION: &str = "0.69.5";
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
+/// QEMU's qboot firmware (qemu-system-data, with qemu-system-x86).
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
 /// What a requirement is needed for: every run, or one feature only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +31,9 @@ pub enum Feature {
     LegacyRust,
     /// What only the end-to-end test uses: its own servers (redis-server,
     /// distccd) on the loopback, to test `--cache-remote` and `--distcc`,
-    /// and Python's venv for kcidb-io's validator.
-    TestServers,
+    /// Python's venv for kcidb-io's validator and b4, and the second
+    /// kernel source its matrix runs (Debian's linux-source-6.1).
+    Test,
 }
 
 impl Feature {
@@ -37,7 +42,7 @@ impl Feature {
         Feature::Pipeline,
         Feature::Distcc,
         Feature::LegacyRust,
-        Feature::TestServers,
+        Feature::Test,
     ];
 
     fn describe(self) -> &'static str {
@@ -45,7 +50,7 @@ impl Feature {
             Feature::Pipeline => "every run",
             Feature::Distcc => "--distcc",
             Feature::LegacyRust => "Linux 6.1 trees",
-            Feature::TestServers => "cargo xtask test",
+            Feature::Test => "cargo xtask test",
         }
     }
 }
@@ -55,6 +60,10 @@ struct Requirement {
     what: &'static str,
     /// What needs it.
     feature: Feature,
+    /// The programs (by name) and absolute paths it puts on the machine:
+    /// what a scenario or a README example may use once it is installed
+    /// (checked by a test, so none depends on a package installed by hand).
+    provides: &'static [&'static str],
     /// Its version (or "present") when it is there.
     probe: fn() -> Option<String>,
     install: Install,
@@ -127,132 +136,166 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         feature: Feature::Pipeline,
         what: "rustc (Debian rustc-web)",
+        provides: &["/usr/bin/rustc"],
         probe: || version_of(RUSTC, "--version"),
         install: Install::Apt("rustc-web"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "Rust library sources",
+        provides: &["/usr/lib/rustlib/src/rust/library"],
         probe: || file_present("/usr/lib/rustlib/src/rust/library/core/src/lib.rs"),
         install: Install::Apt("rust-web-src"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "clang-19",
+        provides: &["clang-19"],
         probe: || version_of("clang-19", "--version"),
         install: Install::Apt("clang-19"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "libclang 19",
+        provides: &[LIBCLANG_DIR, "/usr/lib/llvm-19/lib/libclang.so"],
         probe: || file_present("/usr/lib/llvm-19/lib/libclang.so"),
         install: Install::Apt("libclang-19-dev"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "ld.lld-19",
+        provides: &["ld.lld-19"],
         probe: || version_of("ld.lld-19", "--version"),
         install: Install::Apt("lld-19"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "llvm-19 tools",
+        provides: &["llvm-ar-19", "llvm-nm-19", "llvm-objcopy-19"],
         probe: || version_of("llvm-ar-19", "--version"),
         install: Install::Apt("llvm-19"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "bindgen-cli 0.69.5",
+        provides: &["bindgen"],
         probe: bindgen_version,
         install: Install::CargoBindgen,
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "make",
+        provides: &["make"],
         probe: || version_of("make", "--version"),
         install: Install::Apt("make"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "flex",
+        provides: &["flex"],
         probe: || version_of("flex", "--version"),
         install: Install::Apt("flex"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "bison",
+        provides: &["bison"],
         probe: || version_of("bison", "--version"),
         install: Install::Apt("bison"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "bc",
+        provides: &["bc"],
         probe: || version_of("bc", "--version"),
         install: Install::Apt("bc"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "libelf headers",
+        provides: &["/usr/include/libelf.h"],
         probe: || file_present("/usr/include/libelf.h"),
         install: Install::Apt("libelf-dev"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "OpenSSL headers",
+        provides: &["/usr/include/openssl/ssl.h"],
         probe: || file_present("/usr/include/openssl/ssl.h"),
         install: Install::Apt("libssl-dev"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "static glibc (guest /init)",
+        provides: &["/usr/lib/x86_64-linux-gnu/libc.a"],
         probe: || file_present("/usr/lib/x86_64-linux-gnu/libc.a"),
         install: Install::Apt("libc6-dev"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "ccache",
+        provides: &["ccache"],
         probe: || version_of("ccache", "--version"),
         install: Install::Apt("ccache"),
     },
     Requirement {
         feature: Feature::Distcc,
         what: "distcc (--distcc, and its test's distccd)",
+        provides: &[
+            "distcc",
+            "distccd",
+            "update-distcc-symlinks",
+            "/usr/lib/distcc",
+        ],
         probe: || version_of("distcc", "--version"),
         install: Install::Apt("distcc"),
     },
     Requirement {
         feature: Feature::Distcc,
         what: "distccd may run clang-19",
+        provides: &["/usr/lib/distcc/clang-19"],
         probe: || file_present("/usr/lib/distcc/clang-19"),
         install: Install::DistccLinks,
     },
     Requirement {
         feature: Feature::LegacyRust,
         what: "clang-14 (Linux 6.1: bindgen 0.60's libclang)",
+        provides: &["clang-14"],
         probe: || version_of("clang-14", "--version"),
         install: Install::Apt("clang-14"),
     },
     Requirement {
         feature: Feature::LegacyRust,
         what: "ld.lld-14",
+        provides: &["ld.lld-14"],
         probe: || version_of("ld.lld-14", "--version"),
         install: Install::Apt("lld-14"),
     },
     Requirement {
         feature: Feature::LegacyRust,
         what: "llvm-14 tools",
+        provides: &["llvm-ar-14"],
         probe: || version_of("llvm-ar-14", "--version"),
         install: Install::Apt("llvm-14"),
     },
     Requirement {
-        feature: Feature::TestServers,
+        feature: Feature::Test,
         what: "redis-server (the remote ccache test)",
+        provides: &["redis-server"],
         probe: || version_of("redis-server", "--version"),
         install: Install::Apt("redis-server"),
     },
     Requirement {
-        feature: Feature::TestServers,
+        feature: Feature::Test,
+        what: "cpio (reads back the guest's initramfs)",
+        provides: &["cpio"],
+        probe: || version_of("cpio", "--version"),
+        install: Install::Apt("cpio"),
+    },
+    Requirement {
+        feature: Feature::Test,
         what: "python3 venv (the test's KCIDB validator)",
+        provides: &["python3"],
         probe: || {
             let help = Command::new("python3").args(["-m", "venv", "--help"]);
             help.output_quiet()
@@ -265,37 +308,62 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         feature: Feature::Pipeline,
         what: "patch",
+        provides: &["patch"],
         probe: || version_of("patch", "--version"),
         install: Install::Apt("patch"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "xz",
+        provides: &["xz"],
         probe: || version_of("xz", "--version"),
         install: Install::Apt("xz-utils"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "git",
+        provides: &["git"],
         probe: || version_of("git", "--version"),
         install: Install::Apt("git"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "qemu-system-x86_64",
+        provides: &["qemu-system-x86_64", QBOOT],
         probe: || version_of("qemu-system-x86_64", "--version"),
         install: Install::Apt("qemu-system-x86"),
     },
     Requirement {
         feature: Feature::Pipeline,
         what: "Linux 6.12 source (Debian linux-source-6.12)",
+        provides: &[KERNEL_TARBALL],
         probe: || file_present(KERNEL_TARBALL),
         install: Install::Apt("linux-source-6.12"),
     },
+    Requirement {
+        feature: Feature::Test,
+        what: "Linux 6.1 source (Debian linux-source-6.1)",
+        provides: &[LEGACY_KERNEL_TARBALL],
+        probe: || file_present(LEGACY_KERNEL_TARBALL),
+        install: Install::Apt("linux-source-6.1"),
+    },
 ];
 
+/// Every requirement as (feature, what, what it provides): what the drift
+/// test checks the scenarios against.
+pub fn requirements() -> impl Iterator<Item = (Feature, &'static str, &'static [&'static str])> {
+    REQUIREMENTS.iter().map(|r| (r.feature, r.what, r.provides))
+}
+
+/// Whether a requirement (by its `what`) is present on this machine.
+pub fn is_present(what: &str) -> bool {
+    REQUIREMENTS
+        .iter()
+        .any(|r| r.what == what && (r.probe)().is_some())
+}
+
 pub struct Missing {
-    apt: Vec<&'static str>,
+    apt: Vec<String>,
     bindgen: bool,
     distcc_links: bool,
 }
@@ -306,7 +374,7 @@ impl Missing {
     }
 
     fn describe(&self) -> String {
-        let mut what: Vec<&str> = self.apt.clone();
+        let mut what: Vec<&str> = self.apt.iter().map(String::as_str).collect();
         if self.bindgen {
             what.push("bindgen-cli");
         }
@@ -323,7 +391,7 @@ impl Missing {
             cmds.push(
                 Command::new("apt-get")
                     .args(["install", "-y", "--no-install-recommends"])
-                    .args(self.apt.iter().copied())
+                    .args(self.apt.iter())
                     .env("DEBIAN_FRONTEND", "noninteractive"),
             );
         }
@@ -360,7 +428,7 @@ fn missing(features: &[Feature]) -> Missing {
     for req in wanted(features) {
         if (req.probe)().is_none() {
             match req.install {
-                Install::Apt(pkg) => m.apt.push(pkg),
+                Install::Apt(pkg) => m.apt.push(pkg.to_string()),
                 Install::CargoBindgen => m.bindgen = true,
                 Install::DistccLinks => m.distcc_links = true,
             }
@@ -388,7 +456,45 @@ pub fn ensure(cache_root: &Path, features: &[Feature]) -> Result<()> {
 
 /// Installs the missing Debian packages (and bindgen-cli) of `features`.
 fn install_missing(features: &[Feature]) -> Result<()> {
-    let missing = missing(features);
+    install(missing(features), || self::missing(features))
+}
+
+/// The Debian package that provides a kernel source tarball
+/// (`/usr/src/linux-source-6.1.tar.xz` → `linux-source-6.1`), if it is one.
+pub fn source_package(tarball: &Path) -> Option<String> {
+    let name = tarball.strip_prefix("/usr/src").ok()?.to_str()?;
+    let version = name
+        .strip_prefix("linux-source-")?
+        .strip_suffix(".tar.xz")?;
+    let valid = !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.');
+    valid.then(|| format!("linux-source-{version}"))
+}
+
+/// Makes sure a Debian kernel source tarball that `--kernel` names is
+/// there: installs its package as root, otherwise prints the command and
+/// fails (exit 2). Other paths are left to the caller.
+pub fn ensure_source_package(tarball: &Path) -> Result<()> {
+    let Some(package) = source_package(tarball) else {
+        return Ok(());
+    };
+    if tarball.exists() {
+        return Ok(());
+    }
+    let wanted = |present: bool| Missing {
+        apt: if present {
+            Vec::new()
+        } else {
+            vec![package.clone()]
+        },
+        bindgen: false,
+        distcc_links: false,
+    };
+    install(wanted(false), || wanted(tarball.exists()))
+}
+
+/// Runs `missing`'s commands as root (otherwise prints them and fails),
+/// then checks with `still_missing` that they took.
+fn install(missing: Missing, still_missing: impl Fn() -> Missing) -> Result<()> {
     if !missing.is_empty() {
         let cmds = missing.commands();
         if !is_root() {
@@ -409,7 +515,7 @@ fn install_missing(features: &[Feature]) -> Result<()> {
             cmd.run()
                 .map_err(|e| fail(Kind::Setup, format!("provisioning failed: {e:#}")))?;
         }
-        let still = self::missing(features);
+        let still = still_missing();
         if !still.is_empty() {
             return Err(fail(
                 Kind::Setup,
@@ -651,6 +757,34 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_debian_source_tarball_names_its_package() {
+        let package = |p: &str| source_package(Path::new(p));
+        assert_eq!(
+            package("/usr/src/linux-source-6.1.tar.xz").as_deref(),
+            Some("linux-source-6.1")
+        );
+        assert_eq!(
+            package(KERNEL_TARBALL).as_deref(),
+            Some("linux-source-6.12")
+        );
+        for other in [
+            "/home/me/linux-source-6.1.tar.xz",
+            "/usr/src/linux-6.1.tar.xz",
+            "/usr/src/linux-source-.tar.xz",
+            "/usr/src/linux-source-6.1;rm.tar.xz",
+            "/usr/src/sub/linux-source-6.1.tar.xz",
+        ] {
+            assert_eq!(package(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_test_installs_the_second_kernel_source_its_matrix_runs() {
+        assert!(packages(&Feature::ALL).contains(&"linux-source-6.1"));
+        assert!(!packages(&[Feature::Pipeline]).contains(&"linux-source-6.1"));
     }
 
     #[test]
