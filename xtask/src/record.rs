@@ -13,8 +13,8 @@ use std::fmt;
 use std::path::Path;
 
 /// Version 2: typed results (`status` measured/skipped), typed timings,
-/// `not-reproduced` verdicts. Version 1 was the untyped record of the first
-/// three sessions. Version 3 added `entry`, `entry_after`, `toolchain.name`
+/// `not-reproduced` verdicts. Version 1 was the untyped record of the
+/// harness before d8dce10 (2026-11-27). Version 3 added `entry`, `entry_after`, `toolchain.name`
 /// and the `pat_index` path; version 4 the `huge_pfn_*` paths, and dropped
 /// the synthetic `pmd_modify_ioremap_encoding` (it could not tell a fixed
 /// kernel from a broken one).

@@ -1,5 +1,5 @@
 //! Nothing installed by hand: every external program the harness and its
-//! scenarios run, and every system path they or the README's examples name,
+//! scenarios run, and every system path they or the README's and docs/' examples name,
 //! is either part of a bare Debian 12 machine with cargo, or provided by a
 //! requirement in the provisioning table — which `cargo xtask test` (and
 //! `setup --all`) installs whole, and `doctor` lists. A new scenario that
@@ -162,8 +162,14 @@ fn every_system_path_the_scenarios_and_readme_name_is_provisioned() {
         let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
         texts.push((file.display().to_string(), code.to_string()));
     }
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    texts.push(("README.md".into(), readme_code(&readme)));
+    let pages = std::fs::read_dir(repo().join("docs")).unwrap().flatten();
+    let docs = pages
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"));
+    for page in std::iter::once(repo().join("README.md")).chain(docs) {
+        let text = std::fs::read_to_string(&page).unwrap();
+        texts.push((page.display().to_string(), readme_code(&text)));
+    }
     let mut unprovided = BTreeSet::new();
     for (name, text) in &texts {
         for path in system_paths_in(text) {

@@ -158,6 +158,7 @@ fn nothing_cites_files_outside_the_repository() {
     for other in ["README.md", "module/helpers.c"] {
         files.push(repo().join(other));
     }
+    files.extend(doc_pages());
     let patches = std::fs::read_dir(repo().join("patches")).unwrap().flatten();
     files.extend(patches.map(|e| e.path()));
     let tidy = Path::new(file!()).file_name().unwrap().to_owned();
@@ -245,4 +246,95 @@ fn the_modules_import_each_other_without_cycles() {
             cycle.unwrap().join(" → ")
         );
     }
+}
+
+/// docs/*.md.
+fn doc_pages() -> Vec<PathBuf> {
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces
+/// as hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The targets of `[text](target)` links in a Markdown text.
+fn link_targets(text: &str) -> Vec<String> {
+    text.match_indices("](")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 2..];
+            Some(rest[..rest.find(')')?].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_relative_link_in_the_readme_and_docs_resolves() {
+    let mut broken = Vec::new();
+    for page in std::iter::once(repo().join("README.md")).chain(doc_pages()) {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((&target, ""));
+            let linked = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().unwrap().join(file)
+            };
+            let Ok(linked_text) = std::fs::read_to_string(&linked) else {
+                broken.push(format!("{}: {target} (no such file)", page.display()));
+                continue;
+            };
+            let headings: Vec<String> = linked_text
+                .lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|h| anchor(h.trim_start_matches('#')))
+                .collect();
+            if !fragment.is_empty() && !headings.iter().any(|h| h == fragment) {
+                broken.push(format!("{}: {target} (no such heading)", page.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:?}");
+}
+
+#[test]
+fn the_link_check_sees_links_and_anchors() {
+    assert_eq!(
+        link_targets("see [a](docs/a.md) and [b](b.md#failure-modes)."),
+        ["docs/a.md", "b.md#failure-modes"]
+    );
+    assert_eq!(anchor(" Failure modes"), "failure-modes");
+    assert_eq!(anchor("What `verify` does"), "what-verify-does");
+}
+
+#[test]
+fn the_readme_is_a_manual_of_at_most_250_lines() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines: move detail into docs/"
+    );
+    let first_screen: String = readme.lines().take(40).collect::<Vec<_>>().join("\n");
+    assert!(
+        first_screen.contains("docs/layout.md"),
+        "the code's layout must be reachable from the README's first screen"
+    );
 }
