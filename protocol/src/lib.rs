@@ -172,10 +172,66 @@ impl ProbePath {
         matches!(self, ProbePath::HugePfnFault | ProbePath::HugePfnMprotect)
     }
 
-    /// Whether the path calls a kernel function directly instead of going
-    /// through a real mapping (said so in the tables and the README).
+    /// What the path's rows stand on (said in every output).
+    pub const fn kind(self) -> PathKind {
+        match self {
+            ProbePath::VmaSetPageProt | ProbePath::PatIndex => PathKind::MadeVma,
+            ProbePath::PteModifyDirect => PathKind::DirectCall,
+            _ => PathKind::RealMapping,
+        }
+    }
+
+    /// Whether the path's rows do not come from a real mapping of a real
+    /// process: a real kernel function on a VMA the module made, or a
+    /// direct call (marked in the tables, the JSON, JUnit and KCIDB).
     pub const fn is_synthetic(self) -> bool {
-        matches!(self, ProbePath::PteModifyDirect)
+        !matches!(self.kind(), PathKind::RealMapping)
+    }
+
+    /// The step before this one on the same mapping, whose installed entry
+    /// this step starts from: a later step is judged against that entry,
+    /// not against the mode first requested.
+    pub const fn previous_step(self) -> Option<ProbePath> {
+        match self {
+            ProbePath::Mprotect => Some(ProbePath::MmapFault),
+            ProbePath::DevmemMprotect => Some(ProbePath::DevmemFault),
+            ProbePath::HugePfnMprotect => Some(ProbePath::HugePfnFault),
+            _ => None,
+        }
+    }
+}
+
+/// What a path's rows stand on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// A real mapping of `/init`'s, faulted and `mprotect()`ed by syscalls;
+    /// the installed entry read back from its page table.
+    RealMapping,
+    /// A real kernel function (`vma_set_page_prot()`) on a VMA the module
+    /// made, with no mm and no file behind it.
+    MadeVma,
+    /// A kernel function called directly on an entry the module built: no
+    /// page table, no syscall.
+    DirectCall,
+}
+
+impl PathKind {
+    /// A short word for tables, JSON, JUnit and KCIDB.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PathKind::RealMapping => "real-mapping",
+            PathKind::MadeVma => "made-vma",
+            PathKind::DirectCall => "direct-call",
+        }
+    }
+
+    /// For footnotes and the README.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            PathKind::RealMapping => "a real mapping, faulted and mprotect()ed by a process",
+            PathKind::MadeVma => "a real kernel function on a VMA the module made (no mm, no file)",
+            PathKind::DirectCall => "a kernel function called directly (no page table, no syscall)",
+        }
     }
 }
 
@@ -277,7 +333,10 @@ mod tests {
                 "module/patverify.rs does not take the probe command {guest}"
             );
         }
-        for synthetic in ProbePath::ALL.iter().filter(|p| p.is_synthetic()) {
+        let direct = ProbePath::ALL
+            .iter()
+            .filter(|p| p.kind() == PathKind::DirectCall);
+        for synthetic in direct {
             assert!(
                 helpers.contains(&format!("The {} path (synthetic", synthetic.name())),
                 "module/helpers.c does not describe {synthetic} as synthetic"

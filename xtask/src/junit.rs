@@ -43,6 +43,8 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
     for r in record.rows(variant, env) {
         let mut case = TestCase::new(format!("{}.{}", r.path, r.key()), status(r, baseline));
         case.set_classname(class.as_str());
+        case.add_property(("path_kind", r.path.kind().name()));
+        case.add_property(("judgment", r.judgment().name()));
         if let Outcome::Measured { observed, .. } = r.outcome {
             case.set_system_out(format!("observed {observed} (PTE {})", r.ptes()));
         }
@@ -107,18 +109,16 @@ mod tests {
         let mut record = record_with("baseline", &[("WT", "UC")]);
         let candidate = record_with("candidate", &[("WP", "WC")]);
         record.results.extend(candidate.results);
-        record.results.push(ResultRecord {
-            variant: "candidate".into(),
-            env: Env::Xen,
-            result: ModeResult {
-                path: ProbePath::HugePfnFault,
-                requested: CacheMode::Wb,
-                entry: None,
-                outcome: Outcome::Skipped {
-                    reason: "Xen PV has no 2 MiB pages".into(),
-                },
+        let skipped = ModeResult {
+            path: ProbePath::HugePfnFault,
+            requested: CacheMode::Wb,
+            entry: None,
+            outcome: Outcome::Skipped {
+                reason: "Xen PV has no 2 MiB pages".into(),
             },
-        });
+        };
+        let row = ResultRecord::new("candidate", Env::Xen, skipped);
+        record.results.push(row);
         record.verdict = Verdict::Fail;
         let xml = render(&record);
         assert!(xml.starts_with("<?xml version=\"1.0\""), "{xml}");

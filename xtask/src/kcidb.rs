@@ -7,7 +7,7 @@
 
 use crate::model::{Env, Step};
 use crate::record::Record;
-use crate::stages::ktap::{ModeResult, Outcome};
+use crate::stages::ktap::{Judgment, ModeResult};
 use crate::support::cache::sha256_hex;
 use crate::support::failure::Kind;
 use serde::Serialize;
@@ -195,13 +195,16 @@ fn builds(record: &Record, checkout_id: &str) -> Vec<Build> {
         .collect()
 }
 
-/// A row's KCIDB status: a kept mode passes, a lost one fails (on the
-/// baseline too: that kernel is the faulty code), a skipped one is SKIP.
+/// A row's KCIDB status: a step that kept the mode passes, as does one that
+/// kept the entry it was given (the step before it fails) or moved to an
+/// entry of the same type; a step that lost it fails (on the baseline too:
+/// that kernel is the faulty code); a skipped one is SKIP. `misc.judgment`
+/// says which.
 fn status(row: &ModeResult) -> &'static str {
-    match row.outcome {
-        Outcome::Skipped { .. } => "SKIP",
-        Outcome::Measured { .. } if row.kept() => "PASS",
-        Outcome::Measured { .. } => "FAIL",
+    match row.judgment() {
+        Judgment::Skipped => "SKIP",
+        Judgment::Kept | Judgment::MovedSameType | Judgment::LostEarlier(_) => "PASS",
+        Judgment::Lost | Judgment::KnownDefect => "FAIL",
     }
 }
 
@@ -261,7 +264,8 @@ fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
                 status: status(row),
                 environment: environment(r.env),
                 duration: record.seconds(&boot),
-                misc: serde_json::to_value(row).unwrap_or_default(),
+                // The row with its path's kind and its step's judgment.
+                misc: serde_json::to_value(r).unwrap_or_default(),
             }
         })
         .collect()

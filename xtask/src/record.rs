@@ -17,8 +17,11 @@ use std::path::Path;
 /// harness before d8dce10 (2026-11-27). Version 3 added `entry`, `entry_after`, `toolchain.name`
 /// and the `pat_index` path; version 4 the `huge_pfn_*` paths, and dropped
 /// the synthetic `pmd_modify_ioremap_encoding` (it could not tell a fixed
-/// kernel from a broken one).
-pub const SCHEMA_VERSION: u32 = 4;
+/// kernel from a broken one). Version 5 judges each step by what it was
+/// given (`lost_earlier_at`), writes each row's `judgment` and `path_kind`,
+/// and a candidate's `only_synthetic`; older records are judged again when
+/// read.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest version this patverify still reads: versions 2 and 3 read as
 /// version 4 records without the fields and paths added since, and without
@@ -170,6 +173,9 @@ pub struct CandidateRecord {
     pub verdict: CandidateVerdict,
     /// "env path mode→observed" for every row the candidate lost.
     pub lost: Vec<String>,
+    /// Every lost row is a synthetic path's (no real mapping lost a mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_synthetic: bool,
 }
 
 /// One candidate's verdict.
@@ -215,8 +221,29 @@ pub struct EnvRecord {
 pub struct ResultRecord {
     pub variant: String,
     pub env: Env,
+    /// What the row's path stands on (`real-mapping`, `made-vma`,
+    /// `direct-call`): derived from the path, written for other tools.
+    #[serde(default)]
+    pub path_kind: String,
+    /// What the row's step did (`kept`, `moved-same-type`, `lost`,
+    /// `known-defect`, `lost-earlier`, `skipped`): derived from the result,
+    /// written for other tools.
+    #[serde(default)]
+    pub judgment: String,
     #[serde(flatten)]
     pub result: ModeResult,
+}
+
+impl ResultRecord {
+    pub fn new(variant: &str, env: Env, result: ModeResult) -> ResultRecord {
+        ResultRecord {
+            variant: variant.to_string(),
+            env,
+            path_kind: result.path.kind().name().to_string(),
+            judgment: result.judgment().name().to_string(),
+            result,
+        }
+    }
 }
 
 /// How long a step took.
@@ -286,7 +313,41 @@ impl Record {
                 !path.is_some_and(|p| RETIRED_PATHS.contains(&p))
             });
         }
-        serde_json::from_value(value).map_err(|e| format!("not a patverify JSON record: {e}"))
+        let mut record: Record = serde_json::from_value(value)
+            .map_err(|e| format!("not a patverify JSON record: {e}"))?;
+        if record.schema_version < 5 {
+            record.judge_steps_again();
+        }
+        Ok(record)
+    }
+
+    /// Records before version 5 judged a later step against the mode first
+    /// requested: judge each boot's steps as this version does.
+    fn judge_steps_again(&mut self) {
+        let boots: Vec<(String, Env, Vec<crate::stages::ktap::CacheMode>)> = self
+            .environments
+            .iter()
+            .map(|e| {
+                let layout = e.pat_layout.iter().filter_map(|m| m.parse().ok()).collect();
+                (e.variant.clone(), e.env, layout)
+            })
+            .collect();
+        for (variant, env, layout) in boots {
+            let mine = |r: &ResultRecord| r.variant == variant && r.env == env;
+            let mut rows: Vec<ModeResult> = self
+                .results
+                .iter()
+                .filter(|r| mine(r))
+                .map(|r| r.result.clone())
+                .collect();
+            crate::stages::ktap::judge_steps(&mut rows, &layout);
+            let mut judged = rows.into_iter();
+            for r in self.results.iter_mut().filter(|r| mine(r)) {
+                if let Some(result) = judged.next() {
+                    *r = ResultRecord::new(&variant, env, result);
+                }
+            }
+        }
     }
 }
 
@@ -303,11 +364,7 @@ pub mod tests {
             results: report
                 .results
                 .into_iter()
-                .map(|result| ResultRecord {
-                    variant: variant.into(),
-                    env: Env::Native,
-                    result,
-                })
+                .map(|result| ResultRecord::new(variant, Env::Native, result))
                 .collect(),
             timings: vec![Timing {
                 step: Step::Build {
@@ -324,7 +381,7 @@ pub mod tests {
         let record = record_with("baseline", &[("WT", "UC")]);
         let text = serde_json::to_string_pretty(&record).unwrap();
         assert_eq!(Record::parse(&text).unwrap(), record);
-        assert!(text.contains("\"schema_version\": 4"), "{text}");
+        assert!(text.contains("\"schema_version\": 5"), "{text}");
         assert!(text.contains("\"step\": \"build\""), "{text}");
         assert_eq!(
             record.seconds(&Step::Build {
@@ -350,15 +407,61 @@ pub mod tests {
     }
 
     #[test]
+    fn an_older_record_is_judged_again_step_by_step() {
+        let ktap = crate::stages::ktap::tests::sample_ktap_paths(&[
+            ("mmap_fault", &[("WT", "UC")]),
+            ("mprotect", &[("WT", "UC")]),
+        ]);
+        let report = parse_ktap(&ktap).unwrap();
+        let mut record = Record {
+            schema_version: 4,
+            environments: vec![EnvRecord {
+                variant: "baseline".into(),
+                env: Env::Native,
+                pat_layout: report.pat_layout.iter().map(|m| m.to_string()).collect(),
+                pat_msr: None,
+                boot_seconds: 1.0,
+                phases: Default::default(),
+            }],
+            ..Record::default()
+        };
+        for mut result in report.results {
+            // As a version 4 record held it: no step judged by its input.
+            if let crate::stages::ktap::Outcome::Measured {
+                lost_earlier_at, ..
+            } = &mut result.outcome
+            {
+                *lost_earlier_at = None;
+            }
+            record.results.push(ResultRecord {
+                variant: "baseline".into(),
+                env: Env::Native,
+                path_kind: String::new(),
+                judgment: String::new(),
+                result,
+            });
+        }
+        let read = Record::parse(&serde_json::to_string(&record).unwrap()).unwrap();
+        let mprotect_wt = read
+            .results
+            .iter()
+            .find(|r| r.result.path.name() == "mprotect" && r.result.requested.name() == "WT")
+            .unwrap();
+        assert_eq!(mprotect_wt.judgment, "lost-earlier");
+        assert_eq!(mprotect_wt.path_kind, "real-mapping");
+        assert!(!mprotect_wt.result.lost());
+    }
+
+    #[test]
     fn other_schema_versions_and_other_json_are_refused() {
         let old = r#"{"verdict": "pass", "results": []}"#;
         assert!(Record::parse(old)
             .unwrap_err()
             .contains("no schema_version"));
-        let newer = r#"{"schema_version": 5}"#;
+        let newer = r#"{"schema_version": 6}"#;
         assert!(Record::parse(newer)
             .unwrap_err()
-            .contains("schema version 5"));
+            .contains("schema version 6"));
         assert!(Record::parse("[1, 2")
             .unwrap_err()
             .contains("not a patverify"));

@@ -275,11 +275,8 @@ impl Session {
             phases,
         });
         for r in &run.report.results {
-            self.record.results.push(ResultRecord {
-                variant: run.variant.clone(),
-                env: run.env,
-                result: r.clone(),
-            });
+            let row = ResultRecord::new(&run.variant, run.env, r.clone());
+            self.record.results.push(row);
         }
     }
 

@@ -38,8 +38,19 @@ pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String
     judged
         .iter()
         .filter_map(|&(name, file, verdict)| match verdict {
-            compare::Verdict::CandidateLost(lost) => {
-                Some(format!("{name:<12} {file}: LOSES {}", lost.join(", ")))
+            compare::Verdict::CandidateLost {
+                rows,
+                only_synthetic,
+            } => {
+                let only = if *only_synthetic {
+                    " (only on synthetic rows: no real mapping lost a mode)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "{name:<12} {file}: LOSES {}{only}",
+                    rows.join(", ")
+                ))
             }
             compare::Verdict::BaselineNotReproduced(_) => None,
             compare::Verdict::Pass => Some(format!(

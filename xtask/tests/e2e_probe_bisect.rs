@@ -92,7 +92,10 @@ fn probe_exit_codes(cache_root: &Path, out: &Path, checks: &mut Checks) -> Resul
     checks.check(
         "report diff good → bad: exit 1, names the newly lost modes",
         code == exit(Kind::CandidateLost)
-            && text.contains("LOST probe native mprotect WT: kept WT → LOST →UC"),
+            && text.contains("LOST probe native mmap_fault WT: kept WT → LOST →UC")
+            && text.contains(
+                "probe native mprotect WT: kept WT → kept UC, lost earlier at mmap_fault",
+            ),
         || {
             format!(
                 "exit {code:?}: {}",

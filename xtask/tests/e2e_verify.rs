@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use common::*;
 use std::path::Path;
 use xtask::record::Record;
-use xtask::stages::ktap::{ModeResult, ProbePath};
+use xtask::stages::ktap::{Judgment, ModeResult, ProbePath};
 use xtask::stages::qemu::Env;
 
 #[test]
@@ -154,24 +154,36 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     // A real 2 MiB PFN entry (vmf_insert_pfn_pmd() on the same device
     // memory): insert_pfn_pmd() builds it from a 4 KiB-encoded protection,
     // whose PAT bit (bit 7) is PSE in a PMD, so WT lands on entry 3 (UC) and
-    // WP on entry 1 (WC) in every kernel, at the fault; mprotect() keeps
-    // what the fault installed. Those four rows are a known defect outside
-    // the masks under test: shown, not judged.
+    // WP on entry 1 (WC) in every kernel, at the fault: a known defect
+    // outside the masks under test, shown and not judged. mprotect() then
+    // keeps what the fault installed: judged by the entry it was given, it
+    // kept it ("lost earlier at huge_pfn_fault"), not a second loss.
     // (What the baseline's 4 KiB device mapping shows after mprotect().)
     let huge_native = devmem_native_lost;
     for variant in ["baseline", "candidate"] {
-        for path in ["huge_pfn_fault", "huge_pfn_mprotect"] {
+        for (path, known_rows, earlier_rows) in
+            [("huge_pfn_fault", 2, 0), ("huge_pfn_mprotect", 0, 2)]
+        {
             expect_modes(&mut checks, &json, variant, "native", path, &huge_native);
-            let known = json
-                .rows(variant, Env::Native)
-                .filter(|r| r.path.name() == path && r.known_defect().is_some())
+            let rows = || {
+                json.rows(variant, Env::Native)
+                    .filter(|r| r.path.name() == path)
+            };
+            let known = rows().filter(|r| r.known_defect().is_some()).count();
+            let earlier = rows()
+                .filter(|r| r.judgment() == Judgment::LostEarlier(ProbePath::HugePfnFault))
                 .count();
             checks.check(
                 &format!(
-                    "native {path} {variant}: WT and WP lost to the known PMD defect, not judged"
+                    "native {path} {variant}: WT and WP {} (not judged)",
+                    if known_rows > 0 {
+                        "lost to the known PMD defect"
+                    } else {
+                        "kept as the fault installed them, lost earlier"
+                    }
                 ),
-                known == 2,
-                || format!("{known} rows marked as the known defect"),
+                known == known_rows && earlier == earlier_rows,
+                || format!("{known} rows marked as the known defect, {earlier} as lost earlier"),
             );
             let skipped = json
                 .rows(variant, Env::Xen)
@@ -184,6 +196,21 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
                 || format!("{skipped} skipped"),
             );
         }
+    }
+    // The baseline's mmap_fault loses WT and WP natively (WC and WP under
+    // Xen); mprotect() keeps the entry it was given: lost earlier.
+    for (env, modes) in [(Env::Native, ["WT", "WP"]), (Env::Xen, ["WC", "WP"])] {
+        let earlier: Vec<&str> = json
+            .rows("baseline", env)
+            .filter(|r| r.path == ProbePath::Mprotect)
+            .filter(|r| r.judgment() == Judgment::LostEarlier(ProbePath::MmapFault))
+            .map(|r| r.requested.name())
+            .collect();
+        checks.check(
+            &format!("{env} mprotect baseline: {} kept as the fault installed them (lost earlier at mmap_fault)", modes.join(" and ")),
+            earlier == modes,
+            || format!("{earlier:?}"),
+        );
     }
     pat_index_rows(&json, &mut checks);
     for (env, layout) in [
@@ -222,10 +249,10 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     // "baseline reproduces the bug" case per environment. Skipped, per
     // variant: the 12 huge_pfn rows under Xen, the devmem and huge_pfn WB
     // rows (4 per environment, 2 under Xen counted above), the 4 devmem
-    // WT/WP rows under Xen, and (pytest's expected failures) the 4 native
-    // huge_pfn WT/WP rows lost to the known PMD defect.
+    // WT/WP rows under Xen, and (pytest's expected failures) the 2 native
+    // huge_pfn_fault WT/WP rows lost to the known PMD defect.
     let want =
-        "<testsuites name=\"patverify\" tests=\"226\" skipped=\"52\" failures=\"0\" errors=\"0\">";
+        "<testsuites name=\"patverify\" tests=\"226\" skipped=\"48\" failures=\"0\" errors=\"0\">";
     checks.check(
         "--junit writes the results as JUnit XML",
         junit.contains(want),
@@ -337,31 +364,39 @@ fn kcidb_documents_are_valid(document: &Path, out: &Path, checks: &mut Checks) -
 
 /// The `pat_index` rows: every PAT entry 0..7 measured in both variants and
 /// environments; without the fix the entries with the PAT bit lose it (under
-/// Xen entry 6, UC, becomes entry 2, UC-: the thread's "UC → UC-"), with it
+/// Xen entry 6, UC, becomes entry 2, UC-: the thread's "UC → UC-"); where the
+/// entry it falls to has the same memory type (native 4 WB → 0 WB, 6 UC- →
+/// 2 UC-; Xen 7 UC → 3 UC) the row is "moved", not a lost mode. With the fix
 /// every entry survives.
 fn pat_index_rows(json: &Record, checks: &mut Checks) {
-    let entries = |variant: &str, env: Env| -> Vec<(u8, bool, String)> {
+    let entries = |variant: &str, env: Env| -> Vec<(u8, Judgment, String)> {
         json.rows(variant, env)
             .filter(|r| r.path == ProbePath::PatIndex)
             .map(|r| {
                 (
                     r.entry.unwrap_or(99),
-                    r.kept(),
+                    r.judgment(),
                     r.after().unwrap_or_default(),
                 )
             })
             .collect()
     };
-    for env in [Env::Native, Env::Xen] {
+    for (env, lost_entries, moved_entries) in [
+        (Env::Native, vec![5, 7], vec![4, 6]),
+        (Env::Xen, vec![4, 5, 6], vec![7]),
+    ] {
         let baseline = entries("baseline", env);
         let candidate = entries("candidate", env);
-        let lost: Vec<u8> = baseline.iter().filter(|e| !e.1).map(|e| e.0).collect();
+        let which = |j: Judgment| -> Vec<u8> {
+            baseline.iter().filter(|e| e.1 == j).map(|e| e.0).collect()
+        };
         checks.check(
-            &format!("{env} pat_index: 8 entries measured; the baseline loses entries 4-7 (the PAT bit), the candidate none"),
+            &format!("{env} pat_index: 8 entries measured; the baseline loses entries {lost_entries:?} and moves {moved_entries:?} to an entry of the same type, the candidate keeps all"),
             baseline.len() == 8
                 && candidate.len() == 8
-                && lost == [4, 5, 6, 7]
-                && candidate.iter().all(|e| e.1),
+                && which(Judgment::Lost) == lost_entries
+                && which(Judgment::MovedSameType) == moved_entries
+                && candidate.iter().all(|e| e.1 == Judgment::Kept),
             || format!("baseline {baseline:?}, candidate {candidate:?}"),
         );
     }

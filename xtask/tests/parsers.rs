@@ -93,7 +93,18 @@ proptest! {
         let report = ktap::parse_ktap(&module_report(&lost)).unwrap();
         prop_assert_eq!(report.results.len(), ROWS);
         for (i, row) in report.results.iter().enumerate() {
-            let want_lost = lost[i] && row.key() != ktap::RowKey::Mode(CacheMode::Wb) && row.entry != Some(0);
+            // A later step that keeps the wrong entry the step before it
+            // installed lost nothing itself; PAT entry 4 (WB) falling to
+            // entry 0 (WB) moved without changing the type.
+            let lost_before = row.path.previous_step().is_some_and(|before| {
+                report.results.iter().zip(&lost)
+                    .any(|(r, gone)| r.path == before && r.key() == row.key() && *gone)
+            });
+            let want_lost = lost[i]
+                && row.key() != ktap::RowKey::Mode(CacheMode::Wb)
+                && row.entry != Some(0)
+                && row.entry != Some(4)
+                && !lost_before;
             prop_assert_eq!(row.lost(), want_lost);
         }
     }
@@ -160,7 +171,7 @@ fn a_record_with_one_field_broken_names_the_field() {
     let record = Record::parse(good).unwrap();
     assert!(record.results[0].result.lost());
     let v1 = good.replace("\"schema_version\": 2", "\"schema_version\": 1");
-    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 4"));
+    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 5"));
     for (from, to, says) in [
         ("\"WT\"", "\"WX\"", "not a CacheMode"),
         ("\"mprotect\"", "\"mmap\"", "not a ProbePath"),

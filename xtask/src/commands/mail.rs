@@ -103,13 +103,22 @@ fn lost_rows(record: &Record) -> String {
         .filter(|r| r.variant == "baseline" && r.result.lost_in_scope())
         .filter_map(|r| {
             let after = r.result.after()?;
-            let row = format!("{} {} {}", r.env, r.result.path, r.result.label());
+            let path = crate::stages::compare::path_label(r.result.path);
+            let row = format!("{} {path} {}", r.env, r.result.label());
             Some(format!("  {row:<40} -> {after}"))
         })
         .collect();
     let mut out = String::new();
     if !lost.is_empty() {
         out += &format!("\nLost without the patch:\n{}\n", lost.join("\n"));
+        for (mark, what) in [
+            ('†', "a kernel function on a VMA the harness made"),
+            ('‡', "a kernel function called directly"),
+        ] {
+            if lost.iter().any(|l| l.contains(mark)) {
+                out += &format!("{mark} synthetic: {what}.\n");
+            }
+        }
     }
     let defects: std::collections::BTreeSet<&str> = record
         .results
@@ -187,6 +196,7 @@ mod tests {
             patch: "/p/fix.mbox".into(),
             verdict,
             lost: vec![],
+            only_synthetic: false,
         });
         record
     }
@@ -204,7 +214,11 @@ mod tests {
     fn a_passing_candidate_gets_a_threaded_reply_with_tested_by() {
         let text = reply(&mailed_record(CandidateVerdict::Pass), &mail()).unwrap();
         assert!(text.starts_with("Subject: Re: [PATCH v3] x86/mm: fix PAT bit missing from page protection modify mask\nIn-Reply-To: <20260101.fix@example.org>\nReferences: <20260101.fix@example.org>\n\n"), "{text}");
-        assert!(text.contains("native vma_set_page_prot WT"), "{text}");
+        assert!(text.contains("native vma_set_page_prot† WT"), "{text}");
+        assert!(
+            text.contains("† synthetic: a kernel function on a VMA"),
+            "{text}"
+        );
         assert!(
             text.ends_with("\nTested-by: A Tester <tester@example.org>\n"),
             "{text}"

@@ -8,7 +8,7 @@
 
 use crate::flags::Report;
 use crate::record::{Record, ResultRecord, Verdict};
-use crate::stages::ktap::{ModeResult, ProbePath};
+use crate::stages::ktap::{Judgment, ModeResult, ProbePath};
 use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use anyhow::Result;
@@ -142,15 +142,23 @@ fn summarize(results: &[&ModeResult]) -> String {
             Some(format!("{}→{after}{known}", r.label()))
         })
         .collect();
-    let skipped = results.iter().filter(|r| r.observed().is_none()).count();
-    let skips = match skipped {
-        0 => String::new(),
-        n => format!(", {n} skip"),
-    };
+    let count =
+        |which: fn(&Judgment) -> bool| results.iter().filter(|r| which(&r.judgment())).count();
+    let kept = count(|j| *j == Judgment::Kept);
+    let mut extras = String::new();
+    for (n, what) in [
+        (count(|j| *j == Judgment::MovedSameType), "moved"),
+        (count(|j| matches!(j, Judgment::LostEarlier(_))), "earlier"),
+        (count(|j| *j == Judgment::Skipped), "skip"),
+    ] {
+        if n > 0 {
+            extras += &format!(", {n} {what}");
+        }
+    }
     if lost.is_empty() {
-        format!("kept {}{skips}", results.len() - skipped)
+        format!("kept {kept}{extras}")
     } else {
-        format!("LOST {}{skips}", lost.join(" "))
+        format!("LOST {}{extras}", lost.join(" "))
     }
 }
 
@@ -166,10 +174,11 @@ pub struct Changes {
 }
 
 fn status(r: &ModeResult) -> String {
-    match r.observed() {
-        None => "skipped".into(),
-        Some(observed) if r.kept() => format!("kept {observed}"),
-        Some(observed) => format!("LOST →{observed}"),
+    match (r.observed(), r.judgment()) {
+        (None, _) => "skipped".into(),
+        (Some(observed), Judgment::Kept) => format!("kept {observed}"),
+        (Some(observed), Judgment::Lost | Judgment::KnownDefect) => format!("LOST →{observed}"),
+        (observed, judgment) => judgment.describe(observed),
     }
 }
 
@@ -228,10 +237,8 @@ mod tests {
     fn run(results: &[(&str, &str, bool)]) -> Record {
         let results = results
             .iter()
-            .map(|(path, mode, kept)| ResultRecord {
-                variant: "probe".into(),
-                env: Env::Native,
-                result: ModeResult {
+            .map(|(path, mode, kept)| {
+                let result = ModeResult {
                     path: path.parse().unwrap(),
                     requested: mode.parse().unwrap(),
                     entry: None,
@@ -245,8 +252,10 @@ mod tests {
                         pte_after: Pte(0),
                         entry_after: None,
                         known_defect: None,
+                        lost_earlier_at: None,
                     },
-                },
+                };
+                ResultRecord::new("probe", Env::Native, result)
             })
             .collect();
         Record {

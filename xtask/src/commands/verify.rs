@@ -143,12 +143,15 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
         .map(|candidate| {
             let name = candidate.variant.name.clone();
             let verdict = compare::verdict(&base_runs, &runs_of(&name));
-            let (lost, kind) = match &verdict {
-                compare::Verdict::CandidateLost(lost) => (lost.clone(), CandidateVerdict::Fail),
+            let (lost, only_synthetic, kind) = match &verdict {
+                compare::Verdict::CandidateLost {
+                    rows,
+                    only_synthetic,
+                } => (rows.clone(), *only_synthetic, CandidateVerdict::Fail),
                 compare::Verdict::BaselineNotReproduced(_) => {
-                    (Vec::new(), CandidateVerdict::NotReproduced)
+                    (Vec::new(), false, CandidateVerdict::NotReproduced)
                 }
-                compare::Verdict::Pass => (Vec::new(), CandidateVerdict::Pass),
+                compare::Verdict::Pass => (Vec::new(), false, CandidateVerdict::Pass),
             };
             let path = &candidate.patch.file;
             Judged {
@@ -157,6 +160,7 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
                     patch: path.display().to_string(),
                     verdict: kind,
                     lost,
+                    only_synthetic,
                 },
                 file: path
                     .file_name()
@@ -214,8 +218,13 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
         .iter()
         .filter(|j| !j.record.lost.is_empty())
         .map(|j| {
+            let only = if j.record.only_synthetic {
+                ", only on synthetic rows"
+            } else {
+                ""
+            };
             format!(
-                "{} ({}) loses {}",
+                "{} ({}) loses {}{only}",
                 j.record.name,
                 j.file,
                 j.record.lost.join(", ")

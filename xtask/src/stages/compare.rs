@@ -1,8 +1,9 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::stages::ktap::{row_keys, ModeResult, Outcome, ProbePath, Report, RowKey};
+use crate::stages::ktap::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
+use patverify_protocol::PathKind;
 use serde::Serialize;
 
 /// One boot's parsed report.
@@ -19,8 +20,12 @@ pub enum Verdict {
     /// lost none.
     Pass,
     /// The candidate loses these rows, or did not measure a row the baseline
-    /// lost ("env path mode→observed" / "env path mode: not measured").
-    CandidateLost(Vec<String>),
+    /// lost ("env path mode→observed" / "env path mode: not measured");
+    /// `only_synthetic` when none of them is a real mapping's.
+    CandidateLost {
+        rows: Vec<String>,
+        only_synthetic: bool,
+    },
     /// The baseline lost nothing in these environments: the bug was not reproduced.
     BaselineNotReproduced(Vec<Env>),
 }
@@ -28,6 +33,29 @@ pub enum Verdict {
 fn row_name(env: Env, r: &ModeResult) -> String {
     format!("{env} {} {}", r.path, r.label())
 }
+
+/// Whether an "env path …" row names a synthetic path.
+fn synthetic_row(row: &str) -> bool {
+    let path = row.split_whitespace().nth(1).unwrap_or("");
+    path.parse::<ProbePath>().is_ok_and(ProbePath::is_synthetic)
+}
+
+/// The path as a table shows it: its name, and a mark for a synthetic
+/// path's kind (the footnote says what it means).
+pub fn path_label(path: ProbePath) -> String {
+    format!("{path}{}", kind_mark(path.kind()))
+}
+
+fn kind_mark(kind: PathKind) -> &'static str {
+    match kind {
+        PathKind::RealMapping => "",
+        PathKind::MadeVma => "†",
+        PathKind::DirectCall => "‡",
+    }
+}
+
+/// The table's path column: the widest name and its mark.
+const PATH_WIDTH: usize = ProbePath::WIDTH + 1;
 
 /// "env path mode→observed" for every mode a run lost (but not to a
 /// known defect outside the masks under test).
@@ -80,7 +108,10 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     let mut candidate_lost = lost_modes(candidate);
     candidate_lost.extend(unmeasured(baseline, candidate));
     if !candidate_lost.is_empty() {
-        return Verdict::CandidateLost(candidate_lost);
+        return Verdict::CandidateLost {
+            only_synthetic: candidate_lost.iter().all(|row| synthetic_row(row)),
+            rows: candidate_lost,
+        };
     }
     let not_reproduced: Vec<Env> = baseline
         .iter()
@@ -102,11 +133,7 @@ fn cell(result: Option<&ModeResult>) -> String {
     let Some(observed) = r.observed() else {
         return "skip".to_string();
     };
-    let status = match (r.kept(), r.known_defect()) {
-        (true, _) => "kept",
-        (false, None) => "LOST",
-        (false, Some(_)) => "LOST*",
-    };
+    let status = r.judgment().word();
     match &r.outcome {
         Outcome::Measured {
             entry_after: Some(entry),
@@ -140,9 +167,9 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
         .map(|r| r.variant.len())
         .max()
         .unwrap_or(0)
-        .max(9)
+        .max(11)
         + 2;
-    out += &format!("  {:<pw$} {:<5} ", "path", "mode", pw = ProbePath::WIDTH);
+    out += &format!("  {:<pw$} {:<5} ", "path", "mode", pw = PATH_WIDTH);
     for run in runs {
         out += &format!("{:<width$}", run.variant);
     }
@@ -165,7 +192,8 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
                 .flatten()
                 .next()
                 .map_or(key.to_string(), |r| r.label());
-            out += &format!("{marker} {path:<pw$} {label:<5} ", pw = ProbePath::WIDTH);
+            let shown = path_label(path);
+            out += &format!("{marker} {shown:<pw$} {label:<5} ", pw = PATH_WIDTH);
             for c in &cells {
                 out += &format!("{:<width$}", cell(*c));
             }
@@ -189,17 +217,41 @@ fn marker<'a>(mut rows: impl Iterator<Item = &'a ModeResult> + Clone) -> char {
     }
 }
 
-/// What `LOST*` means, when a table shows one.
+/// What `LOST*`, `earlier`, `moved` and the path marks mean, for those a
+/// table shows.
 fn footnote(runs: &[&Run]) -> String {
-    let results = runs.iter().flat_map(|run| &run.report.results);
+    let results = || runs.iter().flat_map(|run| &run.report.results);
     let defects: std::collections::BTreeSet<&str> =
-        results.filter_map(ModeResult::known_defect).collect();
-    defects
+        results().filter_map(ModeResult::known_defect).collect();
+    let mut out: String = defects
         .into_iter()
         .map(|why| {
             format!("  LOST* known defect outside the masks under test (not judged): {why}\n")
         })
-        .collect()
+        .collect();
+    let earlier: std::collections::BTreeSet<String> = results()
+        .filter_map(|r| match r.judgment() {
+            Judgment::LostEarlier(at) => Some(format!("{} after {at}", r.path)),
+            _ => None,
+        })
+        .collect();
+    if !earlier.is_empty() {
+        let steps: Vec<String> = earlier.into_iter().collect();
+        out += &format!("  earlier: the step kept the entry it was given, which the step before had installed wrong (lost there, not here): {}\n", steps.join(", "));
+    }
+    if results().any(|r| r.judgment() == Judgment::MovedSameType) {
+        out += "  moved: the PAT bit was dropped, but the entry it fell to has the same memory type (not a lost mode)\n";
+    }
+    let mut kinds: Vec<PathKind> = results()
+        .map(|r| r.path.kind())
+        .filter(|k| *k != PathKind::RealMapping)
+        .collect();
+    kinds.sort_by_key(|k| kind_mark(*k));
+    kinds.dedup();
+    for kind in kinds {
+        out += &format!("  {} synthetic: {}\n", kind_mark(kind), kind.describe());
+    }
+    out
 }
 
 /// One boot's results alone (probe).
@@ -208,12 +260,12 @@ pub fn single_table(run: &Run) -> String {
     for r in &run.report.results {
         let marker = marker(std::iter::once(r));
         out += &format!(
-            "{marker} {:<pw$} {:<5} {:<10} {}\n",
-            r.path,
+            "{marker} {:<pw$} {:<5} {:<12} {}\n",
+            path_label(r.path),
             r.label(),
             cell(Some(r)),
             r.ptes(),
-            pw = ProbePath::WIDTH
+            pw = PATH_WIDTH
         );
     }
     out + &footnote(&[run])
@@ -248,13 +300,16 @@ mod tests {
         assert_eq!(verdict(&b, &c), Verdict::Pass);
         assert_eq!(known_defect_losses(&c).len(), 2);
         let t = table(Env::Native, &[&b[0], &c[0]]);
-        assert!(t.contains("* huge_pfn_fault    WT    UC  LOST*"), "{t}");
+        assert!(t.contains("* huge_pfn_fault     WT    UC  LOST*"), "{t}");
         assert!(t.contains("LOST* known defect"), "{t}");
         // Lost another way, the row is judged.
         let worse = boot("candidate", &[], &[("WT", "WB")]);
         assert_eq!(
             verdict(&b, &worse),
-            Verdict::CandidateLost(vec!["native huge_pfn_fault WT→WB".into()])
+            Verdict::CandidateLost {
+                rows: vec!["native huge_pfn_fault WT→WB".into()],
+                only_synthetic: false
+            }
         );
         // A baseline that loses only to the known defect reproduces nothing.
         let only_known = boot("baseline", &[], &known);
@@ -275,9 +330,54 @@ mod tests {
     fn fail_when_candidate_loses() {
         let b = [run("baseline", Env::Native, &[("WT", "UC")])];
         let c = [run("candidate", Env::Native, &[("WP", "WC")])];
+        // vma_set_page_prot runs on a VMA the module made: synthetic.
         assert_eq!(
             verdict(&b, &c),
-            Verdict::CandidateLost(vec!["native vma_set_page_prot WP→WC".into()])
+            Verdict::CandidateLost {
+                rows: vec!["native vma_set_page_prot WP→WC".into()],
+                only_synthetic: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_fails_only_on_synthetic_rows_says_so() {
+        let steps = |variant: &str, real: &[(&str, &str)], synthetic: &[(&str, &str)]| {
+            let ktap = crate::stages::ktap::tests::sample_ktap_paths(&[
+                ("mmap_fault", real),
+                ("pte_modify_direct", synthetic),
+            ]);
+            [Run {
+                variant: variant.into(),
+                env: Env::Native,
+                report: parse_ktap(&ktap).unwrap(),
+            }]
+        };
+        let lost = [("WT", "UC")];
+        let b = steps("baseline", &lost, &lost);
+        let only_direct = verdict(&b, &steps("candidate", &[], &lost));
+        assert!(matches!(
+            only_direct,
+            Verdict::CandidateLost {
+                only_synthetic: true,
+                ..
+            }
+        ));
+        let line = crate::ui::candidate_lines(&[("candidate", "x.patch", &only_direct)]);
+        assert!(line[0].contains("only on synthetic rows"), "{line:?}");
+        let real = verdict(&b, &steps("candidate", &lost, &lost));
+        assert!(matches!(
+            real,
+            Verdict::CandidateLost {
+                only_synthetic: false,
+                ..
+            }
+        ));
+        let t = table(Env::Native, &[&b[0]]);
+        assert!(t.contains("pte_modify_direct‡"), "{t}");
+        assert!(
+            t.contains("‡ synthetic: a kernel function called directly"),
+            "{t}"
         );
     }
 
@@ -305,7 +405,7 @@ mod tests {
         let t = table(Env::Native, &[&b, &c, &c2]);
         let wt = t
             .lines()
-            .find(|l| l.contains(&format!("{:<17} WT ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<18} WT ", "vma_set_page_prot†")))
             .unwrap();
         assert!(
             wt.starts_with('!') && wt.contains("UC  LOST") && wt.contains("WT  kept"),
@@ -313,12 +413,12 @@ mod tests {
         );
         let wp = t
             .lines()
-            .find(|l| l.contains(&format!("{:<17} WP ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<18} WP ", "vma_set_page_prot†")))
             .unwrap();
         assert_eq!(wp.matches("LOST").count(), 2, "{t}");
         let wb = t
             .lines()
-            .find(|l| l.contains(&format!("{:<17} WB ", "vma_set_page_prot")))
+            .find(|l| l.contains(&format!("{:<18} WB ", "vma_set_page_prot†")))
             .unwrap();
         assert!(
             wb.starts_with(' ')

@@ -181,6 +181,11 @@ pub enum Outcome {
         /// no patch to `_PAGE_CHG_MASK`/`pgprot_modify()` is judged by it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         known_defect: Option<String>,
+        /// A later step (an `mprotect()`) that started from an entry the
+        /// step before it had already installed wrong, and kept that entry:
+        /// the step the mode was lost at. Not a loss of this step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lost_earlier_at: Option<ProbePath>,
     },
     /// KTAP `# SKIP`: the path cannot run here (neither kept nor lost).
     Skipped { reason: String },
@@ -223,24 +228,47 @@ impl ModeResult {
         }
     }
 
-    /// Measured, and the mode (and for `pat_index`, the entry) survived.
-    pub fn kept(&self) -> bool {
-        let entry_kept = match &self.outcome {
-            Outcome::Measured { entry_after, .. } => *entry_after == self.entry,
-            Outcome::Skipped { .. } => false,
+    /// What this row's step did, judged by what the step was given: a
+    /// first step against the mode requested, a later step against the
+    /// entry the step before it installed.
+    pub fn judgment(&self) -> Judgment {
+        let Outcome::Measured {
+            observed,
+            entry_after,
+            known_defect,
+            lost_earlier_at,
+            ..
+        } = &self.outcome
+        else {
+            return Judgment::Skipped;
         };
-        self.observed() == Some(self.requested) && entry_kept
+        match (*observed == self.requested, *entry_after == self.entry) {
+            (true, true) => Judgment::Kept,
+            // The PAT bit went, the memory type did not (`pat_index`).
+            (true, false) => Judgment::MovedSameType,
+            (false, _) => match (lost_earlier_at, known_defect) {
+                (Some(at), _) => Judgment::LostEarlier(*at),
+                (None, Some(_)) => Judgment::KnownDefect,
+                (None, None) => Judgment::Lost,
+            },
+        }
     }
 
-    /// Measured, and the mode (or the entry) did not survive.
+    /// Measured, and the mode (and for `pat_index`, the entry) survived.
+    pub fn kept(&self) -> bool {
+        self.judgment() == Judgment::Kept
+    }
+
+    /// Measured, and this step lost the mode (or, for `pat_index`, moved
+    /// it to an entry of another type).
     pub fn lost(&self) -> bool {
-        self.observed().is_some() && !self.kept()
+        matches!(self.judgment(), Judgment::Lost | Judgment::KnownDefect)
     }
 
     /// Lost, and not by a declared known defect outside the masks under
     /// test: what verdicts and probes judge a kernel by.
     pub fn lost_in_scope(&self) -> bool {
-        self.lost() && self.known_defect().is_none()
+        self.judgment() == Judgment::Lost
     }
 
     /// Why the loss is a known defect outside the masks under test, if it is.
@@ -268,6 +296,61 @@ impl ModeResult {
                 ..
             } => format!("{pte_before} → {pte_after}"),
             Outcome::Skipped { .. } => String::new(),
+        }
+    }
+}
+
+/// What a row's step did, for verdicts and every output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgment {
+    /// The mode (and the PAT entry) survived the step.
+    Kept,
+    /// `pat_index`: the PAT bit was dropped but the entry it fell to has the
+    /// same memory type (native 4 WB → 0 WB): shown, not a lost mode.
+    MovedSameType,
+    /// This step lost the mode.
+    Lost,
+    /// This step lost the mode exactly as a known defect outside the masks
+    /// under test predicts: shown, not judged.
+    KnownDefect,
+    /// This step kept the entry it was given, which the named step before
+    /// it had already installed wrong.
+    LostEarlier(ProbePath),
+    Skipped,
+}
+
+impl Judgment {
+    /// The word in tables and reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            Judgment::Kept => "kept",
+            Judgment::MovedSameType => "moved",
+            Judgment::Lost => "LOST",
+            Judgment::KnownDefect => "LOST*",
+            Judgment::LostEarlier(_) => "earlier",
+            Judgment::Skipped => "skip",
+        }
+    }
+
+    /// The name in JSON, JUnit and KCIDB.
+    pub fn name(self) -> &'static str {
+        match self {
+            Judgment::Kept => "kept",
+            Judgment::MovedSameType => "moved-same-type",
+            Judgment::Lost => "lost",
+            Judgment::KnownDefect => "known-defect",
+            Judgment::LostEarlier(_) => "lost-earlier",
+            Judgment::Skipped => "skipped",
+        }
+    }
+
+    /// For people: "kept UC, lost earlier at mmap_fault".
+    pub fn describe(self, observed: Option<CacheMode>) -> String {
+        let seen = observed.map(|m| m.name()).unwrap_or("-");
+        match self {
+            Judgment::LostEarlier(at) => format!("kept {seen}, lost earlier at {at}"),
+            Judgment::MovedSameType => format!("moved to another entry of the same type ({seen})"),
+            other => other.word().to_string(),
         }
     }
 }
@@ -419,12 +502,7 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
         }
     }
     let mut results = reading.results;
-    for r in results.iter_mut() {
-        let why = known_defect(r, &reading.pat_layout);
-        if let (Some(why), Outcome::Measured { known_defect, .. }) = (why, &mut r.outcome) {
-            *known_defect = Some(why.to_string());
-        }
-    }
+    judge_steps(&mut results, &reading.pat_layout);
     Ok(Report {
         pat_layout: reading.pat_layout,
         pat_msr: reading.pat_msr,
@@ -440,12 +518,51 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
 /// the entry 4 below (the 2 MiB PAT bit, bit 12, stays clear).
 pub const PMD_PAT_BIT_DEFECT: &str = "insert_pfn_pmd() builds the 2 MiB entry from a 4 KiB-encoded protection: its PAT bit (bit 7) is PSE in a PMD";
 
+/// Marks what each step did beyond kept and lost: a loss the known defect
+/// predicts exactly, at the step that installed that entry; a later step
+/// that kept an entry the step before it had installed wrong.
+pub fn judge_steps(results: &mut [ModeResult], layout: &[CacheMode]) {
+    for r in results.iter_mut() {
+        let why = known_defect(r, layout);
+        if let (Some(why), Outcome::Measured { known_defect, .. }) = (why, &mut r.outcome) {
+            *known_defect = Some(why.to_string());
+        }
+    }
+    let earlier: Vec<Option<ProbePath>> = results
+        .iter()
+        .map(|r| {
+            let before = r.path.previous_step()?;
+            let step = results
+                .iter()
+                .find(|p| p.path == before && p.key() == r.key())?;
+            let given = step.observed()?;
+            let started_wrong = given != r.requested;
+            (started_wrong && r.observed() == Some(given)).then_some(before)
+        })
+        .collect();
+    for (r, at) in results.iter_mut().zip(earlier) {
+        if let Outcome::Measured {
+            lost_earlier_at,
+            known_defect,
+            ..
+        } = &mut r.outcome
+        {
+            *lost_earlier_at = at;
+            if at.is_some() {
+                *known_defect = None;
+            }
+        }
+    }
+}
+
 /// Whether `r` was lost exactly as a known kernel defect outside the masks
-/// under test predicts, under the PAT `layout`: only then is the loss
-/// declared, never for another outcome (a kernel that keeps the mode, or
-/// loses it another way, is judged as usual).
+/// under test predicts, under the PAT `layout`: only at the step that
+/// installs the 2 MiB entry, only for exactly the predicted entry, never
+/// for another outcome (a kernel that keeps the mode, or loses it another
+/// way, or a later step that changes what was installed, is judged as usual).
 pub fn known_defect(r: &ModeResult, layout: &[CacheMode]) -> Option<&'static str> {
-    if !r.path.is_2mib() || !r.lost() {
+    let installs = r.path.is_2mib() && r.path.previous_step().is_none();
+    if !installs || r.observed().is_none_or(|m| m == r.requested) {
         return None;
     }
     // The kernel encodes a mode as the lowest entry that holds it.
@@ -618,6 +735,7 @@ impl Reading {
             pte_after: field("pte_after")?,
             entry_after,
             known_defect: None,
+            lost_earlier_at: None,
         })
     }
 }
@@ -673,6 +791,128 @@ pub mod tests {
         let other = other.unwrap();
         assert!(other.results.iter().all(|r| r.known_defect().is_none()));
         assert!(other.results[4].lost_in_scope() && other.results[1].lost_in_scope());
+    }
+
+    /// One native report of several paths, each with its own lost modes.
+    pub fn sample_ktap_paths(paths: &[(&str, &[(&str, &str)])]) -> String {
+        let mut out = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n");
+        out += &format!("1..{}\n", 6 * paths.len());
+        for (n, (path, lost)) in paths.iter().enumerate() {
+            let rows = sample_ktap_on(path, lost);
+            for line in rows.lines().skip(4) {
+                match line.split_once(' ') {
+                    Some(("ok", rest)) => {
+                        let (num, tail) = rest.split_once(' ').unwrap();
+                        let num: usize = num.parse().unwrap();
+                        out += &format!("ok {} {tail}\n", num + 6 * n);
+                    }
+                    Some(("not", rest)) => {
+                        let rest = rest.strip_prefix("ok ").unwrap();
+                        let (num, tail) = rest.split_once(' ').unwrap();
+                        let num: usize = num.parse().unwrap();
+                        out += &format!("not ok {} {tail}\n", num + 6 * n);
+                    }
+                    _ => out += &format!("{line}\n"),
+                }
+            }
+        }
+        out
+    }
+
+    fn judged(report: &Report, path: &str, mode: &str) -> Judgment {
+        let row = report
+            .results
+            .iter()
+            .find(|r| r.path.name() == path && r.requested.name() == mode);
+        row.unwrap().judgment()
+    }
+
+    #[test]
+    fn a_later_step_is_judged_by_the_entry_it_was_given() {
+        let lost = [("WT", "UC"), ("WP", "WC")];
+        // The fault installed UC for WT; mprotect() kept UC: lost at the fault.
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("mmap_fault", &lost),
+            ("mprotect", &lost),
+        ]))
+        .unwrap();
+        assert_eq!(judged(&r, "mmap_fault", "WT"), Judgment::Lost);
+        assert_eq!(
+            judged(&r, "mprotect", "WT"),
+            Judgment::LostEarlier(ProbePath::MmapFault)
+        );
+        assert_eq!(
+            Judgment::LostEarlier(ProbePath::MmapFault).describe(Some(CacheMode::Uc)),
+            "kept UC, lost earlier at mmap_fault"
+        );
+        let wt = r
+            .results
+            .iter()
+            .find(|x| x.path == ProbePath::Mprotect && x.requested == CacheMode::Wt);
+        assert!(!wt.unwrap().lost() && !wt.unwrap().kept());
+        // mprotect() changed the wrong entry again: a loss of its own.
+        let worse = [("WT", "WB"), ("WP", "WC")];
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("mmap_fault", &lost),
+            ("mprotect", &worse),
+        ]))
+        .unwrap();
+        assert_eq!(judged(&r, "mprotect", "WT"), Judgment::Lost);
+        // The fault kept WT, mprotect() lost it: mprotect()'s loss.
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("mmap_fault", &[]),
+            ("mprotect", &lost),
+        ]))
+        .unwrap();
+        assert_eq!(judged(&r, "mprotect", "WT"), Judgment::Lost);
+        assert_eq!(judged(&r, "mmap_fault", "WT"), Judgment::Kept);
+    }
+
+    #[test]
+    fn the_known_pmd_defect_is_marked_only_where_the_entry_was_installed() {
+        let predicted = [("WT", "UC"), ("WP", "WC")];
+        // The fault installed the predicted entry; mprotect() kept it.
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("huge_pfn_fault", &predicted),
+            ("huge_pfn_mprotect", &predicted),
+        ]))
+        .unwrap();
+        assert_eq!(judged(&r, "huge_pfn_fault", "WT"), Judgment::KnownDefect);
+        assert_eq!(
+            judged(&r, "huge_pfn_mprotect", "WT"),
+            Judgment::LostEarlier(ProbePath::HugePfnFault)
+        );
+        assert!(r.results.iter().all(|x| !x.lost_in_scope()));
+        // A kernel whose PMD insert is fixed (the fault keeps every mode)
+        // and whose pmd_modify() drops bit 12: mprotect() lands on the very
+        // entry the defect predicts, and that is judged, not excused.
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("huge_pfn_fault", &[]),
+            ("huge_pfn_mprotect", &predicted),
+        ]))
+        .unwrap();
+        assert_eq!(judged(&r, "huge_pfn_mprotect", "WT"), Judgment::Lost);
+        assert_eq!(judged(&r, "huge_pfn_mprotect", "WP"), Judgment::Lost);
+        assert!(r.results.iter().all(|x| x.known_defect().is_none()));
+    }
+
+    #[test]
+    fn a_pat_entry_moved_to_the_same_type_is_not_a_lost_mode() {
+        let row = |n: usize, entry: u8, requested: &str, after: u8, observed: &str| {
+            let ok = if entry == after { "ok" } else { "not ok" };
+            format!("# pat_index.{entry}: requested={requested} entry_after={after} pte_before=0x80000000000000a7 pte_after=0x8000000000000027 observed={observed}\n{ok} {n} pat_index.{entry}\n")
+        };
+        // Native layout: entry 4 is WB like entry 0; entry 5 is WP, entry 1 WC.
+        let ktap = String::from(
+            "KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n1..3\n",
+        ) + &row(1, 0, "WB", 0, "WB")
+            + &row(2, 4, "WB", 0, "WB")
+            + &row(3, 5, "WP", 1, "WC");
+        let r = parse_ktap(&ktap).unwrap();
+        let j: Vec<Judgment> = r.results.iter().map(ModeResult::judgment).collect();
+        assert_eq!(j, [Judgment::Kept, Judgment::MovedSameType, Judgment::Lost]);
+        assert!(!r.results[1].lost() && !r.results[1].kept());
+        assert!(r.results[2].lost_in_scope());
     }
 
     #[test]
@@ -734,6 +974,7 @@ pub mod tests {
                         pte_after: Pte(0),
                         entry_after: entry,
                         known_defect: None,
+                        lost_earlier_at: None,
                     },
                 };
                 results.push(ModeResult {

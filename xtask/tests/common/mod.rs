@@ -381,7 +381,11 @@ pub fn result_table(text: &str) -> Vec<String> {
             ["  ", "! ", "* "]
                 .iter()
                 .any(|marker| l.starts_with(marker))
-                && (l.contains("kept") || l.contains("LOST") || l.contains("skip"))
+                && ["kept", "LOST", "skip", "earlier", "moved"]
+                    .iter()
+                    .any(|word| l.contains(word))
+                && !l.trim_start().starts_with("earlier:")
+                && !l.trim_start().starts_with("moved:")
                 && !l.contains("known defect outside")
         })
         .map(str::to_string)
