@@ -827,15 +827,25 @@ pub mod tests {
         row.unwrap().judgment()
     }
 
+    /// One report of a mapping's two steps, each with its lost modes.
+    fn steps(
+        first: &str,
+        first_lost: &[(&str, &str)],
+        then: &str,
+        then_lost: &[(&str, &str)],
+    ) -> Report {
+        parse_ktap(&sample_ktap_paths(&[
+            (first, first_lost),
+            (then, then_lost),
+        ]))
+        .unwrap()
+    }
+
     #[test]
     fn a_later_step_is_judged_by_the_entry_it_was_given() {
         let lost = [("WT", "UC"), ("WP", "WC")];
         // The fault installed UC for WT; mprotect() kept UC: lost at the fault.
-        let r = parse_ktap(&sample_ktap_paths(&[
-            ("mmap_fault", &lost),
-            ("mprotect", &lost),
-        ]))
-        .unwrap();
+        let r = steps("mmap_fault", &lost, "mprotect", &lost);
         assert_eq!(judged(&r, "mmap_fault", "WT"), Judgment::Lost);
         assert_eq!(
             judged(&r, "mprotect", "WT"),
@@ -852,18 +862,10 @@ pub mod tests {
         assert!(!wt.unwrap().lost() && !wt.unwrap().kept());
         // mprotect() changed the wrong entry again: a loss of its own.
         let worse = [("WT", "WB"), ("WP", "WC")];
-        let r = parse_ktap(&sample_ktap_paths(&[
-            ("mmap_fault", &lost),
-            ("mprotect", &worse),
-        ]))
-        .unwrap();
+        let r = steps("mmap_fault", &lost, "mprotect", &worse);
         assert_eq!(judged(&r, "mprotect", "WT"), Judgment::Lost);
         // The fault kept WT, mprotect() lost it: mprotect()'s loss.
-        let r = parse_ktap(&sample_ktap_paths(&[
-            ("mmap_fault", &[]),
-            ("mprotect", &lost),
-        ]))
-        .unwrap();
+        let r = steps("mmap_fault", &[], "mprotect", &lost);
         assert_eq!(judged(&r, "mprotect", "WT"), Judgment::Lost);
         assert_eq!(judged(&r, "mmap_fault", "WT"), Judgment::Kept);
     }
@@ -872,11 +874,12 @@ pub mod tests {
     fn the_known_pmd_defect_is_marked_only_where_the_entry_was_installed() {
         let predicted = [("WT", "UC"), ("WP", "WC")];
         // The fault installed the predicted entry; mprotect() kept it.
-        let r = parse_ktap(&sample_ktap_paths(&[
-            ("huge_pfn_fault", &predicted),
-            ("huge_pfn_mprotect", &predicted),
-        ]))
-        .unwrap();
+        let r = steps(
+            "huge_pfn_fault",
+            &predicted,
+            "huge_pfn_mprotect",
+            &predicted,
+        );
         assert_eq!(judged(&r, "huge_pfn_fault", "WT"), Judgment::KnownDefect);
         assert_eq!(
             judged(&r, "huge_pfn_mprotect", "WT"),
@@ -886,11 +889,7 @@ pub mod tests {
         // A kernel whose PMD insert is fixed (the fault keeps every mode)
         // and whose pmd_modify() drops bit 12: mprotect() lands on the very
         // entry the defect predicts, and that is judged, not excused.
-        let r = parse_ktap(&sample_ktap_paths(&[
-            ("huge_pfn_fault", &[]),
-            ("huge_pfn_mprotect", &predicted),
-        ]))
-        .unwrap();
+        let r = steps("huge_pfn_fault", &[], "huge_pfn_mprotect", &predicted);
         assert_eq!(judged(&r, "huge_pfn_mprotect", "WT"), Judgment::Lost);
         assert_eq!(judged(&r, "huge_pfn_mprotect", "WP"), Judgment::Lost);
         assert!(r.results.iter().all(|x| x.known_defect().is_none()));
