@@ -249,7 +249,7 @@ pub struct Test {
 
 /// Proves or disproves an x86 page-table patch on real booted kernels.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 pub struct Cli {
     /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
     #[arg(long, global = true, value_name = "DIR")]
@@ -285,4 +285,16 @@ pub enum Command {
     Clean(Clean),
     /// Run the unit tests, then the end-to-end test (real builds and boots).
     Test(Test),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn usage_names_the_command_people_type() {
+        let usage = Cli::command().render_usage().to_string();
+        assert!(usage.starts_with("Usage: cargo xtask "), "{usage}");
+    }
 }

@@ -95,27 +95,46 @@ fn verdict(record: &Record, candidate: &CandidateRecord) -> String {
     wrap(&text) + "\n"
 }
 
-/// The rows the baseline lost, one per line.
+/// The modes the baseline lost, grouped for a list reader: per
+/// environment, each lost mode with the paths that lost it (the full table
+/// stays in the record).
 fn lost_rows(record: &Record) -> String {
-    let lost: Vec<String> = record
-        .results
+    // (env, "WT -> UC") → the paths, in report order.
+    let mut groups: Vec<((String, String), Vec<String>)> = Vec::new();
+    for r in record.results.iter() {
+        if r.variant != "baseline" || !r.result.lost_in_scope() {
+            continue;
+        }
+        let Some(after) = r.result.after() else {
+            continue;
+        };
+        let key = (
+            r.env.to_string(),
+            format!("{} -> {after}", r.result.label()),
+        );
+        let path = crate::stages::compare::path_label(r.result.path);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, paths)) => paths.push(path),
+            None => groups.push((key, vec![path])),
+        }
+    }
+    let lines: Vec<String> = groups
         .iter()
-        .filter(|r| r.variant == "baseline" && r.result.lost_in_scope())
-        .filter_map(|r| {
-            let after = r.result.after()?;
-            let path = crate::stages::compare::path_label(r.result.path);
-            let row = format!("{} {path} {}", r.env, r.result.label());
-            Some(format!("  {row:<40} -> {after}"))
+        .map(|((env, mode), paths)| {
+            let text = format!("{env}: {mode} on {}", paths.join(", "));
+            // Two columns of indent, four on continuation lines.
+            wrap_to(&text, WIDTH - 4).replace('\n', "\n    ")
         })
+        .map(|l| format!("  {l}"))
         .collect();
     let mut out = String::new();
-    if !lost.is_empty() {
-        out += &format!("\nLost without the patch:\n{}\n", lost.join("\n"));
+    if !lines.is_empty() {
+        out += &format!("\nLost without the patch:\n{}\n", lines.join("\n"));
         for (mark, what) in [
             ('†', "a kernel function on a VMA the harness made"),
             ('‡', "a kernel function called directly"),
         ] {
-            if lost.iter().any(|l| l.contains(mark)) {
+            if lines.iter().any(|l| l.contains(mark)) {
                 out += &format!("{mark} synthetic: {what}.\n");
             }
         }
@@ -145,10 +164,14 @@ fn how_it_ran(record: &Record, path: &str) -> String {
 
 /// `text` wrapped at word boundaries to `WIDTH` columns.
 fn wrap(text: &str) -> String {
+    wrap_to(text, WIDTH)
+}
+
+fn wrap_to(text: &str, width: usize) -> String {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
             lines.push(std::mem::take(&mut line));
         }
         if !line.is_empty() {
@@ -214,7 +237,10 @@ mod tests {
     fn a_passing_candidate_gets_a_threaded_reply_with_tested_by() {
         let text = reply(&mailed_record(CandidateVerdict::Pass), &mail()).unwrap();
         assert!(text.starts_with("Subject: Re: [PATCH v3] x86/mm: fix PAT bit missing from page protection modify mask\nIn-Reply-To: <20260101.fix@example.org>\nReferences: <20260101.fix@example.org>\n\n"), "{text}");
-        assert!(text.contains("native vma_set_page_prot† WT"), "{text}");
+        assert!(
+            text.contains("  native: WT -> UC on vma_set_page_prot†"),
+            "{text}"
+        );
         assert!(
             text.contains("† synthetic: a kernel function on a VMA"),
             "{text}"
@@ -225,6 +251,35 @@ mod tests {
         );
         let body = text.split("\n\n").skip(1).collect::<Vec<_>>().join("\n\n");
         assert!(body.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+    }
+
+    #[test]
+    fn lost_modes_are_grouped_with_the_paths_that_lost_them() {
+        let lost = [("WT", "UC"), ("WP", "WC")];
+        let ktap = crate::stages::ktap::tests::sample_ktap_paths(&[
+            ("vma_set_page_prot", &lost),
+            ("mmap_fault", &lost),
+            ("mprotect", &lost),
+            ("devmem_mprotect", &lost),
+        ]);
+        let report = crate::stages::ktap::parse_ktap(&ktap).unwrap();
+        let mut record = Record::default();
+        for r in report.results {
+            let row = crate::record::ResultRecord::new("baseline", crate::model::Env::Native, r);
+            record.results.push(row);
+        }
+        let text = lost_rows(&record);
+        assert!(
+            text.contains(
+                "  native: WT -> UC on vma_set_page_prot†, mmap_fault, devmem_mprotect\n"
+            ),
+            "{text}"
+        );
+        // mprotect kept what mmap_fault installed: not listed again.
+        assert!(
+            !text.contains("mprotect,") && text.lines().count() <= 5,
+            "{text}"
+        );
     }
 
     #[test]
