@@ -5,8 +5,8 @@
 //! environment that fails when the baseline lost nothing. A run that ended
 //! in an error (build, boot, setup) is one case with an <error>.
 
+use crate::model::rows::{ModeResult, Outcome};
 use crate::record::{Record, Verdict};
-use crate::stages::ktap::{ModeResult, Outcome};
 use crate::stages::qemu::Env;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -100,9 +100,9 @@ fn status(r: &ModeResult, baseline: bool) -> TestCaseStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::rows::{CacheMode, ProbePath};
     use crate::record::tests::record_with;
     use crate::record::ResultRecord;
-    use crate::stages::ktap::{CacheMode, ProbePath};
 
     #[test]
     fn candidate_losses_fail_baseline_losses_reproduce() {

@@ -5,9 +5,9 @@
 //! field for goes under `misc`. A run that ended in an error still gives a
 //! valid document, its builds marked ERROR (or FAIL for a failed compile).
 
+use crate::model::rows::{Judgment, ModeResult};
 use crate::model::{Env, Step};
 use crate::record::Record;
-use crate::stages::ktap::{Judgment, ModeResult};
 use crate::support::cache::sha256_hex;
 use crate::support::failure::Kind;
 use serde::Serialize;

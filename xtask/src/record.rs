@@ -3,9 +3,9 @@
 //! of types for both directions. `schema_version` changes whenever a field
 //! does; a record of another version is refused with a clear error.
 
+use crate::model::rows::ModeResult;
+use crate::model::Env;
 pub use crate::model::{CcacheStats, Step};
-use crate::stages::ktap::ModeResult;
-use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -139,7 +139,7 @@ pub struct ToolchainRecord {
 pub struct PatchRecord {
     pub file: String,
     pub sha256: String,
-    pub direction: crate::stages::patch::Direction,
+    pub direction: crate::model::Direction,
     /// The mails' subjects, for a series.
     pub series: Vec<String>,
     /// The files applied, in order (the mails of a series, split).
@@ -213,7 +213,7 @@ pub struct EnvRecord {
     pub boot_seconds: f64,
     /// When the console showed each phase (seconds from QEMU's start).
     #[serde(default)]
-    pub phases: crate::stages::qemu::Phases,
+    pub phases: crate::model::Phases,
 }
 
 /// One row of one boot's report.
@@ -324,7 +324,7 @@ impl Record {
     /// Records before version 5 judged a later step against the mode first
     /// requested: judge each boot's steps as this version does.
     fn judge_steps_again(&mut self) {
-        let boots: Vec<(String, Env, Vec<crate::stages::ktap::CacheMode>)> = self
+        let boots: Vec<(String, Env, Vec<crate::model::rows::CacheMode>)> = self
             .environments
             .iter()
             .map(|e| {
@@ -340,7 +340,7 @@ impl Record {
                 .filter(|r| mine(r))
                 .map(|r| r.result.clone())
                 .collect();
-            crate::stages::ktap::judge_steps(&mut rows, &layout);
+            crate::model::rows::judge_steps(&mut rows, &layout);
             let mut judged = rows.into_iter();
             for r in self.results.iter_mut().filter(|r| mine(r)) {
                 if let Some(result) = judged.next() {
@@ -427,7 +427,7 @@ pub mod tests {
         };
         for mut result in report.results {
             // As a version 4 record held it: no step judged by its input.
-            if let crate::stages::ktap::Outcome::Measured {
+            if let crate::model::rows::Outcome::Measured {
                 lost_earlier_at, ..
             } = &mut result.outcome
             {

@@ -8,8 +8,8 @@ mod common;
 use anyhow::{Context, Result};
 use common::*;
 use std::path::Path;
+use xtask::model::rows::{Judgment, ModeResult, ProbePath};
 use xtask::record::Record;
-use xtask::stages::ktap::{Judgment, ModeResult, ProbePath};
 use xtask::stages::qemu::Env;
 
 #[test]

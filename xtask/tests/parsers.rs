@@ -4,8 +4,9 @@
 //! what is refused is refused with a message that says why.
 
 use proptest::prelude::*;
+use xtask::model::rows::{self, CacheMode, ProbePath};
 use xtask::record::Record;
-use xtask::stages::ktap::{self, CacheMode, ProbePath};
+use xtask::stages::ktap;
 use xtask::stages::{config, patch, source, toolchain};
 
 /// A report in the module's format: every path × mode and every PAT entry
@@ -19,17 +20,17 @@ fn module_report(lost: &[bool]) -> String {
     out += &format!("1..{ROWS}\n");
     let mut n = 0;
     for path in ProbePath::ALL {
-        for key in ktap::row_keys(*path) {
+        for key in rows::row_keys(*path) {
             let gone = lost.get(n).copied().unwrap_or(false);
             n += 1;
             let (name, diag, gone) = match key {
-                ktap::RowKey::Mode(mode) => {
+                rows::RowKey::Mode(mode) => {
                     let gone = gone && mode != CacheMode::Wb;
                     let observed = if gone { CacheMode::Wb } else { mode };
                     let diag = format!("requested={mode} observed={observed}");
                     (format!("{path}.{mode}"), diag, gone)
                 }
-                ktap::RowKey::Entry(entry) => {
+                rows::RowKey::Entry(entry) => {
                     let gone = gone && entry != 0;
                     let after = if gone { 0 } else { entry };
                     let (requested, observed) = (LAYOUT[entry as usize], LAYOUT[after as usize]);
@@ -101,7 +102,7 @@ proptest! {
                     .any(|(r, gone)| r.path == before && r.key() == row.key() && *gone)
             });
             let want_lost = lost[i]
-                && row.key() != ktap::RowKey::Mode(CacheMode::Wb)
+                && row.key() != rows::RowKey::Mode(CacheMode::Wb)
                 && row.entry != Some(0)
                 && row.entry != Some(4)
                 && !lost_before;

@@ -184,7 +184,7 @@ fn module_of(rel: &Path) -> String {
 
 /// The crate modules a source file uses, outside its tests.
 fn uses_of(text: &str) -> std::collections::BTreeSet<String> {
-    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    let text = text.split("#[cfg(test)]\n").next().unwrap_or(text);
     let mut uses = std::collections::BTreeSet::new();
     for (at, _) in text.match_indices("crate::") {
         let path: String = text[at + 7..]
@@ -337,4 +337,33 @@ fn the_readme_is_a_manual_of_at_most_250_lines() {
         first_screen.contains("docs/layout.md"),
         "the code's layout must be reachable from the README's first screen"
     );
+}
+
+/// The data the stages hand each other (the model, the record) and the
+/// ground floor (support) sit below the stages and the commands: they never
+/// import them, so a stage can change without the record or the support
+/// code following it.
+#[test]
+fn the_data_and_the_ground_floor_sit_below_the_stages() {
+    let src = repo().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut upward = Vec::new();
+    for file in files {
+        let module = module_of(file.strip_prefix(&src).unwrap());
+        let below =
+            module.starts_with("model") || module == "record" || module.starts_with("support::");
+        if !below {
+            continue;
+        }
+        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
+            if ["stages", "commands", "session"]
+                .iter()
+                .any(|up| used.starts_with(up))
+            {
+                upward.push(format!("{module} uses {used}"));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports upward: {upward:?}");
 }

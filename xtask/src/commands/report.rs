@@ -7,8 +7,8 @@
 //!   as untestable with its reason.
 
 use crate::flags::Report;
+use crate::model::rows::{Judgment, ModeResult, ProbePath};
 use crate::record::{Record, ResultRecord, Verdict};
-use crate::stages::ktap::{Judgment, ModeResult, ProbePath};
 use crate::stages::qemu::Env;
 use crate::support::failure::{fail, Kind};
 use anyhow::Result;
@@ -183,7 +183,7 @@ fn status(r: &ModeResult) -> String {
 }
 
 /// A row of a run: variant, environment, path and the row of the path.
-type RunRow<'a> = (&'a str, Env, ProbePath, crate::stages::ktap::RowKey);
+type RunRow<'a> = (&'a str, Env, ProbePath, crate::model::rows::RowKey);
 
 fn key(r: &ResultRecord) -> RunRow<'_> {
     (&r.variant, r.env, r.result.path, r.result.key())
@@ -231,8 +231,8 @@ pub fn diff_runs(old: &Record, new: &Record) -> Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::rows::{CacheMode, Outcome, Pte};
     use crate::record::KernelRecord;
-    use crate::stages::ktap::{CacheMode, Outcome, Pte};
 
     fn run(results: &[(&str, &str, bool)]) -> Record {
         let results = results

@@ -3,11 +3,11 @@
 //! session.rs holds what verify shares with probe.
 
 use crate::flags::Verify;
+use crate::model::rows::ModeResult;
 use crate::output;
 use crate::record::{CandidateRecord, CandidateVerdict, PatchRecord, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
-use crate::stages::ktap::ModeResult;
 use crate::stages::patch::{self, Direction, PatchSet};
 use crate::stages::variant::{self, Spec, Variant};
 use crate::support::cache::sha256_hex;

@@ -1,7 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::stages::ktap::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
+use crate::model::rows::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use patverify_protocol::PathKind;
 use serde::Serialize;

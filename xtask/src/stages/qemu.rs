@@ -2,7 +2,7 @@
 //! line is built from small pieces; the child is killed on drop and on
 //! timeout; the whole console is kept in a log.
 
-pub use crate::model::Env;
+pub use crate::model::{Env, Phases};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
@@ -263,22 +263,6 @@ fn collect(
             }
         }
     }
-}
-
-/// Seconds from QEMU's start to the first console line of each phase of a
-/// boot, as the host saw them arrive: firmware and loader until Linux's
-/// banner, the kernel and the module until the report begins, the report,
-/// then power-off until QEMU exits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Phases {
-    /// Linux's banner ("Linux version").
-    pub kernel_start: Option<f64>,
-    /// `/init` begins the report (the module has measured everything).
-    pub report_begin: Option<f64>,
-    /// The report's end marker.
-    pub report_end: Option<f64>,
-    /// QEMU exited.
-    pub exit: Option<f64>,
 }
 
 impl Phases {

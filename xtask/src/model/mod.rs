@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod rows;
+
 /// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -163,4 +165,20 @@ impl std::fmt::Display for CcacheStats {
         }
         Ok(())
     }
+}
+
+/// Seconds from QEMU's start to the first console line of each phase of a
+/// boot, as the host saw them arrive: firmware and loader until Linux's
+/// banner, the kernel and the module until the report begins, the report,
+/// then power-off until QEMU exits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Linux's banner ("Linux version").
+    pub kernel_start: Option<f64>,
+    /// `/init` begins the report (the module has measured everything).
+    pub report_begin: Option<f64>,
+    /// The report's end marker.
+    pub report_end: Option<f64>,
+    /// QEMU exited.
+    pub exit: Option<f64>,
 }
