@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use xtask::flags::{Cli, Command};
-use xtask::support::{cache, failure, proc, provision};
+use xtask::support::{cache, failure, proc};
 
 fn main() {
     // The kernel build's rustc (`Kbuild::make`), not a command for people.
@@ -34,7 +34,7 @@ fn main() {
         Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
         Command::Bisect(bisect) => bisect.run(&cache_root),
         Command::Setup(setup) => setup.run(&cache_root),
-        Command::Doctor => provision::doctor(&cache_root),
+        Command::Doctor => xtask::commands::doctor::run(&cache_root),
         Command::Clean(clean) => clean.run(&cache_root),
         Command::Report(report) => report.run(),
         Command::Matrix(matrix) => matrix.run(&cache_root),

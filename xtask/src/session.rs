@@ -4,20 +4,22 @@
 //! (timings, JSON) that is written whatever the outcome.
 
 use crate::flags::{Common, EnvChoice};
+use crate::model::Direction;
 use crate::output::{self, Event};
 use crate::record::{
-    BuildRecord, EnvRecord, KernelRecord, Record, ResultRecord, Step, Timing, ToolchainRecord,
-    VariantRecord, Verdict,
+    BuildRecord, EnvRecord, KernelRecord, PatchRecord, Record, ResultRecord, Step, Timing,
+    ToolchainRecord, VariantRecord, Verdict,
 };
 use crate::stages::build::{self, Built, Kbuild};
 use crate::stages::compare::Run;
 use crate::stages::ktap;
+use crate::stages::patch::PatchSet;
 use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
 use crate::stages::toolchain::{self, Toolchain};
 use crate::stages::variant::{self, Variant};
 use crate::stages::{config, initramfs, source};
-use crate::support::cache::Cache;
+use crate::support::cache::{sha256_hex, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
 use anyhow::{Context, Result};
@@ -71,6 +73,33 @@ pub struct Ctx {
 }
 
 impl Session {
+    /// Records a patch file (name, hash, direction, the mails of a series) in
+    /// the run's record.
+    pub fn note_patch(&mut self, set: &PatchSet, direction: Direction) -> Result<()> {
+        let bytes = std::fs::read(&set.file).map_err(|e| {
+            fail(
+                Kind::Setup,
+                format!("cannot read patch {}: {e}", set.file.display()),
+            )
+        })?;
+        let part_sha256 = set
+            .parts
+            .iter()
+            .map(|part| std::fs::read(part).map(|b| sha256_hex(&b)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        self.record.patches.push(PatchRecord {
+            file: set.file.display().to_string(),
+            sha256: sha256_hex(&bytes),
+            direction,
+            series: set.subjects.clone(),
+            parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
+            part_sha256,
+            message_id: set.message_id.clone(),
+            subject: set.subject.clone(),
+        });
+        Ok(())
+    }
+
     pub fn new(common: Common) -> Self {
         Session {
             common,

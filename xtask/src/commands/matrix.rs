@@ -108,7 +108,7 @@ impl Matrix {
             std::fs::write(path, crate::kcidb::documents(&runs))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let table = crate::commands::report::merge(&records);
+        let table = crate::runs::merge(&records);
         std::fs::write(self.out.join("merged.txt"), &table)?;
         println!("\n{table}");
         verdict(&ends)

@@ -4,9 +4,10 @@
 pub mod bench;
 pub mod bisect;
 pub mod clean;
-pub mod mail;
+pub mod doctor;
 pub mod matrix;
 pub mod probe;
 pub mod report;
+pub mod setup;
 pub mod test;
 pub mod verify;

@@ -68,7 +68,7 @@ impl Probe {
             .map(|p| crate::stages::patch::load(p, &series_dir))
             .collect::<Result<Vec<_>>>()?;
         for set in &sets {
-            crate::commands::verify::note_patch(session, set, Direction::Forward)?;
+            session.note_patch(set, Direction::Forward)?;
         }
         let spec = Spec {
             name: "probe".into(),

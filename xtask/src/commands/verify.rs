@@ -5,12 +5,11 @@
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
 use crate::output;
-use crate::record::{CandidateRecord, CandidateVerdict, PatchRecord, Step, Verdict};
+use crate::record::{CandidateRecord, CandidateVerdict, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
 use crate::stages::patch::{self, Direction, PatchSet};
 use crate::stages::variant::{self, Spec, Variant};
-use crate::support::cache::sha256_hex;
 use crate::support::failure::{exit_code_of, fail, Kind};
 use crate::ui;
 use anyhow::Result;
@@ -32,33 +31,6 @@ pub fn default_patch_for(version: &str) -> PathBuf {
         dir.join(variant::DEFAULT_PATCH)
     });
     own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
-}
-
-/// Records a patch file (name, hash, direction, the mails of a series) in
-/// the run's record.
-pub fn note_patch(session: &mut Session, set: &PatchSet, direction: Direction) -> Result<()> {
-    let bytes = std::fs::read(&set.file).map_err(|e| {
-        fail(
-            Kind::Setup,
-            format!("cannot read patch {}: {e}", set.file.display()),
-        )
-    })?;
-    let part_sha256 = set
-        .parts
-        .iter()
-        .map(|part| std::fs::read(part).map(|b| sha256_hex(&b)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    session.record.patches.push(PatchRecord {
-        file: set.file.display().to_string(),
-        sha256: sha256_hex(&bytes),
-        direction,
-        series: set.subjects.clone(),
-        parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
-        part_sha256,
-        message_id: set.message_id.clone(),
-        subject: set.subject.clone(),
-    });
-    Ok(())
 }
 
 /// The verdict and exit code of a verify that ended with `outcome`.
@@ -96,7 +68,7 @@ impl Verify {
             .timings
             .time(Step::Variants, || make_variants(&ctx, &patch_files))?;
         for candidate in &plan.candidates {
-            note_patch(session, &candidate.patch, candidate.direction)?;
+            session.note_patch(&candidate.patch, candidate.direction)?;
         }
         let variants: Vec<Variant> = std::iter::once(plan.baseline.clone())
             .chain(plan.candidates.iter().map(|c| c.variant.clone()))

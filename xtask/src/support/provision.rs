@@ -45,7 +45,7 @@ impl Feature {
         Feature::Test,
     ];
 
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Feature::Pipeline => "every run",
             Feature::Distcc => "--distcc",
@@ -603,19 +603,6 @@ fn unpack_legacy_rust(cache_root: &Path) -> Result<()> {
     staged.publish(&dir)
 }
 
-impl crate::flags::Setup {
-    pub fn run(self, cache_root: &Path) -> Result<()> {
-        let features: &[Feature] = if self.all {
-            &Feature::ALL
-        } else {
-            &[Feature::Pipeline]
-        };
-        ensure(cache_root, features)?;
-        println!("setup complete");
-        Ok(())
-    }
-}
-
 /// Path of the Xen hypervisor image (ELF, booted by QEMU's `-kernel`).
 pub fn xen_image(xen_dir: &Path) -> PathBuf {
     xen_dir.join("xen")
@@ -673,77 +660,48 @@ fn ensure_xen(xen_dir: &Path) -> Result<()> {
     staged.publish(xen_dir)
 }
 
-/// What `doctor` says of the cache's own entries (Xen, the 6.1
-/// toolchain); false when a required one is missing.
-fn doctor_cache_entries(cache_root: &Path) -> bool {
-    let mut ok = true;
-    let xen_dir = cache_root.join("xen");
-    match std::fs::read_to_string(xen_dir.join("version")) {
-        Ok(v) if xen_image(&xen_dir).exists() => println!(
-            "  ok       {:<45} {}",
-            "Xen hypervisor (in cache)",
-            v.trim()
-        ),
-        _ => {
-            ok = false;
-            println!(
-                "  MISSING  {:<45} (cargo xtask setup)",
-                "Xen hypervisor (in cache)"
-            );
-        }
-    }
-    let legacy = legacy_rust_dir(cache_root).join("bin/rustc");
-    let label = "Debian rustc 1.63 toolchain (in cache)";
-    match version_of(legacy.to_str().unwrap_or_default(), "--version") {
-        Some(v) => println!("  ok       {label:<45} {v}"),
-        None => {
-            println!("  absent   {label:<45} (only for Linux 6.1 trees; unpacked on first use)")
-        }
-    }
-    ok
+/// One requirement as found on this machine: what `doctor` prints.
+pub struct Found {
+    pub what: &'static str,
+    pub feature: Feature,
+    /// Its version (or path), when present.
+    pub version: Option<String>,
+    /// The command that installs it, for people.
+    pub install: String,
 }
 
-/// `cargo xtask doctor`: what is present, with versions, and what is missing.
-pub fn doctor(cache_root: &Path) -> Result<()> {
-    let mut all_ok = true;
-    for req in REQUIREMENTS {
-        match (req.probe)() {
-            Some(v) => println!("  ok       {:<45} {}", req.what, v),
-            None if req.feature != Feature::Pipeline => {
-                let how = req.install.describe();
-                let needed = req.feature.describe();
-                println!("  absent   {:<45} (only for {needed}; {how})", req.what);
-            }
-            None => {
-                all_ok = false;
-                let how = req.install.describe();
-                println!("  MISSING  {:<45} ({how})", req.what);
-            }
-        }
-    }
-    all_ok &= doctor_cache_entries(cache_root);
-    println!(
-        "  kvm      {}",
-        if Path::new("/dev/kvm").exists() {
-            "/dev/kvm present (unused by default: guests die with emulation failures here; --kvm to try)"
-        } else {
-            "absent (TCG)"
-        }
-    );
-    println!(
-        "  cache    {} ({})",
-        cache_root.display(),
-        crate::support::cache::size_human(cache_root)
-    );
-    if all_ok {
-        println!("everything is present");
-        Ok(())
-    } else {
-        Err(fail(
-            Kind::Setup,
-            "some requirements are missing: run `cargo xtask setup` as root",
-        ))
-    }
+/// Every requirement of the table, probed now.
+pub fn found() -> Vec<Found> {
+    REQUIREMENTS
+        .iter()
+        .map(|r| Found {
+            what: r.what,
+            feature: r.feature,
+            version: (r.probe)(),
+            install: r.install.describe(),
+        })
+        .collect()
+}
+
+/// The cache's own entries (Xen, the 6.1 toolchain): (label, version if
+/// present, whether every run needs it, how it gets there).
+pub fn cache_entries(cache_root: &Path) -> Vec<(&'static str, Option<String>, bool, &'static str)> {
+    let xen_dir = cache_root.join("xen");
+    let xen = std::fs::read_to_string(xen_dir.join("version"))
+        .ok()
+        .filter(|_| xen_image(&xen_dir).exists())
+        .map(|v| v.trim().to_string());
+    let legacy = legacy_rust_dir(cache_root).join("bin/rustc");
+    let rustc = version_of(legacy.to_str().unwrap_or_default(), "--version");
+    vec![
+        ("Xen hypervisor (in cache)", xen, true, "cargo xtask setup"),
+        (
+            "Debian rustc 1.63 toolchain (in cache)",
+            rustc,
+            false,
+            "only for Linux 6.1 trees; unpacked on first use",
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,58 @@
+//! `cargo xtask doctor`: every requirement with its version, or the
+//! feature it belongs to and the command that installs it; the cache's own
+//! entries, KVM, and the cache's size. Exit 2 when something every run
+//! needs is missing.
+
+use crate::support::failure::{fail, Kind};
+use crate::support::provision::{self, Feature};
+use anyhow::Result;
+use std::path::Path;
+
+pub fn run(cache_root: &Path) -> Result<()> {
+    let mut all_ok = true;
+    for req in provision::found() {
+        let what = req.what;
+        match (&req.version, req.feature) {
+            (Some(v), _) => println!("  ok       {what:<45} {v}"),
+            (None, Feature::Pipeline) => {
+                all_ok = false;
+                println!("  MISSING  {what:<45} ({})", req.install);
+            }
+            (None, feature) => println!(
+                "  absent   {what:<45} (only for {}; {})",
+                feature.describe(),
+                req.install
+            ),
+        }
+    }
+    for (label, version, required, how) in provision::cache_entries(cache_root) {
+        match version {
+            Some(v) => println!("  ok       {label:<45} {v}"),
+            None if required => {
+                all_ok = false;
+                println!("  MISSING  {label:<45} ({how})");
+            }
+            None => println!("  absent   {label:<45} ({how})"),
+        }
+    }
+    let kvm = if Path::new("/dev/kvm").exists() {
+        "/dev/kvm present (unused by default: guests die with emulation failures here; --kvm to try)"
+    } else {
+        "absent (TCG)"
+    };
+    println!("  kvm      {kvm}");
+    println!(
+        "  cache    {} ({})",
+        cache_root.display(),
+        crate::support::cache::size_human(cache_root)
+    );
+    if all_ok {
+        println!("everything is present");
+        Ok(())
+    } else {
+        Err(fail(
+            Kind::Setup,
+            "some requirements are missing: run `cargo xtask setup` as root",
+        ))
+    }
+}
