@@ -74,6 +74,18 @@ pub enum EnvChoice {
     All,
 }
 
+impl Common {
+    /// Every flag at its default, as an empty command line gives them.
+    pub fn defaults() -> Common {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            common: Common,
+        }
+        Only::parse_from(["cargo xtask"]).common
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Verify {
     #[command(flatten)]
@@ -291,6 +303,15 @@ pub enum Command {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn common_defaults_are_the_command_lines() {
+        let common = Common::defaults();
+        assert_eq!(common.timeout, 120);
+        assert_eq!(common.env, EnvChoice::All);
+        assert_eq!(common.qemu, PathBuf::from("qemu-system-x86_64"));
+        assert!(common.kernel.is_none() && common.json.is_none());
+    }
 
     #[test]
     fn usage_names_the_command_people_type() {

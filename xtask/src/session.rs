@@ -312,7 +312,25 @@ impl Session {
     /// Prints the timings and writes the JSON (and JUnit), whatever the
     /// outcome; `verdict` names the outcome and its exit code.
     pub fn finish(
+        self,
+        outcome: Result<()>,
+        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
+    ) -> Result<()> {
+        self.finish_with_record(outcome, verdict).0
+    }
+
+    /// `finish`, handing back the record too (a matrix keeps each job's).
+    pub fn finish_with_record(
         mut self,
+        outcome: Result<()>,
+        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
+    ) -> (Result<()>, Record) {
+        let written = self.write_outputs(outcome, verdict);
+        (written, self.record)
+    }
+
+    fn write_outputs(
+        &mut self,
         outcome: Result<()>,
         verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
     ) -> Result<()> {

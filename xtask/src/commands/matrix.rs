@@ -4,19 +4,35 @@
 //! — or, with `--emit`, written as a CI matrix (GitHub Actions or GitLab CI)
 //! whose jobs are those verifies.
 
-use crate::flags::{Cli, Command, Emit, EnvChoice, Matrix};
+use crate::flags::{Common, Emit, EnvChoice, Matrix, Verify};
 use crate::record::{KernelRecord, Record, Verdict};
 use crate::support::failure::{exit_code_of, fail, Kind};
 use anyhow::{Context, Result};
-use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// One job: a name for people and the `verify` flags that select its source.
+/// One job: a name for people and the kernel source it verifies.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Job {
     pub name: String,
-    pub source_args: Vec<String>,
+    /// `--kernel` (none: Debian's linux-source-6.12).
+    pub kernel: Option<PathBuf>,
+    /// `--rev` of that tree.
+    pub rev: Option<String>,
+}
+
+impl Job {
+    /// The `verify` flags that select the job's source (for a CI file).
+    fn source_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(kernel) = &self.kernel {
+            args.extend(["--kernel".into(), kernel.display().to_string()]);
+        }
+        if let Some(rev) = &self.rev {
+            args.extend(["--rev".into(), rev.clone()]);
+        }
+        args
+    }
 }
 
 pub fn job(spec: &str) -> Job {
@@ -30,7 +46,8 @@ pub fn job(spec: &str) -> Job {
     if spec == "default" {
         return Job {
             name: "linux-source-6.12".into(),
-            source_args: vec![],
+            kernel: None,
+            rev: None,
         };
     }
     // PATH@REV: a revision of a git tree (a path may itself contain '@').
@@ -38,19 +55,21 @@ pub fn job(spec: &str) -> Job {
         if Path::new(path).is_dir() && !rev.is_empty() {
             return Job {
                 name: format!("{}@{rev}", name(path)),
-                source_args: vec!["--kernel".into(), path.into(), "--rev".into(), rev.into()],
+                kernel: Some(path.into()),
+                rev: Some(rev.into()),
             };
         }
     }
     Job {
         name: name(spec),
-        source_args: vec!["--kernel".into(), spec.into()],
+        kernel: Some(spec.into()),
+        rev: None,
     }
 }
 
 impl Matrix {
     fn verify_args(&self, job: &Job) -> Vec<String> {
-        let mut args = job.source_args.clone();
+        let mut args = job.source_args();
         let env = match self.env {
             EnvChoice::Native => "native",
             EnvChoice::Xen => "xen",
@@ -61,6 +80,21 @@ impl Matrix {
             args.extend(["--patch".into(), patch.display().to_string()]);
         }
         args
+    }
+
+    /// The job's `verify`: every flag at its default but the source, the
+    /// environments, the patches and where its record and logs go.
+    fn verify_of(&self, job: &Job, json: &Path, dir: &Path) -> Verify {
+        let mut common = Common::defaults();
+        common.kernel = job.kernel.clone();
+        common.rev = job.rev.clone();
+        common.env = self.env;
+        common.json = Some(json.to_path_buf());
+        common.out = Some(dir.to_path_buf());
+        Verify {
+            common,
+            patches: self.patches.clone(),
+        }
     }
 
     pub fn run(self, cache_root: &Path) -> Result<()> {
@@ -137,42 +171,28 @@ impl Matrix {
         let stem = format!("{:02}-{slug}", index + 1);
         let dir = self.out.join(&stem);
         let json = self.out.join(format!("{stem}.json"));
-        // The job's flags are verify's own, parsed as the command line would be.
-        let mut args = vec!["cargo xtask".to_string(), "verify".into()];
-        args.extend(self.verify_args(job));
-        let (json_arg, dir_arg) = (json.display().to_string(), dir.display().to_string());
-        args.extend(["--json".into(), json_arg, "--out".into(), dir_arg]);
-        let verify = match Cli::try_parse_from(&args).map(|cli| cli.command) {
-            Ok(Command::Verify(verify)) => verify,
-            Ok(_) => unreachable!("the job's command line starts with verify"),
-            Err(err) => return Err(fail(Kind::Setup, format!("matrix job {}: {err}", job.name))),
-        };
+        let verify = self.verify_of(job, &json, &dir);
         let log = self.out.join(format!("{stem}.log"));
         std::fs::create_dir_all(&dir)?;
-        let outcome = {
+        let (outcome, mut record) = {
             let _capture = crate::output::Capture::to(&log)?;
-            verify.run(cache_root)
+            verify.run_with_record(cache_root)
         };
         let code = outcome.as_ref().err().map_or(0, exit_code_of);
-        if !json.exists() {
-            // Even a run that failed before it could write its record
-            // gets a row in the table.
-            let message = outcome.err().map(|e| format!("{e:#}")).unwrap_or_default();
-            let record = Record {
-                verdict: Verdict::Error,
-                exit_code: code,
-                message,
-                kernel: Some(KernelRecord {
-                    source: job.name.clone(),
-                    tree: String::new(),
-                    version: String::new(),
-                    git_rev: None,
-                }),
-                ..Record::default()
-            };
+        if record.kernel.is_none() {
+            // A run that failed before it knew its kernel still gets a row
+            // in the table, under the job's name.
+            record.verdict = Verdict::Error;
+            record.exit_code = code;
+            record.message = outcome.err().map(|e| format!("{e:#}")).unwrap_or_default();
+            record.kernel = Some(KernelRecord {
+                source: job.name.clone(),
+                tree: String::new(),
+                version: String::new(),
+                git_rev: None,
+            });
             record.write(&json)?;
         }
-        let record = Record::read(&json)?;
         Ok((code, json, record))
     }
 }
@@ -368,11 +388,12 @@ mod tests {
             job("default"),
             Job {
                 name: "linux-source-6.12".into(),
-                source_args: vec![]
+                kernel: None,
+                rev: None,
             }
         );
         assert_eq!(
-            job("/usr/src/linux-source-6.1.tar.xz").source_args,
+            job("/usr/src/linux-source-6.1.tar.xz").source_args(),
             ["--kernel", "/usr/src/linux-source-6.1.tar.xz"]
         );
         assert_eq!(
@@ -381,7 +402,7 @@ mod tests {
         );
         let rev = job("/tmp@v6.3");
         assert_eq!(
-            (rev.name.as_str(), rev.source_args),
+            (rev.name.as_str(), rev.source_args()),
             (
                 "tmp@v6.3",
                 vec![

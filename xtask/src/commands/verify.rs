@@ -5,7 +5,7 @@
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
 use crate::output;
-use crate::record::{CandidateRecord, CandidateVerdict, Step, Verdict};
+use crate::record::{CandidateRecord, CandidateVerdict, Record, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
 use crate::stages::patch::{self, Direction, PatchSet};
@@ -51,9 +51,14 @@ pub fn verdict_of(outcome: &Result<()>) -> (Verdict, i32) {
 
 impl Verify {
     pub fn run(self, cache_root: &Path) -> Result<()> {
+        self.run_with_record(cache_root).0
+    }
+
+    /// The run and its record, in memory (what `--json` writes).
+    pub fn run_with_record(self, cache_root: &Path) -> (Result<()>, Record) {
         let mut session = Session::new(self.common.clone());
         let outcome = self.pipeline(&mut session, cache_root);
-        session.finish(outcome, verdict_of)
+        session.finish_with_record(outcome, verdict_of)
     }
 
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
