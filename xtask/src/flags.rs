@@ -49,9 +49,9 @@ pub struct Common {
     /// Use KVM instead of TCG (guests die with emulation failures on some hosts).
     #[arg(long)]
     pub kvm: bool,
-    /// How many boots run at once (default: one per core).
-    #[arg(long, value_name = "N")]
-    pub parallel_boots: Option<usize>,
+    /// How many boots run at once (default: one per core; at most 64).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::support::proc::MAX_PARALLEL_BOOTS as i64))]
+    pub parallel_boots: Option<u16>,
     /// Extra config fragment merged after configs/*.config (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     pub extra_configs: Vec<PathBuf>,
@@ -311,6 +311,15 @@ mod tests {
         assert_eq!(common.env, EnvChoice::All);
         assert_eq!(common.qemu, PathBuf::from("qemu-system-x86_64"));
         assert!(common.kernel.is_none() && common.json.is_none());
+    }
+
+    #[test]
+    fn parallel_boots_stay_within_what_a_signal_can_end() {
+        let parse = |n: &str| Cli::try_parse_from(["cargo xtask", "verify", "--parallel-boots", n]);
+        assert!(parse("64").is_ok());
+        for refused in ["0", "65", "100000"] {
+            assert!(parse(refused).is_err(), "--parallel-boots {refused}");
+        }
     }
 
     #[test]

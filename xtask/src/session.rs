@@ -270,8 +270,9 @@ impl Session {
         let parallel = self
             .common
             .parallel_boots
+            .map(usize::from)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1);
+            .clamp(1, crate::support::proc::MAX_PARALLEL_BOOTS);
         let common = &self.common;
         let outcomes = run_pool(&boots, parallel, |&(v, env)| {
             boot_one(common, ctx, &variants[v], &built[v], env, &initramfs_path)

@@ -163,20 +163,37 @@ impl Command {
 
 pub const TAIL: usize = 30;
 
+/// How many children can be registered at once: far above what a run
+/// starts (a make per build, a QEMU per boot: `--parallel-boots` is at
+/// most [`MAX_PARALLEL_BOOTS`]).
+const SLOTS: usize = 256;
+
+/// The most boots at once `--parallel-boots` accepts.
+pub const MAX_PARALLEL_BOOTS: usize = 64;
+
 /// Process groups of the running children (0 = free slot), read by the
 /// signal handler, which may not allocate or lock.
-static CHILDREN: [AtomicI32; 32] = [const { AtomicI32::new(0) }; 32];
+static CHILDREN: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
 /// Registers a child (the leader of its own process group) for as long as
 /// it lives, so that SIGINT/SIGTERM/SIGHUP to the harness ends it too.
 pub struct ChildGuard(Option<usize>);
 
 impl ChildGuard {
+    /// # Panics
+    /// When every slot is taken: a child the signal handler could not end
+    /// must not run unnoticed, so it is ended here and the run stops.
     pub fn new(pid: u32) -> Self {
         let slot = CHILDREN.iter().position(|c| {
             c.compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         });
+        if slot.is_none() {
+            // SAFETY: kill has no memory preconditions; a negative pid names
+            // the child's own process group.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            panic!("more than {SLOTS} child processes at once: cannot end them on a signal");
+        }
         ChildGuard(slot)
     }
 }
