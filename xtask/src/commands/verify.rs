@@ -4,6 +4,7 @@
 
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
+use crate::model::KernelVersion;
 use crate::output;
 use crate::record::{CandidateRecord, CandidateVerdict, Record, Step, Verdict};
 use crate::session::{Ctx, Session};
@@ -23,8 +24,8 @@ pub fn default_patch() -> PathBuf {
 
 /// The upstream fix in the form for a tree of `version`: patches/ holds the
 /// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
-pub fn default_patch_for(version: &str) -> PathBuf {
-    let own = crate::stages::source::series(version).map(|(major, minor)| {
+pub fn default_patch_for(version: KernelVersion) -> PathBuf {
+    let own = Some(version.series()).map(|(major, minor)| {
         let dir = variant::repo_dir()
             .join("patches")
             .join(format!("{major}.{minor}"));
@@ -64,7 +65,7 @@ impl Verify {
     fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
         let ctx = session.open(cache_root)?;
         let patch_files = if self.patches.is_empty() {
-            vec![default_patch_for(&ctx.source.version)]
+            vec![default_patch_for(ctx.source.version)]
         } else {
             self.patches.clone()
         };
@@ -331,10 +332,13 @@ mod tests {
 
     #[test]
     fn the_default_candidate_is_the_fix_in_the_form_for_the_tree() {
-        let for_6_1 = default_patch_for("6.1.192");
+        let for_6_1 = default_patch_for("6.1.192".parse().unwrap());
         assert!(for_6_1.ends_with(format!("patches/6.1/{}", variant::DEFAULT_PATCH)));
         assert!(for_6_1.is_file());
-        assert_eq!(default_patch_for("6.12.117"), default_patch());
-        assert_eq!(default_patch_for("6.10"), default_patch());
+        assert_eq!(
+            default_patch_for("6.12.117".parse().unwrap()),
+            default_patch()
+        );
+        assert_eq!(default_patch_for("6.10".parse().unwrap()), default_patch());
     }
 }

@@ -182,3 +182,67 @@ pub struct Phases {
     /// QEMU exited.
     pub exit: Option<f64>,
 }
+
+/// A kernel's version as its top Makefile gives it: 6.12.117 (a tree may
+/// have no sublevel: 6.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub sublevel: Option<u32>,
+}
+
+impl KernelVersion {
+    /// The series: 6.1.192 → (6, 1).
+    pub fn series(self) -> (u32, u32) {
+        (self.major, self.minor)
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self.sublevel {
+            Some(s) => format!("{}.{}.{s}", self.major, self.minor),
+            None => format!("{}.{}", self.major, self.minor),
+        };
+        f.pad(&text)
+    }
+}
+
+impl std::str::FromStr for KernelVersion {
+    type Err = String;
+    fn from_str(text: &str) -> Result<KernelVersion, String> {
+        let bad = || format!("{text:?} is not a kernel version (MAJOR.MINOR[.SUBLEVEL])");
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().map_err(|_| bad()));
+        let major = parts.next().ok_or_else(bad)??;
+        let minor = parts.next().ok_or_else(bad)??;
+        let sublevel = parts.next().transpose()?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(KernelVersion {
+            major,
+            minor,
+            sublevel,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_read_back_as_written() {
+        for text in ["6.12.117", "6.1.192", "6.13", "5.15.0"] {
+            let v: KernelVersion = text.parse().unwrap();
+            assert_eq!(v.to_string(), text);
+        }
+        let v: KernelVersion = "6.1.192".parse().unwrap();
+        assert_eq!(v.series(), (6, 1));
+        assert!(v.series() < (6, 2));
+        for bad in ["", "6", "6.x", "6.1.2.3", "six.one", "6..1"] {
+            assert!(bad.parse::<KernelVersion>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -86,8 +86,8 @@ pub use crate::support::provision::QBOOT;
 /// firmware enabled the MTRRs (6.1's mtrr_bp_init(): "MTRRs disabled,
 /// skipping PAT initialization too") — qboot leaves them off, SeaBIOS (QEMU's
 /// default, `None`) sets them up as a PC's firmware does.
-pub fn native_firmware(version: &str) -> Option<&'static Path> {
-    let needs_mtrrs = crate::stages::source::series(version).is_none_or(|s| s < (6, 2));
+pub fn native_firmware(version: crate::model::KernelVersion) -> Option<&'static Path> {
+    let needs_mtrrs = version.series() < (6, 2);
     Some(Path::new(QBOOT)).filter(|rom| !needs_mtrrs && rom.exists())
 }
 
@@ -318,11 +318,11 @@ mod tests {
 
     #[test]
     fn kernels_before_6_2_boot_with_firmware_that_enables_the_mtrrs() {
-        assert_eq!(native_firmware("6.1.192"), None);
-        assert_eq!(native_firmware("5.15"), None);
+        assert_eq!(native_firmware("6.1.192".parse().unwrap()), None);
+        assert_eq!(native_firmware("5.15".parse().unwrap()), None);
         let qboot = Path::new(QBOOT).exists().then_some(Path::new(QBOOT));
-        assert_eq!(native_firmware("6.12.117"), qboot);
-        assert_eq!(native_firmware("6.2"), qboot);
+        assert_eq!(native_firmware("6.12.117".parse().unwrap()), qboot);
+        assert_eq!(native_firmware("6.2".parse().unwrap()), qboot);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! cache, a user's tree (read, never written), or a git revision of it
 //! exported into the cache with `git archive`.
 
+use crate::model::KernelVersion;
 use crate::support::cache::{lock_entry, Cache, Key, Staged};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
@@ -16,7 +17,7 @@ pub struct Source {
     pub id: String,
     /// For people: where it came from and its kernel version.
     pub describe: String,
-    pub version: String,
+    pub version: KernelVersion,
     pub git_rev: Option<String>,
 }
 
@@ -34,7 +35,7 @@ pub fn get(cache: &Cache, kernel: Option<&Path>, rev: Option<&str>) -> Result<So
 }
 
 /// `VERSION.PATCHLEVEL.SUBLEVEL` from a top-level Makefile, if it is a kernel's.
-pub fn kernel_version(makefile: &str) -> Option<String> {
+pub fn kernel_version(makefile: &str) -> Option<KernelVersion> {
     let field = |name: &str| {
         makefile.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
@@ -43,20 +44,15 @@ pub fn kernel_version(makefile: &str) -> Option<String> {
     };
     let (v, p) = (field("VERSION")?, field("PATCHLEVEL")?);
     let s = field("SUBLEVEL").unwrap_or_default();
-    Some(if s.is_empty() {
+    let text = if s.is_empty() {
         format!("{v}.{p}")
     } else {
         format!("{v}.{p}.{s}")
-    })
+    };
+    text.parse().ok()
 }
 
-/// A kernel version's series: "6.1.192" → (6, 1).
-pub fn series(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??))
-}
-
-fn check_kernel_tree(tree: &Path) -> Result<String> {
+fn check_kernel_tree(tree: &Path) -> Result<KernelVersion> {
     let not_kernel = |why: &str| {
         fail(
             Kind::Setup,
@@ -382,7 +378,10 @@ mod tests {
     #[test]
     fn reads_kernel_version() {
         let mk = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n";
-        assert_eq!(kernel_version(mk).as_deref(), Some("6.12.117"));
+        assert_eq!(
+            kernel_version(mk).map(|v| v.to_string()).as_deref(),
+            Some("6.12.117")
+        );
         assert_eq!(kernel_version("all:\n\techo hi\n"), None);
     }
 

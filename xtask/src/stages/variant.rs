@@ -211,7 +211,7 @@ impl RustLayout {
 
 /// The series of the tree whose top Makefile is `makefile`: (6, 1).
 fn major_minor(makefile: &str) -> Option<(u32, u32)> {
-    crate::stages::source::series(&crate::stages::source::kernel_version(makefile)?)
+    crate::stages::source::kernel_version(makefile).map(|v| v.series())
 }
 
 /// Adds drivers/patverify and the bindings/helpers the module needs.
