@@ -4,7 +4,7 @@
 //! How tables look is `ui`'s business; JSON and JUnit are `record`'s and
 //! `junit`'s.
 
-use crate::model::{CcacheStats, Direction, Step};
+use crate::model::{CcacheStats, Direction, Stage, Step};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 /// Something a run reports while it goes.
 pub enum Event<'a> {
-    /// A pipeline step begins ("provision", "kernel source", "build"…).
-    Stage(&'a str),
+    /// A stage of the pipeline begins.
+    Stage(Stage),
     /// The kernel source the run tests.
     Kernel(&'a str),
     /// How a candidate patch (or series of `parts` mails) relates to the tree.
@@ -116,7 +116,7 @@ pub fn result(text: &str) {
 
 fn render(event: &Event) -> String {
     match event {
-        Event::Stage(name) => format!("==> {name}"),
+        Event::Stage(stage) => format!("==> {}", stage.name()),
         Event::Kernel(describe) => format!("kernel: {describe}"),
         Event::Candidate {
             file,

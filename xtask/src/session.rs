@@ -4,7 +4,7 @@
 //! (timings, JSON) that is written whatever the outcome.
 
 use crate::flags::{Common, EnvChoice};
-use crate::model::Direction;
+use crate::model::{Direction, Stage};
 use crate::output::{self, Event};
 use crate::record::{
     BuildRecord, EnvRecord, KernelRecord, PatchRecord, Record, ResultRecord, Step, Timing,
@@ -140,13 +140,13 @@ impl Session {
             Some(_) => vec![provision::Feature::Pipeline, provision::Feature::Distcc],
             None => vec![provision::Feature::Pipeline],
         };
-        output::emit(Event::Stage("provision"));
+        output::emit(Event::Stage(Stage::Provision));
         let xen_dir = cache.root.join("xen");
         self.timings.time(Step::Provision, || {
             provision::ensure(&cache.root, &features)
         })?;
         check_qemu(&self.common.qemu)?;
-        output::emit(Event::Stage("kernel source"));
+        output::emit(Event::Stage(Stage::Source));
         let common = &self.common;
         let source = self.timings.time(Step::Source, || {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
@@ -210,7 +210,7 @@ impl Session {
 
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
-        output::emit(Event::Stage("build"));
+        output::emit(Event::Stage(Stage::Build));
         let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
             let path = extra.canonicalize().map_err(|e| {
@@ -254,14 +254,14 @@ impl Session {
     /// Boots every variant in every environment (as many at once as there
     /// are cores) and returns the parsed reports, in variant, env order.
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
-        output::emit(Event::Stage("initramfs"));
+        output::emit(Event::Stage(Stage::Initramfs));
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
         self.timings.time(Step::Initramfs, || {
             initramfs::write(&initramfs::build_init()?, &initramfs_path)
         })?;
         let boots_started = Instant::now();
 
-        output::emit(Event::Stage("boot"));
+        output::emit(Event::Stage(Stage::Boot));
         let envs = self.common.env.envs();
         let boots: Vec<(usize, Env)> = (0..variants.len())
             .flat_map(|v| envs.iter().map(move |&e| (v, e)))

@@ -4,7 +4,7 @@
 
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
-use crate::model::KernelVersion;
+use crate::model::{KernelVersion, Stage};
 use crate::output;
 use crate::record::{CandidateRecord, CandidateVerdict, Record, Step, Verdict};
 use crate::session::{Ctx, Session};
@@ -69,7 +69,7 @@ impl Verify {
         } else {
             self.patches.clone()
         };
-        output::emit(output::Event::Stage("variants"));
+        output::emit(output::Event::Stage(Stage::Variants));
         let plan = session
             .timings
             .time(Step::Variants, || make_variants(&ctx, &patch_files))?;

@@ -228,6 +228,31 @@ impl std::str::FromStr for KernelVersion {
     }
 }
 
+/// The pipeline's stages, in order: each prints its heading as it begins
+/// (the steps inside them are timed as [`Step`]s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Provision,
+    Source,
+    Variants,
+    Build,
+    Initramfs,
+    Boot,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Provision => "provision",
+            Stage::Source => "kernel source",
+            Stage::Variants => "variants",
+            Stage::Build => "build",
+            Stage::Initramfs => "initramfs",
+            Stage::Boot => "boot",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
