@@ -34,20 +34,33 @@ pub fn default_patch_for(version: KernelVersion) -> PathBuf {
     own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
 }
 
-/// The verdict and exit code of a verify that ended with `outcome`.
-pub fn verdict_of(outcome: &Result<()>) -> (Verdict, i32) {
-    let Err(err) = outcome else {
-        return (Verdict::Pass, 0);
-    };
-    let code = exit_code_of(err);
-    let verdict = if code == Kind::CandidateLost.exit_code() {
-        Verdict::Fail
-    } else if code == Kind::BaselineNotReproduced.exit_code() {
-        Verdict::NotReproduced
-    } else {
-        Verdict::Error
-    };
-    (verdict, code)
+/// How a verify that reached its verdict ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Pass,
+    /// A candidate lost a row: what the error line says.
+    Fail(String),
+    /// The baseline lost nothing: what the error line says.
+    NotReproduced(String),
+}
+
+impl Ended {
+    /// The record's verdict, the exit code and the run's result.
+    fn settle(outcome: Result<Ended>) -> (Verdict, i32, Result<()>) {
+        let failed = |kind: Kind, why: String| Err(fail(kind, why));
+        match outcome {
+            Ok(Ended::Pass) => (Verdict::Pass, 0, Ok(())),
+            Ok(Ended::Fail(why)) => {
+                let kind = Kind::CandidateLost;
+                (Verdict::Fail, kind.exit_code(), failed(kind, why))
+            }
+            Ok(Ended::NotReproduced(why)) => {
+                let kind = Kind::BaselineNotReproduced;
+                (Verdict::NotReproduced, kind.exit_code(), failed(kind, why))
+            }
+            Err(err) => (Verdict::Error, exit_code_of(&err), Err(err)),
+        }
+    }
 }
 
 impl Verify {
@@ -58,11 +71,11 @@ impl Verify {
     /// The run and its record, in memory (what `--json` writes).
     pub fn run_with_record(self, cache_root: &Path) -> (Result<()>, Record) {
         let mut session = Session::new(self.common.clone());
-        let outcome = self.pipeline(&mut session, cache_root);
-        session.finish_with_record(outcome, verdict_of)
+        let (verdict, code, outcome) = Ended::settle(self.pipeline(&mut session, cache_root));
+        session.finish_with_record(outcome, |_| (verdict, code))
     }
 
-    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<()> {
+    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<Ended> {
         let ctx = session.open(cache_root)?;
         let patch_files = if self.patches.is_empty() {
             vec![default_patch_for(ctx.source.version)]
@@ -99,7 +112,7 @@ impl Verify {
         if !skips.is_empty() {
             output::result(&skips);
         }
-        conclude(&judged, plan.candidates.len(), &counted)
+        Ok(conclude(&judged, plan.candidates.len(), &counted))
     }
 }
 
@@ -191,7 +204,7 @@ fn tally<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap
 
 /// The run's end: a candidate that loses a row fails the run; a baseline
 /// that lost nothing makes it prove nothing; otherwise PASS.
-fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
+fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ended {
     let lost_by: Vec<String> = judged
         .iter()
         .filter(|j| !j.record.lost.is_empty())
@@ -210,10 +223,7 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
         })
         .collect();
     if !lost_by.is_empty() {
-        return Err(fail(
-            Kind::CandidateLost,
-            format!("FAIL: {} ({skipped})", lost_by.join("; ")),
-        ));
+        return Ended::Fail(format!("FAIL: {} ({skipped})", lost_by.join("; ")));
     }
     let not_reproduced = judged.iter().find_map(|j| match &j.verdict {
         compare::Verdict::BaselineNotReproduced(envs) => Some(envs.clone()),
@@ -221,10 +231,7 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
     });
     if let Some(envs) = not_reproduced {
         let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
-        return Err(fail(
-            Kind::BaselineNotReproduced,
-            format!("the baseline lost nothing (beyond known defects) in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")),
-        ));
+        return Ended::NotReproduced(format!("the baseline lost nothing (beyond known defects) in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")));
     }
     let which = if candidates == 1 {
         "the candidate keeps"
@@ -234,7 +241,7 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Result<()> {
     output::result(&format!(
         "PASS: {which} every row the baseline lost (bug reproduced) and loses none; {skipped}"
     ));
-    Ok(())
+    Ended::Pass
 }
 
 struct Candidate {
@@ -329,6 +336,28 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_ending_has_its_verdict_and_exit_code() {
+        let settled = |o| {
+            let (verdict, code, result) = Ended::settle(o);
+            (verdict, code, result.is_ok())
+        };
+        assert_eq!(settled(Ok(Ended::Pass)), (Verdict::Pass, 0, true));
+        assert_eq!(
+            settled(Ok(Ended::Fail("x".into()))),
+            (Verdict::Fail, 1, false)
+        );
+        assert_eq!(
+            settled(Ok(Ended::NotReproduced("x".into()))),
+            (Verdict::NotReproduced, 3, false)
+        );
+        let boot = Err(fail(Kind::Boot, "hang"));
+        assert_eq!(settled(boot), (Verdict::Error, 7, false));
+        // An error that happens to carry code 1 is still an error, not a fail.
+        let (verdict, _, _) = Ended::settle(Err(anyhow::anyhow!("disk")));
+        assert_eq!(verdict, Verdict::Error);
+    }
 
     #[test]
     fn the_default_candidate_is_the_fix_in_the_form_for_the_tree() {
