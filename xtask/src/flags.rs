@@ -266,6 +266,12 @@ pub struct Cli {
     /// Cache directory (default: $PATVERIFY_CACHE, else ~/.cache/patverify).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// After a run, evict the least recently used kernel builds, bisect
+    /// clones and run outputs until the cache fits (40G, 500M; 0: no limit).
+    #[arg(long, global = true, env = "PATVERIFY_CACHE_MAX_SIZE", value_name = "SIZE",
+          default_value = crate::support::evict::DEFAULT_MAX,
+          value_parser = crate::support::evict::parse_size)]
+    pub cache_max_size: u64,
     /// Also print every command line (make, patch, QEMU…) on the terminal;
     /// they are always in the run's commands.log and the step logs.
     #[arg(long, short, global = true)]

@@ -29,21 +29,45 @@ fn main() {
     failure::watch_disk(&cache_root);
     proc::end_children_on_signals();
     xtask::output::set_verbose(cli.verbose);
+    let builds = matches!(
+        cli.command,
+        Command::Verify(_) | Command::Probe(_) | Command::Bisect(_) | Command::Matrix(_)
+    );
+    let evict = |cache_root: &std::path::Path| {
+        if builds {
+            keep_within_limit(cache_root, cli.cache_max_size);
+        }
+    };
     let result = match cli.command {
         Command::Verify(verify) => verify.run(&cache_root),
-        Command::Probe(probe) => std::process::exit(probe.run(&cache_root)),
+        Command::Probe(probe) => {
+            let code = probe.run(&cache_root);
+            evict(&cache_root);
+            std::process::exit(code)
+        }
         Command::Bisect(bisect) => bisect.run(&cache_root),
         Command::Setup(setup) => setup.run(&cache_root),
-        Command::Doctor => xtask::commands::doctor::run(&cache_root),
+        Command::Doctor => xtask::commands::doctor::run(&cache_root, cli.cache_max_size),
         Command::Clean(clean) => clean.run(&cache_root),
         Command::Report(report) => report.run(),
         Command::Matrix(matrix) => matrix.run(&cache_root),
         Command::Bench(bench) => bench.run(&cache_root),
         Command::Test(test) => test.run(&cache_root),
     };
+    evict(&cache_root);
     if let Err(err) = result {
         let code = failure::exit_code_of(&err);
         failure::print_error(&err);
         std::process::exit(code);
+    }
+}
+
+/// Evicts what the cache holds beyond its limit, once the run is over (a
+/// failure to evict is said, never the run's result).
+fn keep_within_limit(cache_root: &std::path::Path, limit: u64) {
+    match xtask::support::evict::enforce(cache_root, limit).map(|done| done.describe()) {
+        Ok(Some(line)) => xtask::output::progress(&line),
+        Ok(None) => {}
+        Err(err) => xtask::output::progress(&format!("cache eviction skipped: {err:#}")),
     }
 }

@@ -3,12 +3,13 @@
 //! entries, KVM, and the cache's size. Exit 2 when something every run
 //! needs is missing.
 
+use crate::support::evict;
 use crate::support::failure::{fail, Kind};
 use crate::support::provision::{self, Feature};
 use anyhow::Result;
 use std::path::Path;
 
-pub fn run(cache_root: &Path) -> Result<()> {
+pub fn run(cache_root: &Path, limit: u64) -> Result<()> {
     let mut all_ok = true;
     for req in provision::found() {
         let what = req.what;
@@ -41,11 +42,7 @@ pub fn run(cache_root: &Path) -> Result<()> {
         "absent (TCG)"
     };
     println!("  kvm      {kvm}");
-    println!(
-        "  cache    {} ({})",
-        cache_root.display(),
-        crate::support::cache::size_human(cache_root)
-    );
+    print_cache(cache_root, limit);
     if all_ok {
         println!("everything is present");
         Ok(())
@@ -54,5 +51,29 @@ pub fn run(cache_root: &Path) -> Result<()> {
             Kind::Setup,
             "some requirements are missing: run `cargo xtask setup` as root",
         ))
+    }
+}
+
+/// The cache's size, its limit and each kind's share.
+fn print_cache(cache_root: &Path, limit: u64) {
+    let limit_text = match limit {
+        0 => "no limit".to_string(),
+        n => format!("limit {}", evict::human(n)),
+    };
+    println!(
+        "  cache    {} ({}, {limit_text}; --cache-max-size)",
+        cache_root.display(),
+        evict::human(evict::disk_usage(cache_root))
+    );
+    for (kind, bytes) in evict::sizes_by_kind(cache_root) {
+        let evictable = if evict::EVICTABLE.contains(&kind.as_str()) {
+            "evicted least recently used first"
+        } else {
+            "kept"
+        };
+        println!(
+            "           {kind:<14} {:>10}  ({evictable})",
+            evict::human(bytes)
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! exit codes, provisioning the host.
 
 pub mod cache;
+pub mod evict;
 pub mod failure;
 pub mod proc;
 pub mod provision;
