@@ -367,3 +367,34 @@ fn the_data_and_the_ground_floor_sit_below_the_stages() {
     }
     assert!(upward.is_empty(), "imports upward: {upward:?}");
 }
+
+/// Every line a command shows goes through `output` (which a matrix job's
+/// capture and `--verbose` rely on): printing macros only there, and in
+/// `main.rs` for the Rust compile cache wrapper, which runs inside make.
+#[test]
+fn only_the_output_module_prints() {
+    let src = repo().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut printing = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap().to_path_buf();
+        if rel == Path::new("output.rs") || rel == Path::new("main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let called = ["println!(", "eprintln!(", "print!(", "eprint!("]
+                .iter()
+                .any(|m| line.contains(m));
+            if called && !line.trim_start().starts_with("//") {
+                printing.push(format!("{}:{}", rel.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        printing.is_empty(),
+        "print through crate::output instead: {printing:?}"
+    );
+}

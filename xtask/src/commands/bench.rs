@@ -213,19 +213,19 @@ impl Bench {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        println!("{text}");
+        crate::output::result(&text);
         Ok(())
     }
 
     /// Warm re-runs, per-boot times, and boots one at a time vs one per core.
     fn warm(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
-        eprintln!("bench: priming run (builds whatever is missing)");
+        crate::output::progress("bench: priming run (builds whatever is missing)");
         verify(cache_root, out, &[])?;
         let mut totals = Vec::new();
         let mut boots: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         let mut phases: BTreeMap<crate::model::Env, Vec<Phases>> = BTreeMap::new();
         for i in 0..self.runs {
-            eprintln!("bench: warm verify {}/{}", i + 1, self.runs);
+            crate::output::progress(&format!("bench: warm verify {}/{}", i + 1, self.runs));
             let (secs, json) = verify(cache_root, out, &[])?;
             totals.push(secs);
             for env in &json.environments {
@@ -245,25 +245,25 @@ impl Bench {
                 median(|p| p.report_end),
                 median(|p| p.exit),
             ];
-            println!(
-                "{:<40} firmware+loader {:.2} s, kernel+module {:.2} s, report {:.2} s, power-off {:.2} s",
+            crate::output::result(&format!("{:<40} firmware+loader {:.2} s, kernel+module {:.2} s, report {:.2} s, power-off {:.2} s",
                 format!("boot phases, {env} (medians)"),
                 spans[0],
                 spans[1] - spans[0],
                 spans[2] - spans[1],
-                spans[3] - spans[2],
-            );
+                spans[3] - spans[2]));
             figures.boot_phases.insert(env.to_string(), spans);
         }
         let (min, median) = min_median(&totals);
-        println!(
+        crate::output::result(&format!(
             "{:<40} min {min:>6.1} s   median {median:>6.1} s   (target ≤ 6 s)",
             "warm verify (both envs)"
-        );
+        ));
         figures.warm_verify_seconds = Some(Spread::of(&totals));
         for (label, samples) in &boots {
             let (min, median) = min_median(samples);
-            println!("{label:<40} min {min:>6.1} s   median {median:>6.1} s");
+            crate::output::result(&format!(
+                "{label:<40} min {min:>6.1} s   median {median:>6.1} s"
+            ));
             figures
                 .boot_seconds
                 .insert(label.clone(), Spread::of(samples));
@@ -276,11 +276,11 @@ impl Bench {
         let mut serial = Vec::new();
         let mut parallel = Vec::new();
         for i in 0..self.runs {
-            eprintln!(
+            crate::output::progress(&format!(
                 "bench: boots one at a time vs one per core {}/{}",
                 i + 1,
                 self.runs
-            );
+            ));
             let one_at_a_time = ["--parallel-boots".into(), "1".into()];
             serial.push(timing(
                 &verify(cache_root, out, &one_at_a_time)?.1,
@@ -289,14 +289,14 @@ impl Bench {
             parallel.push(timing(&verify(cache_root, out, &[])?.1, Step::Boots));
         }
         let ((smin, smed), (pmin, pmed)) = (min_median(&serial), min_median(&parallel));
-        println!(
+        crate::output::result(&format!(
             "{:<40} min {smin:>6.1} s   median {smed:>6.1} s",
             "4 boots, one at a time"
-        );
-        println!(
+        ));
+        crate::output::result(&format!(
             "{:<40} min {pmin:>6.1} s   median {pmed:>6.1} s",
             "4 boots, one per core"
-        );
+        ));
         figures.boots_one_at_a_time_seconds = Some(Spread::of(&serial));
         figures.boots_one_per_core_seconds = Some(Spread::of(&parallel));
         Ok(())
@@ -315,10 +315,10 @@ impl Bench {
                 std::os::unix::fs::symlink(cache_root.join(shared), cold_root.join(shared))?;
             }
         }
-        eprintln!(
+        crate::output::progress(&format!(
             "bench: cold verify (a fresh cache in {}: no variant trees, builds or ccache)",
             cold_root.display()
-        );
+        ));
         let result = self.cold_in(&cold_root, out, figures);
         let _ = std::fs::remove_dir_all(&cold_root);
         result
@@ -332,13 +332,13 @@ impl Bench {
         let raw_dir = out.join("raw-make");
         std::fs::create_dir_all(&raw_dir)?;
         std::fs::copy(&config, raw_dir.join(".config"))?;
-        eprintln!("bench: raw make of the same configuration (no ccache)");
+        crate::output::progress("bench: raw make of the same configuration (no ccache)");
         let raw_secs = raw_make(&tree, &raw_dir, &out.join("raw-make.log"))?;
         let ratio = cold / (2.0 * raw_secs);
-        println!(
+        crate::output::result(&format!(
             "{:<40} {cold:>6.1} s; raw make {raw_secs:.1} s ×2; ratio {ratio:.3} (target ≤ 1.05)",
             "cold verify"
-        );
+        ));
         let cold_figures = Cold {
             verify_seconds: cold,
             raw_make_seconds: raw_secs,
@@ -347,7 +347,10 @@ impl Bench {
         };
         // The profile that explains the ratio: where the cold verify's time went.
         for timing in &json.timings {
-            println!("  cold step {:<28} {:>7.1} s", timing.step, timing.seconds);
+            crate::output::result(&format!(
+                "  cold step {:<28} {:>7.1} s",
+                timing.step, timing.seconds
+            ));
         }
         figures.cold = Some(cold_figures);
         Ok(())
@@ -383,7 +386,7 @@ impl Bench {
         let upstream = crate::commands::verify::default_patch()
             .display()
             .to_string();
-        eprintln!("bench: verify with an edited candidate patch");
+        crate::output::progress("bench: verify with an edited candidate patch");
         let (secs, json) = verify_expecting(
             cache_root,
             out,
@@ -397,14 +400,12 @@ impl Bench {
         )?;
         let (hits, misses) = ccache_counts(&json);
         let rate = hits as f64 / (hits + misses).max(1) as f64;
-        println!(
-            "{:<40} {secs:>6.1} s (build baseline {:.1} s, build candidate-1 {:.1} s, build candidate-2 {:.1} s; ccache {hits} hits / {misses} misses = {:.0} %)",
+        crate::output::result(&format!("{:<40} {secs:>6.1} s (build baseline {:.1} s, build candidate-1 {:.1} s, build candidate-2 {:.1} s; ccache {hits} hits / {misses} misses = {:.0} %)",
             "edited candidate",
             timing(&json, build_of("baseline")),
             timing(&json, build_of("candidate-1")),
             timing(&json, build_of("candidate-2")),
-            rate * 100.0
-        );
+            rate * 100.0));
         figures.edited_candidate = Some(Edited {
             seconds: secs,
             build_baseline: timing(&json, build_of("baseline")),
@@ -421,12 +422,12 @@ impl Bench {
     /// nobody built — one C file differs — so its C is all in ccache but
     /// one object. One untimed step first fills the Rust compile cache.
     fn bisect_steps(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
-        eprintln!("bench: priming run (builds whatever is missing)");
+        crate::output::progress("bench: priming run (builds whatever is missing)");
         verify(cache_root, out, &[])?;
         let source = unpacked_source(cache_root)?;
         let (mut walls, mut builds) = (Vec::new(), Vec::new());
         for step in 0..=self.runs {
-            eprintln!("bench: bisect step {step}/{}", self.runs);
+            crate::output::progress(&format!("bench: bisect step {step}/{}", self.runs));
             let tree = out.join(format!("bisect-step-{step}"));
             new_content(&source, &tree, step)?;
             let json_path = out.join("bench-probe.json");
@@ -450,11 +451,9 @@ impl Bench {
             }
         }
         let (min, median) = min_median(&walls);
-        println!(
-            "{:<40} min {min:>6.1} s   median {median:>6.1} s   (build median {:.1} s; target ≤ 60 s)",
+        crate::output::result(&format!("{:<40} min {min:>6.1} s   median {median:>6.1} s   (build median {:.1} s; target ≤ 60 s)",
             "bisect step (new content, C in ccache)",
-            min_median(&builds).1
-        );
+            min_median(&builds).1));
         figures.bisect_step = Some(BisectStep {
             seconds: Spread::of(&walls),
             build_seconds: Spread::of(&builds),
@@ -481,7 +480,7 @@ fn raw_make(tree: &Path, dir: &Path, log: &Path) -> Result<f64> {
 /// with `CONFIG_TRANSPARENT_HUGEPAGE` and without it (`olddefconfig` after
 /// turning it off), in that order.
 fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
-    eprintln!("bench: priming run (the baseline's tree and configuration)");
+    crate::output::progress("bench: priming run (the baseline's tree and configuration)");
     let (_, json) = verify(cache_root, out, &["--env".into(), "native".into()])?;
     let tree = PathBuf::from(&json.variants.first().context("no baseline tree")?.tree);
     let config =
@@ -508,20 +507,20 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
         let has_thp =
             std::fs::read_to_string(dir.join(".config"))?.contains("CONFIG_TRANSPARENT_HUGEPAGE=y");
         anyhow::ensure!(has_thp == thp, "THP={thp} did not survive olddefconfig");
-        eprintln!(
+        crate::output::progress(&format!(
             "bench: raw make, transparent huge pages {}",
             if thp { "on" } else { "off" }
-        );
+        ));
         *slot = raw_make(&tree, &dir, &log)?;
         let _ = std::fs::remove_dir_all(&dir);
     }
-    println!(
+    crate::output::result(&format!(
         "{:<40} {:>6.1} s with THP, {:.1} s without (+{:.1} %)",
         "raw cold make",
         seconds[0],
         seconds[1],
         100.0 * (seconds[0] / seconds[1] - 1.0)
-    );
+    ));
     Ok(ThpCost {
         with_thp_seconds: seconds[0],
         without_thp_seconds: seconds[1],

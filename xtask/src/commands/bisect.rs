@@ -41,24 +41,25 @@ impl Bisect {
         std::fs::create_dir_all(&out_dir)?;
         let log_path = out_dir.join("bisect.log");
         let run = git(&["bisect", "run"]).args(self.probe_command(cache_root, &clone)?);
-        println!(
+        crate::output::result(&format!(
             "bisecting {} between good {good:.12} and bad {bad:.12} (log: {})",
             repo.display(),
             log_path.display()
-        );
+        ));
         let all = run_steps(&run, &log_path)?;
         let bisect_log = git(&["bisect", "log"]).output_quiet()?.1;
         std::fs::write(out_dir.join("git-bisect.log"), &bisect_log)?;
         let result = match first_bad_commit(&all) {
             Some(sha) => {
-                println!("\nfirst bad commit: {sha}");
+                crate::output::result(&format!("\nfirst bad commit: {sha}"));
                 let show = git(&["show", "--stat", "--format=medium", &sha]);
-                println!("{}", show.output_quiet()?.1);
+                crate::output::result(&show.output_quiet()?.1);
                 if !self.no_confirm {
                     let _ = git(&["bisect", "reset", "--quiet"]).output_quiet();
-                    println!("{}", self.confirm(cache_root, &clone, &sha, &out_dir)?);
+                    let confirmed = self.confirm(cache_root, &clone, &sha, &out_dir)?;
+                    crate::output::result(&confirmed.to_string());
                 }
-                println!("steps: {}", log_path.display());
+                crate::output::result(&format!("steps: {}", log_path.display()));
                 Ok(())
             }
             None => {
@@ -104,10 +105,10 @@ impl Bisect {
             Ok(reader.try_wait()?.and_then(|o| o.status.code()))
         };
         let revert_arg = revert_path.display().to_string();
-        println!(
+        crate::output::result(&format!(
             "confirming {sha:.12}: the culprit reverted, then its parent (log: {})",
             log.display()
-        );
+        ));
         let reverted = probe(&["--rev", sha, "--patch", &revert_arg])?;
         let parent = probe(&["--rev", &format!("{sha}^")])?;
         Ok(match (reverted, parent) {
@@ -211,7 +212,7 @@ fn run_steps(run: &Command, log_path: &Path) -> Result<String> {
         let line = line?;
         writeln!(log, "{line}")?;
         if line.starts_with("probe: ") && line.contains("(exit ") {
-            println!("  {}", line.trim_start_matches("probe: "));
+            crate::output::result(&format!("  {}", line.trim_start_matches("probe: ")));
         }
         all.push_str(&line);
         all.push('\n');

@@ -12,15 +12,15 @@ use std::time::{Duration, SystemTime};
 impl Clean {
     pub fn run(self, cache_root: &Path) -> Result<()> {
         if !cache_root.exists() {
-            println!("no cache at {}", cache_root.display());
+            crate::output::result(&format!("no cache at {}", cache_root.display()));
             return Ok(());
         }
         let cache = Cache::open_exclusive(cache_root)?;
-        println!(
+        crate::output::result(&format!(
             "cache {} holds {}",
             cache.root.display(),
             size_human(&cache.root)
-        );
+        ));
         let mut kinds = vec![
             "variants",
             "runs",
@@ -56,10 +56,10 @@ impl Clean {
                     std::fs::remove_file(&path)
                 }
                 .with_context(|| format!("cannot remove {}", path.display()))?;
-                println!("removed {}", path.display());
+                crate::output::result(&format!("removed {}", path.display()));
             }
         }
-        println!("cache now holds {}", size_human(&cache.root));
+        crate::output::result(&format!("cache now holds {}", size_human(&cache.root)));
         Ok(())
     }
 }

@@ -14,26 +14,26 @@ pub fn run(cache_root: &Path, limit: u64) -> Result<()> {
     for req in provision::found() {
         let what = req.what;
         match (&req.version, req.feature) {
-            (Some(v), _) => println!("  ok       {what:<45} {v}"),
+            (Some(v), _) => crate::output::result(&format!("  ok       {what:<45} {v}")),
             (None, Feature::Pipeline) => {
                 all_ok = false;
-                println!("  MISSING  {what:<45} ({})", req.install);
+                crate::output::result(&format!("  MISSING  {what:<45} ({})", req.install));
             }
-            (None, feature) => println!(
+            (None, feature) => crate::output::result(&format!(
                 "  absent   {what:<45} (only for {}; {})",
                 feature.describe(),
                 req.install
-            ),
+            )),
         }
     }
     for (label, version, required, how) in provision::cache_entries(cache_root) {
         match version {
-            Some(v) => println!("  ok       {label:<45} {v}"),
+            Some(v) => crate::output::result(&format!("  ok       {label:<45} {v}")),
             None if required => {
                 all_ok = false;
-                println!("  MISSING  {label:<45} ({how})");
+                crate::output::result(&format!("  MISSING  {label:<45} ({how})"));
             }
-            None => println!("  absent   {label:<45} ({how})"),
+            None => crate::output::result(&format!("  absent   {label:<45} ({how})")),
         }
     }
     let kvm = if Path::new("/dev/kvm").exists() {
@@ -41,10 +41,10 @@ pub fn run(cache_root: &Path, limit: u64) -> Result<()> {
     } else {
         "absent (TCG)"
     };
-    println!("  kvm      {kvm}");
+    crate::output::result(&format!("  kvm      {kvm}"));
     print_cache(cache_root, limit);
     if all_ok {
-        println!("everything is present");
+        crate::output::result("everything is present");
         Ok(())
     } else {
         Err(fail(
@@ -60,20 +60,20 @@ fn print_cache(cache_root: &Path, limit: u64) {
         0 => "no limit".to_string(),
         n => format!("limit {}", evict::human(n)),
     };
-    println!(
+    crate::output::result(&format!(
         "  cache    {} ({}, {limit_text}; --cache-max-size)",
         cache_root.display(),
         evict::human(evict::disk_usage(cache_root))
-    );
+    ));
     for (kind, bytes) in evict::sizes_by_kind(cache_root) {
         let evictable = if evict::EVICTABLE.contains(&kind.as_str()) {
             "evicted least recently used first"
         } else {
             "kept"
         };
-        println!(
+        crate::output::result(&format!(
             "           {kind:<14} {:>10}  ({evictable})",
             evict::human(bytes)
-        );
+        ));
     }
 }

@@ -104,7 +104,7 @@ impl Matrix {
                 .iter()
                 .map(|j| (j.name.clone(), self.verify_args(j)))
                 .collect();
-            print!("{}", emit(system, &named));
+            crate::output::result(emit(system, &named).trim_end_matches('\n'));
             return Ok(());
         }
         std::fs::create_dir_all(&self.out)
@@ -112,7 +112,12 @@ impl Matrix {
         let mut records = Vec::new();
         let mut ends = Vec::new();
         for (index, job) in jobs.iter().enumerate() {
-            eprintln!("==> matrix job {}/{}: {}", index + 1, jobs.len(), job.name);
+            crate::output::progress(&format!(
+                "==> matrix job {}/{}: {}",
+                index + 1,
+                jobs.len(),
+                job.name
+            ));
             let started = Instant::now();
             let (code, json, record) = self.run_job(cache_root, index, job)?;
             let end = Ended {
@@ -120,14 +125,14 @@ impl Matrix {
                 code,
                 why: record.message.lines().next().unwrap_or("").to_string(),
             };
-            println!(
+            crate::output::result(&format!(
                 "[{}/{}] {:<32} exit {code:<3} {:>6.0} s  {}",
                 index + 1,
                 jobs.len(),
                 job.name,
                 started.elapsed().as_secs_f64(),
                 end.describe()
-            );
+            ));
             ends.push(end);
             records.push((json, record));
         }
@@ -144,7 +149,7 @@ impl Matrix {
         }
         let table = crate::runs::merge(&records);
         std::fs::write(self.out.join("merged.txt"), &table)?;
-        println!("\n{table}");
+        crate::output::result(&format!("\n{table}"));
         verdict(&ends)
     }
 

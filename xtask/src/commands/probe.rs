@@ -51,11 +51,11 @@ impl Probe {
                 .and_then(crate::stages::source::git_head)
                 .map(|r| r[..12.min(r.len())].to_string())
         });
-        println!(
+        crate::output::result(&format!(
             "probe: {} {what} in {:.0} s (exit {code})",
             rev.as_deref().unwrap_or("tree"),
             started.elapsed().as_secs_f64()
-        );
+        ));
         code
     }
 
@@ -83,12 +83,12 @@ impl Probe {
         session.note_variants(std::slice::from_ref(&variant));
         let built = session.build(&ctx, std::slice::from_ref(&variant))?;
         let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;
-        println!(
+        crate::output::result(&format!(
             "\nkernel  {}\nvariant {}\n",
             ctx.source.describe, variant.describe
-        );
+        ));
         for run in &runs {
-            println!("{}", compare::single_table(run));
+            crate::output::result(&compare::single_table(run));
         }
         let all_kept = runs
             .iter()

@@ -22,12 +22,13 @@ impl Report {
                     .iter()
                     .map(|f| Record::read(f).map(|r| (f.clone(), r)))
                     .collect::<Result<Vec<_>>>()?;
-                print!("{}", merge(&runs));
+                crate::output::result(merge(&runs).trim_end_matches('\n'));
                 Ok(())
             }
             Report::Mail(mail) => {
                 let record = Record::read(&mail.record)?;
-                print!("{}", crate::mail::reply(&record, &mail)?);
+                let reply = crate::mail::reply(&record, &mail)?;
+                crate::output::result(reply.trim_end_matches('\n'));
                 Ok(())
             }
         }
@@ -37,17 +38,25 @@ impl Report {
 fn diff(old: &Path, new: &Path) -> Result<()> {
     let (old_record, new_record) = (Record::read(old)?, Record::read(new)?);
     let changes = diff_runs(&old_record, &new_record);
-    println!("old  {} ({})", old.display(), describe(&old_record));
-    println!("new  {} ({})", new.display(), describe(&new_record));
+    crate::output::result(&format!(
+        "old  {} ({})",
+        old.display(),
+        describe(&old_record)
+    ));
+    crate::output::result(&format!(
+        "new  {} ({})",
+        new.display(),
+        describe(&new_record)
+    ));
     for change in &changes.lines {
-        println!("{change}");
+        crate::output::result(change);
     }
-    println!(
+    crate::output::result(&format!(
         "{} results compared, {} changed, {} newly lost",
         changes.compared,
         changes.lines.len(),
         changes.regressions
-    );
+    ));
     if changes.regressions > 0 {
         return Err(fail(
             Kind::CandidateLost,

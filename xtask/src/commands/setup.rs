@@ -14,7 +14,7 @@ impl Setup {
             &[Feature::Pipeline]
         };
         ensure(cache_root, features)?;
-        println!("setup complete");
+        crate::output::result("setup complete");
         Ok(())
     }
 }

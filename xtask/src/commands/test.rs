@@ -38,7 +38,7 @@ fn cargo_test(cache_root: &Path, args: &[&str], what: &str) -> Result<()> {
         .arg("test")
         .args(args.iter().copied())
         .dir(crate::stages::variant::repo_dir());
-    println!("==> {what}");
+    crate::output::result(&format!("==> {what}"));
     crate::support::proc::echo(&test);
     let status = duct::cmd(&test.program, &test.args)
         .dir(test.dir.as_deref().unwrap_or(Path::new(".")))

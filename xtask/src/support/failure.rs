@@ -171,9 +171,9 @@ pub fn disk_full(err: &anyhow::Error) -> bool {
 /// Prints an error that ends a command, with the full-disk hint when that
 /// is the cause.
 pub fn print_error(err: &anyhow::Error) {
-    eprintln!("error: {err:#}");
+    crate::output::progress(&format!("error: {err:#}"));
     if disk_full(err) {
-        eprintln!("error: {}", disk_full_hint());
+        crate::output::progress(&format!("error: {}", disk_full_hint()));
     }
 }
 

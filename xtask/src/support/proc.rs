@@ -259,7 +259,7 @@ pub fn end_children_on_signals() {
         let registered =
             unsafe { signal_hook::low_level::register(signal, move || on_signal(signal)) };
         if let Err(err) = registered {
-            eprintln!("warning: cannot handle signal {signal}: {err}");
+            crate::output::progress(&format!("warning: cannot handle signal {signal}: {err}"));
         }
     }
 }
