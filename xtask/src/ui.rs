@@ -49,7 +49,10 @@ pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String
                 };
                 Some(format!(
                     "{name:<12} {file}: LOSES {}{only}",
-                    rows.join(", ")
+                    rows.iter()
+                        .map(|row| row.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             }
             compare::Verdict::BaselineNotReproduced(_) => None,

@@ -150,7 +150,7 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
                     name,
                     patch: path.display().to_string(),
                     verdict: kind,
-                    lost,
+                    lost: lost.iter().map(|row| row.to_string()).collect(),
                     only_synthetic,
                 },
                 file: path
@@ -179,7 +179,10 @@ fn skipped_rows(runs: &[Run]) -> (String, String) {
     for (reason, n) in reasons {
         why += &format!("\n  {n:>3} × {reason}");
     }
-    let known = compare::known_defect_losses(runs);
+    let known: Vec<String> = compare::known_defect_losses(runs)
+        .iter()
+        .map(|row| row.to_string())
+        .collect();
     if !known.is_empty() {
         why += "\nrows lost to a known defect outside the masks under test (shown, not judged):";
     }

@@ -20,24 +20,46 @@ pub enum Verdict {
     /// lost none.
     Pass,
     /// The candidate loses these rows, or did not measure a row the baseline
-    /// lost ("env path mode→observed" / "env path mode: not measured");
-    /// `only_synthetic` when none of them is a real mapping's.
+    /// lost; `only_synthetic` when none of them is a real mapping's.
     CandidateLost {
-        rows: Vec<String>,
+        rows: Vec<LostRow>,
         only_synthetic: bool,
     },
     /// The baseline lost nothing in these environments: the bug was not reproduced.
     BaselineNotReproduced(Vec<Env>),
 }
 
-fn row_name(env: Env, r: &ModeResult) -> String {
-    format!("{env} {} {}", r.path, r.label())
+/// A row a run lost: where, which row, and what it ended as (None: the
+/// candidate did not measure a row the baseline lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRow {
+    pub env: Env,
+    pub path: ProbePath,
+    /// "WT", or for `pat_index` "6 UC".
+    pub label: String,
+    pub after: Option<String>,
 }
 
-/// Whether an "env path …" row names a synthetic path.
-fn synthetic_row(row: &str) -> bool {
-    let path = row.split_whitespace().nth(1).unwrap_or("");
-    path.parse::<ProbePath>().is_ok_and(ProbePath::is_synthetic)
+impl LostRow {
+    fn of(env: Env, r: &ModeResult, after: Option<String>) -> LostRow {
+        LostRow {
+            env,
+            path: r.path,
+            label: r.label(),
+            after,
+        }
+    }
+}
+
+/// "env path mode→observed", "env path mode: not measured".
+impl std::fmt::Display for LostRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = format!("{} {} {}", self.env, self.path, self.label);
+        match &self.after {
+            Some(after) => write!(f, "{row}→{after}"),
+            None => write!(f, "{row}: not measured"),
+        }
+    }
 }
 
 /// The path as a table shows it: its name, and a mark for a synthetic
@@ -57,24 +79,24 @@ fn kind_mark(kind: PathKind) -> &'static str {
 /// The table's path column: the widest name and its mark.
 const PATH_WIDTH: usize = ProbePath::WIDTH + 1;
 
-/// "env path mode→observed" for every mode a run lost (but not to a
-/// known defect outside the masks under test).
-pub fn lost_modes(runs: &[Run]) -> Vec<String> {
+/// Every mode a run lost (but not to a known defect outside the masks
+/// under test).
+pub fn lost_modes(runs: &[Run]) -> Vec<LostRow> {
     losses(runs, ModeResult::lost_in_scope)
 }
 
-/// "env path mode→observed" for every row lost to a known defect outside
-/// the masks under test (shown, not judged).
-pub fn known_defect_losses(runs: &[Run]) -> Vec<String> {
+/// Every row lost to a known defect outside the masks under test (shown,
+/// not judged).
+pub fn known_defect_losses(runs: &[Run]) -> Vec<LostRow> {
     losses(runs, |r| r.known_defect().is_some())
 }
 
-fn losses(runs: &[Run], which: fn(&ModeResult) -> bool) -> Vec<String> {
+fn losses(runs: &[Run], which: fn(&ModeResult) -> bool) -> Vec<LostRow> {
     runs.iter()
         .flat_map(|run| {
             run.report.results.iter().filter_map(move |r| {
                 let after = r.after().filter(|_| which(r))?;
-                Some(format!("{}→{after}", row_name(run.env, r)))
+                Some(LostRow::of(run.env, r, Some(after)))
             })
         })
         .collect()
@@ -82,7 +104,7 @@ fn losses(runs: &[Run], which: fn(&ModeResult) -> bool) -> Vec<String> {
 
 /// Rows the baseline lost that the candidate did not measure (skipped or
 /// missing): a candidate cannot pass by leaving them out.
-fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
+fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
     let measured = |env: Env, lost: &ModeResult| {
         candidate.iter().filter(|c| c.env == env).any(|c| {
             c.report
@@ -98,7 +120,7 @@ fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
                 .results
                 .iter()
                 .filter(|r| r.lost_in_scope() && !measured(run.env, r))
-                .map(|r| format!("{}: not measured", row_name(run.env, r)))
+                .map(|r| LostRow::of(run.env, r, None))
         })
         .collect()
 }
@@ -109,7 +131,7 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     candidate_lost.extend(unmeasured(baseline, candidate));
     if !candidate_lost.is_empty() {
         return Verdict::CandidateLost {
-            only_synthetic: candidate_lost.iter().all(|row| synthetic_row(row)),
+            only_synthetic: candidate_lost.iter().all(|row| row.path.is_synthetic()),
             rows: candidate_lost,
         };
     }
@@ -276,6 +298,17 @@ mod tests {
     use super::*;
     use crate::stages::ktap::{parse_ktap, tests::sample_ktap, tests::sample_ktap_on};
 
+    /// A failing verdict's rows as they are printed, and `only_synthetic`.
+    fn lost_rows(verdict: Verdict) -> (Vec<String>, bool) {
+        match verdict {
+            Verdict::CandidateLost {
+                rows,
+                only_synthetic,
+            } => (rows.iter().map(|r| r.to_string()).collect(), only_synthetic),
+            other => panic!("not a fail: {other:?}"),
+        }
+    }
+
     fn run(variant: &str, env: Env, lost: &[(&str, &str)]) -> Run {
         Run {
             variant: variant.into(),
@@ -305,11 +338,8 @@ mod tests {
         // Lost another way, the row is judged.
         let worse = boot("candidate", &[], &[("WT", "WB")]);
         assert_eq!(
-            verdict(&b, &worse),
-            Verdict::CandidateLost {
-                rows: vec!["native huge_pfn_fault WT→WB".into()],
-                only_synthetic: false
-            }
+            lost_rows(verdict(&b, &worse)),
+            (vec!["native huge_pfn_fault WT→WB".to_string()], false)
         );
         // A baseline that loses only to the known defect reproduces nothing.
         let only_known = boot("baseline", &[], &known);
@@ -332,11 +362,8 @@ mod tests {
         let c = [run("candidate", Env::Native, &[("WP", "WC")])];
         // vma_set_page_prot runs on a VMA the module made: synthetic.
         assert_eq!(
-            verdict(&b, &c),
-            Verdict::CandidateLost {
-                rows: vec!["native vma_set_page_prot WP→WC".into()],
-                only_synthetic: true
-            }
+            lost_rows(verdict(&b, &c)),
+            (vec!["native vma_set_page_prot WP→WC".to_string()], true)
         );
     }
 
