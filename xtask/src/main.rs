@@ -52,6 +52,7 @@ fn main() {
         Command::Report(report) => report.run(),
         Command::Matrix(matrix) => matrix.run(&cache_root),
         Command::Bench(bench) => bench.run(&cache_root),
+        Command::Mutants(mutants) => mutants.run(&cache_root),
         Command::Test(test) => test.run(&cache_root),
     };
     evict(&cache_root);

@@ -6,6 +6,7 @@ pub mod bisect;
 pub mod clean;
 pub mod doctor;
 pub mod matrix;
+pub mod mutants;
 pub mod probe;
 pub mod report;
 pub mod setup;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod initramfs;
 pub mod kbuild;
 pub mod ktap;
+pub mod mask;
 pub mod patch;
 pub mod qemu;
 pub mod source;
