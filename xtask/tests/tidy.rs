@@ -345,12 +345,9 @@ fn the_readme_is_a_manual_of_at_most_250_lines() {
 /// code following it.
 #[test]
 fn the_data_and_the_ground_floor_sit_below_the_stages() {
-    let src = repo().join("xtask/src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut upward = Vec::new();
-    for file in files {
-        let module = module_of(file.strip_prefix(&src).unwrap());
+    for (file, rel) in host_sources() {
+        let module = module_of(&rel);
         let below =
             module.starts_with("model") || module == "record" || module.starts_with("support::");
         if !below {
@@ -373,12 +370,8 @@ fn the_data_and_the_ground_floor_sit_below_the_stages() {
 /// `main.rs` for the Rust compile cache wrapper, which runs inside make.
 #[test]
 fn only_the_output_module_prints() {
-    let src = repo().join("xtask/src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut printing = Vec::new();
-    for file in files {
-        let rel = file.strip_prefix(&src).unwrap().to_path_buf();
+    for (file, rel) in host_sources() {
         if rel == Path::new("output.rs") || rel == Path::new("main.rs") {
             continue;
         }
@@ -397,4 +390,18 @@ fn only_the_output_module_prints() {
         printing.is_empty(),
         "print through crate::output instead: {printing:?}"
     );
+}
+
+/// The harness's sources under xtask/src: each file and its path there.
+fn host_sources() -> Vec<(PathBuf, PathBuf)> {
+    let src = repo().join("xtask/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).unwrap().to_path_buf();
+            (f, rel)
+        })
+        .collect()
 }
