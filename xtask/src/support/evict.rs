@@ -24,6 +24,9 @@ pub const EVICTABLE: [&str; 7] = [
     "bench-cold",
 ];
 
+/// How often a run measures the cache (a measurement walks every file).
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The default limit: room for every kernel `cargo xtask test` builds (its
 /// working set is in docs/benchmarks.md) on a CI runner's disk.
 pub const DEFAULT_MAX: &str = "40G";
@@ -201,6 +204,16 @@ pub fn enforce(root: &Path, limit: u64) -> Result<Evicted> {
         }
         Err(fs::TryLockError::Error(e)) => return Err(e.into()),
     }
+    // Measuring walks every file of the cache (seconds for a full one):
+    // once per CHECK_EVERY, not after every warm run.
+    let stamp = root.join(".size-checked");
+    let fresh = fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < CHECK_EVERY));
+    if fresh {
+        return Ok(done);
+    }
+    fs::write(&stamp, "").with_context(|| format!("cannot write {}", stamp.display()))?;
     done.before = disk_usage(root);
     let mut size = done.before;
     for entry in entries(root) {
@@ -280,6 +293,12 @@ mod tests {
         dir
     }
 
+    /// `enforce`, as if the cache had not been measured lately.
+    fn enforce_now(root: &Path, limit: u64) -> Evicted {
+        let _ = fs::remove_file(root.join(".size-checked"));
+        enforce(root, limit).unwrap()
+    }
+
     fn cache_with_three_builds() -> (tempfile::TempDir, [PathBuf; 3]) {
         let tmp = crate::support::cache::scratch("evict");
         let root = tmp.path();
@@ -310,22 +329,22 @@ mod tests {
         let (tmp, [old, mid, new]) = cache_with_three_builds();
         let total = disk_usage(tmp.path());
         // Room for all but one entry's worth.
-        let done = enforce(tmp.path(), total - 400 * 1024).unwrap();
+        let done = enforce_now(tmp.path(), total - 400 * 1024);
         assert_eq!(done.removed, std::slice::from_ref(&old));
         assert!(!old.exists() && mid.exists() && new.exists());
         assert!(!done.still_over && done.describe().is_some());
         // Under the limit: nothing goes.
-        let again = enforce(tmp.path(), total).unwrap();
+        let again = enforce_now(tmp.path(), total);
         assert!(again.removed.is_empty() && again.describe().is_none());
         // No limit at all.
-        assert!(enforce(tmp.path(), 0).unwrap().removed.is_empty());
+        assert!(enforce_now(tmp.path(), 0).removed.is_empty());
     }
 
     #[test]
     fn an_entry_someone_holds_stays_and_another_run_defers_eviction() {
         let (tmp, [old, mid, _]) = cache_with_three_builds();
         let held = crate::support::cache::lock_entry(&old).unwrap();
-        let done = enforce(tmp.path(), 1).unwrap();
+        let done = enforce_now(tmp.path(), 1);
         assert!(old.exists(), "a locked entry was evicted");
         assert!(!mid.exists() && done.still_over);
         assert!(
@@ -335,10 +354,12 @@ mod tests {
         drop(held);
         // A run in progress holds the cache shared: nothing is looked at.
         let run = crate::support::cache::Cache::open(tmp.path()).unwrap();
-        let deferred = enforce(tmp.path(), 1).unwrap();
+        let deferred = enforce_now(tmp.path(), 1);
         assert!(deferred.deferred && old.exists());
         drop(run);
-        assert!(!enforce(tmp.path(), 1).unwrap().deferred);
+        assert!(!enforce_now(tmp.path(), 1).deferred);
+        // Measured a moment ago: the next run does not walk the cache again.
+        assert_eq!(enforce(tmp.path(), 1).unwrap().before, 0);
     }
 
     #[test]
