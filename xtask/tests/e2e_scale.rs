@@ -151,6 +151,12 @@ fn shared_cache_and_distcc(out: &Path, kernels: &Kernels, checks: &mut Checks) -
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked();
+        // Each machine uses exactly the sharing its case names: a remote
+        // or distcc hosts from the caller's environment (a CI runner's
+        // shared cache) must not serve it.
+        cmd = cmd
+            .env_remove("PATVERIFY_CACHE_REMOTE")
+            .env_remove("PATVERIFY_DISTCC");
         if how.env_remote {
             cmd = cmd.env("PATVERIFY_CACHE_REMOTE", &remote);
         }
