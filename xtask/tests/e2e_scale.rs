@@ -153,13 +153,14 @@ fn shared_cache_and_distcc(out: &Path, kernels: &Kernels, checks: &mut Checks) -
             .unchecked();
         // Each machine uses exactly the sharing its case names: a remote
         // or distcc hosts from the caller's environment (a CI runner's
-        // shared cache) must not serve it.
-        cmd = cmd
-            .env_remove("PATVERIFY_CACHE_REMOTE")
-            .env_remove("PATVERIFY_DISTCC");
-        if how.env_remote {
-            cmd = cmd.env("PATVERIFY_CACHE_REMOTE", &remote);
-        }
+        // shared cache) must not serve it. (duct applies the innermost
+        // setting last: one setting per variable.)
+        cmd = cmd.env_remove("PATVERIFY_DISTCC");
+        cmd = if how.env_remote {
+            cmd.env("PATVERIFY_CACHE_REMOTE", &remote)
+        } else {
+            cmd.env_remove("PATVERIFY_CACHE_REMOTE")
+        };
         if how.seed {
             std::fs::create_dir_all(&root)?;
             for shared in ["ccache", "rustc-cache"] {
