@@ -352,9 +352,10 @@ pub const PMD_PAT_BIT_DEFECT: &str = "insert_pfn_pmd() builds the 2 MiB entry fr
 /// that kept an entry the step before it had installed wrong.
 pub fn judge_steps(results: &mut [ModeResult], layout: &[CacheMode]) {
     for r in results.iter_mut() {
-        let why = known_defect(r, layout);
-        if let (Some(why), Outcome::Measured { known_defect, .. }) = (why, &mut r.outcome) {
-            *known_defect = Some(why.to_string());
+        // Set or cleared: a record judged before holds its own marks.
+        let why = known_defect(r, layout).map(str::to_string);
+        if let Outcome::Measured { known_defect, .. } = &mut r.outcome {
+            *known_defect = why;
         }
     }
     let earlier: Vec<Option<ProbePath>> = results
@@ -371,15 +372,10 @@ pub fn judge_steps(results: &mut [ModeResult], layout: &[CacheMode]) {
         .collect();
     for (r, at) in results.iter_mut().zip(earlier) {
         if let Outcome::Measured {
-            lost_earlier_at,
-            known_defect,
-            ..
+            lost_earlier_at, ..
         } = &mut r.outcome
         {
             *lost_earlier_at = at;
-            if at.is_some() {
-                *known_defect = None;
-            }
         }
     }
 }
