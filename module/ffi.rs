@@ -124,6 +124,27 @@ pub(crate) fn read_pat_msr() -> Result<u64> {
     Ok(value)
 }
 
+/// The bits the protection-change masks keep beside the PFN and the cache
+/// bits, by the names the report gives them (the order helpers.c fills).
+pub(crate) const KEPT_BITS: [&str; 8] = [
+    "accessed",
+    "dirty",
+    "saved_dirty",
+    "special",
+    "uffd_wp",
+    "soft_dirty",
+    "devmap",
+    "pse",
+];
+
+/// Each of [`KEPT_BITS`]' flag in this kernel (0: no such bit here).
+pub(crate) fn kept_bit_flags() -> [u64; KEPT_BITS.len()] {
+    let mut flags = [0u64; KEPT_BITS.len()];
+    // SAFETY: `flags` is a writable array of as many u64 as the helper fills.
+    unsafe { bindings::patverify_kept_bits(flags.as_mut_ptr()) };
+    flags
+}
+
 /// Oopses the calling task on purpose (the harness's oops test); does not
 /// return to it.
 pub(crate) fn inject_oops() {
@@ -301,6 +322,7 @@ pub(crate) static MMAP_OPS: FileOps = FileOps(bindings::file_operations {
     ..NO_FILE_OPS
 });
 static MAPPING_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
+    open: Some(open),
     fault: Some(fault),
     close: Some(close),
     ..NO_VM_OPS
@@ -434,8 +456,9 @@ unsafe extern "C" fn mmap(_file: *mut bindings::file, vma: *mut bindings::vm_are
         return ENOMEM.to_errno();
     }
     vma.vm_page_prot = pgprot(crate::mmap_page_prot(mode, vm_flags));
-    // No copy on fork, no growth by mremap: `close` then runs once for the one
-    // VMA holding `vm_private_data`, so the page's reference is dropped once.
+    // No copy on fork, no growth by mremap. A VMA that mremap() moves or a
+    // split makes is a copy sharing `vm_private_data`: `open` takes a
+    // reference for each copy, `close` drops one per VMA.
     // SAFETY: `vma` is being set up under the mmap write lock, which
     // `vm_flags_set()` requires.
     unsafe {
@@ -480,16 +503,35 @@ unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t
     0
 }
 
-/// `.close` of the mapping made by `mmap`: drops the page's first reference.
+/// `.open` of the mapping made by `mmap`: a copy of one of our VMAs (moved
+/// by `mremap()`, or split off) shares its page; take a reference for it.
+///
+/// # Safety
+///
+/// Called by the kernel only, for a new VMA whose `vm_ops` is
+/// `MAPPING_VM_OPS` and whose `vm_private_data` is the page of the VMA it
+/// was copied from, which holds a reference to that page.
+unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: the VMA copied from holds a reference, so the page is alive;
+    // the reference taken here is dropped by this VMA's `close`.
+    unsafe {
+        let page = (*vma).vm_private_data.cast::<bindings::page>();
+        if !page.is_null() {
+            bindings::patverify_get_page(page);
+        }
+    }
+}
+
+/// `.close` of the mapping made by `mmap`: drops this VMA's reference to
+/// the page (`mmap`'s, or the one `open` took for a copy).
 ///
 /// # Safety
 ///
 /// Called by the kernel only, once per VMA whose `vm_ops` is
-/// `MAPPING_VM_OPS`. The mapping is VM_DONTCOPY | VM_DONTEXPAND, so no fork
-/// or mremap makes a second VMA share `vm_private_data`: the reference
-/// `mmap` took is dropped exactly once.
+/// `MAPPING_VM_OPS`. Each such VMA holds one reference (taken by `mmap` or
+/// by `open`), dropped here exactly once.
 unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: `close` runs once for our VMA; it drops the reference `mmap` took.
+    // SAFETY: `close` runs once for our VMA; it drops the reference it holds.
     unsafe {
         let page = (*vma).vm_private_data.cast::<bindings::page>();
         if !page.is_null() {

@@ -27,6 +27,29 @@ int rust_helper_patverify_read_pat_msr(u64 *val)
 	return rdmsrl_safe(MSR_IA32_CR_PAT, val);
 }
 
+/*
+ * The flag of each bit the protection-change masks are meant to keep beside
+ * the PFN and the cache bits, in the order of ffi::KEPT_BITS; 0 where this
+ * kernel has no such bit (a configuration without it, or 6.1's saved-dirty).
+ * From the bit definitions, never from the masks: a mask that drops one
+ * must not change what is checked.
+ */
+void rust_helper_patverify_kept_bits(u64 *flags)
+{
+	flags[0] = _PAGE_ACCESSED;
+	flags[1] = _PAGE_DIRTY;
+#ifdef _PAGE_BIT_SAVED_DIRTY
+	flags[2] = _PAGE_SAVED_DIRTY;
+#else
+	flags[2] = 0;
+#endif
+	flags[3] = _PAGE_SPECIAL;
+	flags[4] = _PAGE_UFFD_WP;
+	flags[5] = _PAGE_SOFT_DIRTY;
+	flags[6] = _PAGE_DEVMAP;
+	flags[7] = _PAGE_PSE;
+}
+
 void rust_helper_patverify_get_page(struct page *page)
 {
 	get_page(page);

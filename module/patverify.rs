@@ -15,9 +15,14 @@
 //!   object — no PFN-map memtype tracking involved). /init then writes
 //!   `mmap_fault MODE ADDR` to `probe`, and the module reads the *installed*
 //!   PTE by walking the page table.
-//! - `mprotect`: /init makes the mapping read-only and writable again
-//!   (`change_protection()` → `pte_modify()`), writes `mprotect MODE ADDR`,
-//!   and the module reads the installed PTE again.
+//! - `mprotect`: /init clears the mapping's accessed bit
+//!   (`/proc/self/clear_refs`), writes `before mprotect MODE ADDR` (the
+//!   module reads the entry the step starts from), makes the mapping
+//!   read-only and writable again (`change_protection()` → `pte_modify()`),
+//!   writes `mprotect MODE ADDR`, and the module reads the installed PTE
+//!   again. Every bit `_PAGE_CHG_MASK` keeps must come through unchanged:
+//!   with the accessed bit clear beforehand, a mask that lets it go takes it
+//!   from the new protection, which always has it.
 //! - `devmem_fault`: device memory mapped as a GPU driver maps VRAM. At boot
 //!   the module reserves the memtype of one 2 MiB chunk of the VGA BAR per
 //!   mode (`memtype_reserve_io()`, what `arch_io_reserve_memtype_wc()` does
@@ -28,9 +33,10 @@
 //!   `track_pfn_insert()` takes the cache bits from the reserved memtype.
 //!   The module reads the installed PTE. A mode the kernel (or Xen) cannot
 //!   give device memory is a `# SKIP` with the reason.
-//! - `devmem_mprotect`: /init mprotect()s that mapping read-only and back;
-//!   `change_protection()` runs `pte_modify()` with the VMA's plain
-//!   protection; installed PTE again.
+//! - `devmem_mprotect`: /init mprotect()s that mapping read-only and back
+//!   (the entry read just before, as for `mprotect`); `change_protection()`
+//!   runs `pte_modify()` with the VMA's plain protection; installed PTE
+//!   again.
 //! - `huge_pfn_fault`: the same device memory, 2 MiB at a time. /init maps
 //!   `/sys/kernel/debug/patverify/huge_pfn` at offset N × 2 MiB (mode N),
 //!   2 MiB-aligned; `.mmap` sets `VM_PFNMAP | VM_IO | VM_HUGEPAGE`, and the
@@ -171,6 +177,21 @@ impl Path {
         Path::PatIndex,
     ];
 
+    /// Where a later step (one that starts from the entry a fault
+    /// installed) keeps the entry it started from in `State::step_before`.
+    fn later_step_index(self) -> Option<usize> {
+        match self {
+            Path::Mprotect => Some(0),
+            Path::DevmemMprotect => Some(1),
+            Path::HugePfnMprotect => Some(2),
+            _ => None,
+        }
+    }
+
+    fn from_name(name: &[u8]) -> Option<Path> {
+        Path::ALL.into_iter().find(|p| p.name().as_bytes() == name)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Path::VmaSetPageProt => "vma_set_page_prot",
@@ -210,6 +231,8 @@ const MODE_COUNT: usize = CacheMode::ALL.len();
 const MODE_PATH_COUNT: usize = Path::ALL.len() - 1;
 /// The IA32_PAT entries: `pat_index` has a row for each.
 const PAT_ENTRIES: usize = 8;
+/// The steps /init runs on a mapping after its fault (the `mprotect`s).
+const LATER_STEPS: usize = 3;
 
 /// Everything the module measured. It lives in a static because the debugfs
 /// and VMA callbacks receive no pointer of ours to find it through (the
@@ -237,6 +260,10 @@ struct State {
     /// the VMA's plus the mode's cache bits, which `track_pfn_insert()`
     /// takes from the reserved memtype. The "before" of `huge_pfn_fault`.
     huge_requested: [AtomicUsize; MODE_COUNT],
+    /// Per later step (`Path::later_step_index`) and mode: the entry read
+    /// by `before PATH MODE ADDR` just before /init ran the step, 0 if not
+    /// read. The "before" of that step.
+    step_before: [[AtomicUsize; MODE_COUNT]; LATER_STEPS],
 }
 
 impl State {
@@ -253,6 +280,7 @@ impl State {
             devmem_skip: [NOTHING; MODE_COUNT],
             devmem_requested: [NOTHING; MODE_COUNT],
             huge_requested: [NOTHING; MODE_COUNT],
+            step_before: [[NOTHING; MODE_COUNT]; LATER_STEPS],
         }
     }
 
@@ -408,21 +436,26 @@ fn parse_hex(text: &[u8]) -> Option<usize> {
 }
 
 /// `probe` command from /init: "PATH MODE ADDR", after it touched (or
-/// mprotect()ed) its mapping of mode MODE at ADDR.
+/// mprotect()ed) its mapping of mode MODE at ADDR; "before PATH MODE ADDR"
+/// just before it runs the later step PATH (an `mprotect`) on it.
 /// "oops" oopses the writing task instead (failure injection for the
 /// harness's tests).
 fn probe_command(command: &[u8]) -> Result {
     let mut words = command
         .split(|b| b.is_ascii_whitespace() || *b == 0)
         .filter(|w| !w.is_empty());
-    let (path, mode, addr) = match (words.next(), words.next(), words.next()) {
-        (Some(b"oops"), None, _) => {
-            ffi::inject_oops();
-            return Ok(());
-        }
+    let first = words.next().ok_or(EINVAL)?;
+    if first == b"oops" && words.clone().next().is_none() {
+        ffi::inject_oops();
+        return Ok(());
+    }
+    let before = first == b"before";
+    let path = if before { words.next() } else { Some(first) };
+    let (path, mode, addr) = match (path, words.next(), words.next()) {
         (Some(path), Some(mode), Some(addr)) => (path, mode, addr),
         _ => return Err(EINVAL),
     };
+    let path = Path::from_name(path).ok_or(EINVAL)?;
     let mode = CacheMode::ALL
         .into_iter()
         .find(|m| m.name().as_bytes() == mode)
@@ -430,69 +463,46 @@ fn probe_command(command: &[u8]) -> Result {
     let addr = parse_hex(addr).ok_or(EINVAL)?;
     // A 2 MiB mapping is read at its PMD, whose cache bits are in the
     // large-page encoding; `decoded` is the entry in the 4 KiB encoding.
-    let huge = matches!(path, b"huge_pfn_fault" | b"huge_pfn_mprotect");
-    let (installed, decoded) = if huge {
+    let (installed, decoded) = if matches!(path, Path::HugePfnFault | Path::HugePfnMprotect) {
         let pmd = ffi::installed_pmd_flags(addr)?;
         (pmd, ffi::protval_large_to_4k(pmd))
     } else {
         let pte = ffi::installed_pte_flags(addr)?;
         (pte, pte)
     };
+    if before {
+        let step = path.later_step_index().ok_or(EINVAL)?;
+        STATE.step_before[step][mode as usize].store(installed, Ordering::Relaxed);
+        return Ok(());
+    }
     let requested = |of: &[AtomicUsize; MODE_COUNT]| of[mode as usize].load(Ordering::Relaxed);
     match path {
-        b"mmap_fault" => record(
-            Path::MmapFault,
-            mode,
-            requested(&STATE.mmap_requested),
-            installed,
-        ),
-        b"mprotect" => record_after(Path::MmapFault, Path::Mprotect, mode, installed, decoded)?,
-        b"devmem_fault" => record(
-            Path::DevmemFault,
-            mode,
-            requested(&STATE.devmem_requested),
-            installed,
-        ),
-        b"devmem_mprotect" => record_after(
-            Path::DevmemFault,
-            Path::DevmemMprotect,
-            mode,
-            installed,
-            decoded,
-        )?,
-        b"huge_pfn_fault" => record_decoded(
-            Path::HugePfnFault,
+        Path::MmapFault => record(path, mode, requested(&STATE.mmap_requested), installed),
+        Path::DevmemFault => record(path, mode, requested(&STATE.devmem_requested), installed),
+        Path::HugePfnFault => record_decoded(
+            path,
             mode,
             requested(&STATE.huge_requested),
             installed,
             decoded,
         ),
-        b"huge_pfn_mprotect" => record_after(
-            Path::HugePfnFault,
-            Path::HugePfnMprotect,
-            mode,
-            installed,
-            decoded,
-        )?,
+        Path::Mprotect | Path::DevmemMprotect | Path::HugePfnMprotect => {
+            record_after(path, mode, installed, decoded)?
+        }
         _ => return Err(EINVAL),
     }
     Ok(())
 }
 
-/// Records `path` of `mode`: the entry `first` left, now `installed`
-/// (`decoded` in the 4 KiB encoding).
-fn record_after(
-    first: Path,
-    path: Path,
-    mode: CacheMode,
-    installed: ProtVal,
-    decoded: ProtVal,
-) -> Result {
-    let faulted = STATE.slot(first, mode);
-    if !faulted.measured.load(Ordering::Acquire) {
+/// Records the later step `path` of `mode`: the entry read just before it
+/// (`before PATH MODE ADDR`), now `installed` (`decoded` in the 4 KiB
+/// encoding). A step whose entry before was not read is refused.
+fn record_after(path: Path, mode: CacheMode, installed: ProtVal, decoded: ProtVal) -> Result {
+    let step = path.later_step_index().ok_or(EINVAL)?;
+    let before = STATE.step_before[step][mode as usize].load(Ordering::Relaxed);
+    if before == 0 {
         return Err(EINVAL);
     }
-    let before = faulted.after.load(Ordering::Relaxed);
     record_decoded(path, mode, before, installed, decoded);
     Ok(())
 }
@@ -559,6 +569,14 @@ fn write_report(out: &mut Ktap) -> fmt::Result {
         Ok(msr) => writeln!(out, "# patverify: pat_msr=0x{msr:016x}")?,
         Err(err) => writeln!(out, "# patverify: pat_msr=unreadable ({err:?})")?,
     }
+    // The flag of each bit the masks must keep, by name, so that the host
+    // can check every one of them between a step's entry before and after.
+    write!(out, "# patverify: kept_bits=")?;
+    for (index, (name, flag)) in ffi::KEPT_BITS.iter().zip(ffi::kept_bit_flags()).enumerate() {
+        let sep = if index == 0 { "" } else { " " };
+        write!(out, "{sep}{name}:0x{flag:x}")?;
+    }
+    writeln!(out)?;
     writeln!(out, "1..{}", MODE_PATH_COUNT * MODE_COUNT + PAT_ENTRIES)?;
     let mut number = 0;
     for path in Path::ALL {

@@ -9,8 +9,8 @@ use std::io::Write;
 
 use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RESULTS as REPORT};
 use patverify_protocol::{
-    CacheMode, Fault, ProbePath, FAULT_PARAMETER, GUEST_ERROR as ERROR, OOPS_COMMAND,
-    REPORT_BEGIN as BEGIN, REPORT_END as END,
+    CacheMode, Fault, ProbePath, BEFORE_COMMAND, FAULT_PARAMETER, GUEST_ERROR as ERROR,
+    OOPS_COMMAND, REPORT_BEGIN as BEGIN, REPORT_END as END,
 };
 
 const PAGE: usize = 4096;
@@ -121,6 +121,8 @@ fn print_report(console: &mut impl Write, report: &str) {
 fn run() -> Result<String, String> {
     std::fs::create_dir_all("/debug").map_err(|e| format!("mkdir /debug: {e}"))?;
     mount("debugfs", "/debug", "debugfs")?;
+    std::fs::create_dir_all("/proc").map_err(|e| format!("mkdir /proc: {e}"))?;
+    mount("proc", "/proc", "proc")?;
     exercise_mappings()?;
     if injected_fault() == Some(Fault::Oops) {
         // Before quiet_console(): the oops must reach the console.
@@ -145,8 +147,10 @@ fn exercise_mappings() -> Result<(), String> {
 
 /// For each mode: map one page of `file` as a driver's user would, touch it
 /// (a write fault installs the PTE), have the module read the PTE (`fault`),
-/// mprotect() it read-only and back, have the module read it again
-/// (`mprotect`). A mode the module has no memory for (ENODEV) is left out:
+/// clear the accessed bits of ordinary pages (so that a mask losing the bit
+/// shows: `mprotect()`'s new protection always has it), have the module
+/// read the entry again, mprotect() it read-only and back, and have the
+/// module read it once more (`mprotect`). A mode the module has no memory for (ENODEV) is left out:
 /// its rows are skipped in the report, with the reason.
 fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), String> {
     use std::os::fd::AsRawFd;
@@ -159,8 +163,8 @@ fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), Str
     };
     let mapping = open(file, false)?;
     let mut probe = open(PROBE, true)?;
-    let mut tell = |path: ProbePath, mode: CacheMode, addr: *mut libc::c_void| {
-        let command = format!("{path} {mode} {:x}\n", addr as usize);
+    let mut tell = |command: &str, path: ProbePath, mode: CacheMode, addr: *mut libc::c_void| {
+        let command = format!("{command}{path} {mode} {:x}\n", addr as usize);
         probe
             .write_all(command.as_bytes())
             .map_err(|e| format!("write {:?} to {PROBE}: {e}", command.trim()))
@@ -174,10 +178,12 @@ fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), Str
         };
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
-        tell(fault, mode, addr)?;
+        tell("", fault, mode, addr)?;
+        clear_accessed_bits()?;
+        tell(&format!("{BEFORE_COMMAND} "), mprotect, mode, addr)?;
         protect(addr, size, libc::PROT_READ, mode)?;
         protect(addr, size, libc::PROT_READ | libc::PROT_WRITE, mode)?;
-        tell(mprotect, mode, addr)?;
+        tell("", mprotect, mode, addr)?;
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
         unsafe { libc::munmap(addr, size) };
     }
@@ -241,6 +247,15 @@ fn map_mode(
         libc::munmap(tail_start as *mut libc::c_void, tail);
     }
     outcome
+}
+
+/// Clears the accessed bit of every ordinary page /init maps
+/// (`/proc/self/clear_refs` 1; PFN maps keep theirs).
+fn clear_accessed_bits() -> Result<(), String> {
+    const CLEAR_REFS: &str = "/proc/self/clear_refs";
+    std::fs::write(CLEAR_REFS, "1\n").map_err(|e| {
+        format!("write 1 to {CLEAR_REFS}: {e} (a kernel without CONFIG_PROC_PAGE_MONITOR)")
+    })
 }
 
 /// `mprotect()` of the `size` bytes at `addr` (the mapping of `mode`).

@@ -29,6 +29,11 @@ pub mod files {
     pub const PROBE: &str = "/debug/patverify/probe";
 }
 
+/// Starts the `probe` command `before PATH MODE ADDR`: `/init` is about to
+/// run the later step PATH (see [`ProbePath::previous_step`]) on its mapping
+/// of MODE at ADDR, and the module reads the entry the step starts from.
+pub const BEFORE_COMMAND: &str = "before";
+
 /// The `probe` command that oopses the writing task (failure injection).
 pub const OOPS_COMMAND: &str = "oops";
 

@@ -2,9 +2,12 @@
 //! variant and environment, a test case per path and mode. A mode a
 //! candidate (or probed tree) loses is a failure; the baseline's losses are
 //! the bug being reproduced, so its suite instead has one case per
-//! environment that fails when the baseline lost nothing. A run that ended
+//! environment that fails when the baseline lost nothing. A case per
+//! kept-bit row (`mprotect.bits.dirty`) fails when the step changed the
+//! bit, in every suite. A run that ended
 //! in an error (build, boot, setup) is one case with an <error>.
 
+use crate::model::bits::{BitOutcome, BitRow};
 use crate::model::rows::{ModeResult, Outcome};
 use crate::record::{Record, Verdict};
 use crate::stages::qemu::Env;
@@ -50,6 +53,14 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         }
         suite.add_test_case(case);
     }
+    for b in record.bit_rows(variant, env) {
+        let mut case = TestCase::new(format!("{}.{}", b.path, b.label()), bit_status(b));
+        case.set_classname(class.as_str());
+        case.add_property(("path_kind", b.path.kind().name()));
+        case.add_property(("judgment", b.judgment_name()));
+        case.set_system_out(b.describe());
+        suite.add_test_case(case);
+    }
     if baseline {
         let reproduced = record.rows(variant, env).any(ModeResult::lost_in_scope);
         let status = if reproduced {
@@ -64,6 +75,24 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         suite.add_test_case(case);
     }
     suite
+}
+
+/// A kept-bit row's status: a step that changed the bit fails in every
+/// suite (no variant's bug under test is a lost bit), a skip says why.
+fn bit_status(b: &BitRow) -> TestCaseStatus {
+    match &b.outcome {
+        BitOutcome::Skipped { reason } => {
+            let mut skipped = TestCaseStatus::skipped();
+            skipped.set_message(reason.as_str());
+            skipped
+        }
+        BitOutcome::Changed { .. } => {
+            let mut failed = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            failed.set_message(format!("{} {} lost: {}", b.path, b.label(), b.describe()));
+            failed
+        }
+        BitOutcome::Kept { .. } => TestCaseStatus::success(),
+    }
 }
 
 /// A row's status: a skip, a loss (a failure, except on the baseline,

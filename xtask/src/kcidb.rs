@@ -5,6 +5,7 @@
 //! field for goes under `misc`. A run that ended in an error still gives a
 //! valid document, its builds marked ERROR (or FAIL for a failed compile).
 
+use crate::model::bits::BitOutcome;
 use crate::model::rows::{Judgment, ModeResult};
 use crate::model::{Env, Step};
 use crate::record::Record;
@@ -243,8 +244,36 @@ fn tests(record: &Record, checkout_id: &str) -> Vec<Test> {
     tests
 }
 
-/// A test per row the boots reported.
+/// A test per row the boots reported, then per kept-bit row.
 fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
+    let mut tests = mode_tests(record, checkout_id);
+    tests.extend(record.bits.iter().map(|b| {
+        let name = format!("{}.{}.{}", b.env, b.row.path, b.row.label());
+        let build = build_id(checkout_id, &b.variant);
+        let boot = Step::Boot {
+            variant: b.variant.clone(),
+            env: b.env,
+        };
+        let status = match b.row.outcome {
+            BitOutcome::Kept { .. } => "PASS",
+            BitOutcome::Changed { .. } => "FAIL",
+            BitOutcome::Skipped { .. } => "SKIP",
+        };
+        Test {
+            id: format!("{build}:{name}"),
+            build_id: build,
+            origin: ORIGIN,
+            path: format!("patverify.{name}"),
+            status,
+            environment: environment(b.env),
+            duration: record.seconds(&boot),
+            misc: serde_json::to_value(b).unwrap_or_default(),
+        }
+    }));
+    tests
+}
+
+fn mode_tests(record: &Record, checkout_id: &str) -> Vec<Test> {
     record
         .results
         .iter()

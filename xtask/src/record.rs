@@ -3,6 +3,7 @@
 //! of types for both directions. `schema_version` changes whenever a field
 //! does; a record of another version is refused with a clear error.
 
+use crate::model::bits::{BitRow, KeptBits};
 use crate::model::rows::ModeResult;
 use crate::model::Env;
 pub use crate::model::{CcacheStats, Step};
@@ -20,8 +21,9 @@ use std::path::Path;
 /// kernel from a broken one). Version 5 judges each step by what it was
 /// given (`lost_earlier_at`), writes each row's `judgment` and `path_kind`,
 /// and a candidate's `only_synthetic`; older records are judged again when
-/// read.
-pub const SCHEMA_VERSION: u32 = 5;
+/// read. Version 6 adds the kept-bit rows (`bits`) and each boot's
+/// `kept_bits`.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest version this patverify still reads: versions 2 and 3 read as
 /// version 4 records without the fields and paths added since, and without
@@ -50,6 +52,9 @@ pub struct Record {
     pub builds: Vec<BuildRecord>,
     pub environments: Vec<EnvRecord>,
     pub results: Vec<ResultRecord>,
+    /// The later steps' `PATH.bits.NAME` rows (version 6).
+    #[serde(default)]
+    pub bits: Vec<BitRecord>,
     pub timings: Vec<Timing>,
 }
 
@@ -68,6 +73,7 @@ impl Default for Record {
             builds: Vec::new(),
             environments: Vec::new(),
             results: Vec::new(),
+            bits: Vec::new(),
             timings: Vec::new(),
         }
     }
@@ -214,6 +220,9 @@ pub struct EnvRecord {
     /// When the console showed each phase (seconds from QEMU's start).
     #[serde(default)]
     pub phases: crate::model::Phases,
+    /// Each kept bit's flag in the kernel that ran (version 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_bits: Option<KeptBits>,
 }
 
 /// One row of one boot's report.
@@ -246,6 +255,29 @@ impl ResultRecord {
     }
 }
 
+/// One `PATH.bits.NAME` row of one boot.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BitRecord {
+    pub variant: String,
+    pub env: Env,
+    /// `kept`, `lost` or `skipped`: derived from the row, written for other
+    /// tools.
+    pub judgment: String,
+    #[serde(flatten)]
+    pub row: BitRow,
+}
+
+impl BitRecord {
+    pub fn new(variant: &str, env: Env, row: BitRow) -> BitRecord {
+        BitRecord {
+            variant: variant.to_string(),
+            env,
+            judgment: row.judgment_name().to_string(),
+            row,
+        }
+    }
+}
+
 /// How long a step took.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Timing {
@@ -273,6 +305,18 @@ impl Record {
             .iter()
             .filter(move |r| r.variant == variant && r.env == env)
             .map(|r| &r.result)
+    }
+
+    /// The kept-bit rows of a variant in an environment, in report order.
+    pub fn bit_rows<'a>(
+        &'a self,
+        variant: &'a str,
+        env: Env,
+    ) -> impl Iterator<Item = &'a BitRow> + 'a {
+        self.bits
+            .iter()
+            .filter(move |b| b.variant == variant && b.env == env)
+            .map(|b| &b.row)
     }
 
     /// Writes the record as pretty JSON.
@@ -378,10 +422,18 @@ pub mod tests {
 
     #[test]
     fn a_record_reads_back_as_written() {
-        let record = record_with("baseline", &[("WT", "UC")]);
+        let mut record = record_with("baseline", &[("WT", "UC")]);
+        let later = crate::stages::ktap::tests::sample_ktap_on("mprotect", &[]);
+        let bits = parse_ktap(&later).unwrap().bits;
+        assert!(!bits.is_empty());
+        let bits = bits
+            .into_iter()
+            .map(|b| BitRecord::new("baseline", Env::Xen, b));
+        record.bits.extend(bits);
         let text = serde_json::to_string_pretty(&record).unwrap();
         assert_eq!(Record::parse(&text).unwrap(), record);
-        assert!(text.contains("\"schema_version\": 5"), "{text}");
+        assert!(text.contains("\"schema_version\": 6"), "{text}");
+        assert!(text.contains("\"bit\": \"soft_dirty\""), "{text}");
         assert!(text.contains("\"step\": \"build\""), "{text}");
         assert_eq!(
             record.seconds(&Step::Build {
@@ -422,6 +474,7 @@ pub mod tests {
                 pat_msr: None,
                 boot_seconds: 1.0,
                 phases: Default::default(),
+                kept_bits: None,
             }],
             ..Record::default()
         };
@@ -458,10 +511,10 @@ pub mod tests {
         assert!(Record::parse(old)
             .unwrap_err()
             .contains("no schema_version"));
-        let newer = r#"{"schema_version": 6}"#;
+        let newer = r#"{"schema_version": 7}"#;
         assert!(Record::parse(newer)
             .unwrap_err()
-            .contains("schema version 6"));
+            .contains("schema version 7"));
         assert!(Record::parse("[1, 2")
             .unwrap_err()
             .contains("not a patverify"));

@@ -7,8 +7,8 @@ use crate::flags::{Common, EnvChoice};
 use crate::model::{Direction, Stage};
 use crate::output::{self, Event};
 use crate::record::{
-    BuildRecord, EnvRecord, KernelRecord, PatchRecord, Record, ResultRecord, Step, Timing,
-    ToolchainRecord, VariantRecord, Verdict,
+    BitRecord, BuildRecord, EnvRecord, KernelRecord, PatchRecord, Record, ResultRecord, Step,
+    Timing, ToolchainRecord, VariantRecord, Verdict,
 };
 use crate::stages::build::{self, Built, Kbuild};
 use crate::stages::compare::Run;
@@ -303,10 +303,15 @@ impl Session {
             pat_msr: run.report.pat_msr.clone(),
             boot_seconds: elapsed.as_secs_f64(),
             phases,
+            kept_bits: run.report.kept_bits.clone(),
         });
         for r in &run.report.results {
             let row = ResultRecord::new(&run.variant, run.env, r.clone());
             self.record.results.push(row);
+        }
+        for b in &run.report.bits {
+            let row = BitRecord::new(&run.variant, run.env, b.clone());
+            self.record.bits.push(row);
         }
     }
 

@@ -172,7 +172,7 @@ fn a_record_with_one_field_broken_names_the_field() {
     let record = Record::parse(good).unwrap();
     assert!(record.results[0].result.lost());
     let v1 = good.replace("\"schema_version\": 2", "\"schema_version\": 1");
-    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 5"));
+    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 6"));
     for (from, to, says) in [
         ("\"WT\"", "\"WX\"", "not a CacheMode"),
         ("\"mprotect\"", "\"mmap\"", "not a ProbePath"),

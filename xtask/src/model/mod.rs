@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod bits;
 pub mod rows;
 
 /// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.

@@ -282,6 +282,10 @@ pub struct Report {
     pub pat_layout: Vec<CacheMode>,
     pub pat_msr: Option<String>,
     pub results: Vec<ModeResult>,
+    /// Each kept bit's flag in this kernel (`kept_bits=`), if reported.
+    pub kept_bits: Option<crate::model::bits::KeptBits>,
+    /// The later steps' `bits.*` rows (empty without `kept_bits`).
+    pub bits: Vec<crate::model::bits::BitRow>,
 }
 
 /// The cache modes of PAT entries 0..7 as the IA32_PAT MSR programs them

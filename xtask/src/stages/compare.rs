@@ -1,6 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
+use crate::model::bits::BitRow;
 use crate::model::rows::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use patverify_protocol::PathKind;
@@ -102,6 +103,52 @@ fn losses(runs: &[Run], which: fn(&ModeResult) -> bool) -> Vec<LostRow> {
         .collect()
 }
 
+/// Every kept bit a run's later steps changed (`PATH.bits.NAME`).
+pub fn lost_bits(runs: &[Run]) -> Vec<LostRow> {
+    runs.iter()
+        .flat_map(|run| {
+            run.report
+                .bits
+                .iter()
+                .filter(|b| b.lost())
+                .map(|b| LostRow {
+                    env: run.env,
+                    path: b.path,
+                    label: b.label(),
+                    after: Some(b.describe()),
+                })
+        })
+        .collect()
+}
+
+/// Bit rows the baseline could show that the candidate skipped or did not
+/// report: a candidate cannot keep a bit by not showing it.
+fn unmeasured_bits(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
+    let measured = |env: Env, row: &BitRow| {
+        candidate.iter().filter(|c| c.env == env).any(|c| {
+            c.report
+                .bits
+                .iter()
+                .any(|b| b.path == row.path && b.bit == row.bit && !b.skipped())
+        })
+    };
+    baseline
+        .iter()
+        .flat_map(|run| {
+            run.report
+                .bits
+                .iter()
+                .filter(|b| !b.skipped() && !measured(run.env, b))
+                .map(|b| LostRow {
+                    env: run.env,
+                    path: b.path,
+                    label: b.label(),
+                    after: None,
+                })
+        })
+        .collect()
+}
+
 /// Rows the baseline lost that the candidate did not measure (skipped or
 /// missing): a candidate cannot pass by leaving them out.
 fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
@@ -129,6 +176,8 @@ fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
 pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     let mut candidate_lost = lost_modes(candidate);
     candidate_lost.extend(unmeasured(baseline, candidate));
+    candidate_lost.extend(lost_bits(candidate));
+    candidate_lost.extend(unmeasured_bits(baseline, candidate));
     if !candidate_lost.is_empty() {
         return Verdict::CandidateLost {
             only_synthetic: candidate_lost.iter().all(|row| row.path.is_synthetic()),
@@ -225,7 +274,40 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
             out += "\n";
         }
     }
-    out + &footnote(runs)
+    out + &bits_table(runs, width) + &footnote(runs)
+}
+
+/// The later steps' kept-bit rows under the mode rows: a column per
+/// variant, then what the baseline's entries showed.
+fn bits_table(runs: &[&Run], width: usize) -> String {
+    let Some(first) = runs.iter().find(|r| !r.report.bits.is_empty()) else {
+        return String::new();
+    };
+    let mut out = "  kept bits: each bit the masks keep, in the entry just before and after each later step (over its modes)\n".to_string();
+    for row in &first.report.bits {
+        let cells: Vec<Option<&BitRow>> = runs
+            .iter()
+            .map(|run| {
+                let mut bits = run.report.bits.iter();
+                bits.find(|b| b.path == row.path && b.bit == row.bit)
+            })
+            .collect();
+        let marker = if cells.iter().flatten().any(|b| b.lost()) {
+            '!'
+        } else {
+            ' '
+        };
+        let (shown, label) = (path_label(row.path), row.label());
+        out += &format!("{marker} {shown:<pw$} {label:<16}", pw = PATH_WIDTH);
+        for c in &cells {
+            let word = c.map_or("(not run)", |b| b.word());
+            out += &format!("{word:<width$}");
+        }
+        let baseline = cells.first().copied().flatten();
+        out += &baseline.map(BitRow::describe).unwrap_or_default();
+        out += "\n";
+    }
+    out
 }
 
 /// '!' when a row is lost, '*' when only to a known defect, ' ' when kept.
@@ -290,7 +372,7 @@ pub fn single_table(run: &Run) -> String {
             pw = PATH_WIDTH
         );
     }
-    out + &footnote(&[run])
+    out + &bits_table(&[run], 13) + &footnote(&[run])
 }
 
 #[cfg(test)]

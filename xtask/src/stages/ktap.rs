@@ -1,6 +1,7 @@
 //! Reading what a guest printed: the report between the init's markers on the
 //! console, the boot failures around it, and the module's KTAP v1.
 
+use crate::model::bits::{bit_rows, KeptBits};
 use crate::model::rows::{
     declared_skip, judge_steps, pat_layout_of_msr, row_keys, CacheMode, ModeResult, Outcome,
     ProbePath, Pte, Report,
@@ -98,6 +99,9 @@ fn key_values(text: &str) -> impl Iterator<Item = (&str, &str)> {
 /// where a skip is declared for `env` and the kernel `series` (e.g. (6, 1)):
 /// a report cannot pass by omission.
 pub fn check_rows(report: &Report, env: Env, series: Option<(u32, u32)>) -> Result<(), String> {
+    if report.kept_bits.is_none() {
+        return Err("no kept_bits line: the bits the masks keep cannot be checked".into());
+    }
     let mut seen = std::collections::BTreeSet::new();
     for r in &report.results {
         let name = format!("{}.{}", r.path, r.key());
@@ -129,6 +133,7 @@ struct Reading {
     plan: Option<usize>,
     pat_layout: Vec<CacheMode>,
     pat_msr: Option<String>,
+    kept_bits: Option<KeptBits>,
     /// `# PATH.MODE: key=value …` lines, by test name.
     diagnostics: Vec<(String, Vec<(String, String)>)>,
     results: Vec<ModeResult>,
@@ -175,10 +180,16 @@ pub fn parse_ktap(text: &str) -> Result<Report, String> {
     }
     let mut results = reading.results;
     judge_steps(&mut results, &reading.pat_layout);
+    let bits = reading
+        .kept_bits
+        .as_ref()
+        .map_or_else(Vec::new, |kept| bit_rows(&results, kept));
     Ok(Report {
         pat_layout: reading.pat_layout,
         pat_msr: reading.pat_msr,
         results,
+        kept_bits: reading.kept_bits,
+        bits,
     })
 }
 
@@ -192,6 +203,8 @@ impl Reading {
                     .collect::<Result<_, String>>()?;
             } else if let Some(msr) = rest.strip_prefix("pat_msr=") {
                 self.pat_msr = Some(msr.to_string());
+            } else if let Some(bits) = rest.strip_prefix("kept_bits=") {
+                self.kept_bits = Some(KeptBits::parse(bits)?);
             }
         } else if let Some(rest) = line.strip_prefix("# ") {
             if let Some((name, kvs)) = rest.split_once(": ") {
@@ -356,6 +369,9 @@ pub mod tests {
     use super::*;
     use crate::model::rows::*;
 
+    /// The `kept_bits=` of a 6.12 kernel with soft-dirty and no userfaultfd.
+    pub const SAMPLE_KEPT_BITS: &str = "accessed:0x20 dirty:0x40 saved_dirty:0x400000000000000 special:0x200 uffd_wp:0x0 soft_dirty:0x800 devmap:0x200000000000000 pse:0x80";
+
     /// A KTAP report in the module's format (what the native baseline prints).
     pub fn sample_ktap(lost: &[(&str, &str)]) -> String {
         sample_ktap_on("vma_set_page_prot", lost)
@@ -363,7 +379,7 @@ pub mod tests {
 
     /// `sample_ktap` with the six rows on `path`.
     pub fn sample_ktap_on(path: &str, lost: &[(&str, &str)]) -> String {
-        let mut s = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n1..6\n");
+        let mut s = format!("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n# patverify: kept_bits={SAMPLE_KEPT_BITS}\n1..6\n");
         for (i, mode) in CacheMode::ALL.iter().map(|m| m.name()).enumerate() {
             let observed = lost
                 .iter()
@@ -407,11 +423,11 @@ pub mod tests {
 
     /// One native report of several paths, each with its own lost modes.
     pub fn sample_ktap_paths(paths: &[(&str, &[(&str, &str)])]) -> String {
-        let mut out = String::from("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n");
+        let mut out = format!("KTAP version 1\n# patverify: pat_layout=WB WC UC- UC WB WP UC- WT\n# patverify: pat_msr=0x0407050600070106\n# patverify: kept_bits={SAMPLE_KEPT_BITS}\n");
         out += &format!("1..{}\n", 6 * paths.len());
         for (n, (path, lost)) in paths.iter().enumerate() {
             let rows = sample_ktap_on(path, lost);
-            for line in rows.lines().skip(4) {
+            for line in rows.lines().skip(5) {
                 match line.split_once(' ') {
                     Some(("ok", rest)) => {
                         let (num, tail) = rest.split_once(' ').unwrap();
@@ -596,10 +612,13 @@ pub mod tests {
                 });
             }
         }
+        let kept_bits = Some(KeptBits::parse(SAMPLE_KEPT_BITS).unwrap());
         Report {
             pat_layout: crate::stages::qemu::LINUX_PAT_LAYOUT.to_vec(),
             pat_msr: None,
             results,
+            kept_bits,
+            bits: Vec::new(),
         }
     }
 
@@ -685,7 +704,7 @@ pub mod tests {
         assert!(matches!(extract(cut), Err(BootProblem::Truncated(_))));
         let dropped_line = console_with(&ktap).replacen("ok 2 vma_set_page_prot.WC\r\n", "", 1);
         assert!(
-            matches!(extract(&dropped_line), Err(BootProblem::Truncated(w)) if w.contains("16 lines, 15 arrived"))
+            matches!(extract(&dropped_line), Err(BootProblem::Truncated(w)) if w.contains("17 lines, 16 arrived"))
         );
         let guest = format!("{GUEST_ERROR} read /debug/patverify/results: No such file ====\n");
         assert!(
