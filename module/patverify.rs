@@ -271,6 +271,7 @@ impl State {
         const NOTHING: AtomicUsize = AtomicUsize::new(0);
         const NO_MEMORY: AtomicU64 = AtomicU64::new(0);
         const EMPTY_ROW: [Slot; MODE_COUNT] = [Slot::EMPTY; MODE_COUNT];
+        const NOT_READ: [AtomicUsize; MODE_COUNT] = [NOTHING; MODE_COUNT];
         State {
             slots: [EMPTY_ROW; MODE_PATH_COUNT],
             pat_entries: [Slot::EMPTY; PAT_ENTRIES],
@@ -280,7 +281,7 @@ impl State {
             devmem_skip: [NOTHING; MODE_COUNT],
             devmem_requested: [NOTHING; MODE_COUNT],
             huge_requested: [NOTHING; MODE_COUNT],
-            step_before: [[NOTHING; MODE_COUNT]; LATER_STEPS],
+            step_before: [NOT_READ; LATER_STEPS],
         }
     }
 

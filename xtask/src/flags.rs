@@ -169,21 +169,19 @@ pub struct Matrix {
 
 #[derive(clap::Args, Debug)]
 pub struct Mutants {
-    /// List the mutants read from the tree's pgtable_types.h: one per bit
-    /// term of _COMMON_PAGE_CHG_MASK, _PAGE_CHG_MASK and _HPAGE_CHG_MASK,
-    /// each a patch on the tree as is. (Building and probing them is not
-    /// done yet: --list is the only mode.)
-    #[arg(long, required = true)]
+    /// Only list the mutants read from the tree's pgtable_types.h (one per
+    /// bit term of _COMMON_PAGE_CHG_MASK, _PAGE_CHG_MASK and
+    /// _HPAGE_CHG_MASK, each a patch on the tree as is): no build.
+    #[arg(long)]
     pub list: bool,
-    /// Kernel tree (default: Debian's linux-source-6.12), or a source tarball.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// Git revision of --kernel.
-    #[arg(long, value_name = "REV")]
-    pub rev: Option<String>,
+    /// Only this mutant (as --list names it, e.g. _PAGE_CHG_MASK-_PAGE_PAT); repeatable.
+    #[arg(long = "mutant", value_name = "NAME")]
+    pub mutants: Vec<String>,
     /// Also write each mutant's patch into this directory (NAME.patch).
     #[arg(long, value_name = "DIR")]
     pub patches: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -315,7 +313,7 @@ pub enum Command {
     Bench(Bench),
     /// One verify per kernel source, merged into one table (or --emit a CI matrix).
     Matrix(Matrix),
-    /// The mutants of the tree's protection masks, one per bit term (--list).
+    /// Build and probe one kernel per bit term of the tree's protection masks: killed, survived or equivalent (--list: only list them).
     Mutants(Mutants),
     /// Read earlier runs' JSON records (`report diff OLD NEW`, `report merge FILES…`).
     #[command(subcommand)]

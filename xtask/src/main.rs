@@ -31,7 +31,11 @@ fn main() {
     xtask::output::set_verbose(cli.verbose);
     let builds = matches!(
         cli.command,
-        Command::Verify(_) | Command::Probe(_) | Command::Bisect(_) | Command::Matrix(_)
+        Command::Verify(_)
+            | Command::Probe(_)
+            | Command::Bisect(_)
+            | Command::Matrix(_)
+            | Command::Mutants(_)
     );
     let evict = |cache_root: &std::path::Path| {
         if builds {

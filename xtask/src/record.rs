@@ -55,6 +55,9 @@ pub struct Record {
     /// The later steps' `PATH.bits.NAME` rows (version 6).
     #[serde(default)]
     pub bits: Vec<BitRecord>,
+    /// mutants: what each mutant of the masks came to (version 6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutants: Vec<MutantRecord>,
     pub timings: Vec<Timing>,
 }
 
@@ -74,6 +77,7 @@ impl Default for Record {
             environments: Vec::new(),
             results: Vec::new(),
             bits: Vec::new(),
+            mutants: Vec::new(),
             timings: Vec::new(),
         }
     }
@@ -83,9 +87,10 @@ impl Default for Record {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
-    /// verify: every candidate keeps every row the baseline lost.
+    /// verify: every candidate keeps every row the baseline lost;
+    /// mutants: every non-equivalent mutant was killed.
     Pass,
-    /// verify: a candidate loses a row.
+    /// verify: a candidate loses a row; mutants: a mutant survived.
     Fail,
     /// verify: the baseline lost nothing, so no candidate can prove anything.
     NotReproduced,
@@ -251,6 +256,39 @@ impl ResultRecord {
             path_kind: result.path.kind().name().to_string(),
             judgment: result.judgment().name().to_string(),
             result,
+        }
+    }
+}
+
+/// One mutant of the masks (`mutants`): the term it drops and what came of it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MutantRecord {
+    /// "_PAGE_CHG_MASK-_PAGE_PAT".
+    pub name: String,
+    pub mask: String,
+    pub term: String,
+    pub outcome: MutantOutcome,
+    /// Killed: the rows that told it from the reference (or the failed
+    /// boot); equivalent: the identical build; survived: what the
+    /// reference showed of the term's bit.
+    pub by: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MutantOutcome {
+    Killed,
+    Survived,
+    /// Its build is byte-identical to the reference's.
+    Equivalent,
+}
+
+impl MutantOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            MutantOutcome::Killed => "killed",
+            MutantOutcome::Survived => "survived",
+            MutantOutcome::Equivalent => "equivalent",
         }
     }
 }

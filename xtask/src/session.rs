@@ -252,8 +252,23 @@ impl Session {
     }
 
     /// Boots every variant in every environment (as many at once as there
-    /// are cores) and returns the parsed reports, in variant, env order.
+    /// are cores) and returns the parsed reports, in variant, env order;
+    /// the first boot that failed ends the run.
     pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
+        self.boot_each(ctx, variants, built)?
+            .into_iter()
+            .map(|(_, _, run)| run)
+            .collect()
+    }
+
+    /// Every boot's own outcome, in variant, env order (`mutants`: a
+    /// kernel that oopses is a finding, not the end of the run).
+    pub fn boot_each(
+        &mut self,
+        ctx: &Ctx,
+        variants: &[Variant],
+        built: &[Built],
+    ) -> Result<Vec<(usize, Env, Result<Run>)>> {
         output::emit(Event::Stage(Stage::Initramfs));
         let initramfs_path = ctx.out_dir.join("initramfs.cpio");
         self.timings.time(Step::Initramfs, || {
@@ -279,10 +294,12 @@ impl Session {
         });
         self.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
-        for outcome in outcomes {
-            let (run, elapsed, phases) = outcome?;
-            self.note_run(&run, elapsed, phases);
-            runs.push(run);
+        for (&(v, env), outcome) in boots.iter().zip(outcomes) {
+            let run = outcome.map(|(run, elapsed, phases)| {
+                self.note_run(&run, elapsed, phases);
+                run
+            });
+            runs.push((v, env, run));
         }
         Ok(runs)
     }

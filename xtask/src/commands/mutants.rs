@@ -1,25 +1,62 @@
-//! `cargo xtask mutants --list`: the mutants of a tree's protection masks,
-//! read from its own arch/x86/include/asm/pgtable_types.h — one per bit
-//! term of `_COMMON_PAGE_CHG_MASK`, `_PAGE_CHG_MASK` and `_HPAGE_CHG_MASK`,
-//! each a patch on the tree as is (`--patches DIR` writes them). Building
-//! and probing each mutant is not done yet.
+//! `cargo xtask mutants`: how strong the probes are, measured as mutation
+//! testing measures a test suite. From the tree's own
+//! arch/x86/include/asm/pgtable_types.h, one mutant per bit term of
+//! `_COMMON_PAGE_CHG_MASK`, `_PAGE_CHG_MASK` and `_HPAGE_CHG_MASK`, each a
+//! patch on the tree as is (the reference). Every mutant is built; one
+//! whose bzImage is byte-identical to the reference's is equivalent (shown
+//! by the build, no boot); every other one is booted and probed like any
+//! candidate: killed by the rows it lost that the reference kept (or by
+//! its boot failing: an oops, a panic), else survived. The score is
+//! killed / (all − equivalent); exit 0 when every non-equivalent mutant
+//! is killed, 1 when one survived.
 
 use crate::flags::Mutants;
-use crate::output::result;
-use crate::stages::{mask, source};
-use crate::support::cache::Cache;
-use crate::support::failure::{fail, Kind};
+use crate::model::bits::KeptBit;
+use crate::model::Stage;
+use crate::output::{self, result};
+use crate::record::{MutantOutcome, MutantRecord, Verdict};
+use crate::session::{Ctx, Session};
+use crate::stages::compare::{self, Run};
+use crate::stages::mask::{self, Mutant};
+use crate::stages::patch::Direction;
+use crate::stages::variant::{self, Spec, Variant};
+use crate::stages::{build::Built, source};
+use crate::support::cache::{sha256_hex, Cache};
+use crate::support::failure::{exit_code_of, fail, Kind};
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl Mutants {
     pub fn run(self, cache_root: &Path) -> Result<()> {
+        if self.list {
+            return self.list(cache_root);
+        }
+        let mut session = Session::new(self.common.clone());
+        let outcome = self.pipeline(&mut session, cache_root);
+        let (verdict, code, outcome) = match outcome {
+            Ok(survivors) if survivors.is_empty() => (Verdict::Pass, 0, Ok(())),
+            Ok(survivors) => {
+                let why = format!(
+                    "{} mutant(s) survived: {}",
+                    survivors.len(),
+                    survivors.join(", ")
+                );
+                (
+                    Verdict::Fail,
+                    Kind::CandidateLost.exit_code(),
+                    Err(fail(Kind::CandidateLost, why)),
+                )
+            }
+            Err(err) => (Verdict::Error, exit_code_of(&err), Err(err)),
+        };
+        session.finish(outcome, |_| (verdict, code))
+    }
+
+    fn list(&self, cache_root: &Path) -> Result<()> {
         let cache = Cache::open(cache_root)?;
-        let tree = source::get(&cache, self.kernel.as_deref(), self.rev.as_deref())?;
-        let header_path = tree.root.join(mask::HEADER);
-        let header = std::fs::read_to_string(&header_path)
-            .with_context(|| format!("cannot read {}", header_path.display()))?;
-        let mutants = mask::mutants(&header).map_err(|why| fail(Kind::Setup, why))?;
+        let kernel = self.common.kernel.as_deref();
+        let tree = source::get(&cache, kernel, self.common.rev.as_deref())?;
+        let mutants = self.chosen(&tree.root)?;
         result(&format!(
             "{} (Linux {}): {} mutants",
             tree.describe,
@@ -30,15 +67,273 @@ impl Mutants {
             result(&format!("  {:<24} drops {}", m.mask, m.term));
         }
         if let Some(dir) = &self.patches {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            for m in &mutants {
-                let file = dir.join(format!("{}.patch", m.name()));
-                std::fs::write(&file, &m.patch)
-                    .with_context(|| format!("cannot write {}", file.display()))?;
-            }
+            write_patches(&mutants, dir)?;
             result(&format!("patches in {}", dir.display()));
         }
         Ok(())
+    }
+
+    /// The tree's mutants, or those `--mutant` names (an unknown name is a
+    /// setup error that lists the known ones).
+    fn chosen(&self, tree: &Path) -> Result<Vec<Mutant>> {
+        let header_path = tree.join(mask::HEADER);
+        let header = std::fs::read_to_string(&header_path)
+            .with_context(|| format!("cannot read {}", header_path.display()))?;
+        let all = mask::mutants(&header).map_err(|why| fail(Kind::Setup, why))?;
+        if self.mutants.is_empty() {
+            return Ok(all);
+        }
+        let names: Vec<String> = all.iter().map(Mutant::name).collect();
+        if let Some(unknown) = self.mutants.iter().find(|n| !names.contains(n)) {
+            let why = format!(
+                "no mutant {unknown} in this tree; its mutants: {}",
+                names.join(", ")
+            );
+            return Err(fail(Kind::Setup, why));
+        }
+        Ok(all
+            .into_iter()
+            .filter(|m| self.mutants.contains(&m.name()))
+            .collect())
+    }
+
+    /// Builds, compares and probes; returns the survivors' names.
+    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<Vec<String>> {
+        let ctx = session.open(cache_root)?;
+        let mutants = self.chosen(&ctx.source.root)?;
+        let dir = self
+            .patches
+            .clone()
+            .unwrap_or_else(|| ctx.out_dir.join("mutants"));
+        let files = write_patches(&mutants, &dir)?;
+        output::emit(output::Event::Stage(Stage::Variants));
+        let reference = make(&ctx, "reference".into(), None)?;
+        let mut variants = vec![reference];
+        for (m, file) in mutants.iter().zip(&files) {
+            variants.push(make(&ctx, m.name(), Some(file))?);
+        }
+        session.note_variants(&variants);
+        let built = session.build(&ctx, &variants)?;
+        let reference_image = image_sha(&built[0])?;
+        let mut to_boot = vec![0];
+        let mut records: Vec<MutantRecord> = Vec::new();
+        for (i, m) in mutants.iter().enumerate() {
+            let equivalent = image_sha(&built[i + 1])? == reference_image;
+            if !equivalent {
+                to_boot.push(i + 1);
+            }
+            records.push(MutantRecord {
+                name: m.name(),
+                mask: m.mask.clone(),
+                term: m.term.clone(),
+                outcome: if equivalent {
+                    MutantOutcome::Equivalent
+                } else {
+                    MutantOutcome::Survived
+                },
+                by: if equivalent {
+                    vec![format!(
+                        "bzImage byte-identical to the reference's (sha256 {})",
+                        &reference_image[..16]
+                    )]
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        let boot_variants: Vec<Variant> = to_boot.iter().map(|&i| variants[i].clone()).collect();
+        let boot_built: Vec<Built> = to_boot.iter().map(|&i| built[i].clone()).collect();
+        let boots = session.boot_each(&ctx, &boot_variants, &boot_built)?;
+        judge(&boot_variants, boots, &mut records)?;
+        output::result(&table(&ctx.source.describe, &records));
+        output::result(&format!("results: {}", ctx.out_dir.display()));
+        let survivors = records
+            .iter()
+            .filter(|r| r.outcome == MutantOutcome::Survived)
+            .map(|r| r.name.clone())
+            .collect();
+        session.record.mutants = records;
+        Ok(survivors)
+    }
+}
+
+fn make(ctx: &Ctx, name: String, patch: Option<&PathBuf>) -> Result<Variant> {
+    let patches = patch
+        .map(|p| (p.as_path(), Direction::Forward))
+        .into_iter()
+        .collect();
+    variant::make(&ctx.cache, &ctx.source, Spec { name, patches })
+}
+
+fn image_sha(built: &Built) -> Result<String> {
+    let bytes = std::fs::read(&built.bzimage)
+        .with_context(|| format!("cannot read {}", built.bzimage.display()))?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Writes each mutant's patch as NAME.patch in `dir`; returns the files.
+fn write_patches(mutants: &[Mutant], dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    for m in mutants {
+        let file = dir.join(format!("{}.patch", m.name()));
+        std::fs::write(&file, &m.patch)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// Sets each booted mutant's outcome: killed by the rows it lost that the
+/// reference kept, or by a boot that failed; survived otherwise, with what
+/// the reference showed of the mutant's bit. A reference that did not boot
+/// leaves nothing to compare with: the run's error.
+fn judge(
+    variants: &[Variant],
+    boots: Vec<(usize, crate::model::Env, Result<Run>)>,
+    records: &mut [MutantRecord],
+) -> Result<()> {
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
+    let mut crashes: Vec<Vec<String>> = vec![Vec::new(); variants.len()];
+    for (v, env, outcome) in boots {
+        match outcome {
+            Ok(run) => runs[v].push(run),
+            Err(err) if v > 0 && exit_code_of(&err) == Kind::Boot.exit_code() => {
+                crashes[v].push(format!("{env} boot failed: {err:#}"))
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    for (v, variant) in variants.iter().enumerate().skip(1) {
+        let record = records
+            .iter_mut()
+            .find(|r| r.name == variant.name)
+            .expect("every booted mutant has a record");
+        let mut by: Vec<String> = crashes[v].clone();
+        by.extend(
+            compare::killing_rows(&runs[0], &runs[v])
+                .iter()
+                .map(|r| r.to_string()),
+        );
+        if by.is_empty() {
+            record.by = why_unseen(&record.term, &runs[0]);
+        } else {
+            record.outcome = MutantOutcome::Killed;
+            record.by = by;
+        }
+    }
+    Ok(())
+}
+
+/// For a survivor: what the reference's rows showed of the dropped term's
+/// bit (each bit row skipped, with why), or that every row kept it.
+fn why_unseen(term: &str, reference: &[Run]) -> Vec<String> {
+    let bits: Vec<KeptBit> = KeptBit::ALL
+        .into_iter()
+        .filter(|b| b.mask_terms().contains(&term))
+        .collect();
+    let mut why: Vec<String> = reference
+        .iter()
+        .flat_map(|run| {
+            run.report
+                .bits
+                .iter()
+                .filter(|b| bits.contains(&b.bit))
+                .map(move |b| format!("{} {} {}: {}", run.env, b.path, b.label(), b.describe()))
+        })
+        .collect();
+    if why.is_empty() {
+        why.push("every row kept what the reference kept".into());
+    }
+    why
+}
+
+/// The mutants, their outcomes and why, then the score.
+fn table(kernel: &str, records: &[MutantRecord]) -> String {
+    let width = records
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!("\nkernel  {kernel} (the reference: the tree as is)\n\n");
+    out += &format!("  {:<width$}  {:<10}  by / why\n", "mutant", "outcome");
+    for r in records {
+        let mut why = r.by.iter();
+        let first = why.next().map(String::as_str).unwrap_or("");
+        out += &format!("  {:<width$}  {:<10}  {first}\n", r.name, r.outcome.name());
+        for more in why {
+            out += &format!("  {:<width$}  {:<10}  {more}\n", "", "");
+        }
+    }
+    out + &score(records)
+}
+
+/// "mutation score 9/10 (12 mutants, 2 equivalent)".
+pub fn score(records: &[MutantRecord]) -> String {
+    let count = |o: MutantOutcome| records.iter().filter(|r| r.outcome == o).count();
+    let killed = count(MutantOutcome::Killed);
+    let judged = records.len() - count(MutantOutcome::Equivalent);
+    format!(
+        "mutation score {killed}/{judged} ({} mutants, {} equivalent, {} survived)",
+        records.len(),
+        count(MutantOutcome::Equivalent),
+        count(MutantOutcome::Survived)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, outcome: MutantOutcome) -> MutantRecord {
+        MutantRecord {
+            name: name.into(),
+            mask: "_PAGE_CHG_MASK".into(),
+            term: "_PAGE_PAT".into(),
+            outcome,
+            by: vec!["native mprotect WC→UC-".into()],
+        }
+    }
+
+    #[test]
+    fn the_score_leaves_out_the_equivalent_mutants() {
+        let records = [
+            record("a", MutantOutcome::Killed),
+            record("b", MutantOutcome::Equivalent),
+            record("c", MutantOutcome::Survived),
+        ];
+        assert_eq!(
+            score(&records),
+            "mutation score 1/2 (3 mutants, 1 equivalent, 1 survived)"
+        );
+        let text = table("Linux 6.12.117", &records);
+        assert!(
+            text.contains("  a       killed      native mprotect WC→UC-"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_survivor_says_what_the_reference_showed_of_its_bit() {
+        let ktap = crate::stages::ktap::tests::sample_ktap_on("mprotect", &[]);
+        let report = crate::stages::ktap::parse_ktap(&ktap).unwrap();
+        let reference = [Run {
+            variant: "reference".into(),
+            env: crate::model::Env::Native,
+            report,
+        }];
+        let why = why_unseen("_PAGE_UFFD_WP", &reference);
+        assert_eq!(why.len(), 1);
+        assert!(
+            why[0].starts_with(
+                "native mprotect bits.uffd_wp: skipped: this kernel has no uffd_wp bit"
+            ),
+            "{why:?}"
+        );
+        assert_eq!(
+            why_unseen("_PAGE_PAT", &reference),
+            ["every row kept what the reference kept"]
+        );
     }
 }

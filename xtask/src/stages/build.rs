@@ -34,6 +34,7 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
         .collect()
 }
 
+#[derive(Clone)]
 pub struct Built {
     pub bzimage: PathBuf,
     pub build_dir: PathBuf,

@@ -172,6 +172,51 @@ fn unmeasured(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
         .collect()
 }
 
+/// What tells a mutant from the reference (the tree as is): each row the
+/// mutant lost (a cache mode, in scope) or bit it changed where the
+/// reference, in the same environment, kept it. A row both lost is no
+/// evidence against the mutant.
+pub fn killing_rows(reference: &[Run], mutant: &[Run]) -> Vec<LostRow> {
+    let kept_mode = |env: Env, lost: &ModeResult| {
+        reference.iter().filter(|r| r.env == env).any(|r| {
+            let mut rows = r.report.results.iter();
+            rows.any(|k| {
+                k.path == lost.path
+                    && k.key() == lost.key()
+                    && k.observed().is_some()
+                    && !k.lost_in_scope()
+            })
+        })
+    };
+    let kept_bit = |env: Env, lost: &BitRow| {
+        reference.iter().filter(|r| r.env == env).any(|r| {
+            let mut bits = r.report.bits.iter();
+            bits.any(|k| k.path == lost.path && k.bit == lost.bit && !k.skipped() && !k.lost())
+        })
+    };
+    let modes = mutant.iter().flat_map(|run| {
+        run.report.results.iter().filter_map(move |r| {
+            let after = r
+                .after()
+                .filter(|_| r.lost_in_scope() && kept_mode(run.env, r))?;
+            Some(LostRow::of(run.env, r, Some(after)))
+        })
+    });
+    let bits = mutant.iter().flat_map(|run| {
+        run.report
+            .bits
+            .iter()
+            .filter(|b| b.lost() && kept_bit(run.env, b))
+            .map(|b| LostRow {
+                env: run.env,
+                path: b.path,
+                label: b.label(),
+                after: Some(b.describe()),
+            })
+    });
+    modes.chain(bits).collect()
+}
+
 /// One candidate against the baseline.
 pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     let mut candidate_lost = lost_modes(candidate);
@@ -397,6 +442,51 @@ mod tests {
             env,
             report: parse_ktap(&sample_ktap(lost)).unwrap(),
         }
+    }
+
+    #[test]
+    fn a_mutant_is_killed_only_by_what_the_reference_kept() {
+        let reference = [run("reference", Env::Native, &[("WT", "UC")])];
+        // Both lose WT: no evidence; the mutant also loses WC: killed by it.
+        let mutant = [run("mutant", Env::Native, &[("WT", "UC"), ("WC", "UC-")])];
+        let rows: Vec<String> = killing_rows(&reference, &mutant)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(rows, ["native vma_set_page_prot WC→UC-"]);
+        assert!(killing_rows(&reference, &reference).is_empty());
+        // A row of another environment is no evidence either.
+        let xen = [run("mutant", Env::Xen, &[("WC", "UC-")])];
+        assert!(killing_rows(&reference, &xen).is_empty());
+    }
+
+    #[test]
+    fn a_changed_bit_kills_a_mutant_when_the_reference_kept_it() {
+        let later = |variant: &str, dirty_after: &str| {
+            let ktap = sample_ktap_on("mprotect", &[]).replace(
+                "pte_after=0x8000000000000000",
+                &format!("pte_after=0x80000000000000{dirty_after}"),
+            );
+            let ktap = ktap.replace(
+                "pte_before=0x8000000000000000",
+                "pte_before=0x8000000000000040",
+            );
+            Run {
+                variant: variant.into(),
+                env: Env::Native,
+                report: parse_ktap(&ktap).unwrap(),
+            }
+        };
+        let (reference, mutant) = ([later("reference", "40")], [later("mutant", "00")]);
+        let rows: Vec<String> = killing_rows(&reference, &mutant)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(rows, ["native mprotect bits.dirty→cleared in WB"]);
+        assert!(matches!(
+            verdict(&reference, &mutant),
+            Verdict::CandidateLost { .. }
+        ));
     }
 
     #[test]
