@@ -324,6 +324,20 @@ pub enum Command {
     Test(Test),
 }
 
+impl Command {
+    /// Whether the command builds kernels (the cache is bounded after it).
+    pub fn builds_kernels(&self) -> bool {
+        matches!(
+            self,
+            Command::Verify(_)
+                | Command::Probe(_)
+                | Command::Bisect(_)
+                | Command::Matrix(_)
+                | Command::Mutants(_)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
 /// suite (no variant's bug under test is a lost bit), a skip says why.
 fn bit_status(b: &BitRow) -> TestCaseStatus {
     match &b.outcome {
-        BitOutcome::Skipped { reason } => {
+        BitOutcome::Skipped { reason, .. } => {
             let mut skipped = TestCaseStatus::skipped();
             skipped.set_message(reason.as_str());
             skipped

@@ -29,14 +29,7 @@ fn main() {
     failure::watch_disk(&cache_root);
     proc::end_children_on_signals();
     xtask::output::set_verbose(cli.verbose);
-    let builds = matches!(
-        cli.command,
-        Command::Verify(_)
-            | Command::Probe(_)
-            | Command::Bisect(_)
-            | Command::Matrix(_)
-            | Command::Mutants(_)
-    );
+    let builds = cli.command.builds_kernels();
     let evict = |cache_root: &std::path::Path| {
         if builds {
             keep_within_limit(cache_root, cli.cache_max_size);

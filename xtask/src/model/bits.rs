@@ -84,7 +84,7 @@ impl KeptBit {
         self != KeptBit::Pse || path.is_2mib()
     }
 
-    fn state(self) -> &'static str {
+    pub fn state(self) -> &'static str {
         if self.shows_loss_when_set() {
             "set"
         } else {
@@ -162,7 +162,30 @@ pub enum BitOutcome {
     /// The step changed the bit in these modes.
     Changed { modes: Vec<BitChange> },
     /// No mode could show a loss here; the reason says what was observed.
-    Skipped { reason: String },
+    Skipped { why: BitSkip, reason: String },
+}
+
+/// Why no mode of a step could show a bit's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BitSkip {
+    /// The kernel has no such bit (its flag is 0 in this configuration).
+    NoSuchBit,
+    /// The step measured no mode (all its rows skipped).
+    NotMeasured,
+    /// No entry before the step had the bit in the state that shows a loss.
+    NeverShown,
+}
+
+impl BitSkip {
+    /// For a table's summary line.
+    pub fn short(self, bit: KeptBit) -> String {
+        match self {
+            BitSkip::NoSuchBit => "no such bit in this kernel".into(),
+            BitSkip::NotMeasured => "no mode measured".into(),
+            BitSkip::NeverShown => format!("never {} before the step", bit.state()),
+        }
+    }
 }
 
 /// The row `PATH.bits.NAME`.
@@ -233,7 +256,7 @@ impl BitRow {
                 }
                 parts.join(", ")
             }
-            BitOutcome::Skipped { reason } => format!("skipped: {reason}"),
+            BitOutcome::Skipped { reason, .. } => format!("skipped: {reason}"),
         }
     }
 }
@@ -278,11 +301,13 @@ fn judge_bit(
 ) -> BitOutcome {
     if flag == 0 {
         let reason = format!("this kernel has no {bit} bit (its flag is 0 in this configuration)");
-        return BitOutcome::Skipped { reason };
+        let why = BitSkip::NoSuchBit;
+        return BitOutcome::Skipped { why, reason };
     }
     if measured.is_empty() {
         let reason = format!("no mode of {path} was measured");
-        return BitOutcome::Skipped { reason };
+        let why = BitSkip::NotMeasured;
+        return BitOutcome::Skipped { why, reason };
     }
     let changed: Vec<BitChange> = measured
         .iter()
@@ -306,7 +331,8 @@ fn judge_bit(
             bit.state(),
             measured.len()
         );
-        return BitOutcome::Skipped { reason };
+        let why = BitSkip::NeverShown;
+        return BitOutcome::Skipped { why, reason };
     }
     BitOutcome::Kept { shown_in }
 }
@@ -418,7 +444,7 @@ mod tests {
                 shown_in: vec![CacheMode::Uc]
             }
         );
-        let BitOutcome::Skipped { reason } =
+        let BitOutcome::Skipped { reason, .. } =
             outcome(&rows, ProbePath::DevmemMprotect, KeptBit::SoftDirty)
         else {
             panic!("soft-dirty was never set")
@@ -427,7 +453,7 @@ mod tests {
             reason.contains("no entry before devmem_mprotect had soft_dirty set"),
             "{reason}"
         );
-        let BitOutcome::Skipped { reason } =
+        let BitOutcome::Skipped { reason, .. } =
             outcome(&rows, ProbePath::DevmemMprotect, KeptBit::UffdWp)
         else {
             panic!("no uffd-wp bit in this kernel")

@@ -1,7 +1,7 @@
 //! Comparing the reports: the baseline-vs-candidate table per environment and
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
-use crate::model::bits::BitRow;
+use crate::model::bits::{BitOutcome, BitRow};
 use crate::model::rows::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use patverify_protocol::PathKind;
@@ -323,27 +323,36 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
 }
 
 /// The later steps' kept-bit rows under the mode rows: a column per
-/// variant, then what the baseline's entries showed.
+/// variant, then what the baseline's entries showed. A bit no variant
+/// could show on a step is not a row here but a word on the step's
+/// summary line, with why (the JSON has the full reason).
 fn bits_table(runs: &[&Run], width: usize) -> String {
     let Some(first) = runs.iter().find(|r| !r.report.bits.is_empty()) else {
         return String::new();
     };
-    let mut out = "  kept bits: each bit the masks keep, in the entry just before and after each later step (over its modes)\n".to_string();
-    for row in &first.report.bits {
-        let cells: Vec<Option<&BitRow>> = runs
-            .iter()
+    let cells_of = |row: &BitRow| -> Vec<Option<&BitRow>> {
+        runs.iter()
             .map(|run| {
                 let mut bits = run.report.bits.iter();
                 bits.find(|b| b.path == row.path && b.bit == row.bit)
             })
-            .collect();
+            .collect()
+    };
+    let mut out = "  kept bits: each bit the masks keep, in the entry just before and after each later step (over its modes)\n".to_string();
+    let mut unshown: Vec<(ProbePath, String)> = Vec::new();
+    for row in &first.report.bits {
+        let cells = cells_of(row);
+        if let Some(why) = unshown_everywhere(&cells) {
+            unshown.push((row.path, format!("{} ({why})", row.bit)));
+            continue;
+        }
         let marker = if cells.iter().flatten().any(|b| b.lost()) {
             '!'
         } else {
             ' '
         };
         let (shown, label) = (path_label(row.path), row.label());
-        out += &format!("{marker} {shown:<pw$} {label:<16}", pw = PATH_WIDTH);
+        out += &format!("{marker} {shown:<pw$} {label:<17} ", pw = PATH_WIDTH);
         for c in &cells {
             let word = c.map_or("(not run)", |b| b.word());
             out += &format!("{word:<width$}");
@@ -352,7 +361,36 @@ fn bits_table(runs: &[&Run], width: usize) -> String {
         out += &baseline.map(BitRow::describe).unwrap_or_default();
         out += "\n";
     }
+    let mut paths: Vec<ProbePath> = unshown.iter().map(|(p, _)| *p).collect();
+    paths.dedup();
+    for path in paths {
+        let bits: Vec<&str> = unshown
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, b)| b.as_str())
+            .collect();
+        out += &format!(
+            "  {:<pw$} no loss could show: {}\n",
+            path_label(path),
+            bits.join(", "),
+            pw = PATH_WIDTH
+        );
+    }
     out
+}
+
+/// Why no variant could show a loss of the bit (the same reason in every
+/// variant), or None when one could.
+fn unshown_everywhere(cells: &[Option<&BitRow>]) -> Option<String> {
+    let whys: Vec<String> = cells
+        .iter()
+        .map(|c| match c.map(|b| (&b.outcome, b.bit)) {
+            Some((BitOutcome::Skipped { why, .. }, bit)) => Some(why.short(bit)),
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>()?;
+    let first = whys.first()?;
+    whys.iter().all(|w| w == first).then(|| first.clone())
 }
 
 /// '!' when a row is lost, '*' when only to a known defect, ' ' when kept.
