@@ -177,6 +177,20 @@ impl Path {
         Path::PatIndex,
     ];
 
+    fn name(self) -> &'static str {
+        match self {
+            Path::VmaSetPageProt => "vma_set_page_prot",
+            Path::MmapFault => "mmap_fault",
+            Path::Mprotect => "mprotect",
+            Path::DevmemFault => "devmem_fault",
+            Path::DevmemMprotect => "devmem_mprotect",
+            Path::HugePfnFault => "huge_pfn_fault",
+            Path::HugePfnMprotect => "huge_pfn_mprotect",
+            Path::PteModifyDirect => "pte_modify_direct",
+            Path::PatIndex => "pat_index",
+        }
+    }
+
     /// Where a later step (one that starts from the entry a fault
     /// installed) keeps the entry it started from in `State::step_before`.
     fn later_step_index(self) -> Option<usize> {
@@ -190,20 +204,6 @@ impl Path {
 
     fn from_name(name: &[u8]) -> Option<Path> {
         Path::ALL.into_iter().find(|p| p.name().as_bytes() == name)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Path::VmaSetPageProt => "vma_set_page_prot",
-            Path::MmapFault => "mmap_fault",
-            Path::Mprotect => "mprotect",
-            Path::DevmemFault => "devmem_fault",
-            Path::DevmemMprotect => "devmem_mprotect",
-            Path::HugePfnFault => "huge_pfn_fault",
-            Path::HugePfnMprotect => "huge_pfn_mprotect",
-            Path::PteModifyDirect => "pte_modify_direct",
-            Path::PatIndex => "pat_index",
-        }
     }
 }
 

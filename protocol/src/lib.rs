@@ -332,12 +332,18 @@ mod tests {
             paths,
             "module/patverify.rs"
         );
+        let probe = &module[module.find("fn probe_command").expect("fn probe_command")..];
+        let probe = &probe[..probe.find("\n}\n").expect("end of fn")];
         for guest in ProbePath::ALL.iter().filter(|p| p.is_guest_driven()) {
             assert!(
-                module.contains(&format!("b\"{}\" =>", guest.name())),
+                probe.contains(&format!("Path::{guest:?}")),
                 "module/patverify.rs does not take the probe command {guest}"
             );
         }
+        assert!(
+            probe.contains(&format!("b\"{BEFORE_COMMAND}\"")),
+            "module/patverify.rs does not take `{BEFORE_COMMAND} PATH MODE ADDR`"
+        );
         let direct = ProbePath::ALL
             .iter()
             .filter(|p| p.kind() == PathKind::DirectCall);

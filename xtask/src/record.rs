@@ -268,6 +268,12 @@ pub struct MutantRecord {
     pub mask: String,
     pub term: String,
     pub outcome: MutantOutcome,
+    /// What building it took (0 when reused), and its boots (0 when not
+    /// booted: equivalent), in seconds.
+    #[serde(default)]
+    pub build_seconds: f64,
+    #[serde(default)]
+    pub boot_seconds: f64,
     /// Killed: the rows that told it from the reference (or the failed
     /// boot); equivalent: the identical build; survived: what the
     /// reference showed of the term's bit.

@@ -50,6 +50,12 @@ impl Timings {
         self.add(step, started.elapsed());
         out
     }
+
+    /// Seconds `step` took so far (summed, when timed more than once).
+    pub fn seconds(&self, step: &Step) -> f64 {
+        let times = self.0.iter().filter(|(s, _)| s == step);
+        times.map(|(_, d)| d.as_secs_f64()).sum()
+    }
 }
 
 /// A run in progress: its record, and once opened, its cache and outputs.

@@ -14,7 +14,7 @@ use crate::flags::Mutants;
 use crate::model::bits::KeptBit;
 use crate::model::Stage;
 use crate::output::{self, result};
-use crate::record::{MutantOutcome, MutantRecord, Verdict};
+use crate::record::{MutantOutcome, MutantRecord, Step, Verdict};
 use crate::session::{Ctx, Session};
 use crate::stages::compare::{self, Run};
 use crate::stages::mask::{self, Mutant};
@@ -122,29 +122,26 @@ impl Mutants {
             if !equivalent {
                 to_boot.push(i + 1);
             }
-            records.push(MutantRecord {
-                name: m.name(),
-                mask: m.mask.clone(),
-                term: m.term.clone(),
-                outcome: if equivalent {
-                    MutantOutcome::Equivalent
-                } else {
-                    MutantOutcome::Survived
-                },
-                by: if equivalent {
-                    vec![format!(
-                        "bzImage byte-identical to the reference's (sha256 {})",
-                        &reference_image[..16]
-                    )]
-                } else {
-                    Vec::new()
-                },
-            });
+            let build_seconds = session.timings.seconds(&Step::Config { variant: m.name() })
+                + session.timings.seconds(&Step::Build { variant: m.name() });
+            let shown = equivalent.then_some(reference_image.as_str());
+            records.push(built_record(m, shown, build_seconds));
         }
         let boot_variants: Vec<Variant> = to_boot.iter().map(|&i| variants[i].clone()).collect();
         let boot_built: Vec<Built> = to_boot.iter().map(|&i| built[i].clone()).collect();
         let boots = session.boot_each(&ctx, &boot_variants, &boot_built)?;
         judge(&boot_variants, boots, &mut records)?;
+        for r in &mut records {
+            r.boot_seconds = crate::model::Env::ALL
+                .iter()
+                .map(|&env| {
+                    session.timings.seconds(&Step::Boot {
+                        variant: r.name.clone(),
+                        env,
+                    })
+                })
+                .sum();
+        }
         output::result(&table(&ctx.source.describe, &records));
         output::result(&format!("results: {}", ctx.out_dir.display()));
         let survivors = records
@@ -154,6 +151,30 @@ impl Mutants {
             .collect();
         session.record.mutants = records;
         Ok(survivors)
+    }
+}
+
+/// A mutant as its build left it: equivalent when `identical_to` (the
+/// reference image's sha256) is given, else survived until a row kills it.
+fn built_record(m: &Mutant, identical_to: Option<&str>, build_seconds: f64) -> MutantRecord {
+    let (outcome, by) = match identical_to {
+        Some(sha) => {
+            let why = format!(
+                "bzImage byte-identical to the reference's (sha256 {})",
+                &sha[..16]
+            );
+            (MutantOutcome::Equivalent, vec![why])
+        }
+        None => (MutantOutcome::Survived, Vec::new()),
+    };
+    MutantRecord {
+        name: m.name(),
+        mask: m.mask.clone(),
+        term: m.term.clone(),
+        outcome,
+        build_seconds,
+        boot_seconds: 0.0,
+        by,
     }
 }
 
@@ -257,16 +278,36 @@ fn table(kernel: &str, records: &[MutantRecord]) -> String {
         .unwrap_or(6)
         .max(6);
     let mut out = format!("\nkernel  {kernel} (the reference: the tree as is)\n\n");
-    out += &format!("  {:<width$}  {:<10}  by / why\n", "mutant", "outcome");
+    out += &format!(
+        "  {:<width$}  {:<10}  {:>5}  {:>5}  by / why\n",
+        "mutant", "outcome", "build", "boots"
+    );
     for r in records {
         let mut why = r.by.iter();
         let first = why.next().map(String::as_str).unwrap_or("");
-        out += &format!("  {:<width$}  {:<10}  {first}\n", r.name, r.outcome.name());
+        let (build, boots) = (seconds(r.build_seconds), seconds(r.boot_seconds));
+        let outcome = r.outcome.name();
+        out += &format!(
+            "  {:<width$}  {outcome:<10}  {build:>5}  {boots:>5}  {first}\n",
+            r.name
+        );
         for more in why {
-            out += &format!("  {:<width$}  {:<10}  {more}\n", "", "");
+            out += &format!(
+                "  {:<width$}  {:<10}  {:>5}  {:>5}  {more}\n",
+                "", "", "", ""
+            );
         }
     }
     out + &score(records)
+}
+
+/// "301 s", or "-" for nothing done.
+fn seconds(s: f64) -> String {
+    if s > 0.0 {
+        format!("{s:.0} s")
+    } else {
+        "-".into()
+    }
 }
 
 /// "mutation score 9/10 (12 mutants, 2 equivalent)".
@@ -292,6 +333,8 @@ mod tests {
             mask: "_PAGE_CHG_MASK".into(),
             term: "_PAGE_PAT".into(),
             outcome,
+            build_seconds: 301.0,
+            boot_seconds: 0.0,
             by: vec!["native mprotect WC→UC-".into()],
         }
     }
@@ -309,7 +352,7 @@ mod tests {
         );
         let text = table("Linux 6.12.117", &records);
         assert!(
-            text.contains("  a       killed      native mprotect WC→UC-"),
+            text.contains("  a       killed      301 s      -  native mprotect WC→UC-\n"),
             "{text}"
         );
     }
