@@ -59,6 +59,28 @@ fn console_args() -> Vec<String> {
     .collect()
 }
 
+/// What the guest — a kernel built from an untrusted patch — and QEMU itself
+/// may reach: no network device (QEMU adds a user-mode NIC by default);
+/// QEMU's seccomp sandbox with obsolete syscalls, spawning and resource
+/// control denied; and, started as root, QEMU drops to `nobody` once it has
+/// opened the kernel, the initramfs and the console (an irreversible
+/// setuid: with it, `elevateprivileges=deny` would refuse QEMU's own drop).
+fn confinement_args(as_root: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-nic",
+        "none",
+        "-sandbox",
+        "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if as_root {
+        args.extend(["-runas".to_string(), "nobody".to_string()]);
+    }
+    args
+}
+
 fn native_args(boot: &Boot) -> Vec<String> {
     let cmdline = format!("console=ttyS0 panic=-1 oops=panic {}", boot.extra_cmdline);
     let firmware = boot
@@ -123,6 +145,7 @@ pub fn command(boot: &Boot) -> Result<Command> {
     Ok(Command::new(boot.qemu)
         .args(machine_args(boot.kvm, memory))
         .args(console_args())
+        .args(confinement_args(crate::support::provision::is_root()))
         .args(env_args))
 }
 
@@ -373,6 +396,20 @@ mod tests {
             line.contains("'console=ttyS0 panic=-1 oops=panic'"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn qemu_is_confined_and_drops_root() {
+        let as_root = confinement_args(true).join(" ");
+        assert_eq!(
+            as_root,
+            "-nic none -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -runas nobody"
+        );
+        assert!(!confinement_args(false).join(" ").contains("-runas"));
+        for env in Env::ALL {
+            let line = command_line(env, Some(Path::new("/c/xen")));
+            assert!(line.contains(" -nic none -sandbox on,"), "{line}");
+        }
     }
 
     #[test]

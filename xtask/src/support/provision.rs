@@ -437,7 +437,7 @@ fn missing(features: &[Feature]) -> Missing {
     m
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
