@@ -211,6 +211,10 @@ pub struct BuildRecord {
     pub ccache: Option<CcacheStats>,
     pub cache_remote: Option<String>,
     pub distcc: Option<String>,
+    /// Built from a patch from outside the repository: its compile caches
+    /// were a namespace of their own, the shared ones read-only (version 6).
+    #[serde(default)]
+    pub untrusted: bool,
 }
 
 /// One boot: the PAT layout the kernel ran with and how long it took.

@@ -251,6 +251,7 @@ impl Session {
                 ccache: b.ccache,
                 cache_remote: self.common.cache_remote.clone(),
                 distcc: self.common.distcc.clone(),
+                untrusted: !v.trusted,
             });
             built.push(b);
         }

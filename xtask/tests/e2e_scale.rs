@@ -192,6 +192,7 @@ fn shared_cache_and_distcc(out: &Path, kernels: &Kernels, checks: &mut Checks) -
         ccache: None,
         cache_remote: None,
         distcc: None,
+        untrusted: false,
     };
     let good = |name: &str, code: Option<i32>, text: &str, build: &BuildRecord| {
         (

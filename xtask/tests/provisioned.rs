@@ -17,7 +17,8 @@ fn repo() -> PathBuf {
 /// What a minimal Debian 12 (debootstrap minbase) has, plus what any
 /// machine that builds with cargo has (cargo, git, gcc, libc6-dev).
 const BASE_PROGRAMS: &[&str] = &[
-    "apt-get", "cargo", "cp", "diff", "dpkg", "du", "git", "mount", "sh", "tar", "umount",
+    "apt-get", "cargo", "cp", "diff", "dpkg", "du", "git", "mount", "setpriv", "sh", "tar",
+    "umount", "useradd",
 ];
 
 /// System paths every Debian 12 root has (or that the scenarios name to

@@ -468,7 +468,7 @@ fn raw_make(tree: &Path, dir: &Path, log: &Path) -> Result<f64> {
     let started = Instant::now();
     let jobs = crate::stages::build::local_jobs();
     let built = crate::stages::kbuild::Kbuild::plain()
-        .make(tree, dir)
+        .make(tree, dir)?
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
         .run_logged("raw make", log)?;
@@ -500,7 +500,7 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
         std::fs::write(dir.join(".config"), text)?;
         let make = || crate::stages::kbuild::Kbuild::plain().make(&tree, &dir);
         let log = dir.with_extension("log");
-        let configured = make()
+        let configured = make()?
             .arg("olddefconfig")
             .run_logged("olddefconfig", &log)?;
         anyhow::ensure!(configured.ok, "olddefconfig failed");

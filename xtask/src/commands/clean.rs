@@ -32,6 +32,10 @@ impl Clean {
         ];
         if self.all {
             kinds.extend(["src", "ccache", "rustc-cache", "xen", "toolchains"]);
+            kinds.extend([
+                crate::stages::kbuild::UNTRUSTED_CCACHE,
+                crate::stages::kbuild::UNTRUSTED_RUSTC_CACHE,
+            ]);
         }
         let cutoff = self
             .older_than

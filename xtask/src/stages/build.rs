@@ -84,6 +84,7 @@ pub fn build(
         return Ok(Built::reused(bzimage, build_dir));
     }
     let _ = std::fs::remove_file(&stamp);
+    let kbuild = &kbuild.for_variant(variant.trusted);
     let config_time = configure(kbuild, variant, &build_dir, fragments, toolchain)?;
     let stats_before = kbuild.ccache_stats();
     let build_time = make_bzimage(kbuild, variant, &build_dir, jobs)?;
@@ -154,7 +155,7 @@ fn make_bzimage(
     let log = build_dir.join("build.log");
     let _ = std::fs::remove_file(&log);
     let out = kbuild
-        .make(&variant.tree, build_dir)
+        .make(&variant.tree, build_dir)?
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
         .run_logged(&format!("build {}", variant.name), &log)?;

@@ -93,7 +93,10 @@ fn check_survived(
         return Ok(());
     }
     if lost.iter().any(|d| d.name == "CONFIG_RUST") {
-        let (_, why) = kbuild.make(tree, build_dir).arg("rustavailable").output()?;
+        let (_, why) = kbuild
+            .make(tree, build_dir)?
+            .arg("rustavailable")
+            .output()?;
         return Err(fail(
             Kind::Toolchain,
             format!(
@@ -226,7 +229,11 @@ pub fn configure(
         }
         Ok(())
     };
-    run(kbuild.make(tree, build_dir).arg("tinyconfig"), "tinyconfig")?;
+    let kbuild = &kbuild.reading(fragments);
+    run(
+        kbuild.make(tree, build_dir)?.arg("tinyconfig"),
+        "tinyconfig",
+    )?;
     let config = build_dir.join(".config");
     let merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"))
         .args(["-m", "-O"])
@@ -234,9 +241,10 @@ pub fn configure(
         .arg(&config)
         .args(fragments)
         .dir(tree);
-    run(merge, "merge_config")?;
+    // The tree's own script: code from the tree, sandboxed like its make.
+    run(kbuild.sandboxed(merge, build_dir)?, "merge_config")?;
     run(
-        kbuild.make(tree, build_dir).arg("olddefconfig"),
+        kbuild.make(tree, build_dir)?.arg("olddefconfig"),
         "olddefconfig",
     )?;
 

@@ -10,6 +10,7 @@ use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use crate::support::rustc_cache;
+use crate::support::sandbox::Sandbox;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,18 @@ pub struct Kbuild {
     toolchain: Toolchain,
     /// Where an unpacked toolchain lives.
     cache_root: PathBuf,
+    /// The sandbox every make (and the tree's scripts) runs in; None only
+    /// for the bench's raw make, the reference a plain `make` is.
+    sandbox: Option<Sandbox>,
+    /// The Rust compile cache's directory.
+    rustc_cache: PathBuf,
 }
+
+/// The compile caches of builds whose variant is not trusted (a patch from
+/// outside the repository): ccache's and the Rust compile cache's, beside
+/// the shared ones under the cache root.
+pub const UNTRUSTED_CCACHE: &str = "ccache-untrusted";
+pub const UNTRUSTED_RUSTC_CACHE: &str = "rustc-cache-untrusted";
 
 impl Kbuild {
     /// clang without ccache (the bench's raw make).
@@ -33,7 +45,34 @@ impl Kbuild {
             env: Vec::new(),
             toolchain: Toolchain::RustcWeb,
             cache_root: PathBuf::new(),
+            sandbox: None,
+            rustc_cache: PathBuf::new(),
         }
+    }
+
+    /// The make of a variant: a trusted one's writes the shared compile
+    /// caches; an untrusted one's (a patch from outside the repository)
+    /// writes only a namespace of its own — ccache and the Rust compile
+    /// cache under `*-untrusted`, the remote storage read-only — so that no
+    /// object it makes can be served to a later trusted build.
+    pub fn for_variant(&self, trusted: bool) -> Kbuild {
+        let mut kbuild = self.clone();
+        if trusted || kbuild.sandbox.is_none() {
+            return kbuild;
+        }
+        let ccache = self.cache_root.join(UNTRUSTED_CCACHE);
+        kbuild.rustc_cache = self.cache_root.join(UNTRUSTED_RUSTC_CACHE);
+        for (key, value) in &mut kbuild.env {
+            match key.as_str() {
+                "CCACHE_DIR" => *value = ccache.display().to_string(),
+                "CCACHE_REMOTE_STORAGE" => *value = read_only(value),
+                _ => {}
+            }
+        }
+        if let Some(sandbox) = &mut kbuild.sandbox {
+            sandbox.writable = vec![absolute(&ccache), absolute(&kbuild.rustc_cache)];
+        }
+        kbuild
     }
 
     /// The same, for a tree that takes another toolchain.
@@ -95,17 +134,47 @@ impl Kbuild {
             env.push(("CCACHE_PREFIX".into(), path(&distcc_prefix)));
             env.push(("DISTCC_HOSTS".into(), hosts.clone()));
         }
+        let network = sharing.cache_remote.is_some() || sharing.distcc.is_some();
         Ok(Kbuild {
             wrapper: Some(wrapper),
             env,
             toolchain: Toolchain::RustcWeb,
             cache_root: cache.root.clone(),
+            sandbox: Some(build_sandbox(&cache.root, network)?),
+            rustc_cache: cache.root.join("rustc-cache"),
         })
     }
 
+    /// `cmd`, code from `tree` writing into `out`, as it runs in this run's
+    /// sandbox (`out` handed to the build user first).
+    pub fn sandboxed(&self, cmd: Command, out: &Path) -> Result<Command> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(cmd);
+        };
+        let sandbox = sandbox.writing(out);
+        sandbox.hand_over()?;
+        Ok(sandbox.resolved().wrap(cmd))
+    }
+
+    /// The same sandbox, with `paths` (the configuration fragments of the
+    /// run) readable too.
+    pub fn reading(&self, paths: &[PathBuf]) -> Kbuild {
+        let mut kbuild = self.clone();
+        if let Some(sandbox) = &mut kbuild.sandbox {
+            sandbox.readable.extend(paths.iter().map(|p| absolute(p)));
+        }
+        kbuild
+    }
+
     /// `make` for `tree` with output in `out`, using the toolchain: clang,
-    /// lld and LLVM of its version (`LLVM=-19`), its rustc and bindgen.
-    pub fn make(&self, tree: &Path, out: &Path) -> Command {
+    /// lld and LLVM of its version (`LLVM=-19`), its rustc and bindgen; in
+    /// the run's sandbox.
+    pub fn make(&self, tree: &Path, out: &Path) -> Result<Command> {
+        let cmd = self.unsandboxed_make(tree, out);
+        self.sandboxed(cmd, out)
+    }
+
+    fn unsandboxed_make(&self, tree: &Path, out: &Path) -> Command {
         let tc = self.toolchain;
         let clang = format!("clang{}", tc.llvm_suffix());
         let compiler = match &self.wrapper {
@@ -143,7 +212,7 @@ impl Kbuild {
             // Rust panic locations embed source paths: make them relative, so
             // the image does not depend on where the cache lives.
             .env("KRUSTFLAGS", remap_flags(tree, out))
-            .env(rustc_cache::CACHE_ENV, self.cache_root.join("rustc-cache"))
+            .env(rustc_cache::CACHE_ENV, &self.rustc_cache)
             .env(rustc_cache::TREE_ENV, absolute(tree))
             .env(rustc_cache::OUT_ENV, absolute(out));
         for (key, value) in &self.env {
@@ -161,6 +230,53 @@ impl Kbuild {
         let (_, text) = cmd.output_quiet().unwrap_or_default();
         CcacheStats::parse(&text)
     }
+}
+
+/// The sandbox of a run whose cache is `cache_root`: the cache, the
+/// repository, the harness binary (the Rust compile cache's wrapper) and
+/// cargo's programs (bindgen) readable; the compile caches writable; as
+/// root, the build user's.
+fn build_sandbox(cache_root: &Path, network: bool) -> Result<Sandbox> {
+    let user = if crate::support::provision::is_root() {
+        Some(crate::support::sandbox::build_user()?)
+    } else {
+        None
+    };
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let readable = [
+        Some(cache_root.to_path_buf()),
+        Some(crate::stages::variant::repo_dir()),
+        exe_dir,
+        Some(crate::support::provision::cargo_bin_dir()),
+    ];
+    let readable = readable
+        .into_iter()
+        .flatten()
+        .filter(|p| p.exists())
+        .map(|p| absolute(&p));
+    Ok(Sandbox {
+        user,
+        network,
+        readable: readable.collect(),
+        writable: [cache_root.join("ccache"), cache_root.join("rustc-cache")]
+            .iter()
+            .map(|p| absolute(p))
+            .collect(),
+    })
+}
+
+/// ccache's remote storage list with every entry read-only.
+fn read_only(remotes: &str) -> String {
+    let each = remotes.split_whitespace().map(|r| {
+        if r.contains("read-only") {
+            r.to_string()
+        } else {
+            format!("{r}|read-only")
+        }
+    });
+    each.collect::<Vec<_>>().join(" ")
 }
 
 fn absolute(dir: &Path) -> PathBuf {

@@ -51,6 +51,11 @@ pub struct Variant {
     pub key: String,
     /// "tree as is", "tree + patch", "tree − patch".
     pub describe: String,
+    /// Made only from the tree and the repository's own patches (patches/):
+    /// its builds may write the shared compile caches. A patch from
+    /// anywhere else (a mail, a file of the user's, a mutant) makes its
+    /// builds use a compile-cache namespace of their own.
+    pub trusted: bool,
 }
 
 /// The variant's content key: the source, the *result* of the patches on
@@ -98,6 +103,10 @@ fn patched_files(
 pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
     let key = key(cache, source, &spec)?;
     let describe = describe(&spec.patches);
+    let trusted = spec
+        .patches
+        .iter()
+        .all(|(patch, _)| is_repository_patch(patch));
     // Named by content only: the same tree under another role (a probe of
     // what verify built as its candidate) reuses the tree and its build.
     let dest = cache.dir("variants")?.join(&key);
@@ -125,7 +134,15 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
         tree,
         key,
         describe,
+        trusted,
     })
+}
+
+/// Whether `patch` is one of the repository's own (under patches/).
+fn is_repository_patch(patch: &Path) -> bool {
+    let ours = repo_dir().join("patches");
+    let canonical = |p: &Path| p.canonicalize().ok();
+    matches!((canonical(patch), canonical(&ours)), (Some(p), Some(ours)) if p.starts_with(&ours))
 }
 
 const READY: &str = ".patverify-variant";

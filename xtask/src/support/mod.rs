@@ -7,3 +7,4 @@ pub mod failure;
 pub mod proc;
 pub mod provision;
 pub mod rustc_cache;
+pub mod sandbox;

@@ -328,6 +328,13 @@ const REQUIREMENTS: &[Requirement] = &[
     },
     Requirement {
         feature: Feature::Pipeline,
+        what: "bubblewrap (the build sandbox)",
+        provides: &["bwrap"],
+        probe: || version_of("bwrap", "--version"),
+        install: Install::Apt("bubblewrap"),
+    },
+    Requirement {
+        feature: Feature::Pipeline,
         what: "qemu-system-x86_64",
         provides: &["qemu-system-x86_64", QBOOT],
         probe: || version_of("qemu-system-x86_64", "--version"),

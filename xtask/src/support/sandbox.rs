@@ -1,0 +1,338 @@
+//! The sandbox every step that runs code from a kernel tree or a patch goes
+//! through: the tree's configuration scripts and `make`, with everything it
+//! starts (the compilers, the compile-cache wrappers, the host programs the
+//! build makes and runs). bubblewrap gives the step a read-only system;
+//! private /tmp, /root, /home and /run (nothing of root's or the users'
+//! files, no sockets); its own PID, IPC and UTS namespaces; a new session
+//! (no terminal to inject input into); and no network, unless a
+//! `--distcc`/`--cache-remote` run must reach its hosts. Only the build's
+//! own directory and the compile caches are writable. Started as root, the
+//! step runs as the unprivileged user [`USER`] with every capability
+//! dropped (`setpriv`); started as anyone else, as that user.
+//!
+//! What the harness itself does (staging, renaming into place, logs) stays
+//! outside: a build can only write what its own directory holds.
+
+use crate::support::failure::{fail, Kind};
+use crate::support::proc::Command;
+use anyhow::{Context, Result};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The user sandboxed steps run as when the harness runs as root.
+pub const USER: &str = "patverify-build";
+
+/// The directories the system keeps private: hidden (an empty tmpfs) in the
+/// sandbox, and what the sandbox must read from them bound back read-only.
+const HIDDEN: [&str; 4] = ["/tmp", "/root", "/home", "/run"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sandbox {
+    /// The uid and gid to run as (root's runs); None: the invoking user.
+    pub user: Option<(u32, u32)>,
+    /// Whether the step keeps the network (distcc, a remote cache).
+    pub network: bool,
+    /// Visible read-only, also where they lie in a hidden directory (the
+    /// cache, the repository, the harness binary, the toolchain).
+    pub readable: Vec<PathBuf>,
+    /// The only writable paths (the build directory, the compile caches).
+    pub writable: Vec<PathBuf>,
+}
+
+impl Sandbox {
+    /// The same sandbox with `dir` writable too (a step's own build dir).
+    pub fn writing(&self, dir: &Path) -> Sandbox {
+        let mut sandbox = self.clone();
+        sandbox.writable.push(absolute(dir));
+        sandbox
+    }
+
+    /// bubblewrap's arguments (and setpriv's, as root) before the program.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<String> = Vec::new();
+        let push = |args: &mut Vec<String>, items: &[&str]| {
+            args.extend(items.iter().map(|s| s.to_string()))
+        };
+        push(
+            &mut args,
+            &["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"],
+        );
+        for dir in HIDDEN.iter().filter(|d| Path::new(d).is_dir()) {
+            // /tmp as every user expects it: writable by all, sticky.
+            let perms = if *dir == "/tmp" { "1777" } else { "0755" };
+            push(&mut args, &["--perms", perms, "--tmpfs", dir]);
+        }
+        push(
+            &mut args,
+            &["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"],
+        );
+        push(
+            &mut args,
+            &[
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+            ],
+        );
+        if !self.network {
+            push(&mut args, &["--unshare-net"]);
+        }
+        push(&mut args, &["--die-with-parent", "--new-session"]);
+        // bubblewrap makes a bind's missing parents 0700: the build user
+        // could not walk to the cache in root's hidden home.
+        for dir in self.parents_to_make() {
+            let dir = dir.display().to_string();
+            push(&mut args, &["--perms", "0755", "--dir", &dir]);
+        }
+        for (flag, dirs) in [("--ro-bind", &self.readable), ("--bind", &self.writable)] {
+            for dir in dirs {
+                let dir = dir.display().to_string();
+                push(&mut args, &[flag, &dir, &dir]);
+            }
+        }
+        if let Some((uid, gid)) = self.user {
+            // Root's bubblewrap drops every capability but these two, which
+            // setpriv needs to become the build user and then drops too.
+            push(
+                &mut args,
+                &[
+                    "--cap-add",
+                    "CAP_SETUID",
+                    "--cap-add",
+                    "CAP_SETGID",
+                    "--",
+                    "setpriv",
+                ],
+            );
+            args.push(format!("--reuid={uid}"));
+            args.push(format!("--regid={gid}"));
+            push(
+                &mut args,
+                &[
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                    "--no-new-privs",
+                ],
+            );
+        }
+        args.push("--".into());
+        args.into_iter().map(OsString::from).collect()
+    }
+
+    /// The directories between a hidden directory and a bound path, outer
+    /// first: what the sandbox must make for the binds to be reachable.
+    fn parents_to_make(&self) -> Vec<PathBuf> {
+        let mut parents: Vec<PathBuf> = Vec::new();
+        for path in self.readable.iter().chain(&self.writable) {
+            let Some(hidden) = HIDDEN.iter().map(Path::new).find(|h| path.starts_with(h)) else {
+                continue;
+            };
+            let mut between: Vec<PathBuf> = path
+                .ancestors()
+                .skip(1)
+                .take_while(|a| *a != hidden)
+                .map(Path::to_path_buf)
+                .collect();
+            between.reverse();
+            parents.extend(between);
+        }
+        let mut seen = std::collections::HashSet::new();
+        parents.retain(|p| seen.insert(p.clone()));
+        parents
+    }
+
+    /// `cmd` run inside the sandbox (its environment and directory kept).
+    pub fn wrap(&self, cmd: Command) -> Command {
+        let mut wrapped = Command::new("bwrap")
+            .args(self.args())
+            .arg(cmd.program)
+            .args(cmd.args);
+        wrapped.env = cmd.env;
+        wrapped.dir = cmd.dir;
+        wrapped
+    }
+
+    /// The same sandbox with each path as the kernel resolves it: a bind
+    /// of a symbolic link (a cache whose compile caches link to another's)
+    /// mounts the directory it points to, where the link will find it.
+    pub fn resolved(&self) -> Sandbox {
+        let real = |paths: &[PathBuf]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+                .collect()
+        };
+        Sandbox {
+            readable: real(&self.readable),
+            writable: real(&self.writable),
+            ..self.clone()
+        }
+    }
+
+    /// Gives the build user every writable path (as root): what a step
+    /// writes must be its to write. Entries already its are left alone.
+    pub fn hand_over(&self) -> Result<()> {
+        let Some((uid, gid)) = self.user else {
+            return Ok(());
+        };
+        for dir in &self.writable {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // Where a link points, not the link itself.
+            chown_tree(&dir.canonicalize()?, uid, gid)?;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Hands `path` and everything below it to `uid`:`gid`. Entries that vanish
+/// meanwhile (ccache renames its temporary files as other runs build) are
+/// no longer anyone's to hand over.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::io::ErrorKind::NotFound;
+    use std::os::unix::fs::MetadataExt;
+    let gone = |e: &std::io::Error| e.kind() == NotFound;
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if gone(&e) => return Ok(()),
+        other => other?,
+    };
+    if meta.uid() != uid || meta.gid() != gid {
+        match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other.with_context(|| format!("cannot hand {} to {USER}", path.display()))?,
+        }
+    }
+    if meta.is_dir() {
+        let entries = match std::fs::read_dir(path) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other?,
+        };
+        for entry in entries.flatten() {
+            chown_tree(&entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// The build user's uid and gid, the user made first if it is missing (a
+/// system user with no home and no shell).
+pub fn build_user() -> Result<(u32, u32)> {
+    if let Some(ids) = lookup(&std::fs::read_to_string("/etc/passwd").unwrap_or_default()) {
+        return Ok(ids);
+    }
+    Command::new("useradd")
+        .args(["--system", "--user-group", "--no-create-home"])
+        .args([
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            USER,
+        ])
+        .run()
+        .map_err(|e| {
+            fail(
+                Kind::Setup,
+                format!("cannot create the build user {USER}: {e:#}"),
+            )
+        })?;
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    lookup(&passwd).ok_or_else(|| fail(Kind::Setup, format!("useradd made no user {USER}")))
+}
+
+/// [`USER`]'s uid and gid in an /etc/passwd text.
+fn lookup(passwd: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [name, _, uid, gid, ..] if *name == USER => {
+                Some((uid.parse().ok()?, gid.parse().ok()?))
+            }
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(user: Option<(u32, u32)>, network: bool) -> Sandbox {
+        Sandbox {
+            user,
+            network,
+            readable: vec!["/root/.cache/patverify".into()],
+            writable: vec!["/root/.cache/patverify/ccache".into()],
+        }
+    }
+
+    fn line(s: &Sandbox) -> String {
+        let args: Vec<String> = s
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn the_system_is_read_only_and_only_the_build_writes() {
+        let text = line(&sandbox(None, false).writing(Path::new("/c/variants/k/build-1")));
+        assert!(
+            text.starts_with("--ro-bind / / --dev /dev --proc /proc"),
+            "{text}"
+        );
+        assert!(text.contains("--perms 1777 --tmpfs /tmp"), "{text}");
+        assert!(
+            text.contains("--unshare-net") && text.contains("--new-session"),
+            "{text}"
+        );
+        // Hidden first, then what must be read bound back, then the writable.
+        let readable = text.find("--ro-bind /root/.cache/patverify").unwrap();
+        let writable = text.find("--bind /root/.cache/patverify/ccache").unwrap();
+        assert!(
+            text.find("--tmpfs /root").unwrap() < readable && readable < writable,
+            "{text}"
+        );
+        assert!(
+            text.contains("--bind /c/variants/k/build-1 /c/variants/k/build-1"),
+            "{text}"
+        );
+        assert!(text.ends_with(" --"), "{text}");
+        // The cache's parents in the hidden /root, walkable by the build user.
+        assert!(
+            text.contains("--perms 0755 --dir /root/.cache --perms 0755 --dir /root/.cache/patverify --ro-bind"),
+            "{text}"
+        );
+        assert!(!text.contains("setpriv"), "{text}");
+    }
+
+    #[test]
+    fn root_runs_the_step_as_the_build_user_without_capabilities() {
+        let text = line(&sandbox(Some((999, 998)), false));
+        assert!(text.contains("--cap-add CAP_SETUID --cap-add CAP_SETGID -- setpriv --reuid=999 --regid=998 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --"), "{text}");
+        let wrapped =
+            sandbox(Some((999, 998)), false).wrap(Command::new("make").arg("-j2").env("A", "1"));
+        assert_eq!(wrapped.program, "bwrap");
+        assert_eq!(wrapped.args.last().unwrap(), "-j2");
+        assert_eq!(wrapped.env, vec![("A".into(), "1".into())]);
+    }
+
+    #[test]
+    fn a_remote_cache_keeps_the_network() {
+        assert!(!line(&sandbox(None, true)).contains("--unshare-net"));
+    }
+
+    #[test]
+    fn the_build_user_is_read_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\npatverify-build:x:996:995::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(lookup(passwd), Some((996, 995)));
+        assert_eq!(lookup("root:x:0:0:root:/root:/bin/bash\n"), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! End-to-end: a hostile patch, as a mailing list could bring one. Its
+//! init/Makefile runs shell commands while the kernel builds: it writes into
+//! /root and /var/tmp, copies the first line of /etc/shadow into the build
+//! log, plants files in the shared compile caches and looks at the network.
+//! Built by `probe --patch`, it must change nothing outside its own build:
+//! the build runs sandboxed, as the unprivileged build user, with the
+//! system read-only, root's files hidden, no network, and a compile-cache
+//! namespace of its own. The patch is new on every run (its markers carry
+//! the test's pid), so the sandbox really runs each time. One run; each
+//! check is its own test.
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use xtask::record::Record;
+
+struct Ran {
+    code: Option<i32>,
+    text: String,
+    record: Record,
+    /// The fixture verify's record (the trusted kernels before the run).
+    before: Record,
+    log: String,
+    marker: String,
+}
+
+fn ran() -> &'static Ran {
+    static RAN: OnceLock<Ran> = OnceLock::new();
+    RAN.get_or_init(|| run().expect("the hostile probe"))
+}
+
+/// Where the hostile lines try to write, for `marker`.
+fn targets(marker: &str) -> Vec<PathBuf> {
+    let cache = cache_root();
+    vec![
+        PathBuf::from(format!("/root/{marker}")),
+        PathBuf::from(format!("/var/tmp/{marker}")),
+        cache.join("ccache").join(marker),
+        cache.join("rustc-cache").join(marker),
+    ]
+}
+
+fn hostile_patch(tree: &Path, out: &Path, marker: &str) -> Result<PathBuf> {
+    let file = "init/Makefile";
+    let original = std::fs::read_to_string(tree.join(file))?;
+    let mut hostile = original.clone();
+    for target in targets(marker) {
+        hostile += &format!("$(shell echo hostile > {})\n", target.display());
+    }
+    hostile += "HOSTILE_SECRET := $(shell head -1 /etc/shadow)\n";
+    hostile += &format!("$(info {marker} secret: [$(HOSTILE_SECRET)])\n");
+    hostile += &format!("$(info {marker} uid: $(shell id -u))\n");
+    hostile += &format!("$(info {marker} net: $(shell ls /sys/class/net))\n");
+    let patch = out.join("hostile.patch");
+    std::fs::write(&patch, unified_diff(file, &original, &hostile, out)?)?;
+    Ok(patch)
+}
+
+fn run() -> Result<Ran> {
+    let (out, _, before) = start("sandbox", true)?;
+    let before = before.context("the fixture verify")?;
+    let marker = format!("patverify-hostile-{}", std::process::id());
+    for target in targets(&marker) {
+        let _ = std::fs::remove_file(target);
+    }
+    let patch = hostile_patch(source_tree(&before)?, &out, &marker)?;
+    let json = out.join("hostile.json");
+    let mut args = strings(&["probe", "--env", "native", "--patch"]);
+    args.push(patch.display().to_string());
+    args.extend(["--json".into(), json.display().to_string()]);
+    println!("==> e2e: probe --patch a hostile patch (its Makefile runs shell commands)");
+    let (code, text) = harness(&cache_root(), &args)?;
+    let record = Record::read(&json).with_context(|| text.clone())?;
+    let build = record.builds.first().context("no build recorded")?;
+    let log = std::fs::read_to_string(Path::new(&build.build_dir).join("build.log"))?;
+    Ok(Ran {
+        code,
+        text,
+        record,
+        before,
+        log,
+        marker,
+    })
+}
+
+/// The value a hostile line printed into the build log ("… uid: 999").
+fn printed(what: &str) -> String {
+    let ran = ran();
+    let prefix = format!("{} {what}: ", ran.marker);
+    let line = ran.log.lines().find_map(|l| l.strip_prefix(&prefix));
+    line.unwrap_or_else(|| panic!("no {prefix:?} line in the build log"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_hostile_kernel_builds_and_is_judged_as_any_other() {
+    let ran = ran();
+    assert_eq!(ran.code, Some(0), "{}", ran.text);
+    assert!(ran.record.builds.iter().all(|b| b.untrusted && !b.reused));
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn nothing_outside_the_build_is_written() {
+    let ran = ran();
+    for target in targets(&ran.marker) {
+        assert!(!target.exists(), "{} was written", target.display());
+    }
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn no_host_secret_reaches_the_log() {
+    assert_eq!(printed("secret"), "[]");
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let first = shadow.lines().next().unwrap_or("no /etc/shadow");
+    assert!(
+        !ran().log.contains(first),
+        "the build log holds /etc/shadow's first line"
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_build_runs_unprivileged_without_network() {
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let uid = printed("uid");
+    if as_root {
+        assert_ne!(uid, "0", "the build ran as root");
+    }
+    assert_eq!(printed("net"), "lo", "the build saw a network device");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_trusted_kernels_are_what_they_were() {
+    // A later trusted run builds (or finds) the same kernels, byte for byte.
+    let after = verified(&scenario_dir("sandbox-after").unwrap())
+        .unwrap()
+        .record;
+    let images = |r: &Record| -> Vec<(String, String)> {
+        r.builds
+            .iter()
+            .map(|b| (b.variant.clone(), b.bzimage_sha256.clone()))
+            .collect()
+    };
+    assert_eq!(images(&after), images(&ran().before));
+    assert!(after.builds.iter().all(|b| !b.untrusted));
+}
