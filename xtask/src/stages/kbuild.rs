@@ -134,6 +134,11 @@ impl Kbuild {
             env.push(("CCACHE_PREFIX".into(), path(&distcc_prefix)));
             env.push(("DISTCC_HOSTS".into(), hosts.clone()));
         }
+        // rustup's proxies (bindgen runs rustfmt) find their toolchains
+        // through RUSTUP_HOME: the sandbox's HOME is its private /tmp.
+        if let Some(rustup) = rustup_home() {
+            env.push(("RUSTUP_HOME".into(), path(&rustup)));
+        }
         let network = sharing.cache_remote.is_some() || sharing.distcc.is_some();
         Ok(Kbuild {
             wrapper: Some(wrapper),
@@ -250,6 +255,7 @@ fn build_sandbox(cache_root: &Path, network: bool) -> Result<Sandbox> {
         Some(crate::stages::variant::repo_dir()),
         exe_dir,
         Some(crate::support::provision::cargo_bin_dir()),
+        rustup_home(),
     ];
     let readable = readable
         .into_iter()
@@ -265,6 +271,14 @@ fn build_sandbox(cache_root: &Path, network: bool) -> Result<Sandbox> {
             .map(|p| absolute(p))
             .collect(),
     })
+}
+
+/// rustup's home, where it is installed (`RUSTUP_HOME`, else ~/.rustup).
+fn rustup_home() -> Option<PathBuf> {
+    let home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup"))
+    })?;
+    home.is_dir().then_some(home)
 }
 
 /// ccache's remote storage list with every entry read-only.
