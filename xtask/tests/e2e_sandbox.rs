@@ -53,7 +53,10 @@ fn hostile_patch(tree: &Path, out: &Path, marker: &str) -> Result<PathBuf> {
     hostile += "HOSTILE_SECRET := $(shell head -1 /etc/shadow)\n";
     hostile += &format!("$(info {marker} secret: [$(HOSTILE_SECRET)])\n");
     hostile += &format!("$(info {marker} uid: $(shell id -u))\n");
-    hostile += &format!("$(info {marker} net: $(shell ls /sys/class/net))\n");
+    // The interfaces of the build's network namespace (sysfs would show the
+    // host's: it is the mounter's view).
+    let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
+    hostile += &format!("$(info {marker} net: $(shell {interfaces}))\n");
     let patch = out.join("hostile.patch");
     std::fs::write(&patch, unified_diff(file, &original, &hostile, out)?)?;
     Ok(patch)
