@@ -26,6 +26,9 @@ const BASE_PROGRAMS: &[&str] = &[
 const BASE_PATHS: &[&str] = &[
     "/bin/false",
     "/bin/sh",
+    "/etc/passwd",
+    "/etc/shadow",
+    "/usr/sbin/nologin",
     "/usr/share",
     "/usr/src",
     "/var/tmp",
