@@ -199,7 +199,7 @@ pub struct Bench {
     /// step, the cost of transparent huge pages.
     #[arg(long)]
     pub slow: bool,
-    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step, thp-cost.
+    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step, thp-cost, mutants.
     /// Default: warm, plus the others with --slow.
     #[arg(long = "scenario", value_enum, value_name = "NAME")]
     pub scenarios: Vec<Scenario>,
@@ -220,6 +220,8 @@ pub enum Scenario {
     /// cold build: raw `make`s of the baseline's configuration with it and
     /// without it, one after the other.
     ThpCost,
+    /// A full `mutants` run of the default tree, natively.
+    Mutants,
 }
 
 #[derive(clap::Subcommand, Debug)]

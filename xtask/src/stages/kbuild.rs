@@ -275,9 +275,9 @@ fn build_sandbox(cache_root: &Path, network: bool) -> Result<Sandbox> {
 
 /// rustup's home, where it is installed (`RUSTUP_HOME`, else ~/.rustup).
 fn rustup_home() -> Option<PathBuf> {
-    let home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup"))
-    })?;
+    let home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))?;
     home.is_dir().then_some(home)
 }
 
