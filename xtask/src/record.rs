@@ -52,6 +52,10 @@ pub struct Record {
     pub builds: Vec<BuildRecord>,
     pub environments: Vec<EnvRecord>,
     pub results: Vec<ResultRecord>,
+    /// What confined the builds' make (version 6): "bubblewrap, as
+    /// patverify-build", or "unavailable: why" where bubblewrap could not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     /// The later steps' `PATH.bits.NAME` rows (version 6).
     #[serde(default)]
     pub bits: Vec<BitRecord>,
@@ -76,6 +80,7 @@ impl Default for Record {
             builds: Vec::new(),
             environments: Vec::new(),
             results: Vec::new(),
+            sandbox: None,
             bits: Vec::new(),
             mutants: Vec::new(),
             timings: Vec::new(),

@@ -255,6 +255,7 @@ impl Session {
             });
             built.push(b);
         }
+        self.record.sandbox = Some(ctx.kbuild.sandbox_status());
         Ok(built)
     }
 

@@ -83,6 +83,19 @@ impl Kbuild {
         }
     }
 
+    /// What confines this run's builds, for the record: "bubblewrap as
+    /// patverify-build", "bubblewrap", or why there is none.
+    pub fn sandbox_status(&self) -> String {
+        match (&self.sandbox, crate::support::sandbox::available()) {
+            (None, _) => "none (a raw make)".into(),
+            (Some(_), Err(why)) => format!("unavailable: {why}"),
+            (Some(s), Ok(())) if s.user.is_some() => {
+                format!("bubblewrap, as {}", crate::support::sandbox::USER)
+            }
+            (Some(_), Ok(())) => "bubblewrap".into(),
+        }
+    }
+
     pub fn toolchain(&self) -> Toolchain {
         self.toolchain
     }
@@ -156,6 +169,13 @@ impl Kbuild {
         let Some(sandbox) = &self.sandbox else {
             return Ok(cmd);
         };
+        if let Err(why) = crate::support::sandbox::available() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::output::progress(&crate::support::sandbox::unavailable_warning(&why))
+            });
+            return Ok(cmd);
+        }
         let sandbox = sandbox.writing(out);
         sandbox.hand_over()?;
         Ok(sandbox.resolved().wrap(cmd))

@@ -26,6 +26,23 @@ pub const USER: &str = "patverify-build";
 /// sandbox, and what the sandbox must read from them bound back read-only.
 const HIDDEN: [&str; 4] = ["/tmp", "/root", "/home", "/run"];
 
+/// The namespaces of their own every sandboxed step gets (beside the mount
+/// namespace bubblewrap always makes, and the network one unless needed).
+const NAMESPACES: [&str; 4] = [
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+];
+
+/// setpriv's: no supplementary groups, no capability to inherit or regain.
+const DROP_EVERYTHING: [&str; 4] = [
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sandbox {
     /// The uid and gid to run as (root's runs); None: the invoking user.
@@ -49,73 +66,53 @@ impl Sandbox {
 
     /// bubblewrap's arguments (and setpriv's, as root) before the program.
     pub fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<String> = Vec::new();
-        let push = |args: &mut Vec<String>, items: &[&str]| {
-            args.extend(items.iter().map(|s| s.to_string()))
-        };
-        push(
-            &mut args,
-            &["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"],
-        );
+        let words = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut args = words(&["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
         for dir in HIDDEN.iter().filter(|d| Path::new(d).is_dir()) {
             // /tmp as every user expects it: writable by all, sticky.
             let perms = if *dir == "/tmp" { "1777" } else { "0755" };
-            push(&mut args, &["--perms", perms, "--tmpfs", dir]);
+            args.extend(words(&["--perms", perms, "--tmpfs", dir]));
         }
-        push(
-            &mut args,
-            &["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"],
-        );
-        push(
-            &mut args,
-            &[
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--unshare-uts",
-                "--unshare-cgroup-try",
-            ],
-        );
+        args.extend(words(&[
+            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
+        ]));
+        args.extend(words(&NAMESPACES));
         if !self.network {
-            push(&mut args, &["--unshare-net"]);
+            args.push("--unshare-net".into());
         }
-        push(&mut args, &["--die-with-parent", "--new-session"]);
+        args.extend(words(&["--die-with-parent", "--new-session"]));
         // bubblewrap makes a bind's missing parents 0700: the build user
         // could not walk to the cache in root's hidden home.
         for dir in self.parents_to_make() {
-            let dir = dir.display().to_string();
-            push(&mut args, &["--perms", "0755", "--dir", &dir]);
+            args.extend(words(&[
+                "--perms",
+                "0755",
+                "--dir",
+                &dir.display().to_string(),
+            ]));
         }
         for (flag, dirs) in [("--ro-bind", &self.readable), ("--bind", &self.writable)] {
             for dir in dirs {
                 let dir = dir.display().to_string();
-                push(&mut args, &[flag, &dir, &dir]);
+                args.extend(words(&[flag, &dir, &dir]));
             }
         }
         if let Some((uid, gid)) = self.user {
             // Root's bubblewrap drops every capability but these two, which
             // setpriv needs to become the build user and then drops too.
-            push(
-                &mut args,
-                &[
-                    "--cap-add",
-                    "CAP_SETUID",
-                    "--cap-add",
-                    "CAP_SETGID",
-                    "--",
-                    "setpriv",
-                ],
-            );
-            args.push(format!("--reuid={uid}"));
-            args.push(format!("--regid={gid}"));
-            push(
-                &mut args,
-                &[
-                    "--clear-groups",
-                    "--inh-caps=-all",
-                    "--bounding-set=-all",
-                    "--no-new-privs",
-                ],
-            );
+            args.extend(words(&[
+                "--cap-add",
+                "CAP_SETUID",
+                "--cap-add",
+                "CAP_SETGID",
+            ]));
+            args.extend(words(&[
+                "--",
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+            ]));
+            args.extend(words(&DROP_EVERYTHING));
         }
         args.push("--".into());
         args.into_iter().map(OsString::from).collect()
@@ -185,6 +182,38 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Whether bubblewrap can make this sandbox's namespaces here, tried once
+/// per run (after provisioning installed it): inside a chroot whose root
+/// is not a mount point, or a container without the privilege to make
+/// mount namespaces, it cannot — the error says why.
+pub fn available() -> Result<(), String> {
+    static TRIED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    TRIED
+        .get_or_init(|| {
+            let probe = Command::new("bwrap")
+                .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+                .args([
+                    "--unshare-pid",
+                    "--unshare-net",
+                    "--die-with-parent",
+                    "--",
+                    "true",
+                ]);
+            match probe.output_quiet() {
+                Ok((true, _)) => Ok(()),
+                Ok((false, said)) => Err(said.trim().to_string()),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        })
+        .clone()
+}
+
+/// What the run's sandbox was, for the record and the warning: said once
+/// when bubblewrap cannot run here and code from the tree runs unconfined.
+pub fn unavailable_warning(why: &str) -> String {
+    format!("WARNING: the build sandbox cannot run here ({why}): code from the tree and its patches runs unconfined, as this user, with the network. Run on a machine or VM whose root is a mount point and that may make namespaces.")
 }
 
 fn absolute(dir: &Path) -> PathBuf {
