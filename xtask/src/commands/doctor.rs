@@ -72,7 +72,7 @@ fn print_cache(cache_root: &Path, limit: u64) {
             "kept"
         };
         crate::output::result(&format!(
-            "           {kind:<14} {:>10}  ({evictable})",
+            "           {kind:<22} {:>10}  ({evictable})",
             evict::human(bytes)
         ));
     }
