@@ -386,6 +386,7 @@ pub fn result_table(text: &str) -> Vec<String> {
                     .any(|word| l.contains(word))
                 && !l.trim_start().starts_with("earlier:")
                 && !l.trim_start().starts_with("moved:")
+                && !l.trim_start().starts_with("kept bits:")
                 && !l.contains("known defect outside")
         })
         .map(str::to_string)
