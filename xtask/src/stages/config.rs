@@ -240,7 +240,10 @@ pub fn configure(
         .arg(build_dir)
         .arg(&config)
         .args(fragments)
-        .dir(tree);
+        // It makes its temporary files in the current directory: the build
+        // directory, the only one the sandbox lets it write (with -m it
+        // runs no make, so the tree need not be the current directory).
+        .dir(build_dir);
     // The tree's own script: code from the tree, sandboxed like its make.
     run(kbuild.sandboxed(merge, build_dir)?, "merge_config")?;
     run(
