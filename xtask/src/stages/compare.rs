@@ -50,6 +50,17 @@ impl LostRow {
             after,
         }
     }
+
+    /// A kept-bit row: what the step did to the bit, or None when it was
+    /// not shown.
+    fn of_bit(env: Env, b: &BitRow, after: Option<String>) -> LostRow {
+        LostRow {
+            env,
+            path: b.path,
+            label: b.label(),
+            after,
+        }
+    }
 }
 
 /// "env path mode→observed", "env path mode: not measured".
@@ -111,12 +122,7 @@ pub fn lost_bits(runs: &[Run]) -> Vec<LostRow> {
                 .bits
                 .iter()
                 .filter(|b| b.lost())
-                .map(|b| LostRow {
-                    env: run.env,
-                    path: b.path,
-                    label: b.label(),
-                    after: Some(b.describe()),
-                })
+                .map(|b| LostRow::of_bit(run.env, b, Some(b.describe())))
         })
         .collect()
 }
@@ -139,12 +145,7 @@ fn unmeasured_bits(baseline: &[Run], candidate: &[Run]) -> Vec<LostRow> {
                 .bits
                 .iter()
                 .filter(|b| !b.skipped() && !measured(run.env, b))
-                .map(|b| LostRow {
-                    env: run.env,
-                    path: b.path,
-                    label: b.label(),
-                    after: None,
-                })
+                .map(|b| LostRow::of_bit(run.env, b, None))
         })
         .collect()
 }
@@ -207,12 +208,7 @@ pub fn killing_rows(reference: &[Run], mutant: &[Run]) -> Vec<LostRow> {
             .bits
             .iter()
             .filter(|b| b.lost() && kept_bit(run.env, b))
-            .map(|b| LostRow {
-                env: run.env,
-                path: b.path,
-                label: b.label(),
-                after: Some(b.describe()),
-            })
+            .map(|b| LostRow::of_bit(run.env, b, Some(b.describe())))
     });
     modes.chain(bits).collect()
 }
