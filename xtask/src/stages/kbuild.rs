@@ -10,7 +10,7 @@ use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use crate::support::rustc_cache;
-use crate::support::sandbox::Sandbox;
+use crate::support::sandbox::{absolute, Sandbox};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -311,10 +311,6 @@ fn read_only(remotes: &str) -> String {
         }
     });
     each.collect::<Vec<_>>().join(" ")
-}
-
-fn absolute(dir: &Path) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn remap_flags(tree: &Path, out: &Path) -> String {

@@ -216,7 +216,8 @@ pub fn unavailable_warning(why: &str) -> String {
     format!("WARNING: the build sandbox cannot run here ({why}): code from the tree and its patches runs unconfined, as this user, with the network. Run on a machine or VM whose root is a mount point and that may make namespaces.")
 }
 
-fn absolute(dir: &Path) -> PathBuf {
+/// `dir` as an absolute path (as given when it cannot be made one).
+pub fn absolute(dir: &Path) -> PathBuf {
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
