@@ -52,6 +52,11 @@ pub struct Common {
     /// How many boots run at once (default: one per core; at most 64).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=crate::support::proc::MAX_PARALLEL_BOOTS as i64))]
     pub parallel_boots: Option<u16>,
+    /// Build where the sandbox cannot run (a container that may not make
+    /// namespaces): code from the tree and its patches then runs as this
+    /// user, with the network. Without it such a machine is refused.
+    #[arg(long, env = "PATVERIFY_UNCONFINED")]
+    pub unconfined: bool,
     /// Extra config fragment merged after configs/*.config (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     pub extra_configs: Vec<PathBuf>,

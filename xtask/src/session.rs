@@ -17,7 +17,7 @@ use crate::stages::patch::PatchSet;
 use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
 use crate::stages::toolchain::{self, Toolchain};
-use crate::stages::variant::{self, Variant};
+use crate::stages::variant::Variant;
 use crate::stages::{config, initramfs, source};
 use crate::support::cache::{sha256_hex, Cache};
 use crate::support::failure::{fail, Kind};
@@ -123,7 +123,8 @@ impl Session {
         let sharing = self.sharing();
         sharing.check()?;
         let cache = Cache::open(cache_root)?;
-        let kbuild = Kbuild::with_ccache(&cache, &sharing)?;
+        let kbuild =
+            Kbuild::with_ccache(&cache, &sharing)?.allow_unconfined(self.common.unconfined);
         let out_dir = match &self.common.out {
             Some(dir) => dir.clone(),
             None => {
@@ -217,7 +218,7 @@ impl Session {
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
         output::emit(Event::Stage(Stage::Build));
-        let mut fragments = config::fragments(&variant::repo_dir().join("configs"))?;
+        let mut fragments = config::fragments(&crate::support::repo_dir().join("configs"))?;
         for extra in &self.common.extra_configs {
             let path = extra.canonicalize().map_err(|e| {
                 fail(
@@ -226,6 +227,11 @@ impl Session {
                 )
             })?;
             fragments.push(path);
+        }
+        for fragment in &fragments {
+            let text = std::fs::read_to_string(fragment)
+                .with_context(|| format!("cannot read {}", fragment.display()))?;
+            config::check_fragment(fragment, &text)?;
         }
         let toolchain = ctx.kbuild.toolchain().id(&ctx.cache.root);
         let jobs = self.common.jobs.unwrap_or_else(|| self.sharing().jobs());

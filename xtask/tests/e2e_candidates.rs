@@ -151,7 +151,7 @@ fn a_reply_carries_tested_by_to_b4(dir: &Path, mbox: &Path, checks: &mut Checks)
 /// so the entry pte_modify() rewrites with a protection that has no cache
 /// bits (pte_modify_direct) loses the PAT bit as on the baseline.
 fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
-    let patches = xtask::stages::variant::repo_dir().join("patches");
+    let patches = xtask::support::repo_dir().join("patches");
     let upstream = patches.join(xtask::stages::variant::DEFAULT_PATCH);
     let proposal = patches.join(xtask::stages::variant::PROPOSAL_PATCH);
     let dir = out.join("two-candidates");

@@ -51,6 +51,18 @@ fn failure_injection(
     let unknown_option = out.join("unknown-option.config");
     std::fs::write(&unknown_option, "CONFIG_PATVERIFY_NO_SUCH_OPTION=y\n")?;
     let stale_patch = stale_patch(out)?;
+    // A patch that would write beside the tree, and a fragment of garbage.
+    let escape = out.join("escape.patch");
+    let escaped = out.join("escaped");
+    std::fs::write(
+        &escape,
+        format!(
+            "--- /dev/null\n+++ b/../../../../../../../..{}\n@@ -0,0 +1 @@\n+x\n",
+            escaped.display()
+        ),
+    )?;
+    let garbage = out.join("garbage.config");
+    std::fs::write(&garbage, "CONFIG_RUST=y\nCONFIG_\n=zz\n")?;
     let cases: Vec<(&str, Vec<String>, i32, &str)> = vec![
         (
             "not a kernel tree",
@@ -92,6 +104,18 @@ fn failure_injection(
             ],
             Kind::Config.exit_code(),
             "CONFIG_PATVERIFY_NO_SUCH_OPTION=y (got unset)",
+        ),
+        (
+            "patch names a file outside the tree",
+            vec!["--patch".into(), escape.display().to_string()],
+            Kind::PatchDoesNotApply.exit_code(),
+            "names a file outside the tree",
+        ),
+        (
+            "garbage config fragment",
+            vec!["--config".into(), garbage.display().to_string()],
+            Kind::Config.exit_code(),
+            "garbage.config:2: neither CONFIG_NAME=value",
         ),
         (
             "patch applies neither way",
@@ -303,6 +327,11 @@ fn failure_injection(
             );
         }
     }
+    checks.check(
+        "the patch naming a file outside the tree wrote nothing there",
+        !escaped.exists(),
+        || format!("{} exists", escaped.display()),
+    );
     Ok(())
 }
 

@@ -164,6 +164,7 @@ fn bisect_finds_the_commit(
     git(&["add", "-A", "--force"]).run()?;
     git(&["commit", "--quiet", "-m", "good: the tree with the fix"]).run()?;
     xtask::stages::patch::apply(
+        &xtask::stages::kbuild::Kbuild::plain(),
         &repo,
         &xtask::commands::verify::default_patch(),
         xtask::stages::patch::Direction::Reverse,

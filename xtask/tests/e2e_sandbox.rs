@@ -1,7 +1,8 @@
 //! End-to-end: a hostile patch, as a mailing list could bring one. Its
 //! init/Makefile runs shell commands while the kernel builds: it writes into
 //! /root and /var/tmp, copies the first line of /etc/shadow into the build
-//! log, plants files in the shared compile caches and looks at the network.
+//! log, plants files in the shared compile caches, looks at the network and
+//! connects to a listener the test starts on 127.0.0.1.
 //! Built by `probe --patch`, it must change nothing outside its own build:
 //! the build runs sandboxed, as the unprivileged build user, with the
 //! system read-only, root's files hidden, no network, and a compile-cache
@@ -25,6 +26,8 @@ struct Ran {
     before: Record,
     log: String,
     marker: String,
+    /// Whether the listener the test started on 127.0.0.1 was reached.
+    listener_reached: bool,
 }
 
 fn ran() -> &'static Ran {
@@ -43,7 +46,7 @@ fn targets(marker: &str) -> Vec<PathBuf> {
     ]
 }
 
-fn hostile_patch(tree: &Path, out: &Path, marker: &str) -> Result<PathBuf> {
+fn hostile_patch(tree: &Path, out: &Path, marker: &str, port: u16) -> Result<PathBuf> {
     let file = "init/Makefile";
     let original = std::fs::read_to_string(tree.join(file))?;
     let mut hostile = original.clone();
@@ -57,6 +60,11 @@ fn hostile_patch(tree: &Path, out: &Path, marker: &str) -> Result<PathBuf> {
     // host's: it is the mounter's view).
     let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
     hostile += &format!("$(info {marker} net: $(shell {interfaces}))\n");
+    // A connection to the listener the test started on the host's loopback.
+    let connect = format!(
+        "bash -c 'echo hostile > /dev/tcp/127.0.0.1/{port}' && echo reached || echo blocked"
+    );
+    hostile += &format!("$(info {marker} tcp: $(shell {connect}))\n");
     let patch = out.join("hostile.patch");
     std::fs::write(&patch, unified_diff(file, &original, &hostile, out)?)?;
     Ok(patch)
@@ -69,7 +77,10 @@ fn run() -> Result<Ran> {
     for target in targets(&marker) {
         let _ = std::fs::remove_file(target);
     }
-    let patch = hostile_patch(source_tree(&before)?, &out, &marker)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let patch = hostile_patch(source_tree(&before)?, &out, &marker, port)?;
     let json = out.join("hostile.json");
     let mut args = strings(&["probe", "--env", "native", "--patch"]);
     args.push(patch.display().to_string());
@@ -79,6 +90,7 @@ fn run() -> Result<Ran> {
     let record = Record::read(&json).with_context(|| text.clone())?;
     let build = record.builds.first().context("no build recorded")?;
     let log = std::fs::read_to_string(Path::new(&build.build_dir).join("build.log"))?;
+    let listener_reached = listener.accept().is_ok();
     Ok(Ran {
         code,
         text,
@@ -86,12 +98,14 @@ fn run() -> Result<Ran> {
         before,
         log,
         marker,
+        listener_reached,
     })
 }
 
 /// Whether the build ran in the sandbox; where bubblewrap cannot run (a
-/// chroot whose root is no mount point), the checks of confinement are
-/// skipped, saying so, and the run must have warned.
+/// container that may not make namespaces, with `--unconfined`), the
+/// checks of confinement are skipped, saying so, and the run must have
+/// warned.
 fn confined() -> bool {
     let ran = ran();
     let sandbox = ran.record.sandbox.as_deref().unwrap_or("none recorded");
@@ -178,6 +192,33 @@ fn the_build_runs_unprivileged_without_network() {
         assert_ne!(uid, "0", "the build ran as root");
     }
     assert_eq!(printed("net"), "lo", "the build saw a network device");
+    assert_eq!(printed("tcp"), "blocked");
+    assert!(
+        !ran().listener_reached,
+        "the build reached the test's listener"
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_log_shows_each_blocked_attempt() {
+    if !confined() {
+        return;
+    }
+    let ran = ran();
+    for target in targets(&ran.marker) {
+        let target = target.display().to_string();
+        let said = ran.log.lines().any(|l| {
+            l.contains(&target)
+                && (l.contains("Read-only file system") || l.contains("Permission denied"))
+        });
+        assert!(said, "the log does not show the blocked write to {target}");
+    }
+    let shadow = "cannot open '/etc/shadow' for reading: Permission denied";
+    assert!(
+        ran.log.contains(shadow),
+        "the log does not show the blocked read"
+    );
 }
 
 #[test]

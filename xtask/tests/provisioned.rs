@@ -17,8 +17,8 @@ fn repo() -> PathBuf {
 /// What a minimal Debian 12 (debootstrap minbase) has, plus what any
 /// machine that builds with cargo has (cargo, git, gcc, libc6-dev).
 const BASE_PROGRAMS: &[&str] = &[
-    "apt-get", "cargo", "cp", "diff", "dpkg", "du", "git", "mount", "setpriv", "sh", "tar",
-    "umount", "useradd",
+    "apt-get", "cargo", "chroot", "cp", "diff", "dpkg", "du", "git", "mount", "setpriv", "sh",
+    "tar", "true", "umount", "unshare", "useradd",
 ];
 
 /// System paths every Debian 12 root has (or that the scenarios name to

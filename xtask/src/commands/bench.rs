@@ -420,7 +420,7 @@ impl Bench {
     /// file, so ccache's depend mode misses on them). Exit 1 is the honest
     /// verdict: the proposal loses modes on pte_modify_direct.
     fn edited_candidate(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
-        let patches = crate::stages::variant::repo_dir().join("patches");
+        let patches = crate::support::repo_dir().join("patches");
         let proposal =
             std::fs::read_to_string(patches.join(crate::stages::variant::PROPOSAL_PATCH))?;
         // A new edit each run: the same edit twice is a cached kernel, and the

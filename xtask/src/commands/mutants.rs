@@ -183,7 +183,7 @@ fn make(ctx: &Ctx, name: String, patch: Option<&PathBuf>) -> Result<Variant> {
         .map(|p| (p.as_path(), Direction::Forward))
         .into_iter()
         .collect();
-    variant::make(&ctx.cache, &ctx.source, Spec { name, patches })
+    variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, Spec { name, patches })
 }
 
 fn image_sha(built: &Built) -> Result<String> {

@@ -78,7 +78,7 @@ impl Probe {
                 .collect(),
         };
         let variant = session.timings.time(Step::Variants, || {
-            variant::make(&ctx.cache, &ctx.source, spec)
+            variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, spec)
         })?;
         session.note_variants(std::slice::from_ref(&variant));
         let built = session.build(&ctx, std::slice::from_ref(&variant))?;

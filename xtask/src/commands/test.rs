@@ -37,7 +37,7 @@ fn cargo_test(cache_root: &Path, args: &[&str], what: &str) -> Result<()> {
     let test = Command::new(cargo)
         .arg("test")
         .args(args.iter().copied())
-        .dir(crate::stages::variant::repo_dir());
+        .dir(crate::support::repo_dir());
     crate::output::result(&format!("==> {what}"));
     crate::support::proc::echo(&test);
     let status = duct::cmd(&test.program, &test.args)

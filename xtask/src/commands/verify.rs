@@ -17,7 +17,7 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 pub fn default_patch() -> PathBuf {
-    variant::repo_dir()
+    crate::support::repo_dir()
         .join("patches")
         .join(variant::DEFAULT_PATCH)
 }
@@ -26,7 +26,7 @@ pub fn default_patch() -> PathBuf {
 /// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
 pub fn default_patch_for(version: KernelVersion) -> PathBuf {
     let own = Some(version.series()).map(|(major, minor)| {
-        let dir = variant::repo_dir()
+        let dir = crate::support::repo_dir()
             .join("patches")
             .join(format!("{major}.{minor}"));
         dir.join(variant::DEFAULT_PATCH)
@@ -270,7 +270,7 @@ fn load_candidates(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Vec<(PatchSet, 
     let mut sets = Vec::new();
     for file in patch_files {
         let set = patch::load(file, &series_dir)?;
-        let direction = patch::detect(&ctx.source.root, &set, &scratch)?;
+        let direction = patch::detect(&ctx.kbuild, &ctx.source.root, &set, &scratch)?;
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         output::emit(output::Event::Candidate {
             file: &name,
@@ -297,6 +297,7 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
     };
     let baseline = variant::make(
         &ctx.cache,
+        &ctx.kbuild,
         &ctx.source,
         Spec {
             name: "baseline".into(),
@@ -318,7 +319,7 @@ fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
                 .chain(set.applied(Direction::Forward))
                 .collect(),
         };
-        let variant = variant::make(&ctx.cache, &ctx.source, Spec { name, patches })?;
+        let variant = variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, Spec { name, patches })?;
         variants.push(variant);
     }
     let candidates = sets

@@ -32,6 +32,60 @@ pub fn parse(text: &str) -> Options {
     options
 }
 
+/// Checks a fragment line by line: blank, a comment, `CONFIG_NAME=value`
+/// (y, m, n, a number or a quoted string) or `# CONFIG_NAME is not set`.
+/// Anything else is refused, naming the file and line: kconfig would skip
+/// it with a warning, and the run would test another kernel than asked.
+pub fn check_fragment(file: &Path, text: &str) -> Result<()> {
+    for (n, line) in text.lines().enumerate() {
+        if let Some(why) = fragment_line_problem(line.trim()) {
+            return Err(fail(
+                Kind::Config,
+                format!("{}:{}: {why}: {line:?}", file.display(), n + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn fragment_line_problem(line: &str) -> Option<&'static str> {
+    if line.is_empty() {
+        return None;
+    }
+    if let Some(comment) = line.strip_prefix('#') {
+        return match comment.trim_start().strip_suffix(" is not set") {
+            Some(name) if !is_option_name(name) => Some("not an option name"),
+            _ => None,
+        };
+    }
+    let Some((name, value)) = line.split_once('=') else {
+        return Some("neither CONFIG_NAME=value nor \"# CONFIG_NAME is not set\"");
+    };
+    if !is_option_name(name) {
+        return Some("not an option name (CONFIG_ then letters, digits, _)");
+    }
+    if !is_option_value(value) {
+        return Some("not a value (y, m, n, a number or a quoted string)");
+    }
+    None
+}
+
+fn is_option_name(name: &str) -> bool {
+    name.strip_prefix("CONFIG_").is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+fn is_option_value(value: &str) -> bool {
+    let number = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit());
+    let hex = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_hexdigit());
+    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+    matches!(value, "y" | "m" | "n")
+        || number(value.strip_prefix('-').unwrap_or(value))
+        || value.strip_prefix("0x").is_some_and(hex)
+        || quoted
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Dropped {
     pub name: String,
@@ -285,6 +339,36 @@ mod tests {
         let before = key(&base, "t");
         std::fs::write(&fragment, "CONFIG_RUST=n\n").unwrap();
         assert_ne!(before, key(&base, "t"));
+    }
+
+    #[test]
+    fn a_fragment_line_that_is_no_option_is_refused_with_its_place() {
+        let good = "# a comment\n\nCONFIG_A=y\nCONFIG_B=m\nCONFIG_N=-3\nCONFIG_H=0x1f\nCONFIG_S=\"x y\"\n# CONFIG_C is not set\n";
+        check_fragment(Path::new("good.config"), good).unwrap();
+        for (bad, line) in [
+            ("CONFIG_\n", 1),
+            ("CONFIG_A=y\n=zz\n", 2),
+            ("CONFIG_A=yes please\n", 1),
+            ("CONFIG_A=\n", 1),
+            ("# CONFIG_ is not set\n", 1),
+            ("\nFOO=y\n", 2),
+            ("CONFIG_A y\n", 1),
+        ] {
+            let err = check_fragment(Path::new("x.config"), bad).unwrap_err();
+            assert_eq!(crate::support::failure::exit_code_of(&err), 5, "{bad:?}");
+            assert!(
+                err.to_string().starts_with(&format!("x.config:{line}: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shipped_fragments_are_well_formed() {
+        let dir = crate::support::repo_dir().join("configs");
+        for file in fragments(&dir).unwrap() {
+            check_fragment(&file, &std::fs::read_to_string(&file).unwrap()).unwrap();
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Builds init/ as a static binary and returns its path.
 pub fn build_init() -> Result<PathBuf> {
-    let repo = crate::stages::variant::repo_dir();
+    let repo = crate::support::repo_dir();
     let target_dir = repo.join("target/guest");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // A separate target dir: static RUSTFLAGS must not invalidate the host build.

@@ -10,7 +10,7 @@ use crate::support::cache::{write_atomic, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use crate::support::rustc_cache;
-use crate::support::sandbox::{absolute, Sandbox};
+use crate::support::sandbox::{absolute, Handover, Sandbox};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,8 @@ pub struct Kbuild {
     sandbox: Option<Sandbox>,
     /// The Rust compile cache's directory.
     rustc_cache: PathBuf,
+    /// Build unconfined where the sandbox cannot run (`--unconfined`).
+    unconfined: bool,
 }
 
 /// The compile caches of builds whose variant is not trusted (a patch from
@@ -47,6 +49,7 @@ impl Kbuild {
             cache_root: PathBuf::new(),
             sandbox: None,
             rustc_cache: PathBuf::new(),
+            unconfined: false,
         }
     }
 
@@ -86,13 +89,18 @@ impl Kbuild {
     /// What confines this run's builds, for the record: "bubblewrap as
     /// patverify-build", "bubblewrap", or why there is none.
     pub fn sandbox_status(&self) -> String {
-        match (&self.sandbox, crate::support::sandbox::available()) {
-            (None, _) => "none (a raw make)".into(),
-            (Some(_), Err(why)) => format!("unavailable: {why}"),
-            (Some(s), Ok(())) if s.user.is_some() => {
-                format!("bubblewrap, as {}", crate::support::sandbox::USER)
+        use crate::support::sandbox::{available, Root, USER};
+        let how = match (&self.sandbox, available()) {
+            (None, _) => return "none (a raw make)".into(),
+            (Some(_), Err(why)) => return format!("unavailable: {why}"),
+            (Some(s), Ok(root)) if s.user.is_some() => (format!("bubblewrap, as {USER}"), root),
+            (Some(_), Ok(root)) => ("bubblewrap".into(), root),
+        };
+        match how {
+            (text, Root::Direct) => text,
+            (text, Root::Rebound(_)) => {
+                format!("{text} (its root rebound: / is no mount point here)")
             }
-            (Some(_), Ok(())) => "bubblewrap".into(),
         }
     }
 
@@ -160,25 +168,32 @@ impl Kbuild {
             cache_root: cache.root.clone(),
             sandbox: Some(build_sandbox(&cache.root, network)?),
             rustc_cache: cache.root.join("rustc-cache"),
+            unconfined: false,
         })
+    }
+
+    /// The same, building unconfined where the sandbox cannot run
+    /// (`--unconfined`) instead of refusing to.
+    pub fn allow_unconfined(self, unconfined: bool) -> Self {
+        Kbuild { unconfined, ..self }
     }
 
     /// `cmd`, code from `tree` writing into `out`, as it runs in this run's
     /// sandbox (`out` handed to the build user first).
     pub fn sandboxed(&self, cmd: Command, out: &Path) -> Result<Command> {
-        let Some(sandbox) = &self.sandbox else {
-            return Ok(cmd);
-        };
-        if let Err(why) = crate::support::sandbox::available() {
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                crate::output::progress(&crate::support::sandbox::unavailable_warning(&why))
-            });
-            return Ok(cmd);
+        match &self.sandbox {
+            Some(sandbox) => sandbox.confine(cmd, out, Handover::All, self.unconfined),
+            None => Ok(cmd),
         }
-        let sandbox = sandbox.writing(out);
-        sandbox.hand_over()?;
-        Ok(sandbox.resolved().wrap(cmd))
+    }
+
+    /// `cmd` editing the variant tree `tree` in the sandbox: only the
+    /// tree's directories are handed over (its files are the user's).
+    pub fn patching(&self, cmd: Command, tree: &Path) -> Result<Command> {
+        match &self.sandbox {
+            Some(sandbox) => sandbox.confine(cmd, tree, Handover::DirsOnly, self.unconfined),
+            None => Ok(cmd),
+        }
     }
 
     /// The same sandbox, with `paths` (the configuration fragments of the
@@ -272,7 +287,7 @@ fn build_sandbox(cache_root: &Path, network: bool) -> Result<Sandbox> {
         .and_then(|e| e.parent().map(Path::to_path_buf));
     let readable = [
         Some(cache_root.to_path_buf()),
-        Some(crate::stages::variant::repo_dir()),
+        Some(crate::support::repo_dir()),
         exe_dir,
         Some(crate::support::provision::cargo_bin_dir()),
         rustup_home(),
@@ -539,6 +554,6 @@ mod tests {
     }
 
     fn variant_repo_file(path: &str) -> PathBuf {
-        crate::stages::variant::repo_dir().join(path)
+        crate::support::repo_dir().join(path)
     }
 }

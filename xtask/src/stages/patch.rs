@@ -6,12 +6,15 @@
 //! the result of the previous one.
 
 pub use crate::model::Direction;
+use crate::stages::kbuild::Kbuild;
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-fn patch_cmd(tree: &Path, patch: &Path, direction: Direction) -> Command {
+/// GNU patch for `tree`, reading the patch on its standard input (the
+/// sandbox need not see where the patch file lies).
+fn patch_cmd(tree: &Path, patch: Vec<u8>, direction: Direction) -> Command {
     let mut cmd = Command::new("patch")
         .args([
             "-p1",
@@ -22,8 +25,7 @@ fn patch_cmd(tree: &Path, patch: &Path, direction: Direction) -> Command {
             "-d",
         ])
         .arg(tree)
-        .arg("-i")
-        .arg(patch);
+        .stdin(patch);
     if direction == Direction::Reverse {
         cmd = cmd.arg("--reverse");
     }
@@ -51,7 +53,45 @@ pub fn check_is_patch(name: &str, text: &str) -> Result<()> {
             format!("{name} is not a unified diff (no ---/+++ headers and @@ hunks)"),
         ));
     }
+    if let Some(path) = outside_paths(text).first() {
+        return Err(fail(
+            Kind::PatchDoesNotApply,
+            format!("{name} names a file outside the tree: {path:?} (absolute, or with a `..` component); refused"),
+        ));
+    }
     Ok(())
+}
+
+/// The file names in a patch's headers (---/+++, and git's rename and copy
+/// lines) that would reach outside the tree: absolute, or with `..`.
+pub fn outside_paths(text: &str) -> Vec<String> {
+    const HEADERS: [&str; 6] = [
+        "--- ",
+        "+++ ",
+        "rename from ",
+        "rename to ",
+        "copy from ",
+        "copy to ",
+    ];
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = HEADERS.iter().find_map(|h| line.strip_prefix(h)) else {
+            continue;
+        };
+        let path = rest
+            .split('\t')
+            .next()
+            .unwrap_or(rest)
+            .trim()
+            .trim_matches('"');
+        if path == "/dev/null" {
+            continue;
+        }
+        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            found.push(path.to_string());
+        }
+    }
+    found
 }
 
 /// The first failing hunk in GNU patch's output, as "hunk #N of FILE (at line L)".
@@ -252,6 +292,7 @@ pub fn touched_files(patch_text: &str) -> Vec<String> {
 /// Applies `patches` in order to copies, under `scratch`, of just the files
 /// of `root` they touch; returns the touched paths. `root` is only read.
 pub fn apply_on_copy(
+    kbuild: &Kbuild,
     root: &Path,
     scratch: &Path,
     patches: &[(&Path, Direction)],
@@ -270,7 +311,7 @@ pub fn apply_on_copy(
             }
             touched.push(file);
         }
-        apply(scratch, patch_file, direction)?;
+        apply(kbuild, scratch, patch_file, direction)?;
     }
     touched.sort();
     touched.dedup();
@@ -281,10 +322,10 @@ pub fn apply_on_copy(
 /// cleanly (each part on the previous), reverse if the tree already contains
 /// it; otherwise names the part and the first hunk that fails. Works on
 /// copies under `scratch`; the tree is only read.
-pub fn detect(tree: &Path, set: &PatchSet, scratch: &Path) -> Result<Direction> {
+pub fn detect(kbuild: &Kbuild, tree: &Path, set: &PatchSet, scratch: &Path) -> Result<Direction> {
     let attempt = |direction: Direction| {
         let _ = std::fs::remove_dir_all(scratch);
-        let outcome = apply_on_copy(tree, scratch, &set.applied(direction));
+        let outcome = apply_on_copy(kbuild, tree, scratch, &set.applied(direction));
         let _ = std::fs::remove_dir_all(scratch);
         outcome
     };
@@ -307,9 +348,16 @@ pub fn detect(tree: &Path, set: &PatchSet, scratch: &Path) -> Result<Direction> 
     ))
 }
 
-/// Applies the patch to a variant tree (which `detect` has checked).
-pub fn apply(tree: &Path, patch: &Path, direction: Direction) -> Result<()> {
-    let (ok, out) = patch_cmd(tree, patch, direction).output()?;
+/// Applies the patch to a variant tree (which `detect` has checked), in
+/// the run's sandbox: GNU patch can write only the tree.
+pub fn apply(kbuild: &Kbuild, tree: &Path, patch: &Path, direction: Direction) -> Result<()> {
+    let text = std::fs::read(patch).with_context(|| format!("cannot read {}", patch.display()))?;
+    check_is_patch(
+        &patch.display().to_string(),
+        &String::from_utf8_lossy(&text),
+    )?;
+    let cmd = kbuild.patching(patch_cmd(tree, text, direction), tree)?;
+    let (ok, out) = cmd.output()?;
     if !ok {
         let what =
             first_failed_hunk(&out).unwrap_or_else(|| crate::support::proc::tail_lines(&out, 5));
@@ -355,7 +403,7 @@ mod tests {
             let dir = tree_with("detect", content);
             std::fs::write(dir.join("p.patch"), PATCH).unwrap();
             let set = load(&dir.join("p.patch"), &dir.join("series")).unwrap();
-            let got = detect(&dir.join("t"), &set, &dir.join("scratch"));
+            let got = detect(&Kbuild::plain(), &dir.join("t"), &set, &dir.join("scratch"));
             match want {
                 Some(d) => assert_eq!(got.unwrap(), d),
                 None => {
@@ -432,7 +480,10 @@ mod tests {
             let dir = tree_with("series-detect", content);
             std::fs::write(dir.join("s.mbox"), SERIES).unwrap();
             let set = load(&dir.join("s.mbox"), &dir.join("series")).unwrap();
-            match (detect(&dir.join("t"), &set, &dir.join("scratch")), want) {
+            match (
+                detect(&Kbuild::plain(), &dir.join("t"), &set, &dir.join("scratch")),
+                want,
+            ) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
                 (Err(err), Err(want)) => {
                     assert_eq!(crate::support::failure::exit_code_of(&err), 4);
@@ -451,6 +502,7 @@ mod tests {
         std::fs::write(dir.join("s.mbox"), SERIES).unwrap();
         let set = load(&dir.join("s.mbox"), &dir.join("series")).unwrap();
         apply_on_copy(
+            &Kbuild::plain(),
             &dir.join("t"),
             &dir.join("copy"),
             &set.applied(Direction::Forward),
@@ -473,7 +525,7 @@ mod tests {
         );
         std::fs::write(dir.join("p.patch"), partial).unwrap();
         let set = load(&dir.join("p.patch"), &dir.join("series")).unwrap();
-        let err = detect(&dir.join("t"), &set, &dir.join("scratch")).unwrap_err();
+        let err = detect(&Kbuild::plain(), &dir.join("t"), &set, &dir.join("scratch")).unwrap_err();
         assert_eq!(crate::support::failure::exit_code_of(&err), 4);
         assert!(
             format!("{err:#}").contains("hunk #1 FAILED at 1 in g.h"),
@@ -490,12 +542,24 @@ mod tests {
     fn applies_in_both_directions() {
         let dir = tree_with("apply", "one\n#define MASK (A | PAT)\nthree\n");
         std::fs::write(dir.join("p.patch"), PATCH).unwrap();
-        apply(&dir.join("t"), &dir.join("p.patch"), Direction::Reverse).unwrap();
+        apply(
+            &Kbuild::plain(),
+            &dir.join("t"),
+            &dir.join("p.patch"),
+            Direction::Reverse,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("t/f.h")).unwrap(),
             "one\n#define MASK (A)\nthree\n"
         );
-        apply(&dir.join("t"), &dir.join("p.patch"), Direction::Forward).unwrap();
+        apply(
+            &Kbuild::plain(),
+            &dir.join("t"),
+            &dir.join("p.patch"),
+            Direction::Forward,
+        )
+        .unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("t/f.h")).unwrap(),
             "one\n#define MASK (A | PAT)\nthree\n"
@@ -512,6 +576,23 @@ mod tests {
         let err = check_is_patch("x", "hello world\n").unwrap_err();
         assert!(err.to_string().contains("not a unified diff"));
         check_is_patch("x", PATCH).unwrap();
+    }
+
+    #[test]
+    fn a_file_name_outside_the_tree_is_refused() {
+        let hunk = "@@ -1 +1 @@\n-a\n+b\n";
+        for headers in [
+            "--- a/../../root/x\n+++ b/../../root/x\n",
+            "--- /etc/passwd\n+++ /etc/passwd\n",
+            "--- a/f.h\t2023-01-01\n+++ b/sub/../../x\t2023-01-01\n",
+            "diff --git a/f.h b/f.h\nrename from f.h\nrename to ../f.h\n--- a/f.h\n+++ b/f.h\n",
+        ] {
+            let err = check_is_patch("p", &format!("{headers}{hunk}")).unwrap_err();
+            assert_eq!(crate::support::failure::exit_code_of(&err), 4, "{headers}");
+            assert!(err.to_string().contains("outside the tree"), "{err}");
+        }
+        // A new file (from /dev/null) and a name that only contains dots.
+        check_is_patch("p", &format!("--- /dev/null\n+++ b/a..b/f\n{hunk}")).unwrap();
     }
 
     #[test]

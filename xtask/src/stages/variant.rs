@@ -3,6 +3,7 @@
 //! the variant's direction and the test module hooked in as
 //! drivers/patverify. Each variant is keyed by its content and made once.
 
+use crate::stages::kbuild::Kbuild;
 use crate::stages::patch::{self, Direction};
 use crate::stages::source::{walk, Source};
 use crate::support::cache::{lock_entry, replace_file, temp_sibling, Cache, Key, Staged};
@@ -17,13 +18,7 @@ pub const DEFAULT_PATCH: &str =
 /// The mailing-list thread's v2 proposal (patches/).
 pub const PROPOSAL_PATCH: &str = "0002-v2-proposal-widen-the-mask-in-pgprot_modify-only.patch";
 
-/// The repository's own files the variants are made from.
-pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the repository")
-        .to_path_buf()
-}
+use crate::support::repo_dir;
 
 /// The module sources copied into drivers/patverify (Kconfig, Makefile, *.rs)
 /// and the C helper copied beside the kernel crate's helpers.
@@ -61,10 +56,10 @@ pub struct Variant {
 /// The variant's content key: the source, the *result* of the patches on
 /// the files they touch (so a reverse patch and an equivalent forward revert
 /// give the same key), and the module sources.
-pub fn key(cache: &Cache, source: &Source, spec: &Spec) -> Result<String> {
+pub fn key(cache: &Cache, kbuild: &Kbuild, source: &Source, spec: &Spec) -> Result<String> {
     let mut key = Key::new("variant-v2");
     key.add(&source.id);
-    for (path, content) in patched_files(cache, &source.root, &spec.patches)? {
+    for (path, content) in patched_files(cache, kbuild, &source.root, &spec.patches)? {
         key.add(path)
             .add(content.unwrap_or_else(|| b"<deleted>".to_vec()));
     }
@@ -78,6 +73,7 @@ pub fn key(cache: &Cache, source: &Source, spec: &Spec) -> Result<String> {
 /// returns each touched file's resulting content (None: deleted).
 fn patched_files(
     cache: &Cache,
+    kbuild: &Kbuild,
     root: &Path,
     patches: &[(&Path, Direction)],
 ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
@@ -89,7 +85,7 @@ fn patched_files(
             .dir("scratch")?
             .join(format!("patch-{}", std::process::id())),
     )?;
-    let touched = patch::apply_on_copy(root, &scratch, patches);
+    let touched = patch::apply_on_copy(kbuild, root, &scratch, patches);
     let result = touched.map(|touched| {
         touched
             .into_iter()
@@ -100,8 +96,8 @@ fn patched_files(
     result
 }
 
-pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
-    let key = key(cache, source, &spec)?;
+pub fn make(cache: &Cache, kbuild: &Kbuild, source: &Source, spec: Spec) -> Result<Variant> {
+    let key = key(cache, kbuild, source, &spec)?;
     let describe = describe(&spec.patches);
     let trusted = spec
         .patches
@@ -121,7 +117,7 @@ pub fn make(cache: &Cache, source: &Source, spec: Spec) -> Result<Variant> {
         let tmp_tree = staged.path().join("src");
         link_copy(&source.root, &tmp_tree)?;
         for &(patch, direction) in &spec.patches {
-            patch::apply(&tmp_tree, patch, direction)?;
+            patch::apply(kbuild, &tmp_tree, patch, direction)?;
         }
         hook_module(&tmp_tree)?;
         std::fs::write(tmp_tree.join(READY), &key)?;

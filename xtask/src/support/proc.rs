@@ -17,6 +17,8 @@ pub struct Command {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub dir: Option<PathBuf>,
+    /// What the command reads on its standard input (None: nothing).
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl Command {
@@ -26,6 +28,7 @@ impl Command {
             args: Vec::new(),
             env: Vec::new(),
             dir: None,
+            stdin: None,
         }
     }
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -42,6 +45,10 @@ impl Command {
     }
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+    pub fn stdin(mut self, input: Vec<u8>) -> Self {
+        self.stdin = Some(input);
         self
     }
 
@@ -70,13 +77,16 @@ impl Command {
     pub fn expression(&self) -> duct::Expression {
         // Long-running children get a process group of their own, so a
         // signal to the harness can end them and everything they started.
-        let mut expr = duct::cmd(&self.program, &self.args)
-            .stdin_null()
-            .before_spawn(|cmd| {
-                use std::os::unix::process::CommandExt;
-                cmd.process_group(0);
-                Ok(())
-            });
+        let mut expr = duct::cmd(&self.program, &self.args);
+        expr = match &self.stdin {
+            Some(input) => expr.stdin_bytes(input.clone()),
+            None => expr.stdin_null(),
+        };
+        expr = expr.before_spawn(|cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+            Ok(())
+        });
         for (k, v) in &self.env {
             expr = expr.env(k, v);
         }

@@ -140,15 +140,56 @@ impl Sandbox {
         parents
     }
 
-    /// `cmd` run inside the sandbox (its environment and directory kept).
-    pub fn wrap(&self, cmd: Command) -> Command {
-        let mut wrapped = Command::new("bwrap")
-            .args(self.args())
-            .arg(cmd.program)
-            .args(cmd.args);
+    /// `cmd` run inside the sandbox (its environment, directory and input
+    /// kept), bubblewrap started as `root` says.
+    pub fn wrap(&self, cmd: Command, root: &Root) -> Command {
+        let mut bwrap = Vec::new();
+        // Set inside, not inherited: a rebound root starts in its "/".
+        if let Some(dir) = &cmd.dir {
+            bwrap.push(OsString::from("--chdir"));
+            bwrap.push(dir.clone().into_os_string());
+        }
+        bwrap.extend(self.args());
+        let mut wrapped = match root {
+            Root::Direct => Command::new("bwrap").args(bwrap),
+            Root::Rebound(dir) => Command::new("unshare")
+                .args(["--mount", "--propagation", "unchanged", "sh", "-c"])
+                .arg(r#"mount --rbind / "$0" && exec chroot "$0" "$@""#)
+                .arg(dir)
+                .arg("bwrap")
+                .args(bwrap),
+        };
+        wrapped = wrapped.arg(cmd.program).args(cmd.args);
         wrapped.env = cmd.env;
         wrapped.dir = cmd.dir;
+        wrapped.stdin = cmd.stdin;
         wrapped
+    }
+
+    /// `cmd`, writing `out` (handed to the build user first; only its
+    /// directories when `Handover::DirsOnly`), as it runs in this sandbox.
+    /// Where bubblewrap cannot run, a refusal that says what to do — or,
+    /// when the user chose `--unconfined`, `cmd` as it is, said once.
+    pub fn confine(
+        &self,
+        cmd: Command,
+        out: &Path,
+        handover: Handover,
+        unconfined: bool,
+    ) -> Result<Command> {
+        match available() {
+            Ok(root) => {
+                let sandbox = self.writing(out);
+                sandbox.hand_over(handover)?;
+                Ok(sandbox.resolved().wrap(cmd, &root))
+            }
+            Err(why) if unconfined => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| crate::output::progress(&unavailable_warning(&why)));
+                Ok(cmd)
+            }
+            Err(why) => Err(fail(Kind::Setup, refusal(&why))),
+        }
     }
 
     /// The same sandbox with each path as the kernel resolves it: a bind
@@ -170,7 +211,7 @@ impl Sandbox {
 
     /// Gives the build user every writable path (as root): what a step
     /// writes must be its to write. Entries already its are left alone.
-    pub fn hand_over(&self) -> Result<()> {
+    pub fn hand_over(&self, handover: Handover) -> Result<()> {
         let Some((uid, gid)) = self.user else {
             return Ok(());
         };
@@ -178,42 +219,79 @@ impl Sandbox {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             // Where a link points, not the link itself.
-            chown_tree(&dir.canonicalize()?, uid, gid)?;
+            chown_tree(&dir.canonicalize()?, uid, gid, handover)?;
         }
         Ok(())
     }
 }
 
-/// Whether bubblewrap can make this sandbox's namespaces here, tried once
-/// per run (after provisioning installed it): inside a chroot whose root
-/// is not a mount point, or a container without the privilege to make
-/// mount namespaces, it cannot — the error says why.
-pub fn available() -> Result<(), String> {
-    static TRIED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+/// What of a writable path the build user is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// Everything below it (a build directory, a compile cache).
+    All,
+    /// Its directories only: a variant tree's files are hard links to the
+    /// user's tree, so their owner is the user's. A step may replace them
+    /// (GNU patch writes a new file and renames it), never write them.
+    DirsOnly,
+}
+
+/// How bubblewrap starts here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// As it is.
+    Direct,
+    /// In a chroot whose root is not a mount point, bubblewrap cannot make
+    /// "/" a slave mount: as root, a mount namespace of its own binds the
+    /// root onto this directory and enters it first.
+    Rebound(PathBuf),
+}
+
+/// Whether bubblewrap can make this sandbox's namespaces here, and how it
+/// starts, tried once per run (after provisioning installed it): a
+/// container without the privilege to make mount namespaces cannot — the
+/// error says why.
+pub fn available() -> Result<Root, String> {
+    static TRIED: std::sync::OnceLock<Result<Root, String>> = std::sync::OnceLock::new();
     TRIED
         .get_or_init(|| {
-            let probe = Command::new("bwrap")
-                .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-                .args([
-                    "--unshare-pid",
-                    "--unshare-net",
-                    "--die-with-parent",
-                    "--",
-                    "true",
-                ]);
-            match probe.output_quiet() {
-                Ok((true, _)) => Ok(()),
-                Ok((false, said)) => Err(said.trim().to_string()),
-                Err(e) => Err(format!("{e:#}")),
+            let direct = try_root(&Root::Direct);
+            if direct.is_ok() || !crate::support::provision::is_root() {
+                return direct.map(|()| Root::Direct);
+            }
+            let dir = std::env::temp_dir().join("patverify-root");
+            let rebound = Root::Rebound(dir.clone());
+            match std::fs::create_dir_all(&dir).map(|()| try_root(&rebound)) {
+                Ok(Ok(())) => Ok(rebound),
+                _ => direct.map(|()| Root::Direct),
             }
         })
         .clone()
 }
 
-/// What the run's sandbox was, for the record and the warning: said once
-/// when bubblewrap cannot run here and code from the tree runs unconfined.
+/// Whether a sandbox started as `root` says runs `true`.
+fn try_root(root: &Root) -> Result<(), String> {
+    let sandbox = Sandbox {
+        user: None,
+        network: false,
+        readable: Vec::new(),
+        writable: Vec::new(),
+    };
+    match sandbox.wrap(Command::new("true"), root).output_quiet() {
+        Ok((true, _)) => Ok(()),
+        Ok((false, said)) => Err(said.trim().to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// Why a run stops where the sandbox cannot run, and what to do.
+fn refusal(why: &str) -> String {
+    format!("the build sandbox cannot run here ({why}): code from the tree would run unconfined. Run on a machine or VM that may make mount namespaces, or pass --unconfined to build anyway, as this user, with the network")
+}
+
+/// Said once when the user chose `--unconfined` where the sandbox cannot run.
 pub fn unavailable_warning(why: &str) -> String {
-    format!("WARNING: the build sandbox cannot run here ({why}): code from the tree and its patches runs unconfined, as this user, with the network. Run on a machine or VM whose root is a mount point and that may make namespaces.")
+    format!("WARNING: the build sandbox cannot run here ({why}): code from the tree and its patches runs unconfined (--unconfined), as this user, with the network.")
 }
 
 /// `dir` as an absolute path (as given when it cannot be made one).
@@ -224,7 +302,7 @@ pub fn absolute(dir: &Path) -> PathBuf {
 /// Hands `path` and everything below it to `uid`:`gid`. Entries that vanish
 /// meanwhile (ccache renames its temporary files as other runs build) are
 /// no longer anyone's to hand over.
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+fn chown_tree(path: &Path, uid: u32, gid: u32, handover: Handover) -> Result<()> {
     use std::io::ErrorKind::NotFound;
     use std::os::unix::fs::MetadataExt;
     let gone = |e: &std::io::Error| e.kind() == NotFound;
@@ -232,7 +310,8 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
         Err(e) if gone(&e) => return Ok(()),
         other => other?,
     };
-    if meta.uid() != uid || meta.gid() != gid {
+    let mine = meta.uid() == uid && meta.gid() == gid;
+    if !mine && (meta.is_dir() || handover == Handover::All) {
         match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
             Err(e) if gone(&e) => return Ok(()),
             other => other.with_context(|| format!("cannot hand {} to {USER}", path.display()))?,
@@ -244,7 +323,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
             other => other?,
         };
         for entry in entries.flatten() {
-            chown_tree(&entry.path(), uid, gid)?;
+            chown_tree(&entry.path(), uid, gid, handover)?;
         }
     }
     Ok(())
@@ -347,11 +426,34 @@ mod tests {
     fn root_runs_the_step_as_the_build_user_without_capabilities() {
         let text = line(&sandbox(Some((999, 998)), false));
         assert!(text.contains("--cap-add CAP_SETUID --cap-add CAP_SETGID -- setpriv --reuid=999 --regid=998 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --"), "{text}");
-        let wrapped =
-            sandbox(Some((999, 998)), false).wrap(Command::new("make").arg("-j2").env("A", "1"));
+        let wrapped = sandbox(Some((999, 998)), false).wrap(
+            Command::new("make").arg("-j2").env("A", "1").dir("/b"),
+            &Root::Direct,
+        );
         assert_eq!(wrapped.program, "bwrap");
+        assert_eq!(&wrapped.args[..2], ["--chdir", "/b"]);
         assert_eq!(wrapped.args.last().unwrap(), "-j2");
         assert_eq!(wrapped.env, vec![("A".into(), "1".into())]);
+    }
+
+    #[test]
+    fn a_rebound_root_enters_its_own_mount_namespace_first() {
+        let root = Root::Rebound("/tmp/patverify-root".into());
+        let wrapped =
+            sandbox(None, false).wrap(Command::new("patch").stdin(b"diff".to_vec()), &root);
+        let args: Vec<String> = wrapped
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(wrapped.program, "unshare");
+        assert_eq!(
+            &args[..5],
+            ["--mount", "--propagation", "unchanged", "sh", "-c"]
+        );
+        assert_eq!(&args[6..8], ["/tmp/patverify-root", "bwrap"]);
+        assert_eq!(args.last().unwrap(), "patch");
+        assert_eq!(wrapped.stdin.as_deref(), Some(&b"diff"[..]));
     }
 
     #[test]
