@@ -225,6 +225,9 @@ pub enum Scenario {
     /// cold build: raw `make`s of the baseline's configuration with it and
     /// without it, one after the other.
     ThpCost,
+    /// What the build sandbox adds to a cold build: raw `make`s of the
+    /// baseline's configuration unconfined and sandboxed, one after the other.
+    SandboxCost,
     /// A full `mutants` run of the default tree, natively.
     Mutants,
 }

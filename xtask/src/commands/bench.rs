@@ -155,6 +155,7 @@ struct Figures {
     bisect_step: Option<BisectStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thp_cost: Option<ThpCost>,
+    sandbox_cost: Option<SandboxCost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mutants: Option<MutantsRun>,
 }
@@ -177,6 +178,14 @@ struct MutantsRun {
 struct ThpCost {
     with_thp_seconds: f64,
     without_thp_seconds: f64,
+}
+
+/// Raw cold `make`s of the baseline's tree and configuration, unconfined
+/// and in the build sandbox.
+#[derive(serde::Serialize)]
+struct SandboxCost {
+    unconfined_seconds: f64,
+    sandboxed_seconds: f64,
 }
 
 /// Bisect steps: each a `probe --env native` of new content (wall time),
@@ -262,6 +271,9 @@ impl Bench {
         }
         if wants(Scenario::ThpCost) {
             figures.thp_cost = Some(thp_cost(cache_root, &out)?);
+        }
+        if wants(Scenario::SandboxCost) {
+            figures.sandbox_cost = Some(sandbox_cost(cache_root, &out)?);
         }
         if wants(Scenario::Mutants) {
             figures.mutants = Some(mutants_run(cache_root, &out)?);
@@ -523,9 +535,19 @@ impl Bench {
 /// A raw `make bzImage` (no ccache, no harness) of `tree` into `dir`, which
 /// holds the `.config`; returns its wall seconds.
 fn raw_make(tree: &Path, dir: &Path, log: &Path) -> Result<f64> {
+    raw_make_with(&crate::stages::kbuild::Kbuild::plain(), tree, dir, log)
+}
+
+/// The same `make`, as `kbuild` runs it (unconfined, or in a sandbox).
+fn raw_make_with(
+    kbuild: &crate::stages::kbuild::Kbuild,
+    tree: &Path,
+    dir: &Path,
+    log: &Path,
+) -> Result<f64> {
     let started = Instant::now();
     let jobs = crate::stages::build::local_jobs();
-    let built = crate::stages::kbuild::Kbuild::plain()
+    let built = kbuild
         .make(tree, dir)?
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
@@ -582,6 +604,42 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
     Ok(ThpCost {
         with_thp_seconds: seconds[0],
         without_thp_seconds: seconds[1],
+    })
+}
+
+/// Raw cold `make`s of the baseline's tree and configuration: unconfined,
+/// then in the build sandbox (the same compiler, no ccache either time).
+fn sandbox_cost(cache_root: &Path, out: &Path) -> Result<SandboxCost> {
+    use crate::stages::kbuild::Kbuild;
+    crate::output::progress("bench: priming run (the baseline's tree and configuration)");
+    let (_, json) = verify(cache_root, out, &["--env".into(), "native".into()])?;
+    let tree = PathBuf::from(&json.variants.first().context("no baseline tree")?.tree);
+    let config =
+        PathBuf::from(&json.builds.first().context("no baseline build")?.build_dir).join(".config");
+    let mut seconds = [0.0; 2];
+    let ways = [
+        (Kbuild::plain(), "unconfined"),
+        (Kbuild::plain_sandboxed(cache_root)?, "sandboxed"),
+    ];
+    for ((kbuild, way), slot) in ways.iter().zip(seconds.iter_mut()) {
+        let dir = out.join(format!("raw-{way}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(&config, dir.join(".config"))?;
+        crate::output::progress(&format!("bench: raw make, {way}"));
+        *slot = raw_make_with(kbuild, &tree, &dir, &dir.with_extension("log"))?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    crate::output::result(&format!(
+        "{:<40} {:>6.1} s unconfined, {:.1} s sandboxed ({:.3} ×)",
+        "raw cold make",
+        seconds[0],
+        seconds[1],
+        seconds[1] / seconds[0]
+    ));
+    Ok(SandboxCost {
+        unconfined_seconds: seconds[0],
+        sandboxed_seconds: seconds[1],
     })
 }
 

@@ -53,6 +53,15 @@ impl Kbuild {
         }
     }
 
+    /// clang without ccache, in the sandbox of a run whose cache is
+    /// `cache_root` (the bench's measure of what the sandbox costs).
+    pub fn plain_sandboxed(cache_root: &Path) -> Result<Self> {
+        Ok(Kbuild {
+            sandbox: Some(build_sandbox(cache_root, false)?),
+            ..Kbuild::plain()
+        })
+    }
+
     /// The make of a variant: a trusted one's writes the shared compile
     /// caches; an untrusted one's (a patch from outside the repository)
     /// writes only a namespace of its own — ccache and the Rust compile
