@@ -1,7 +1,8 @@
 //! End-to-end: a hostile patch, as a mailing list could bring one. Its
 //! init/Makefile runs shell commands while the kernel builds: it writes into
 //! /root and /var/tmp, copies the first line of /etc/shadow into the build
-//! log, plants files in the shared compile caches, looks at the network and
+//! log, plants files in the shared compile caches and overwrites entries
+//! they hold, looks at the network and
 //! connects to a listener the test starts on 127.0.0.1.
 //! Built by `probe --patch`, it must change nothing outside its own build:
 //! the build runs sandboxed, as the unprivileged build user, with the
@@ -28,6 +29,9 @@ struct Ran {
     marker: String,
     /// Whether the listener the test started on 127.0.0.1 was reached.
     listener_reached: bool,
+    /// Entries the shared compile caches held before the run (the hostile
+    /// lines try to overwrite them), with their hashes then.
+    entries: Vec<(PathBuf, String)>,
 }
 
 fn ran() -> &'static Ran {
@@ -46,11 +50,41 @@ fn targets(marker: &str) -> Vec<PathBuf> {
     ]
 }
 
+/// A file each shared compile cache holds already: a ccache result and a
+/// Rust compile-cache manifest.
+fn existing_entries() -> Result<Vec<PathBuf>> {
+    fn first(dir: &Path, wanted: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        entries
+            .iter()
+            .find(|p| p.is_file() && wanted(p))
+            .cloned()
+            .or_else(|| {
+                entries
+                    .iter()
+                    .filter(|p| p.is_dir())
+                    .find_map(|d| first(d, wanted))
+            })
+    }
+    let cache = cache_root();
+    let ends = |suffix: &'static str| move |p: &Path| p.to_string_lossy().ends_with(suffix);
+    Ok(vec![
+        first(&cache.join("ccache"), &ends("R")).context("no ccache result in the cache")?,
+        first(&cache.join("rustc-cache"), &ends("manifest.json"))
+            .context("no Rust compile-cache entry in the cache")?,
+    ])
+}
+
 fn hostile_patch(tree: &Path, out: &Path, marker: &str, port: u16) -> Result<PathBuf> {
     let file = "init/Makefile";
     let original = std::fs::read_to_string(tree.join(file))?;
     let mut hostile = original.clone();
-    for target in targets(marker) {
+    for target in targets(marker).iter().chain(&existing_entries()?) {
         hostile += &format!("$(shell echo hostile > {})\n", target.display());
     }
     hostile += "HOSTILE_SECRET := $(shell head -1 /etc/shadow)\n";
@@ -80,6 +114,11 @@ fn run() -> Result<Ran> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
+    let hash = |p: &Path| std::fs::read(p).map(|b| xtask::support::cache::sha256_hex(&b));
+    let entries = existing_entries()?
+        .into_iter()
+        .map(|p| hash(&p).map(|h| (p, h)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let patch = hostile_patch(source_tree(&before)?, &out, &marker, port)?;
     let json = out.join("hostile.json");
     let mut args = strings(&["probe", "--env", "native", "--patch"]);
@@ -99,6 +138,7 @@ fn run() -> Result<Ran> {
         log,
         marker,
         listener_reached,
+        entries,
     })
 }
 
@@ -162,6 +202,10 @@ fn nothing_outside_the_build_is_written() {
     for target in targets(&ran.marker) {
         assert!(!target.exists(), "{} was written", target.display());
     }
+    for (entry, before) in &ran.entries {
+        let now = xtask::support::cache::sha256_hex(&std::fs::read(entry).unwrap());
+        assert_eq!(&now, before, "{} was overwritten", entry.display());
+    }
 }
 
 #[test]
@@ -206,7 +250,8 @@ fn the_log_shows_each_blocked_attempt() {
         return;
     }
     let ran = ran();
-    for target in targets(&ran.marker) {
+    let entries = ran.entries.iter().map(|(p, _)| p.clone());
+    for target in targets(&ran.marker).into_iter().chain(entries) {
         let target = target.display().to_string();
         let said = ran.log.lines().any(|l| {
             l.contains(&target)
