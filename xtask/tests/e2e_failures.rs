@@ -1,344 +1,339 @@
 //! End-to-end: failures provoked on purpose — bad input, a broken build, boots that
 //! hang, panic, oops or garble their report, QEMU or Xen failing, a full disk, a
 //! tree the toolchain cannot build — each with its exit code and its evidence.
+//! One verify builds the kernels every case reuses; each case is its own test.
 
 mod common;
 
 use anyhow::{Context, Result};
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use xtask::record::Record;
 use xtask::support::failure::Kind;
 
+/// The kernels every case reuses (one verify) and the scenario's directory.
+struct Fixture {
+    out: PathBuf,
+    record: Record,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let (out, _, record) = start("failures", true).expect("the scenario's verify");
+        let record = record.expect("the scenario's verify record");
+        Fixture { out, record }
+    })
+}
+
+/// A file of the scenario's, written with `text`.
+fn input(name: &str, text: &str) -> String {
+    let path = fixture().out.join(name);
+    std::fs::write(&path, text).expect("an input file");
+    path.display().to_string()
+}
+
+/// How a run ended.
+struct Ended {
+    code: Option<i32>,
+    text: String,
+    /// The run's --out directory.
+    out: PathBuf,
+}
+
+/// `verify ARGS` with its outputs in a directory of its own.
+fn verify(name: &str, args: &[&str]) -> Ended {
+    let out = fixture().out.join(name);
+    let mut argv = strings(&["verify", "--out", &out.display().to_string()]);
+    argv.extend(strings(args));
+    println!("==> e2e failure case: {name}");
+    let (code, text) = harness(&cache_root(), &argv).expect("the harness runs");
+    Ended { code, text, out }
+}
+
+/// The run exited with `kind`'s code and said `says`.
+fn ends(ended: &Ended, kind: Kind, says: &str) {
+    let last = ended.text.lines().rfind(|l| l.starts_with("error:"));
+    assert!(
+        ended.code == Some(kind.exit_code()) && ended.text.contains(says),
+        "wanted exit {} saying {says:?}; got exit {:?}, {last:?}",
+        kind.exit_code(),
+        ended.code
+    );
+}
+
+/// A boot failure in `env`: its exit code, message and kept console log.
+fn boot_fails(name: &str, env: &str, args: &[&str], says: &str) {
+    let ended = verify(name, &[&["--env", env], args].concat());
+    ends(&ended, Kind::Boot, says);
+    let log = ended.out.join(format!("baseline-{env}.console.log"));
+    assert!(log.exists(), "console log not kept: no {}", log.display());
+}
+
+/// A boot of the baseline natively with `fault` injected by the module.
+fn fault(name: &str, fault: &str, says: &str) {
+    let cmdline = format!("patverify_fault={fault}");
+    boot_fails(name, "native", &["--extra-cmdline", &cmdline], says);
+}
+
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn every_failure_is_named_with_its_exit_code() -> Result<()> {
-    let (out, mut checks, json) = start("failures", true)?;
-    let json = json.context("the scenario's verify")?;
-    let cache_root = cache_root();
-    failure_injection(&cache_root, &json, &out, &mut checks)?;
-    full_cache_directory(&out, &mut checks)?;
-    tree_the_toolchain_cannot_build(&cache_root, &out, &mut checks)?;
+fn not_a_kernel_tree() {
+    let ended = verify("not-a-kernel-tree", &["--kernel", "/usr/share"]);
+    ends(&ended, Kind::Setup, "is not a Linux kernel tree");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn kernel_path_does_not_exist() {
+    let ended = verify("no-kernel", &["--kernel", "/nonexistent/linux"]);
+    let says = "/nonexistent/linux is not a Linux kernel tree (no such directory)";
+    ends(&ended, Kind::Setup, says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn rev_without_kernel() {
+    ends(
+        &verify("rev-alone", &["--rev", "HEAD"]),
+        Kind::Setup,
+        "--kernel",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn not_a_patch() {
+    let patch = input("not-a-patch.patch", "this is not a diff\n");
+    let ended = verify("not-a-patch", &["--patch", &patch]);
+    ends(&ended, Kind::PatchDoesNotApply, "not a unified diff");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn empty_patch() {
+    let patch = input("empty.patch", "");
+    ends(
+        &verify("empty-patch", &["--patch", &patch]),
+        Kind::PatchDoesNotApply,
+        "is empty",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn patch_applies_neither_way() {
+    let patch = stale_patch(&fixture().out).unwrap().display().to_string();
+    let ended = verify("stale-patch", &["--patch", &patch]);
+    ends(&ended, Kind::PatchDoesNotApply, "hunk #1 FAILED");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_patch_naming_a_file_outside_the_tree_is_refused_and_writes_nothing() {
+    let escaped = fixture().out.join("escaped");
+    let up = "../".repeat(12);
+    let text = format!(
+        "--- /dev/null\n+++ b/{up}{}\n@@ -0,0 +1 @@\n+x\n",
+        escaped.display()
+    );
+    let patch = input("escape.patch", &text);
+    let ended = verify("escape", &["--patch", &patch]);
+    ends(
+        &ended,
+        Kind::PatchDoesNotApply,
+        "names a file outside the tree",
+    );
+    assert!(!escaped.exists(), "{} was written", escaped.display());
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn unknown_config_option() {
+    let fragment = input(
+        "unknown-option.config",
+        "CONFIG_PATVERIFY_NO_SUCH_OPTION=y\n",
+    );
+    let ended = verify(
+        "unknown-option",
+        &["--env", "native", "--config", &fragment],
+    );
+    ends(
+        &ended,
+        Kind::Config,
+        "CONFIG_PATVERIFY_NO_SUCH_OPTION=y (got unset)",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_config_fragment_of_garbage_is_refused_naming_its_line() {
+    let fragment = input("garbage.config", "CONFIG_RUST=y\nCONFIG_\n=zz\n");
+    let ended = verify("garbage-config", &["--config", &fragment]);
+    ends(
+        &ended,
+        Kind::Config,
+        "garbage.config:2: neither CONFIG_NAME=value",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn kernel_panic() {
+    let args = ["--extra-cmdline", "rdinit=/nonexistent"];
+    boot_fails("kernel-panic", "native", &args, "kernel panic");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn hang() {
+    let args = ["--timeout", "20", "--extra-cmdline", "patverify_fault=hang"];
+    boot_fails("hang", "native", &args, "timeout (hang)");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn truncated_report() {
+    fault(
+        "truncated-report",
+        "truncate",
+        "truncated or garbled report",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn garbled_report() {
+    fault(
+        "garbled-report",
+        "garble",
+        "garbled KTAP report: unexpected line \"ko ",
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_report_that_lacks_a_row() {
+    let says = "incomplete report: row vma_set_page_prot.WB is missing";
+    fault("missing-row", "drop-row", says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_report_with_an_undeclared_skip() {
+    let says = "incomplete report: undeclared skip: vma_set_page_prot.WT";
+    fault("undeclared-skip", "undeclared-skip", says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn kernel_oops() {
+    let says = "kernel oops: BUG: kernel NULL pointer dereference";
+    fault("kernel-oops", "oops", says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn qemu_missing() {
+    let qemu = "/nonexistent/qemu-system-x86_64";
+    let ended = verify("qemu-missing", &["--env", "native", "--qemu", qemu]);
+    ends(
+        &ended,
+        Kind::Setup,
+        &format!("QEMU program {qemu} not found"),
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn qemu_dies() {
+    let args = ["--qemu", "/bin/false"];
+    boot_fails("qemu-dies", "native", &args, "QEMU died (exit status: 1)");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn xen_refuses_the_kernel() {
+    // Half a kernel image: Xen cannot load it as dom0.
+    let build = fixture().record.builds.first().expect("a build");
+    let bzimage = std::fs::read(&build.bzimage).unwrap();
+    let half = fixture().out.join("half-bzImage");
+    std::fs::write(&half, &bzimage[..bzimage.len() / 2]).unwrap();
+    let args = ["--dom0-kernel", &half.display().to_string()];
+    boot_fails("xen-refuses", "xen", &args, "Xen did not start dom0");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn output_device_full() {
+    let ended = verify("output-full", &["--env", "native", "--json", "/dev/full"]);
+    ends(&ended, Kind::Setup, "the disk is full");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn unwritable_cache_directory() {
+    let (code, text) = harness(Path::new("/proc/patverify-cache"), &strings(&["verify"])).unwrap();
+    let ended = Ended {
+        code,
+        text,
+        out: PathBuf::new(),
+    };
+    ends(&ended, Kind::Setup, "cannot create cache directory");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn build_failure_names_and_keeps_its_log() {
+    let tree = source_tree(&fixture().record).unwrap();
+    let patch = input(
+        "build-failure.patch",
+        &breaking_patch(tree, &fixture().out).unwrap(),
+    );
+    let ended = verify("build-failure", &["--env", "native", "--patch", &patch]);
+    ends(&ended, Kind::Build, "patverify: injected build failure");
+    let log = ended
+        .text
+        .split("full log: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(PathBuf::from);
+    assert!(
+        log.as_ref().is_some_and(|l| l.is_file()),
+        "build log not kept: {log:?}"
+    );
+    assert!(ended.text.contains("last lines:"), "no last lines shown");
+}
+
+/// Checks whose evidence lives in a directory of their own (removed when
+/// they all pass; the fixture's stays for the other cases).
+fn checks_of(name: &str) -> Result<Checks> {
+    let dir = fixture().out.join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(Checks::new(&dir))
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn full_cache_directory() -> Result<()> {
+    let mut checks = checks_of("full-cache-checks")?;
+    full_cache(&fixture().out, &mut checks)?;
     checks.finish()
 }
 
-/// Failures provoked on purpose, reusing the kernels built above: each must
-/// end with its exit code and a message that names it, and keep its evidence.
-fn failure_injection(
-    cache_root: &Path,
-    json: &Record,
-    out: &Path,
-    checks: &mut Checks,
-) -> Result<()> {
-    let me = exe();
-    let tree = source_tree(json)?;
-    let build_failure = out.join("build-failure.patch");
-    std::fs::write(&build_failure, breaking_patch(tree, out)?)?;
-    // Half a kernel image: Xen cannot load it as dom0.
-    let bzimage = std::fs::read(
-        &json
-            .builds
-            .first()
-            .context("verify JSON names no bzImage")?
-            .bzimage,
-    )?;
-    let half_kernel = out.join("half-bzImage");
-    std::fs::write(&half_kernel, &bzimage[..bzimage.len() / 2])?;
-    let not_a_patch = out.join("not-a-patch.patch");
-    std::fs::write(&not_a_patch, "this is not a diff\n")?;
-    let empty_patch = out.join("empty.patch");
-    std::fs::write(&empty_patch, "")?;
-    let unknown_option = out.join("unknown-option.config");
-    std::fs::write(&unknown_option, "CONFIG_PATVERIFY_NO_SUCH_OPTION=y\n")?;
-    let stale_patch = stale_patch(out)?;
-    // A patch that would write beside the tree, and a fragment of garbage.
-    let escape = out.join("escape.patch");
-    let escaped = out.join("escaped");
-    std::fs::write(
-        &escape,
-        format!(
-            "--- /dev/null\n+++ b/../../../../../../../..{}\n@@ -0,0 +1 @@\n+x\n",
-            escaped.display()
-        ),
-    )?;
-    let garbage = out.join("garbage.config");
-    std::fs::write(&garbage, "CONFIG_RUST=y\nCONFIG_\n=zz\n")?;
-    let cases: Vec<(&str, Vec<String>, i32, &str)> = vec![
-        (
-            "not a kernel tree",
-            vec!["--kernel".into(), "/usr/share".into()],
-            Kind::Setup.exit_code(),
-            "is not a Linux kernel tree",
-        ),
-        (
-            "kernel path does not exist",
-            vec!["--kernel".into(), "/nonexistent/linux".into()],
-            Kind::Setup.exit_code(),
-            "/nonexistent/linux is not a Linux kernel tree (no such directory)",
-        ),
-        (
-            "not a patch",
-            vec!["--patch".into(), not_a_patch.display().to_string()],
-            Kind::PatchDoesNotApply.exit_code(),
-            "not a unified diff",
-        ),
-        (
-            "empty patch",
-            vec!["--patch".into(), empty_patch.display().to_string()],
-            Kind::PatchDoesNotApply.exit_code(),
-            "is empty",
-        ),
-        (
-            "--rev without --kernel",
-            vec!["--rev".into(), "HEAD".into()],
-            Kind::Setup.exit_code(),
-            "--kernel",
-        ),
-        (
-            "unknown config option",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--config".into(),
-                unknown_option.display().to_string(),
-            ],
-            Kind::Config.exit_code(),
-            "CONFIG_PATVERIFY_NO_SUCH_OPTION=y (got unset)",
-        ),
-        (
-            "patch names a file outside the tree",
-            vec!["--patch".into(), escape.display().to_string()],
-            Kind::PatchDoesNotApply.exit_code(),
-            "names a file outside the tree",
-        ),
-        (
-            "garbage config fragment",
-            vec!["--config".into(), garbage.display().to_string()],
-            Kind::Config.exit_code(),
-            "garbage.config:2: neither CONFIG_NAME=value",
-        ),
-        (
-            "patch applies neither way",
-            vec!["--patch".into(), stale_patch.display().to_string()],
-            Kind::PatchDoesNotApply.exit_code(),
-            "hunk #1 FAILED",
-        ),
-        (
-            "kernel panic",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "rdinit=/nonexistent".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "kernel panic",
-        ),
-        (
-            "hang",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--timeout".into(),
-                "20".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=hang".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "timeout (hang)",
-        ),
-        (
-            "truncated report",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=truncate".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "truncated or garbled report",
-        ),
-        (
-            "garbled report",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=garble".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "garbled KTAP report: unexpected line \"ko ",
-        ),
-        (
-            "a report that lacks a row",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=drop-row".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "incomplete report: row vma_set_page_prot.WB is missing",
-        ),
-        (
-            "a report with an undeclared skip",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=undeclared-skip".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "incomplete report: undeclared skip: vma_set_page_prot.WT",
-        ),
-        (
-            "kernel oops",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--extra-cmdline".into(),
-                "patverify_fault=oops".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "kernel oops: BUG: kernel NULL pointer dereference",
-        ),
-        (
-            "QEMU missing",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--qemu".into(),
-                "/nonexistent/qemu-system-x86_64".into(),
-            ],
-            Kind::Setup.exit_code(),
-            "QEMU program /nonexistent/qemu-system-x86_64 not found",
-        ),
-        (
-            "QEMU dies",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--qemu".into(),
-                "/bin/false".into(),
-            ],
-            Kind::Boot.exit_code(),
-            "QEMU died (exit status: 1)",
-        ),
-        (
-            "Xen refuses the kernel",
-            vec![
-                "--env".into(),
-                "xen".into(),
-                "--dom0-kernel".into(),
-                half_kernel.display().to_string(),
-            ],
-            Kind::Boot.exit_code(),
-            "Xen did not start dom0",
-        ),
-        (
-            "output device full",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--json".into(),
-                "/dev/full".into(),
-            ],
-            Kind::Setup.exit_code(),
-            "the disk is full",
-        ),
-        (
-            "build failure",
-            vec![
-                "--env".into(),
-                "native".into(),
-                "--patch".into(),
-                build_failure.display().to_string(),
-            ],
-            Kind::Build.exit_code(),
-            "patverify: injected build failure",
-        ),
-    ];
-    let (code, text) = harness(Path::new("/proc/patverify-cache"), &["verify".to_string()])?;
-    checks.check(
-        "unwritable cache directory: exit 2",
-        code == exit(Kind::Setup) && text.contains("cannot create cache directory"),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 2)
-            )
-        },
-    );
-    for (name, args, want_code, want_message) in cases {
-        let case_out = out.join(name.replace(' ', "-"));
-        let mut argv: Vec<String> = vec![
-            "--cache-dir".into(),
-            cache_root.display().to_string(),
-            "verify".into(),
-            "--out".into(),
-            case_out.display().to_string(),
-        ];
-        argv.extend(args);
-        println!("==> e2e failure case: {name}");
-        let output = duct::cmd(&me, &argv)
-            .stdin_null()
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let last = text
-            .lines()
-            .rfind(|l| l.starts_with("error:"))
-            .unwrap_or("")
-            .to_string();
-        let code = output.status.code();
-        checks.check(
-            &format!("{name}: exit {want_code}, says {want_message:?}"),
-            code == Some(want_code) && text.contains(want_message),
-            || format!("exit {code:?}, {last}"),
-        );
-        if want_code == Kind::Boot.exit_code() {
-            let env = if args_mention(&argv, "xen") {
-                "xen"
-            } else {
-                "native"
-            };
-            let log = case_out.join(format!("baseline-{env}.console.log"));
-            checks.check(&format!("{name}: console log kept"), log.exists(), || {
-                format!("no {}", log.display())
-            });
-        }
-        if want_code == Kind::Build.exit_code() {
-            let log = text
-                .split("full log: ")
-                .nth(1)
-                .and_then(|rest| rest.split(')').next())
-                .map(std::path::PathBuf::from);
-            checks.check(
-                &format!("{name}: names the build log, which is kept"),
-                log.as_ref().is_some_and(|l| l.is_file()),
-                || format!("{log:?}"),
-            );
-            checks.check(
-                &format!("{name}: shows the log's last lines"),
-                text.contains("last lines:"),
-                || xtask::support::proc::tail_lines(&text, 3),
-            );
-        }
-    }
-    checks.check(
-        "the patch naming a file outside the tree wrote nothing there",
-        !escaped.exists(),
-        || format!("{} exists", escaped.display()),
-    );
-    Ok(())
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn trees_the_toolchain_cannot_build() -> Result<()> {
+    let mut checks = checks_of("toolchain-checks")?;
+    tree_the_toolchain_cannot_build(&cache_root(), &fixture().out, &mut checks)?;
+    checks.finish()
 }
 
 /// A cache directory on a filesystem that fills up (a 48 MiB tmpfs: Xen
 /// fits, the kernel source does not): exit 2 naming the full disk, and no
 /// half-unpacked source left that a later run would trust.
-fn full_cache_directory(out: &Path, checks: &mut Checks) -> Result<()> {
+fn full_cache(out: &Path, checks: &mut Checks) -> Result<()> {
     println!("==> e2e failure case: full cache directory");
     let small = out.join("full-cache");
     std::fs::create_dir_all(&small)?;
