@@ -556,15 +556,22 @@ fn raw_make_with(
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Raw cold `make`s (no ccache) of the baseline's tree and configuration,
-/// with `CONFIG_TRANSPARENT_HUGEPAGE` and without it (`olddefconfig` after
-/// turning it off), in that order.
-fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
+/// The baseline's tree and its build's `.config` (a native verify first,
+/// which builds them if they are missing).
+fn baseline_tree_and_config(cache_root: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
     crate::output::progress("bench: priming run (the baseline's tree and configuration)");
     let (_, json) = verify(cache_root, out, &["--env".into(), "native".into()])?;
     let tree = PathBuf::from(&json.variants.first().context("no baseline tree")?.tree);
     let config =
         PathBuf::from(&json.builds.first().context("no baseline build")?.build_dir).join(".config");
+    Ok((tree, config))
+}
+
+/// Raw cold `make`s (no ccache) of the baseline's tree and configuration,
+/// with `CONFIG_TRANSPARENT_HUGEPAGE` and without it (`olddefconfig` after
+/// turning it off), in that order.
+fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
+    let (tree, config) = baseline_tree_and_config(cache_root, out)?;
     let mut seconds = [0.0; 2];
     for (thp, slot) in [true, false].into_iter().zip(seconds.iter_mut()) {
         let dir = out.join(if thp { "raw-thp" } else { "raw-no-thp" });
@@ -611,11 +618,7 @@ fn thp_cost(cache_root: &Path, out: &Path) -> Result<ThpCost> {
 /// then in the build sandbox (the same compiler, no ccache either time).
 fn sandbox_cost(cache_root: &Path, out: &Path) -> Result<SandboxCost> {
     use crate::stages::kbuild::Kbuild;
-    crate::output::progress("bench: priming run (the baseline's tree and configuration)");
-    let (_, json) = verify(cache_root, out, &["--env".into(), "native".into()])?;
-    let tree = PathBuf::from(&json.variants.first().context("no baseline tree")?.tree);
-    let config =
-        PathBuf::from(&json.builds.first().context("no baseline build")?.build_dir).join(".config");
+    let (tree, config) = baseline_tree_and_config(cache_root, out)?;
     let mut seconds = [0.0; 2];
     let ways = [
         (Kbuild::plain(), "unconfined"),
