@@ -10,6 +10,7 @@ use std::io::Write;
 use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RESULTS as REPORT};
 use patverify_protocol::{
     CacheMode, Fault, ProbePath, BEFORE_COMMAND, FAULT_PARAMETER, GUEST_ERROR as ERROR,
+    KSELFTESTS_DONE, KSELFTEST_BEGIN, KSELFTEST_DIR, KSELFTEST_END, KSELFTEST_SECONDS,
     OOPS_COMMAND, REPORT_BEGIN as BEGIN, REPORT_END as END,
 };
 
@@ -44,7 +45,11 @@ fn main() {
         (Ok(report), Some(Fault::UndeclaredSkip)) => {
             print_report(&mut console, &undeclared_skip(&report))
         }
-        (Ok(report), _) => print_report(&mut console, &report),
+        (Ok(report), _) => {
+            print_report(&mut console, &report);
+            let _ = console.flush();
+            run_kselftests();
+        }
         (Err(err), _) => {
             let _ = writeln!(console, "{ERROR} {err} ====");
         }
@@ -325,6 +330,78 @@ fn mount(source: &str, target: &str, fstype: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Runs every program in [`KSELFTEST_DIR`] (the kernel's own selftests,
+/// when the harness put them there), in name order, each between markers
+/// with its exit code, killed after [`KSELFTEST_SECONDS`]. Nothing to do
+/// without the directory.
+fn run_kselftests() {
+    let Ok(entries) = std::fs::read_dir(KSELFTEST_DIR) else {
+        return;
+    };
+    let mut programs: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    programs.sort();
+    // What the selftests read: /sys/kernel/mm (THP sizes), a writable /tmp.
+    let _ = std::fs::create_dir_all("/sys").map(|()| mount("sysfs", "/sys", "sysfs"));
+    let _ = std::fs::create_dir_all("/tmp");
+    for program in programs {
+        let name = program
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        println!("{KSELFTEST_BEGIN} {name} ====");
+        let ended = run_with_limit(&program);
+        println!("{KSELFTEST_END} {name} {ended} ====");
+    }
+    println!("{KSELFTESTS_DONE}");
+}
+
+/// Runs `program` (its output on the console) from /tmp; "exit=N", or
+/// "timeout" when it was killed at the limit, or "signal=N".
+fn run_with_limit(program: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = CString::new(program.as_os_str().as_bytes()) else {
+        return "exit=127 error=bad-path".into();
+    };
+    // SAFETY: init is single-threaded; the child only calls chdir, execv
+    // and _exit, which are async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return format!("exit=127 error=fork-{}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let argv = [path.as_ptr(), std::ptr::null()];
+        // SAFETY: both strings are NUL-terminated and argv ends with NULL.
+        unsafe {
+            libc::chdir(c"/tmp".as_ptr());
+            libc::execv(path.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(KSELFTEST_SECONDS);
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if waited == pid {
+            return if libc::WIFEXITED(status) {
+                format!("exit={}", libc::WEXITSTATUS(status))
+            } else {
+                format!("signal={}", libc::WTERMSIG(status))
+            };
+        }
+        if waited < 0 || std::time::Instant::now() >= deadline {
+            // SAFETY: `pid` is our child; killing and reaping it is safe.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return "timeout".into();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Keeps ordinary kernel messages off the console while the report is

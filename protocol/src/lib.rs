@@ -13,6 +13,19 @@ pub const REPORT_END: &str = "==== PATVERIFY REPORT END";
 /// Starts the line `/init` prints instead of a report when it fails.
 pub const GUEST_ERROR: &str = "==== PATVERIFY ERROR:";
 
+/// Where the initramfs carries the kernel's own selftests (`--kselftest`):
+/// `/init` runs every program in it, in name order, after the report.
+pub const KSELFTEST_DIR: &str = "/kselftest";
+/// Starts the line before a selftest's output: `… BEGIN NAME ====`.
+pub const KSELFTEST_BEGIN: &str = "==== PATVERIFY KSELFTEST BEGIN";
+/// Starts the line after it: `… END NAME exit=N ====`, or `… END NAME
+/// timeout ====` when `/init` killed it at [`KSELFTEST_SECONDS`].
+pub const KSELFTEST_END: &str = "==== PATVERIFY KSELFTEST END";
+/// The line after the last selftest: the boot has nothing more to say.
+pub const KSELFTESTS_DONE: &str = "==== PATVERIFY KSELFTESTS DONE ====";
+/// How long one selftest may run (under TCG) before `/init` kills it.
+pub const KSELFTEST_SECONDS: u64 = 60;
+
 /// The module's debugfs files, as `/init` mounts debugfs (at /debug).
 pub mod files {
     /// The KTAP report.

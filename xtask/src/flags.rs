@@ -57,6 +57,12 @@ pub struct Common {
     /// user, with the network. Without it such a machine is refused.
     #[arg(long, env = "PATVERIFY_UNCONFINED")]
     pub unconfined: bool,
+    /// Also build the kernel's own selftests of this suite from the tree
+    /// (tools/testing/selftests/mm: mkdirty, pagemap_ioctl, soft-dirty,
+    /// uffd-unit-tests) and run them in the same boots, after the report:
+    /// rows `kselftest.mm.NAME`.
+    #[arg(long, value_enum, value_name = "SUITE")]
+    pub kselftest: Option<crate::model::kselftest::Suite>,
     /// Extra config fragment merged after configs/*.config (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     pub extra_configs: Vec<PathBuf>,

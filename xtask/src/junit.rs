@@ -8,6 +8,7 @@
 //! in an error (build, boot, setup) is one case with an <error>.
 
 use crate::model::bits::{BitOutcome, BitRow};
+use crate::model::kselftest::{KselftestOutcome, KselftestResult};
 use crate::model::rows::{ModeResult, Outcome};
 use crate::record::{Record, Verdict};
 use crate::stages::qemu::Env;
@@ -61,6 +62,12 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         case.set_system_out(b.describe());
         suite.add_test_case(case);
     }
+    for k in record.kselftests(variant, env) {
+        let mut case = TestCase::new(k.row.as_str(), kselftest_status(k));
+        case.set_classname(class.as_str());
+        case.set_system_out(k.summary());
+        suite.add_test_case(case);
+    }
     if baseline {
         let reproduced = record.rows(variant, env).any(ModeResult::lost_in_scope);
         let status = if reproduced {
@@ -75,6 +82,18 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         suite.add_test_case(case);
     }
     suite
+}
+
+/// A selftest program's status, as the program itself said it.
+fn kselftest_status(k: &KselftestResult) -> TestCaseStatus {
+    let mut status = match &k.outcome {
+        KselftestOutcome::Pass => return TestCaseStatus::success(),
+        KselftestOutcome::Skip { .. } => TestCaseStatus::skipped(),
+        KselftestOutcome::Fail { .. } => TestCaseStatus::non_success(NonSuccessKind::Failure),
+        KselftestOutcome::Broken { .. } => TestCaseStatus::non_success(NonSuccessKind::Error),
+    };
+    status.set_message(k.summary());
+    status
 }
 
 /// A kept-bit row's status: a step that changed the bit fails in every

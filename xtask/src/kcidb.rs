@@ -6,6 +6,7 @@
 //! valid document, its builds marked ERROR (or FAIL for a failed compile).
 
 use crate::model::bits::BitOutcome;
+use crate::model::kselftest::KselftestOutcome;
 use crate::model::rows::{Judgment, ModeResult};
 use crate::model::{Env, Step};
 use crate::record::Record;
@@ -270,6 +271,24 @@ fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
             misc: serde_json::to_value(b).unwrap_or_default(),
         }
     }));
+    for e in &record.environments {
+        let build = build_id(checkout_id, &e.variant);
+        tests.extend(e.kselftests.iter().map(|k| Test {
+            id: format!("{build}:{}.{}", e.env, k.row),
+            build_id: build.clone(),
+            origin: ORIGIN,
+            path: format!("patverify.{}.{}", e.env, k.row),
+            status: match k.outcome {
+                KselftestOutcome::Pass => "PASS",
+                KselftestOutcome::Fail { .. } => "FAIL",
+                KselftestOutcome::Skip { .. } => "SKIP",
+                KselftestOutcome::Broken { .. } => "ERROR",
+            },
+            environment: environment(e.env),
+            duration: None,
+            misc: serde_json::to_value(k).unwrap_or_default(),
+        }));
+    }
     tests
 }
 

@@ -237,6 +237,9 @@ pub struct EnvRecord {
     /// Each kept bit's flag in the kernel that ran (version 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_bits: Option<KeptBits>,
+    /// The kernel's own selftests run in this boot (`--kselftest`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kselftests: Vec<crate::model::kselftest::KselftestResult>,
 }
 
 /// One row of one boot's report.
@@ -287,6 +290,12 @@ pub struct MutantRecord {
     /// boot); equivalent: the identical build; survived: what the
     /// reference showed of the term's bit.
     pub by: Vec<String>,
+    /// With `--kselftest`: the kernel's own selftests that passed on the
+    /// reference and fail on this mutant (empty: none does, the selftests
+    /// let it survive); None when they did not run on it (not booted, or
+    /// its boot failed before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kselftests_kill: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,6 +379,18 @@ impl Record {
             .iter()
             .filter(move |b| b.variant == variant && b.env == env)
             .map(|b| &b.row)
+    }
+
+    /// The kernel's selftests of one boot (`--kselftest`).
+    pub fn kselftests<'a>(
+        &'a self,
+        variant: &'a str,
+        env: Env,
+    ) -> impl Iterator<Item = &'a crate::model::kselftest::KselftestResult> + 'a {
+        self.environments
+            .iter()
+            .filter(move |e| e.variant == variant && e.env == env)
+            .flat_map(|e| e.kselftests.iter())
     }
 
     /// Writes the record as pretty JSON.
@@ -528,6 +549,7 @@ pub mod tests {
                 boot_seconds: 1.0,
                 phases: Default::default(),
                 kept_bits: None,
+                kselftests: Vec::new(),
             }],
             ..Record::default()
         };

@@ -4,6 +4,7 @@
 //! (timings, JSON) that is written whatever the outcome.
 
 use crate::flags::{Common, EnvChoice};
+use crate::model::kselftest::Suite;
 use crate::model::{Direction, Stage};
 use crate::output::{self, Event};
 use crate::record::{
@@ -18,7 +19,7 @@ use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
 use crate::stages::toolchain::{self, Toolchain};
 use crate::stages::variant::Variant;
-use crate::stages::{config, initramfs, source};
+use crate::stages::{config, initramfs, kselftest, source};
 use crate::support::cache::{sha256_hex, Cache};
 use crate::support::failure::{fail, Kind};
 use crate::support::provision;
@@ -284,9 +285,8 @@ impl Session {
         built: &[Built],
     ) -> Result<Vec<(usize, Env, Result<Run>)>> {
         output::emit(Event::Stage(Stage::Initramfs));
-        let initramfs_path = ctx.out_dir.join("initramfs.cpio");
-        self.timings.time(Step::Initramfs, || {
-            initramfs::write(&initramfs::build_init()?, &initramfs_path)
+        let initramfs = self.timings.time(Step::Initramfs, || {
+            initramfs_of_each(&self.common, ctx, variants, built)
         })?;
         let boots_started = Instant::now();
 
@@ -304,7 +304,7 @@ impl Session {
             .clamp(1, crate::support::proc::MAX_PARALLEL_BOOTS);
         let common = &self.common;
         let outcomes = run_pool(&boots, parallel, |&(v, env)| {
-            boot_one(common, ctx, &variants[v], &built[v], env, &initramfs_path)
+            boot_one(common, ctx, &variants[v], &built[v], env, &initramfs[v])
         });
         self.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
@@ -335,6 +335,7 @@ impl Session {
             boot_seconds: elapsed.as_secs_f64(),
             phases,
             kept_bits: run.report.kept_bits.clone(),
+            kselftests: run.kselftests.clone(),
         });
         for r in &run.report.results {
             let row = ResultRecord::new(&run.variant, run.env, r.clone());
@@ -486,13 +487,54 @@ fn toolchain_record(kbuild: &Kbuild, xen_dir: &Path, qemu: &Path) -> ToolchainRe
     }
 }
 
+/// The initramfs each variant boots with: one for all, or with
+/// `--kselftest` one per variant carrying the selftests built from its tree.
+fn initramfs_of_each(
+    common: &Common,
+    ctx: &Ctx,
+    variants: &[Variant],
+    built: &[Built],
+) -> Result<Vec<Initramfs>> {
+    let init = initramfs::build_init()?;
+    let Some(suite) = common.kselftest else {
+        let path = ctx.out_dir.join("initramfs.cpio");
+        initramfs::write(&init, &path)?;
+        let shared = Initramfs {
+            path,
+            kselftests: None,
+        };
+        return Ok(variants.iter().map(|_| shared.clone()).collect());
+    };
+    let mut each = Vec::new();
+    for (v, b) in variants.iter().zip(built) {
+        let kbuild = ctx.kbuild.for_variant(v.trusted);
+        let config = b.build_dir.join(".config");
+        let programs = kselftest::build(&kbuild, &ctx.cache, suite, &v.tree, &config)?;
+        let path = ctx.out_dir.join(format!("initramfs-{}.cpio", v.name));
+        initramfs::write_with(&init, &path, &programs.programs)?;
+        each.push(Initramfs {
+            path,
+            kselftests: Some((suite, std::sync::Arc::new(programs))),
+        });
+    }
+    Ok(each)
+}
+
+/// What a variant's guest starts from.
+#[derive(Clone)]
+struct Initramfs {
+    path: std::path::PathBuf,
+    /// The selftests in it (`--kselftest`), as built.
+    kselftests: Option<(Suite, std::sync::Arc<kselftest::Built>)>,
+}
+
 fn boot_one(
     common: &Common,
     ctx: &Ctx,
     v: &Variant,
     b: &Built,
     env: Env,
-    initramfs: &Path,
+    initramfs: &Initramfs,
 ) -> Result<(Run, Duration, qemu::Phases)> {
     let label = format!("{}-{env}", v.name);
     let xen_image = provision::xen_image(&ctx.xen_dir);
@@ -506,12 +548,13 @@ fn boot_one(
         },
         vmlinux: &vmlinux,
         firmware: qemu::native_firmware(ctx.source.version),
-        initramfs,
+        initramfs: &initramfs.path,
         xen: (env == Env::Xen).then_some(xen_image.as_path()),
-        timeout: Duration::from_secs(common.timeout),
+        timeout: Duration::from_secs(common.timeout + initramfs.kselftest_seconds()),
         kvm: common.kvm,
         console_log: ctx.out_dir.join(format!("{label}.console.log")),
         extra_cmdline: &common.extra_cmdline,
+        stop_after: initramfs.last_line(),
     };
     let console = qemu::run(&boot)?;
     let log = boot.console_log.display();
@@ -529,22 +572,56 @@ fn boot_one(
     let parsed = ktap::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
     let series = Some(ctx.source.version.series());
     ktap::check_rows(&parsed, env, series).map_err(|e| named(format!("incomplete report: {e}")))?;
-    if env == Env::Xen && parsed.pat_layout == qemu::LINUX_PAT_LAYOUT {
-        return Err(named(
-            "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"
-                .into(),
-        ));
-    }
+    ran_with_its_pat(env, &parsed).map_err(&named)?;
     output::emit(Event::ReportReceived {
         label: &label,
         took: console.elapsed,
     });
+    let kselftests = initramfs.kselftest_results(&console.text);
+    let (variant, report) = (v.name.clone(), parsed);
     let run = Run {
-        variant: v.name.clone(),
+        variant,
         env,
-        report: parsed,
+        report,
+        kselftests,
     };
     Ok((run, console.elapsed, console.phases))
+}
+
+/// Under Xen, the guest must report Xen's PAT layout, not Linux's own.
+fn ran_with_its_pat(env: Env, report: &crate::model::rows::Report) -> Result<(), String> {
+    if env == Env::Xen && report.pat_layout == qemu::LINUX_PAT_LAYOUT {
+        return Err(
+            "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl Initramfs {
+    /// What the selftests add to a boot's time limit: each one's own limit.
+    fn kselftest_seconds(&self) -> u64 {
+        self.kselftests.as_ref().map_or(0, |(_, built)| {
+            built.programs.len() as u64 * patverify_protocol::KSELFTEST_SECONDS
+        })
+    }
+
+    /// The line after which the guest has nothing more to say.
+    fn last_line(&self) -> &'static str {
+        match self.kselftests {
+            Some(_) => patverify_protocol::KSELFTESTS_DONE,
+            None => patverify_protocol::REPORT_END,
+        }
+    }
+
+    /// The selftests' rows from a boot's console.
+    fn kselftest_results(&self, console: &str) -> Vec<crate::model::kselftest::KselftestResult> {
+        match &self.kselftests {
+            Some((suite, programs)) => kselftest::results(*suite, programs, console),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Why a boot left no usable report: a hang, QEMU dying, or what the

@@ -2,8 +2,10 @@
 //! three mutants of the masks — one the cache-mode rows kill (the PAT bit),
 //! one only a kept-bit row can kill (soft-dirty: the configuration's
 //! soft-dirty tracking at work), and one the build shows equivalent
-//! (`_PAGE_CC` is 0 without memory encryption). One run, built once through
-//! the harness's cache; each check is its own test on its record.
+//! (`_PAGE_CC` is 0 without memory encryption). With `--kselftest mm`: the
+//! kernel's own selftests (built from the same tree) run in the same boots
+//! and get a column of their own. One run, built once through the
+//! harness's cache; each check is its own test on its record.
 
 mod common;
 
@@ -31,7 +33,7 @@ fn ran() -> &'static Ran {
 fn run() -> Result<Ran> {
     let out = scenario_dir("mutants")?;
     let json = out.join("mutants.json");
-    let mut args = strings(&["mutants", "--env", "native", "--out"]);
+    let mut args = strings(&["mutants", "--env", "native", "--kselftest", "mm", "--out"]);
     args.push(out.join("run").display().to_string());
     args.push("--json".into());
     args.push(json.display().to_string());
@@ -39,7 +41,7 @@ fn run() -> Result<Ran> {
         args.push("--mutant".into());
         args.push(m.into());
     }
-    println!("==> e2e: mutants {PAT} {SOFT_DIRTY} {CC} (native)");
+    println!("==> e2e: mutants {PAT} {SOFT_DIRTY} {CC} (native, --kselftest mm)");
     let (code, text) = harness(&cache_root(), &args)?;
     println!("{text}");
     let record = Record::read(&json).with_context(|| format!("exit {code:?}: {text}"))?;
@@ -127,4 +129,38 @@ fn the_reference_keeps_every_bit_it_can_show() {
     ] {
         assert!(kept(path, bit), "{path}.bits.{bit} not kept: {reference:?}");
     }
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_kernels_selftests_ran_in_the_same_boots_and_have_their_column() {
+    let record = &ran().record;
+    let rows: Vec<_> = record.kselftests("reference", env("native")).collect();
+    let names: Vec<&str> = rows.iter().map(|k| k.row.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "kselftest.mm.mkdirty",
+            "kselftest.mm.pagemap_ioctl",
+            "kselftest.mm.soft-dirty",
+            "kselftest.mm.uffd-unit-tests"
+        ]
+    );
+    // soft-dirty ran its cases in the reference's boot (pass or fail, never a skip).
+    let soft = rows
+        .iter()
+        .find(|k| k.row == "kselftest.mm.soft-dirty")
+        .unwrap();
+    assert!(soft.passed > 0, "{soft:?}");
+    // Each booted mutant has the selftests' verdict beside patverify's;
+    // the equivalent one, never booted, has none.
+    for name in [PAT, SOFT_DIRTY] {
+        assert!(mutant(name).kselftests_kill.is_some(), "{:?}", mutant(name));
+    }
+    assert!(mutant(CC).kselftests_kill.is_none());
+    assert!(
+        ran().text.contains("the kernel's selftests kill"),
+        "{}",
+        ran().text
+    );
 }

@@ -175,6 +175,7 @@ fn built_record(m: &Mutant, identical_to: Option<&str>, build_seconds: f64) -> M
         build_seconds,
         boot_seconds: 0.0,
         by,
+        kselftests_kill: None,
     }
 }
 
@@ -230,6 +231,9 @@ fn judge(
             .iter_mut()
             .find(|r| r.name == variant.name)
             .expect("every booted mutant has a record");
+        let ran_selftests = runs[v].iter().any(|r| !r.kselftests.is_empty());
+        record.kselftests_kill = (ran_selftests && crashes[v].is_empty())
+            .then(|| compare::regressed_selftests(&runs[0], &runs[v]));
         let mut by: Vec<String> = crashes[v].clone();
         by.extend(
             compare::killing_rows(&runs[0], &runs[v])
@@ -279,22 +283,27 @@ fn table(kernel: &str, records: &[MutantRecord]) -> String {
         .max(6);
     let mut out = format!("\nkernel  {kernel} (the reference: the tree as is)\n\n");
     out += &format!(
-        "  {:<width$}  {:<10}  {:>5}  {:>5}  by / why\n",
-        "mutant", "outcome", "build", "boots"
+        "  {:<width$}  {:<10}  {:<10}  {:>5}  {:>5}  by / why\n",
+        "mutant", "patverify", "kselftests", "build", "boots"
     );
     for r in records {
-        let mut why = r.by.iter();
+        let mut why = r.by.iter().chain(r.kselftests_kill.iter().flatten());
         let first = why.next().map(String::as_str).unwrap_or("");
         let (build, boots) = (seconds(r.build_seconds), seconds(r.boot_seconds));
         let outcome = r.outcome.name();
+        let selftests = match &r.kselftests_kill {
+            None => "-",
+            Some(by) if by.is_empty() => "survived",
+            Some(_) => "killed",
+        };
         out += &format!(
-            "  {:<width$}  {outcome:<10}  {build:>5}  {boots:>5}  {first}\n",
+            "  {:<width$}  {outcome:<10}  {selftests:<10}  {build:>5}  {boots:>5}  {first}\n",
             r.name
         );
         for more in why {
             out += &format!(
-                "  {:<width$}  {:<10}  {:>5}  {:>5}  {more}\n",
-                "", "", "", ""
+                "  {:<width$}  {:<10}  {:<10}  {:>5}  {:>5}  {more}\n",
+                "", "", "", "", ""
             );
         }
     }
@@ -315,12 +324,24 @@ pub fn score(records: &[MutantRecord]) -> String {
     let count = |o: MutantOutcome| records.iter().filter(|r| r.outcome == o).count();
     let killed = count(MutantOutcome::Killed);
     let judged = records.len() - count(MutantOutcome::Equivalent);
-    format!(
+    let mut line = format!(
         "mutation score {killed}/{judged} ({} mutants, {} equivalent, {} survived)",
         records.len(),
         count(MutantOutcome::Equivalent),
         count(MutantOutcome::Survived)
-    )
+    );
+    let ran: Vec<&Vec<String>> = records
+        .iter()
+        .filter_map(|r| r.kselftests_kill.as_ref())
+        .collect();
+    if !ran.is_empty() {
+        let killed = ran.iter().filter(|by| !by.is_empty()).count();
+        line += &format!(
+            "; the kernel's selftests kill {killed} of the {} they ran on",
+            ran.len()
+        );
+    }
+    line
 }
 
 #[cfg(test)]
@@ -336,6 +357,7 @@ mod tests {
             build_seconds: 301.0,
             boot_seconds: 0.0,
             by: vec!["native mprotect WC→UC-".into()],
+            kselftests_kill: None,
         }
     }
 
@@ -352,7 +374,35 @@ mod tests {
         );
         let text = table("Linux 6.12.117", &records);
         assert!(
-            text.contains("  a       killed      301 s      -  native mprotect WC→UC-\n"),
+            text.contains(
+                "  a       killed      -           301 s      -  native mprotect WC→UC-\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_selftests_column_says_what_they_did_beside_the_rows() {
+        let mut records = [
+            record("a", MutantOutcome::Killed),
+            record("b", MutantOutcome::Killed),
+            record("c", MutantOutcome::Equivalent),
+        ];
+        records[0].kselftests_kill = Some(Vec::new());
+        records[1].kselftests_kill =
+            Some(vec!["kselftest.mm.soft-dirty in native: FAIL: x".into()]);
+        assert!(score(&records).ends_with("; the kernel's selftests kill 1 of the 2 they ran on"));
+        let text = table("Linux 6.12.117", &records);
+        assert!(
+            text.contains("  a       killed      survived    301 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  b       killed      killed      301 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kselftest.mm.soft-dirty in native: FAIL: x"),
             "{text}"
         );
     }
@@ -365,6 +415,7 @@ mod tests {
             variant: "reference".into(),
             env: crate::model::Env::Native,
             report,
+            kselftests: Vec::new(),
         }];
         let why = why_unseen("_PAGE_UFFD_WP", &reference);
         assert_eq!(why.len(), 1);

@@ -138,7 +138,12 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
                 compare::Verdict::CandidateLost {
                     rows,
                     only_synthetic,
-                } => (rows.clone(), *only_synthetic, CandidateVerdict::Fail),
+                    selftests,
+                } => {
+                    let rows = rows.iter().map(|row| row.to_string());
+                    let lost = rows.chain(selftests.iter().cloned()).collect();
+                    (lost, *only_synthetic, CandidateVerdict::Fail)
+                }
                 compare::Verdict::BaselineNotReproduced(_) => {
                     (Vec::new(), false, CandidateVerdict::NotReproduced)
                 }
@@ -150,7 +155,7 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
                     name,
                     patch: path.display().to_string(),
                     verdict: kind,
-                    lost: lost.iter().map(|row| row.to_string()).collect(),
+                    lost,
                     only_synthetic,
                 },
                 file: path

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub mod bits;
+pub mod kselftest;
 pub mod rows;
 
 /// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.

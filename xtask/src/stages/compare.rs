@@ -13,6 +13,8 @@ pub struct Run {
     pub variant: String,
     pub env: Env,
     pub report: Report,
+    /// The kernel's own selftests run in the same boot (`--kselftest`).
+    pub kselftests: Vec<crate::model::kselftest::KselftestResult>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -21,10 +23,13 @@ pub enum Verdict {
     /// lost none.
     Pass,
     /// The candidate loses these rows, or did not measure a row the baseline
-    /// lost; `only_synthetic` when none of them is a real mapping's.
+    /// lost; `only_synthetic` when none of them is a real mapping's. With
+    /// `--kselftest`: `selftests` the kernel's own selftests that pass on
+    /// the baseline and fail on the candidate ("kselftest.mm.x in xen: …").
     CandidateLost {
         rows: Vec<LostRow>,
         only_synthetic: bool,
+        selftests: Vec<String>,
     },
     /// The baseline lost nothing in these environments: the bug was not reproduced.
     BaselineNotReproduced(Vec<Env>),
@@ -213,16 +218,40 @@ pub fn killing_rows(reference: &[Run], mutant: &[Run]) -> Vec<LostRow> {
     modes.chain(bits).collect()
 }
 
+/// The kernel's selftests that fail or break in `other` where they did
+/// not in `reference` (same environment), with the new failures:
+/// "kselftest.mm.x in native: Test y".
+pub fn regressed_selftests(reference: &[Run], other: &[Run]) -> Vec<String> {
+    let mut regressed = Vec::new();
+    for run in other {
+        for mine in &run.kselftests {
+            let theirs = reference
+                .iter()
+                .filter(|r| r.env == run.env)
+                .flat_map(|r| r.kselftests.iter())
+                .find(|k| k.row == mine.row);
+            let new = theirs.map_or_else(Vec::new, |t| mine.new_failures(t));
+            if !new.is_empty() {
+                regressed.push(format!("{} in {}: {}", mine.row, run.env, new.join("; ")));
+            }
+        }
+    }
+    regressed
+}
+
 /// One candidate against the baseline.
 pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     let mut candidate_lost = lost_modes(candidate);
     candidate_lost.extend(unmeasured(baseline, candidate));
     candidate_lost.extend(lost_bits(candidate));
     candidate_lost.extend(unmeasured_bits(baseline, candidate));
-    if !candidate_lost.is_empty() {
+    let selftests = regressed_selftests(baseline, candidate);
+    if !candidate_lost.is_empty() || !selftests.is_empty() {
         return Verdict::CandidateLost {
-            only_synthetic: candidate_lost.iter().all(|row| row.path.is_synthetic()),
+            only_synthetic: selftests.is_empty()
+                && candidate_lost.iter().all(|row| row.path.is_synthetic()),
             rows: candidate_lost,
+            selftests,
         };
     }
     let not_reproduced: Vec<Env> = baseline
@@ -315,7 +344,35 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
             out += "\n";
         }
     }
-    out + &bits_table(runs, width) + &footnote(runs)
+    out + &bits_table(runs, width) + &kselftest_table(runs) + &footnote(runs)
+}
+
+/// The kernel's own selftests of the same boots (`--kselftest`): a line
+/// per program, each variant's outcome (once, when all agree).
+fn kselftest_table(runs: &[&Run]) -> String {
+    let Some(first) = runs.iter().find(|r| !r.kselftests.is_empty()) else {
+        return String::new();
+    };
+    let mut out =
+        "  the kernel's own selftests, run in the same boots after the report:\n".to_string();
+    for row in &first.kselftests {
+        let cells: Vec<(String, String)> = runs
+            .iter()
+            .map(|run| {
+                let mine = run.kselftests.iter().find(|k| k.row == row.row);
+                let summary = mine.map_or("not run".to_string(), |k| k.summary());
+                (run.variant.clone(), summary)
+            })
+            .collect();
+        let text = if cells.iter().all(|(_, s)| *s == cells[0].1) {
+            cells[0].1.clone()
+        } else {
+            let each: Vec<String> = cells.iter().map(|(v, s)| format!("{v}: {s}")).collect();
+            each.join(" · ")
+        };
+        out += &format!("  {:<30} {text}\n", row.row);
+    }
+    out
 }
 
 /// The later steps' kept-bit rows under the mode rows: a column per
@@ -451,7 +508,7 @@ pub fn single_table(run: &Run) -> String {
             pw = PATH_WIDTH
         );
     }
-    out + &bits_table(&[run], 13) + &footnote(&[run])
+    out + &bits_table(&[run], 13) + &kselftest_table(&[run]) + &footnote(&[run])
 }
 
 #[cfg(test)]
@@ -465,6 +522,7 @@ mod tests {
             Verdict::CandidateLost {
                 rows,
                 only_synthetic,
+                ..
             } => (rows.iter().map(|r| r.to_string()).collect(), only_synthetic),
             other => panic!("not a fail: {other:?}"),
         }
@@ -475,6 +533,7 @@ mod tests {
             variant: variant.into(),
             env,
             report: parse_ktap(&sample_ktap(lost)).unwrap(),
+            kselftests: Vec::new(),
         }
     }
 
@@ -509,6 +568,7 @@ mod tests {
                 variant: variant.into(),
                 env: Env::Native,
                 report: parse_ktap(&ktap).unwrap(),
+                kselftests: Vec::new(),
             }
         };
         let (reference, mutant) = ([later("reference", "40")], [later("mutant", "00")]);
@@ -584,6 +644,7 @@ mod tests {
                 variant: variant.into(),
                 env: Env::Native,
                 report: parse_ktap(&ktap).unwrap(),
+                kselftests: Vec::new(),
             }]
         };
         let lost = [("WT", "UC")];

@@ -106,14 +106,35 @@ fn cpio(entries: &[Entry]) -> Vec<u8> {
 
 /// Writes the initramfs holding `init` to `dest`.
 pub fn write(init: &Path, dest: &Path) -> Result<()> {
+    write_with(init, dest, &[])
+}
+
+/// The same, with `programs` (name, file) in /kselftest for `/init` to run
+/// after the report.
+pub fn write_with(init: &Path, dest: &Path, programs: &[(String, PathBuf)]) -> Result<()> {
     let init_bytes = std::fs::read(init)?;
-    let archive = cpio(&[
+    let dir = patverify_protocol::KSELFTEST_DIR.trim_start_matches('/');
+    let mut contents = Vec::new();
+    for (name, file) in programs {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        contents.push((format!("{dir}/{name}"), bytes));
+    }
+    let mut entries = vec![
         Entry::Dir("dev"),
         Entry::CharDev("dev/console", 5, 1),
         Entry::Dir("debug"),
         Entry::File("init", &init_bytes),
-    ]);
-    crate::support::cache::write_atomic(dest, archive)
+    ];
+    if !contents.is_empty() {
+        entries.push(Entry::Dir(dir));
+    }
+    entries.extend(
+        contents
+            .iter()
+            .map(|(name, bytes)| Entry::File(name, bytes)),
+    );
+    crate::support::cache::write_atomic(dest, cpio(&entries))
 }
 
 #[cfg(test)]

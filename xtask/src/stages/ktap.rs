@@ -140,6 +140,45 @@ struct Reading {
 }
 
 /// Parses the module's KTAP v1 and checks it is complete and consistent.
+/// One (K)TAP result line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TapLine<'a> {
+    pub ok: bool,
+    pub number: usize,
+    /// The test's name (empty when the line has only a directive).
+    pub name: &'a str,
+    /// What follows ` # `: `SKIP reason`, `TODO …`.
+    pub directive: Option<&'a str>,
+}
+
+/// `ok N NAME [# DIRECTIVE]` / `not ok N NAME [# DIRECTIVE]`: None when the
+/// line is no result line, an error when it is one in bad form. The
+/// module's report and the kernel's selftests are read with it.
+pub fn tap_result(line: &str) -> Option<Result<TapLine<'_>, String>> {
+    let (ok, rest) = if let Some(r) = line.strip_prefix("ok ") {
+        (true, r)
+    } else if let Some(r) = line.strip_prefix("not ok ") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let (number, name) = rest.split_once(' ').unwrap_or((rest, ""));
+    let Ok(number) = number.parse::<usize>() else {
+        return Some(Err(format!("bad test number in {line:?}")));
+    };
+    let (name, directive) = match (name.strip_prefix("# "), name.split_once(" # ")) {
+        (Some(directive), _) => ("", Some(directive.trim())),
+        (None, Some((name, directive))) => (name.trim(), Some(directive.trim())),
+        (None, None) => (name.trim(), None),
+    };
+    Some(Ok(TapLine {
+        ok,
+        number,
+        name,
+        directive,
+    }))
+}
+
 pub fn parse_ktap(text: &str) -> Result<Report, String> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     if lines.next() != Some("KTAP version 1") {
@@ -226,26 +265,15 @@ impl Reading {
     /// `ok N PATH.MODE [# SKIP reason]` / `not ok N PATH.MODE`, with its
     /// diagnostic line read earlier.
     fn result_line(&self, line: &str) -> Result<ModeResult, String> {
-        let (ok, rest) = if let Some(r) = line.strip_prefix("ok ") {
-            (true, r)
-        } else if let Some(r) = line.strip_prefix("not ok ") {
-            (false, r)
-        } else {
-            return Err(format!("unexpected line {line:?}"));
-        };
-        let (number, name) = rest
-            .split_once(' ')
-            .ok_or_else(|| format!("bad result line {line:?}"))?;
-        let number: usize = number
-            .parse()
-            .map_err(|_| format!("bad test number in {line:?}"))?;
+        let TapLine {
+            ok,
+            number,
+            name,
+            directive,
+        } = tap_result(line).unwrap_or_else(|| Err(format!("unexpected line {line:?}")))?;
         if number != self.results.len() + 1 {
             return Err(format!("test {number} out of order"));
         }
-        let (name, directive) = match name.split_once(" # ") {
-            Some((name, directive)) => (name.trim(), Some(directive.trim())),
-            None => (name.trim(), None),
-        };
         let (path, row) = name
             .rsplit_once('.')
             .ok_or_else(|| format!("test name {name:?} is not PATH.MODE"))?;

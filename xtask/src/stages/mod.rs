@@ -5,6 +5,7 @@ pub mod compare;
 pub mod config;
 pub mod initramfs;
 pub mod kbuild;
+pub mod kselftest;
 pub mod ktap;
 pub mod mask;
 pub mod patch;

@@ -33,6 +33,9 @@ pub struct Boot<'a> {
     pub console_log: PathBuf,
     /// Extra kernel command line (tests use it to inject failures).
     pub extra_cmdline: &'a str,
+    /// The line after which the guest has nothing more to say: the
+    /// report's end, or the last selftest's (`--kselftest`).
+    pub stop_after: &'static str,
 }
 
 fn machine_args(kvm: bool, memory: &str) -> Vec<String> {
@@ -190,7 +193,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let (rx, pump) = pump_lines(Arc::clone(&reader));
     let mut phases = Phases::default();
     let window = (started, boot.timeout);
-    let (text, end) = collect(&rx, window, &mut log, &reader, &mut phases)?;
+    let (text, end) = collect(&rx, window, boot.stop_after, &mut log, &reader, &mut phases)?;
     let timed_out = end == End::TimedOut;
     if end == End::StoppedAfterReport {
         writeln!(log, "\n[patverify: report complete, QEMU stopped]")?;
@@ -261,6 +264,7 @@ enum End {
 fn collect(
     rx: &Receiver<Vec<u8>>,
     (started, timeout): (Instant, Duration),
+    stop_after: &str,
     log: &mut std::fs::File,
     reader: &duct::ReaderHandle,
     phases: &mut Phases,
@@ -274,7 +278,7 @@ fn collect(
                 log.write_all(&chunk)?;
                 phases.saw(&String::from_utf8_lossy(&chunk), started.elapsed());
                 text.extend_from_slice(&chunk);
-                if phases.report_end.is_some() {
+                if String::from_utf8_lossy(&chunk).contains(stop_after) {
                     reader.kill().ok();
                     return Ok((text, End::StoppedAfterReport));
                 }
@@ -375,6 +379,7 @@ mod tests {
             kvm: false,
             console_log: PathBuf::from("/dev/null"),
             extra_cmdline: "",
+            stop_after: patverify_protocol::REPORT_END,
             qemu: Path::new("qemu-system-x86_64"),
         };
         command(&boot).unwrap().display()
