@@ -219,7 +219,12 @@ impl Session {
     /// Configures and builds every variant (reusing unchanged builds).
     pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
         output::emit(Event::Stage(Stage::Build));
-        let mut fragments = config::fragments(&crate::support::repo_dir().join("configs"))?;
+        let configs = crate::support::repo_dir().join("configs");
+        let mut fragments = config::fragments(&configs)?;
+        // The suite's needs first, so a --config fragment can still override them.
+        if let Some(suite) = self.common.kselftest {
+            fragments.push(configs.join(suite.config_fragment()));
+        }
         for extra in &self.common.extra_configs {
             let path = extra.canonicalize().map_err(|e| {
                 fail(

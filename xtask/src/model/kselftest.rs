@@ -21,6 +21,14 @@ impl Suite {
         }
     }
 
+    /// The configuration fragment (under configs/) the suite's kernels are
+    /// built with besides configs/*.config: what its programs need to run.
+    pub fn config_fragment(self) -> &'static str {
+        match self {
+            Suite::Mm => "kselftest/mm.config",
+        }
+    }
+
     /// The programs of the suite, as tools/testing/selftests/mm names them.
     pub fn programs(self) -> &'static [&'static str] {
         match self {
