@@ -9,10 +9,12 @@ use std::io::Write;
 
 use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RESULTS as REPORT};
 use patverify_protocol::{
-    CacheMode, Fault, ProbePath, BEFORE_COMMAND, FAULT_PARAMETER, GUEST_ERROR as ERROR,
-    KSELFTESTS_DONE, KSELFTEST_BEGIN, KSELFTEST_DIR, KSELFTEST_END, KSELFTEST_SECONDS,
-    OOPS_COMMAND, REPORT_BEGIN as BEGIN, REPORT_END as END,
+    CacheMode, Fault, ProbePath, BEFORE_COMMAND, FAULT_PARAMETER, GUEST_DONE, GUEST_ERROR as ERROR,
+    KSELFTEST_BEGIN, KSELFTEST_DIR, KSELFTEST_END, KSELFTEST_SECONDS, OOPS_COMMAND, PAGEMAP_BEGIN,
+    PAGEMAP_END, REPORT_BEGIN as BEGIN, REPORT_END as END,
 };
+
+mod pagemap;
 
 const PAGE: usize = 4096;
 /// A PMD's worth: what one `huge_pfn` mapping covers.
@@ -47,8 +49,14 @@ fn main() {
         }
         (Ok(report), _) => {
             print_report(&mut console, &report);
+            let _ = write!(
+                console,
+                "{PAGEMAP_BEGIN}\n{}{PAGEMAP_END}\n",
+                pagemap::report()
+            );
             let _ = console.flush();
             run_kselftests();
+            let _ = writeln!(console, "{GUEST_DONE}");
         }
         (Err(err), _) => {
             let _ = writeln!(console, "{ERROR} {err} ====");
@@ -355,7 +363,6 @@ fn run_kselftests() {
         let ended = run_with_limit(&program);
         println!("{KSELFTEST_END} {name} {ended} ====");
     }
-    println!("{KSELFTESTS_DONE}");
 }
 
 /// Runs `program` (its output on the console) from /tmp; "exit=N", or

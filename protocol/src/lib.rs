@@ -13,6 +13,12 @@ pub const REPORT_END: &str = "==== PATVERIFY REPORT END";
 /// Starts the line `/init` prints instead of a report when it fails.
 pub const GUEST_ERROR: &str = "==== PATVERIFY ERROR:";
 
+/// Before and after `/init`'s own rows (KTAP), read from
+/// /proc/self/pagemap on anonymous memory: `pagemap.soft_dirty`,
+/// `pagemap.uffd_wp`.
+pub const PAGEMAP_BEGIN: &str = "==== PATVERIFY PAGEMAP BEGIN ====";
+pub const PAGEMAP_END: &str = "==== PATVERIFY PAGEMAP END ====";
+
 /// Where the initramfs carries the kernel's own selftests (`--kselftest`):
 /// `/init` runs every program in it, in name order, after the report.
 pub const KSELFTEST_DIR: &str = "/kselftest";
@@ -21,8 +27,8 @@ pub const KSELFTEST_BEGIN: &str = "==== PATVERIFY KSELFTEST BEGIN";
 /// Starts the line after it: `… END NAME exit=N ====`, or `… END NAME
 /// timeout ====` when `/init` killed it at [`KSELFTEST_SECONDS`].
 pub const KSELFTEST_END: &str = "==== PATVERIFY KSELFTEST END";
-/// The line after the last selftest: the boot has nothing more to say.
-pub const KSELFTESTS_DONE: &str = "==== PATVERIFY KSELFTESTS DONE ====";
+/// The last line `/init` prints: the boot has nothing more to say.
+pub const GUEST_DONE: &str = "==== PATVERIFY DONE ====";
 /// How long one selftest may run (under TCG) before `/init` kills it.
 pub const KSELFTEST_SECONDS: u64 = 60;
 

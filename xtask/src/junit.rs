@@ -9,6 +9,7 @@
 
 use crate::model::bits::{BitOutcome, BitRow};
 use crate::model::kselftest::{KselftestOutcome, KselftestResult};
+use crate::model::pagemap::{PagemapOutcome, PagemapRow};
 use crate::model::rows::{ModeResult, Outcome};
 use crate::record::{Record, Verdict};
 use crate::stages::qemu::Env;
@@ -62,6 +63,12 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         case.set_system_out(b.describe());
         suite.add_test_case(case);
     }
+    for p in record.pagemap(variant, env) {
+        let mut case = TestCase::new(p.row.as_str(), pagemap_status(p));
+        case.set_classname(class.as_str());
+        case.set_system_out(p.summary());
+        suite.add_test_case(case);
+    }
     for k in record.kselftests(variant, env) {
         let mut case = TestCase::new(k.row.as_str(), kselftest_status(k));
         case.set_classname(class.as_str());
@@ -82,6 +89,19 @@ fn suite(record: &Record, variant: &str, env: Env) -> TestSuite {
         suite.add_test_case(case);
     }
     suite
+}
+
+/// A pagemap row's status: a lost bit fails in every suite (no variant's
+/// bug under test is a lost bit), an error is an error, a skip says why.
+fn pagemap_status(p: &PagemapRow) -> TestCaseStatus {
+    let mut status = match &p.outcome {
+        PagemapOutcome::Kept => return TestCaseStatus::success(),
+        PagemapOutcome::Skipped { .. } => TestCaseStatus::skipped(),
+        PagemapOutcome::Lost => TestCaseStatus::non_success(NonSuccessKind::Failure),
+        PagemapOutcome::Error { .. } => TestCaseStatus::non_success(NonSuccessKind::Error),
+    };
+    status.set_message(p.summary());
+    status
 }
 
 /// A selftest program's status, as the program itself said it.

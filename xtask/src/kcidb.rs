@@ -7,6 +7,7 @@
 
 use crate::model::bits::BitOutcome;
 use crate::model::kselftest::KselftestOutcome;
+use crate::model::pagemap::PagemapOutcome;
 use crate::model::rows::{Judgment, ModeResult};
 use crate::model::{Env, Step};
 use crate::record::Record;
@@ -273,6 +274,21 @@ fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
     }));
     for e in &record.environments {
         let build = build_id(checkout_id, &e.variant);
+        tests.extend(e.pagemap.iter().map(|p| Test {
+            id: format!("{build}:{}.{}", e.env, p.row),
+            build_id: build.clone(),
+            origin: ORIGIN,
+            path: format!("patverify.{}.{}", e.env, p.row),
+            status: match p.outcome {
+                PagemapOutcome::Kept => "PASS",
+                PagemapOutcome::Lost => "FAIL",
+                PagemapOutcome::Skipped { .. } => "SKIP",
+                PagemapOutcome::Error { .. } => "ERROR",
+            },
+            environment: environment(e.env),
+            duration: None,
+            misc: serde_json::to_value(p).unwrap_or_default(),
+        }));
         tests.extend(e.kselftests.iter().map(|k| Test {
             id: format!("{build}:{}.{}", e.env, k.row),
             build_id: build.clone(),

@@ -240,6 +240,9 @@ pub struct EnvRecord {
     /// The kernel's own selftests run in this boot (`--kselftest`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kselftests: Vec<crate::model::kselftest::KselftestResult>,
+    /// `/init`'s pagemap rows (soft-dirty and uffd-wp of an anonymous page).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pagemap: Vec<crate::model::pagemap::PagemapRow>,
 }
 
 /// One row of one boot's report.
@@ -379,6 +382,18 @@ impl Record {
             .iter()
             .filter(move |b| b.variant == variant && b.env == env)
             .map(|b| &b.row)
+    }
+
+    /// `/init`'s pagemap rows of one boot.
+    pub fn pagemap<'a>(
+        &'a self,
+        variant: &'a str,
+        env: Env,
+    ) -> impl Iterator<Item = &'a crate::model::pagemap::PagemapRow> + 'a {
+        self.environments
+            .iter()
+            .filter(move |e| e.variant == variant && e.env == env)
+            .flat_map(|e| e.pagemap.iter())
     }
 
     /// The kernel's selftests of one boot (`--kselftest`).
@@ -550,6 +565,7 @@ pub mod tests {
                 phases: Default::default(),
                 kept_bits: None,
                 kselftests: Vec::new(),
+                pagemap: Vec::new(),
             }],
             ..Record::default()
         };

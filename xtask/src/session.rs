@@ -341,6 +341,7 @@ impl Session {
             phases,
             kept_bits: run.report.kept_bits.clone(),
             kselftests: run.kselftests.clone(),
+            pagemap: run.pagemap.clone(),
         });
         for r in &run.report.results {
             let row = ResultRecord::new(&run.variant, run.env, r.clone());
@@ -559,20 +560,12 @@ fn boot_one(
         kvm: common.kvm,
         console_log: ctx.out_dir.join(format!("{label}.console.log")),
         extra_cmdline: &common.extra_cmdline,
-        stop_after: initramfs.last_line(),
+        stop_after: patverify_protocol::GUEST_DONE,
     };
     let console = qemu::run(&boot)?;
     let log = boot.console_log.display();
     let named = |what: String| fail(Kind::Boot, format!("{label}: {what} (console log: {log})"));
-    let ktap = match ktap::extract(&console.text) {
-        Ok(ktap) => ktap,
-        Err(problem) => {
-            // An environment that never came up explains a missing report best.
-            qemu::check_env(env, &console.text).map_err(&named)?;
-            return Err(named(no_report(&problem, &console, common.timeout)));
-        }
-    };
-    qemu::check_env(env, &console.text).map_err(&named)?;
+    let ktap = report_of(env, &console, common.timeout).map_err(&named)?;
     std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
     let parsed = ktap::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
     let series = Some(ctx.source.version.series());
@@ -582,6 +575,8 @@ fn boot_one(
         label: &label,
         took: console.elapsed,
     });
+    let pagemap = ktap::pagemap_rows(&console.text)
+        .map_err(|e| named(format!("garbled pagemap rows: {e}")))?;
     let kselftests = initramfs.kselftest_results(&console.text);
     let (variant, report) = (v.name.clone(), parsed);
     let run = Run {
@@ -589,6 +584,7 @@ fn boot_one(
         env,
         report,
         kselftests,
+        pagemap,
     };
     Ok((run, console.elapsed, console.phases))
 }
@@ -612,14 +608,6 @@ impl Initramfs {
         })
     }
 
-    /// The line after which the guest has nothing more to say.
-    fn last_line(&self) -> &'static str {
-        match self.kselftests {
-            Some(_) => patverify_protocol::KSELFTESTS_DONE,
-            None => patverify_protocol::REPORT_END,
-        }
-    }
-
     /// The selftests' rows from a boot's console.
     fn kselftest_results(&self, console: &str) -> Vec<crate::model::kselftest::KselftestResult> {
         match &self.kselftests {
@@ -627,6 +615,15 @@ impl Initramfs {
             None => Vec::new(),
         }
     }
+}
+
+/// The module's report from a boot's console, in the environment it was
+/// meant to run in; else why not (an environment that never came up
+/// explains a missing report best).
+fn report_of(env: Env, console: &qemu::Console, timeout: u64) -> Result<String, String> {
+    let ktap = ktap::extract(&console.text);
+    qemu::check_env(env, &console.text)?;
+    ktap.map_err(|problem| no_report(&problem, console, timeout))
 }
 
 /// Why a boot left no usable report: a hang, QEMU dying, or what the

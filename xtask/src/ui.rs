@@ -41,7 +41,7 @@ pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String
             compare::Verdict::CandidateLost {
                 rows,
                 only_synthetic,
-                selftests,
+                others,
             } => {
                 let only = if *only_synthetic {
                     " (only on synthetic rows: no real mapping lost a mode)"
@@ -52,7 +52,7 @@ pub fn candidate_lines(judged: &[(&str, &str, &compare::Verdict)]) -> Vec<String
                     "{name:<12} {file}: LOSES {}{only}",
                     rows.iter()
                         .map(|row| row.to_string())
-                        .chain(selftests.iter().cloned())
+                        .chain(others.iter().cloned())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))

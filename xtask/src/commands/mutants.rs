@@ -240,6 +240,7 @@ fn judge(
                 .iter()
                 .map(|r| r.to_string()),
         );
+        by.extend(compare::killing_pagemap_rows(&runs[0], &runs[v]));
         if by.is_empty() {
             record.by = why_unseen(&record.term, &runs[0]);
         } else {
@@ -267,6 +268,17 @@ fn why_unseen(term: &str, reference: &[Run]) -> Vec<String> {
                 .map(move |b| format!("{} {} {}: {}", run.env, b.path, b.label(), b.describe()))
         })
         .collect();
+    // /init's pagemap rows of the same bits.
+    for run in reference {
+        for row in &run.pagemap {
+            if bits
+                .iter()
+                .any(|b| row.row == format!("pagemap.{}", b.name()))
+            {
+                why.push(format!("{} {}: {}", run.env, row.row, row.summary()));
+            }
+        }
+    }
     if why.is_empty() {
         why.push("every row kept what the reference kept".into());
     }
@@ -416,6 +428,7 @@ mod tests {
             env: crate::model::Env::Native,
             report,
             kselftests: Vec::new(),
+            pagemap: Vec::new(),
         }];
         let why = why_unseen("_PAGE_UFFD_WP", &reference);
         assert_eq!(why.len(), 1);

@@ -93,7 +93,9 @@ impl Probe {
         let modes_kept = runs
             .iter()
             .all(|r| !r.report.results.iter().any(|m| m.lost_in_scope()));
-        let bits_kept = runs.iter().all(|r| !r.report.bits.iter().any(|b| b.lost()));
+        let bits_kept = runs.iter().all(|r| {
+            !r.report.bits.iter().any(|b| b.lost()) && !r.pagemap.iter().any(|p| p.failed())
+        });
         // `--expect lost` looks for the kernels that lose a cache mode: a
         // lost bit cannot make one good.
         let all_kept = modes_kept && (bits_kept || matches!(self.expect, Expect::Lost));

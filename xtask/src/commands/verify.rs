@@ -138,10 +138,10 @@ fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
                 compare::Verdict::CandidateLost {
                     rows,
                     only_synthetic,
-                    selftests,
+                    others,
                 } => {
                     let rows = rows.iter().map(|row| row.to_string());
-                    let lost = rows.chain(selftests.iter().cloned()).collect();
+                    let lost = rows.chain(others.iter().cloned()).collect();
                     (lost, *only_synthetic, CandidateVerdict::Fail)
                 }
                 compare::Verdict::BaselineNotReproduced(_) => {

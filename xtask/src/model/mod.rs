@@ -9,6 +9,7 @@ use std::fmt;
 
 pub mod bits;
 pub mod kselftest;
+pub mod pagemap;
 pub mod rows;
 
 /// Where a kernel boots: on QEMU's bare (virtual) metal, or as a Xen PV dom0.

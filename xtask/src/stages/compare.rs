@@ -2,6 +2,7 @@
 //! the verdict. Everything here works on reports parsed from booted kernels.
 
 use crate::model::bits::{BitOutcome, BitRow};
+use crate::model::pagemap::PagemapOutcome;
 use crate::model::rows::{row_keys, Judgment, ModeResult, Outcome, ProbePath, Report, RowKey};
 use crate::stages::qemu::Env;
 use patverify_protocol::PathKind;
@@ -15,6 +16,8 @@ pub struct Run {
     pub report: Report,
     /// The kernel's own selftests run in the same boot (`--kselftest`).
     pub kselftests: Vec<crate::model::kselftest::KselftestResult>,
+    /// `/init`'s pagemap rows of the same boot.
+    pub pagemap: Vec<crate::model::pagemap::PagemapRow>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -23,13 +26,14 @@ pub enum Verdict {
     /// lost none.
     Pass,
     /// The candidate loses these rows, or did not measure a row the baseline
-    /// lost; `only_synthetic` when none of them is a real mapping's. With
-    /// `--kselftest`: `selftests` the kernel's own selftests that pass on
-    /// the baseline and fail on the candidate ("kselftest.mm.x in xen: …").
+    /// lost; `only_synthetic` when none of them is a real mapping's.
+    /// `others`: the rows beyond the module's it fails — `/init`'s pagemap
+    /// rows it lost or did not measure, and (`--kselftest`) the kernel's
+    /// selftests that newly fail on it ("kselftest.mm.x in xen: …").
     CandidateLost {
         rows: Vec<LostRow>,
         only_synthetic: bool,
-        selftests: Vec<String>,
+        others: Vec<String>,
     },
     /// The baseline lost nothing in these environments: the bug was not reproduced.
     BaselineNotReproduced(Vec<Env>),
@@ -218,6 +222,49 @@ pub fn killing_rows(reference: &[Run], mutant: &[Run]) -> Vec<LostRow> {
     modes.chain(bits).collect()
 }
 
+/// `/init`'s pagemap rows a candidate fails: lost or not measured (an
+/// error), or skipped where the baseline measured it — no pass by omission.
+fn pagemap_losses(baseline: &[Run], candidate: &[Run]) -> Vec<String> {
+    let mut losses = Vec::new();
+    for run in candidate {
+        for row in &run.pagemap {
+            let measured_there = baseline.iter().filter(|b| b.env == run.env).any(|b| {
+                b.pagemap.iter().any(|r| {
+                    r.row == row.row && !matches!(r.outcome, PagemapOutcome::Skipped { .. })
+                })
+            });
+            let unmeasured =
+                matches!(row.outcome, PagemapOutcome::Skipped { .. }) && measured_there;
+            if row.failed() || unmeasured {
+                losses.push(format!("{} in {}: {}", row.row, run.env, row.summary()));
+            }
+        }
+    }
+    losses
+}
+
+/// What tells a mutant from the reference among `/init`'s pagemap rows: a
+/// bit the reference kept and the mutant lost (or could not measure).
+pub fn killing_pagemap_rows(reference: &[Run], mutant: &[Run]) -> Vec<String> {
+    let kept = |env: Env, row: &str| {
+        let mut rows = reference
+            .iter()
+            .filter(|r| r.env == env)
+            .flat_map(|r| r.pagemap.iter());
+        rows.any(|r| r.row == row && r.outcome == PagemapOutcome::Kept)
+    };
+    mutant
+        .iter()
+        .flat_map(|run| {
+            let lost = run
+                .pagemap
+                .iter()
+                .filter(move |r| r.failed() && kept(run.env, &r.row));
+            lost.map(move |r| format!("{} {}: {}", run.env, r.row, r.summary()))
+        })
+        .collect()
+}
+
 /// The kernel's selftests that fail or break in `other` where they did
 /// not in `reference` (same environment), with the new failures:
 /// "kselftest.mm.x in native: Test y".
@@ -245,13 +292,14 @@ pub fn verdict(baseline: &[Run], candidate: &[Run]) -> Verdict {
     candidate_lost.extend(unmeasured(baseline, candidate));
     candidate_lost.extend(lost_bits(candidate));
     candidate_lost.extend(unmeasured_bits(baseline, candidate));
-    let selftests = regressed_selftests(baseline, candidate);
-    if !candidate_lost.is_empty() || !selftests.is_empty() {
+    let mut others = pagemap_losses(baseline, candidate);
+    others.extend(regressed_selftests(baseline, candidate));
+    if !candidate_lost.is_empty() || !others.is_empty() {
         return Verdict::CandidateLost {
-            only_synthetic: selftests.is_empty()
+            only_synthetic: others.is_empty()
                 && candidate_lost.iter().all(|row| row.path.is_synthetic()),
             rows: candidate_lost,
-            selftests,
+            others,
         };
     }
     let not_reproduced: Vec<Env> = baseline
@@ -344,7 +392,39 @@ pub fn table(env: Env, runs: &[&Run]) -> String {
             out += "\n";
         }
     }
-    out + &bits_table(runs, width) + &kselftest_table(runs) + &footnote(runs)
+    out + &bits_table(runs, width) + &pagemap_table(runs) + &kselftest_table(runs) + &footnote(runs)
+}
+
+/// `/init`'s pagemap rows: a line per row, each variant's outcome (once,
+/// when all agree).
+fn pagemap_table(runs: &[&Run]) -> String {
+    let Some(first) = runs.iter().find(|r| !r.pagemap.is_empty()) else {
+        return String::new();
+    };
+    let mut out = "  an anonymous page, read from /proc/self/pagemap before and after mprotect() (by /init):\n".to_string();
+    for row in &first.pagemap {
+        let cells: Vec<(String, String)> = runs
+            .iter()
+            .map(|run| {
+                let mine = run.pagemap.iter().find(|r| r.row == row.row);
+                (
+                    run.variant.clone(),
+                    mine.map_or("not run".into(), |r| r.summary()),
+                )
+            })
+            .collect();
+        out += &format!("  {:<30} {}\n", row.row, agreed_or_each(&cells));
+    }
+    out
+}
+
+/// One text when every variant's is the same, else "variant: text · …".
+fn agreed_or_each(cells: &[(String, String)]) -> String {
+    if cells.iter().all(|(_, s)| *s == cells[0].1) {
+        return cells[0].1.clone();
+    }
+    let each: Vec<String> = cells.iter().map(|(v, s)| format!("{v}: {s}")).collect();
+    each.join(" · ")
 }
 
 /// The kernel's own selftests of the same boots (`--kselftest`): a line
@@ -364,13 +444,7 @@ fn kselftest_table(runs: &[&Run]) -> String {
                 (run.variant.clone(), summary)
             })
             .collect();
-        let text = if cells.iter().all(|(_, s)| *s == cells[0].1) {
-            cells[0].1.clone()
-        } else {
-            let each: Vec<String> = cells.iter().map(|(v, s)| format!("{v}: {s}")).collect();
-            each.join(" · ")
-        };
-        out += &format!("  {:<30} {text}\n", row.row);
+        out += &format!("  {:<30} {}\n", row.row, agreed_or_each(&cells));
     }
     out
 }
@@ -508,7 +582,10 @@ pub fn single_table(run: &Run) -> String {
             pw = PATH_WIDTH
         );
     }
-    out + &bits_table(&[run], 13) + &kselftest_table(&[run]) + &footnote(&[run])
+    out + &bits_table(&[run], 13)
+        + &pagemap_table(&[run])
+        + &kselftest_table(&[run])
+        + &footnote(&[run])
 }
 
 #[cfg(test)]
@@ -534,7 +611,57 @@ mod tests {
             env,
             report: parse_ktap(&sample_ktap(lost)).unwrap(),
             kselftests: Vec::new(),
+            pagemap: Vec::new(),
         }
+    }
+
+    fn with_pagemap(mut run: Run, soft_dirty: &str, uffd_wp: &str) -> Run {
+        use crate::stages::ktap::{pagemap_rows, tests::pagemap_section};
+        run.pagemap = pagemap_rows(&pagemap_section(soft_dirty, uffd_wp)).unwrap();
+        run
+    }
+
+    #[test]
+    fn a_lost_or_unmeasured_pagemap_row_fails_the_candidate_and_kills_a_mutant() {
+        let skip = "ok 2 pagemap.uffd_wp # SKIP no userfaultfd";
+        let kept = "ok 2 pagemap.uffd_wp";
+        let lost = [("WT", "UC")];
+        let baseline = [with_pagemap(
+            run("baseline", Env::Native, &lost),
+            "ok",
+            kept,
+        )];
+        let good = [with_pagemap(run("candidate", Env::Native, &[]), "ok", kept)];
+        assert_eq!(verdict(&baseline, &good), Verdict::Pass);
+        let dropped = [with_pagemap(
+            run("candidate", Env::Native, &[]),
+            "not ok",
+            kept,
+        )];
+        let Verdict::CandidateLost {
+            rows,
+            others,
+            only_synthetic,
+        } = verdict(&baseline, &dropped)
+        else {
+            panic!("a lost soft-dirty bit passed");
+        };
+        assert!(rows.is_empty() && !only_synthetic);
+        assert!(
+            others[0].starts_with("pagemap.soft_dirty in native: LOST"),
+            "{others:?}"
+        );
+        let unmeasured = [with_pagemap(run("candidate", Env::Native, &[]), "ok", skip)];
+        assert!(matches!(
+            verdict(&baseline, &unmeasured),
+            Verdict::CandidateLost { .. }
+        ));
+        // A mutant is killed by a bit the reference kept, not by one it lost too.
+        let killed = killing_pagemap_rows(&baseline, &dropped);
+        assert_eq!(killed.len(), 1, "{killed:?}");
+        assert!(killing_pagemap_rows(&dropped, &dropped).is_empty());
+        let t = table(Env::Native, &[&baseline[0], &dropped[0]]);
+        assert!(t.contains("baseline: kept (pagemap flags 0x8180000000000000 → 0x8180000000000000) · candidate: LOST"), "{t}");
     }
 
     #[test]
@@ -569,6 +696,7 @@ mod tests {
                 env: Env::Native,
                 report: parse_ktap(&ktap).unwrap(),
                 kselftests: Vec::new(),
+                pagemap: Vec::new(),
             }
         };
         let (reference, mutant) = ([later("reference", "40")], [later("mutant", "00")]);
@@ -645,6 +773,7 @@ mod tests {
                 env: Env::Native,
                 report: parse_ktap(&ktap).unwrap(),
                 kselftests: Vec::new(),
+                pagemap: Vec::new(),
             }]
         };
         let lost = [("WT", "UC")];

@@ -2,6 +2,7 @@
 //! console, the boot failures around it, and the module's KTAP v1.
 
 use crate::model::bits::{bit_rows, KeptBits};
+use crate::model::pagemap::{PagemapOutcome, PagemapRow};
 use crate::model::rows::{
     declared_skip, judge_steps, pat_layout_of_msr, row_keys, CacheMode, ModeResult, Outcome,
     ProbePath, Pte, Report,
@@ -140,6 +141,67 @@ struct Reading {
 }
 
 /// Parses the module's KTAP v1 and checks it is complete and consistent.
+/// `/init`'s pagemap rows, between their markers on the console: each
+/// `ok` a kept bit, `not ok` a lost one (`# ERROR`: not measured), `# SKIP`
+/// with its reason; the diagnostic line before each gives the entries. A
+/// console without them (an `/init` that reported) is an error: no row may
+/// pass by omission.
+pub fn pagemap_rows(console: &str) -> Result<Vec<PagemapRow>, String> {
+    use patverify_protocol::{PAGEMAP_BEGIN, PAGEMAP_END};
+    let start = console.find(PAGEMAP_BEGIN).ok_or("no pagemap rows")? + PAGEMAP_BEGIN.len();
+    let end = console[start..]
+        .find(PAGEMAP_END)
+        .ok_or("pagemap rows cut short")?;
+    let mut rows = Vec::new();
+    let mut plan = None;
+    let mut entries: Option<(String, String)> = None;
+    for line in console[start..start + end].lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("1..") {
+            plan = n.parse::<usize>().ok();
+        } else if let Some((_, kvs)) = line.strip_prefix("# ").and_then(|r| r.split_once(": ")) {
+            let found: Vec<(&str, &str)> = key_values(kvs).collect();
+            let get = |k: &str| {
+                found
+                    .iter()
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            entries = get("before").zip(get("after"));
+        } else if let Some(result) = tap_result(line) {
+            let TapLine {
+                ok,
+                name,
+                directive,
+                ..
+            } = result?;
+            let outcome = match (ok, directive) {
+                (true, Some(d)) if d.starts_with("SKIP") => PagemapOutcome::Skipped {
+                    reason: d[4..].trim().to_string(),
+                },
+                (true, _) => PagemapOutcome::Kept,
+                (false, Some(d)) if d.starts_with("ERROR") => PagemapOutcome::Error {
+                    reason: d[5..].trim().to_string(),
+                },
+                (false, _) => PagemapOutcome::Lost,
+            };
+            let (before, after) = entries.take().unzip();
+            rows.push(PagemapRow {
+                row: name.to_string(),
+                outcome,
+                before,
+                after,
+            });
+        }
+    }
+    if plan != Some(rows.len()) {
+        return Err(format!(
+            "pagemap plan says {plan:?} rows, {} reported",
+            rows.len()
+        ));
+    }
+    Ok(rows)
+}
+
 /// One (K)TAP result line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TapLine<'a> {
@@ -425,6 +487,41 @@ pub mod tests {
     pub fn console_with(report: &str) -> String {
         let lines = report.lines().count();
         format!("SeaBIOS\r\n[    0.000000] Linux version 6.12\r\n{BEGIN}\r\n{}{END} lines={lines} ====\r\n[    1.2] reboot: Power down\r\n", report.replace('\n', "\r\n"))
+    }
+
+    /// The pagemap section as `/init` prints it (entries in the diagnostics).
+    pub fn pagemap_section(soft_dirty: &str, uffd_wp: &str) -> String {
+        use patverify_protocol::{PAGEMAP_BEGIN, PAGEMAP_END};
+        format!("{PAGEMAP_BEGIN}\r\nKTAP version 1\r\n1..2\r\n# pagemap.soft_dirty: before=0x8180000000001234 after=0x8180000000001234\r\n{soft_dirty} 1 pagemap.soft_dirty\r\n{uffd_wp}\r\n{PAGEMAP_END}\r\n")
+    }
+
+    #[test]
+    fn the_pagemap_rows_are_read_with_their_entries_and_reasons() {
+        let skip = "ok 2 pagemap.uffd_wp # SKIP userfaultfd(): Function not implemented";
+        let rows = pagemap_rows(&pagemap_section("ok", skip)).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].outcome, PagemapOutcome::Kept);
+        assert_eq!(rows[0].before.as_deref(), Some("0x8180000000001234"));
+        assert_eq!(
+            rows[1].outcome,
+            PagemapOutcome::Skipped {
+                reason: "userfaultfd(): Function not implemented".into()
+            }
+        );
+        assert_eq!(rows[1].before, None);
+        let lost = pagemap_rows(&pagemap_section(
+            "not ok",
+            "not ok 2 pagemap.uffd_wp # ERROR UFFDIO_API: EINVAL",
+        ))
+        .unwrap();
+        assert_eq!(lost[0].outcome, PagemapOutcome::Lost);
+        assert!(lost[0].failed() && lost[1].failed());
+        assert!(
+            matches!(&lost[1].outcome, PagemapOutcome::Error { reason } if reason == "UFFDIO_API: EINVAL")
+        );
+        // No pass by omission: a missing section, or a row short of the plan.
+        assert!(pagemap_rows("no rows here").is_err());
+        assert!(pagemap_rows(&pagemap_section("ok", "")).is_err());
     }
 
     #[test]
