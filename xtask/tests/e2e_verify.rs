@@ -213,6 +213,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         );
     }
     pat_index_rows(&json, &mut checks);
+    pagemap_rows(&json, &mut checks);
     for (env, layout) in [
         ("native", ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]),
         ("xen", ["WB", "WT", "UC-", "UC", "WC", "WP", "UC", "UC"]),
@@ -323,6 +324,33 @@ fn kunit_parser_agrees(json: &Record, out: &Path, checks: &mut Checks) -> Result
         }
     }
     Ok(())
+}
+
+/// /init's pagemap rows in every boot: the anonymous page's soft-dirty bit
+/// set before mprotect() and kept; uffd-wp skipped, saying the kernel has
+/// no userfaultfd (this configuration).
+fn pagemap_rows(json: &Record, checks: &mut Checks) {
+    use xtask::model::pagemap::PagemapOutcome;
+    for e in &json.environments {
+        let outcome = |row: &str| {
+            e.pagemap
+                .iter()
+                .find(|p| p.row == row)
+                .map(|p| p.outcome.clone())
+        };
+        let soft_dirty = outcome("pagemap.soft_dirty");
+        checks.check(
+            &format!("{} {}: pagemap.soft_dirty kept", e.variant, e.env),
+            soft_dirty == Some(PagemapOutcome::Kept),
+            || format!("{soft_dirty:?}"),
+        );
+        let uffd_wp = outcome("pagemap.uffd_wp");
+        checks.check(
+            &format!("{} {}: pagemap.uffd_wp skipped for want of userfaultfd", e.variant, e.env),
+            matches!(&uffd_wp, Some(PagemapOutcome::Skipped { reason }) if reason.contains("CONFIG_USERFAULTFD")),
+            || format!("{uffd_wp:?}"),
+        );
+    }
 }
 
 /// `--kcidb` writes what kcidb-io's own validator accepts: for this run,
