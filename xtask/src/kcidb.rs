@@ -274,36 +274,34 @@ fn measured(record: &Record, checkout_id: &str) -> Vec<Test> {
     }));
     for e in &record.environments {
         let build = build_id(checkout_id, &e.variant);
-        tests.extend(e.pagemap.iter().map(|p| Test {
-            id: format!("{build}:{}.{}", e.env, p.row),
+        let guest_test = |row: &str, status: &'static str, misc: serde_json::Value| Test {
+            id: format!("{build}:{}.{row}", e.env),
             build_id: build.clone(),
             origin: ORIGIN,
-            path: format!("patverify.{}.{}", e.env, p.row),
-            status: match p.outcome {
+            path: format!("patverify.{}.{row}", e.env),
+            status,
+            environment: environment(e.env),
+            duration: None,
+            misc,
+        };
+        for p in &e.pagemap {
+            let status = match p.outcome {
                 PagemapOutcome::Kept => "PASS",
                 PagemapOutcome::Lost => "FAIL",
                 PagemapOutcome::Skipped { .. } => "SKIP",
                 PagemapOutcome::Error { .. } => "ERROR",
-            },
-            environment: environment(e.env),
-            duration: None,
-            misc: serde_json::to_value(p).unwrap_or_default(),
-        }));
-        tests.extend(e.kselftests.iter().map(|k| Test {
-            id: format!("{build}:{}.{}", e.env, k.row),
-            build_id: build.clone(),
-            origin: ORIGIN,
-            path: format!("patverify.{}.{}", e.env, k.row),
-            status: match k.outcome {
+            };
+            tests.push(guest_test(&p.row, status, json!(p)));
+        }
+        for k in &e.kselftests {
+            let status = match k.outcome {
                 KselftestOutcome::Pass => "PASS",
                 KselftestOutcome::Fail { .. } => "FAIL",
                 KselftestOutcome::Skip { .. } => "SKIP",
                 KselftestOutcome::Broken { .. } => "ERROR",
-            },
-            environment: environment(e.env),
-            duration: None,
-            misc: serde_json::to_value(k).unwrap_or_default(),
-        }));
+            };
+            tests.push(guest_test(&k.row, status, json!(k)));
+        }
     }
     tests
 }

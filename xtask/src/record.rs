@@ -390,10 +390,7 @@ impl Record {
         variant: &'a str,
         env: Env,
     ) -> impl Iterator<Item = &'a crate::model::pagemap::PagemapRow> + 'a {
-        self.environments
-            .iter()
-            .filter(move |e| e.variant == variant && e.env == env)
-            .flat_map(|e| e.pagemap.iter())
+        self.boots(variant, env).flat_map(|e| e.pagemap.iter())
     }
 
     /// The kernel's selftests of one boot (`--kselftest`).
@@ -402,10 +399,13 @@ impl Record {
         variant: &'a str,
         env: Env,
     ) -> impl Iterator<Item = &'a crate::model::kselftest::KselftestResult> + 'a {
-        self.environments
-            .iter()
-            .filter(move |e| e.variant == variant && e.env == env)
-            .flat_map(|e| e.kselftests.iter())
+        self.boots(variant, env).flat_map(|e| e.kselftests.iter())
+    }
+
+    /// The boot of `variant` in `env` (none if it did not report).
+    fn boots<'a>(&'a self, variant: &'a str, env: Env) -> impl Iterator<Item = &'a EnvRecord> + 'a {
+        let mut boots = self.environments.iter();
+        std::iter::from_fn(move || boots.find(|e| e.variant == variant && e.env == env))
     }
 
     /// Writes the record as pretty JSON.
