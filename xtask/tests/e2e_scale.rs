@@ -247,7 +247,9 @@ fn shared_cache_and_distcc(out: &Path, kernels: &Kernels, checks: &mut Checks) -
     ));
     check((
         "machine B: the seed's compiles are served by redis".into(),
-        remote_hits * 100 >= hits_s * 95 && misses_b * 100 <= hits_s,
+        // B's own counts: the seed's come from this machine's ccache, whose
+        // counters another run on the machine may move meanwhile.
+        remote_hits > 0 && misses_b * 100 <= (remote_hits + misses_b) * 5,
         format!("{remote_hits} remote hits, {misses_b} misses (the seed hit {hits_s})"),
     ));
     check((
