@@ -1,35 +1,60 @@
 //! End-to-end: the default verify — baseline and the upstream fix, both
 //! environments — from real kernel builds and boots: every row, the PAT
 //! layouts, the kept evidence, the JSON and JUnit records, and kunit.py's
-//! reading of the same KTAP.
+//! reading of the same KTAP. One verify; each check is its own test.
 
 mod common;
 
 use anyhow::{Context, Result};
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use xtask::model::rows::{Judgment, ModeResult, ProbePath};
 use xtask::record::Record;
 use xtask::stages::qemu::Env;
 
+/// The one verify the tests below read, and where it kept its outputs.
+struct Ran {
+    out: PathBuf,
+    verified: Verified,
+}
+
+fn ran() -> &'static Ran {
+    static RAN: OnceLock<Ran> = OnceLock::new();
+    RAN.get_or_init(|| {
+        let out = scenario_dir("verify").expect("a scenario directory");
+        let verified = verified(&out).expect("the verify");
+        println!("{}", xtask::support::proc::tail_lines(&verified.text, 100));
+        Ran { out, verified }
+    })
+}
+
+/// The verify's record, and checks whose evidence lives in a directory of
+/// their own (removed when they all pass; the verify's outputs stay for
+/// the other tests).
+fn start(name: &str) -> (&'static Record, Checks) {
+    let dir = ran().out.join("checks").join(name);
+    std::fs::create_dir_all(&dir).expect("a checks directory");
+    (&ran().verified.record, Checks::new(&dir))
+}
+
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
-    let out = scenario_dir("verify")?;
-    let v = verified(&out)?;
-    println!("{}", xtask::support::proc::tail_lines(&v.text, 100));
-    let json = v.record.clone();
-    let mut checks = Checks::new(&out);
-    checks.check(
-        "verify exits 0 with verdict pass",
-        passed(v.code, &json),
-        || {
-            format!(
-                "exit {:?}, verdict {}, {}",
-                v.code, json.verdict, json.message
-            )
-        },
+fn verify_exits_0_with_verdict_pass() {
+    let v = &ran().verified;
+    assert!(
+        passed(v.code, &v.record),
+        "exit {:?}, verdict {}, {}",
+        v.code,
+        v.record.verdict,
+        v.record.message
     );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_4kib_paths_lose_the_pat_bit_modes_on_the_baseline_only() -> Result<()> {
+    let (json, mut checks) = start("4kib");
     // What is known about the bug on bare metal (upstream commit
     // 548cb932051f): without the fix, the PAT-bit modes fall back to the entry
     // of the same index without it.
@@ -69,10 +94,17 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         "pte_modify_direct",
     ] {
         for (env, baseline) in [("native", native_baseline), ("xen", xen_baseline)] {
-            expect_modes(&mut checks, &json, "baseline", env, path, &baseline);
-            expect_modes(&mut checks, &json, "candidate", env, path, &keeps_all);
+            expect_modes(&mut checks, json, "baseline", env, path, &baseline);
+            expect_modes(&mut checks, json, "candidate", env, path, &keeps_all);
         }
     }
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn device_memory_keeps_every_representable_mode_on_the_candidate() -> Result<()> {
+    let (json, mut checks) = start("devmem");
     // Device memory mapped as a GPU driver maps VRAM (memtype reserved, PTE
     // inserted by vmf_insert_pfn_prot()): the fault installs every mode it
     // can represent; mprotect() then runs pte_modify() with the VMA's plain
@@ -110,18 +142,18 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         let fault = "devmem_fault";
         expect_modes(
             &mut checks,
-            &json,
+            json,
             variant,
             "native",
             fault,
             &devmem_native_fault,
         );
-        expect_modes(&mut checks, &json, variant, "xen", fault, &devmem_xen_fault);
+        expect_modes(&mut checks, json, variant, "xen", fault, &devmem_xen_fault);
     }
     let mprotect = "devmem_mprotect";
     expect_modes(
         &mut checks,
-        &json,
+        json,
         "baseline",
         "native",
         mprotect,
@@ -129,7 +161,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     );
     expect_modes(
         &mut checks,
-        &json,
+        json,
         "candidate",
         "native",
         mprotect,
@@ -137,7 +169,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     );
     expect_modes(
         &mut checks,
-        &json,
+        json,
         "baseline",
         "xen",
         mprotect,
@@ -145,12 +177,27 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
     );
     expect_modes(
         &mut checks,
-        &json,
+        json,
         "candidate",
         "xen",
         mprotect,
         &devmem_xen_fault,
     );
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_2mib_rows_show_the_known_pmd_defect_at_the_fault_only() -> Result<()> {
+    let (json, mut checks) = start("2mib");
+    let devmem_native_lost = [
+        ("WB", "skip"),
+        ("WC", "WC"),
+        ("UC-", "UC-"),
+        ("UC", "UC"),
+        ("WT", "UC"),
+        ("WP", "WC"),
+    ];
     // A real 2 MiB PFN entry (vmf_insert_pfn_pmd() on the same device
     // memory): insert_pfn_pmd() builds it from a 4 KiB-encoded protection,
     // whose PAT bit (bit 7) is PSE in a PMD, so WT lands on entry 3 (UC) and
@@ -164,7 +211,7 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         for (path, known_rows, earlier_rows) in
             [("huge_pfn_fault", 2, 0), ("huge_pfn_mprotect", 0, 2)]
         {
-            expect_modes(&mut checks, &json, variant, "native", path, &huge_native);
+            expect_modes(&mut checks, json, variant, "native", path, &huge_native);
             let rows = || {
                 json.rows(variant, Env::Native)
                     .filter(|r| r.path.name() == path)
@@ -197,6 +244,13 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             );
         }
     }
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn mprotect_after_a_lost_fault_is_judged_by_the_entry_it_was_given() -> Result<()> {
+    let (json, mut checks) = start("earlier");
     // The baseline's mmap_fault loses WT and WP natively (WC and WP under
     // Xen); mprotect() keeps the entry it was given: lost earlier.
     for (env, modes) in [(Env::Native, ["WT", "WP"]), (Env::Xen, ["WC", "WP"])] {
@@ -212,8 +266,29 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             || format!("{earlier:?}"),
         );
     }
-    pat_index_rows(&json, &mut checks);
-    pagemap_rows(&json, &mut checks);
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn every_pat_entry_is_measured() -> Result<()> {
+    let (json, mut checks) = start("pat-index");
+    pat_index_rows(json, &mut checks);
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_anonymous_page_keeps_its_pagemap_bits() -> Result<()> {
+    let (json, mut checks) = start("pagemap");
+    pagemap_rows(json, &mut checks);
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn each_environment_reports_its_pat_layout() -> Result<()> {
+    let (json, mut checks) = start("layouts");
     for (env, layout) in [
         ("native", ["WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT"]),
         ("xen", ["WB", "WT", "UC-", "UC", "WC", "WP", "UC", "UC"]),
@@ -231,6 +306,14 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             || format!("{reported:?}"),
         );
     }
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_evidence_is_kept() -> Result<()> {
+    let (_, mut checks) = start("evidence");
+    let out = &ran().out;
     for file in [
         "baseline-native.ktap",
         "candidate-native.ktap",
@@ -243,8 +326,31 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
             "missing".into()
         });
     }
-    kunit_parser_agrees(&json, &out, &mut checks)?;
-    kcidb_documents_are_valid(&v.kcidb, &out, &mut checks)?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn kunit_py_reads_the_same_counts() -> Result<()> {
+    let (json, mut checks) = start("kunit");
+    kunit_parser_agrees(json, &ran().out, &mut checks)?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn kcidb_documents_validate() -> Result<()> {
+    let (_, mut checks) = start("kcidb");
+    let out = ran().out.join("checks");
+    kcidb_documents_are_valid(&ran().verified.kcidb, &out, &mut checks)?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn junit_has_a_case_per_row() -> Result<()> {
+    let (_, mut checks) = start("junit");
+    let v = &ran().verified;
     let junit = &v.junit;
     // 2 variants × 2 envs × (8 paths × 6 modes + 8 PAT entries), plus a
     // "baseline reproduces the bug" case per environment. Skipped, per
@@ -264,6 +370,13 @@ fn verify_reproduces_the_bug_and_the_fix_keeps_every_mode() -> Result<()> {
         junit.contains(want),
         || junit.lines().take(2).collect::<Vec<_>>().join(" "),
     );
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_json_records_the_toolchain_and_configs() -> Result<()> {
+    let (json, mut checks) = start("toolchain");
     let toolchain = json.toolchain.clone().unwrap_or_default();
     for (key, value) in [
         ("rustc", &toolchain.rustc),
