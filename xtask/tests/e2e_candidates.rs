@@ -3,21 +3,45 @@
 
 mod common;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use common::*;
 use std::path::Path;
+use std::sync::OnceLock;
 use xtask::record::{CandidateVerdict, Record, Verdict};
 use xtask::support::failure::Kind;
 
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| Fixture::new("candidates"))
+}
+
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn candidates_are_judged_side_by_side() -> Result<()> {
-    let (out, mut checks, json) = start("candidates", true)?;
-    let json = json.context("the scenario's verify")?;
-    let cache_root = cache_root();
-    series_from_a_mailbox(&cache_root, &json, &out, &mut checks)?;
-    two_candidates_side_by_side(&cache_root, &out, &mut checks)?;
-    baseline_that_keeps_everything_is_not_a_pass(&cache_root, &json, &out, &mut checks)?;
+fn a_mailbox_series_is_the_whole_fix_already_contained() -> Result<()> {
+    let mut checks = fixture().checks("series");
+    series_from_a_mailbox(
+        &cache_root(),
+        &fixture().record,
+        &fixture().out,
+        &mut checks,
+    )?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn two_candidates_are_judged_side_by_side() -> Result<()> {
+    let mut checks = fixture().checks("side-by-side");
+    two_candidates_side_by_side(&cache_root(), &fixture().out, &mut checks)?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_baseline_that_keeps_everything_is_not_a_pass() -> Result<()> {
+    let mut checks = fixture().checks("not-reproduced");
+    let f = fixture();
+    baseline_that_keeps_everything_is_not_a_pass(&cache_root(), &f.record, &f.out, &mut checks)?;
     checks.finish()
 }
 

@@ -9,22 +9,12 @@ use anyhow::{Context, Result};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use xtask::record::Record;
 use xtask::support::failure::Kind;
 
 /// The kernels every case reuses (one verify) and the scenario's directory.
-struct Fixture {
-    out: PathBuf,
-    record: Record,
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let (out, _, record) = start("failures", true).expect("the scenario's verify");
-        let record = record.expect("the scenario's verify record");
-        Fixture { out, record }
-    })
+    FIXTURE.get_or_init(|| Fixture::new("failures"))
 }
 
 /// A file of the scenario's, written with `text`.
@@ -306,18 +296,10 @@ fn build_failure_names_and_keeps_its_log() {
     assert!(ended.text.contains("last lines:"), "no last lines shown");
 }
 
-/// Checks whose evidence lives in a directory of their own (removed when
-/// they all pass; the fixture's stays for the other cases).
-fn checks_of(name: &str) -> Result<Checks> {
-    let dir = fixture().out.join(name);
-    std::fs::create_dir_all(&dir)?;
-    Ok(Checks::new(&dir))
-}
-
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn full_cache_directory() -> Result<()> {
-    let mut checks = checks_of("full-cache-checks")?;
+    let mut checks = fixture().checks("full-cache");
     full_cache(&fixture().out, &mut checks)?;
     checks.finish()
 }
@@ -325,7 +307,7 @@ fn full_cache_directory() -> Result<()> {
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn trees_the_toolchain_cannot_build() -> Result<()> {
-    let mut checks = checks_of("toolchain-checks")?;
+    let mut checks = fixture().checks("toolchain");
     tree_the_toolchain_cannot_build(&cache_root(), &fixture().out, &mut checks)?;
     checks.finish()
 }

@@ -6,17 +6,29 @@ mod common;
 use anyhow::{Context, Result};
 use common::*;
 use std::path::Path;
+use std::sync::OnceLock;
 use xtask::record::Record;
 use xtask::support::failure::Kind;
 
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| Fixture::new("probe-bisect"))
+}
+
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn probe_and_bisect_find_the_bad_commit() -> Result<()> {
-    let (out, mut checks, json) = start("probe-bisect", true)?;
-    let json = json.context("the scenario's verify")?;
-    let cache_root = cache_root();
-    probe_exit_codes(&cache_root, &out, &mut checks)?;
-    bisect_finds_the_commit(&cache_root, &json, &out, &mut checks)?;
+fn probe_exits_by_what_the_kernel_kept() -> Result<()> {
+    let mut checks = fixture().checks("probe");
+    probe_exit_codes(&cache_root(), &fixture().out, &mut checks)?;
+    checks.finish()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn bisect_finds_the_bad_commit() -> Result<()> {
+    let mut checks = fixture().checks("bisect");
+    let f = fixture();
+    bisect_finds_the_commit(&cache_root(), &f.record, &f.out, &mut checks)?;
     checks.finish()
 }
 

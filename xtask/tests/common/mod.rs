@@ -176,6 +176,30 @@ pub fn start(name: &str, with_verify: bool) -> Result<(PathBuf, Checks, Option<R
     Ok((out, checks, record))
 }
 
+/// A scenario's one verify, shared by its named tests (each test reads it
+/// through a `OnceLock`): where it kept its outputs, and its record.
+pub struct Fixture {
+    pub out: PathBuf,
+    pub record: Record,
+}
+
+impl Fixture {
+    /// Runs the scenario's verify (its kernels come from the shared cache).
+    pub fn new(name: &str) -> Fixture {
+        let (out, _, record) = start(name, true).expect("the scenario's verify");
+        let record = record.expect("the scenario's verify record");
+        Fixture { out, record }
+    }
+
+    /// Checks whose evidence lives in a directory of their own (removed
+    /// when they all pass; the fixture's outputs stay for the other tests).
+    pub fn checks(&self, name: &str) -> Checks {
+        let dir = self.out.join("checks").join(name);
+        std::fs::create_dir_all(&dir).expect("a checks directory");
+        Checks::new(&dir)
+    }
+}
+
 /// A patch whose hunk matches nothing in a kernel tree (applies neither way).
 pub fn stale_patch(out: &Path) -> Result<PathBuf> {
     let path = out.join("stale.patch");
