@@ -288,6 +288,14 @@ fn read_section(suite: Suite, program: &str, text: &str, ended: Option<String>) 
 /// The program's last line of its own (a `# ` diagnostic or plain text,
 /// not the totals): what it said before it ended.
 fn last_words(text: &str) -> Option<String> {
+    // TAP's "Bail out!" says why the program stopped, whatever follows it.
+    let bail = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Bail out!"));
+    if let Some(line) = bail {
+        return Some(line.to_string());
+    }
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("# Totals:"))
@@ -505,6 +513,22 @@ mod tests {
         assert!(
             !worse.regressed_from(&skip),
             "nothing to compare with a skip"
+        );
+    }
+
+    #[test]
+    fn a_bail_out_is_the_reason_a_program_stopped() {
+        let output = "1..9\nok 1 a\nBail out! uffd-test creation failed 38\n# Planned tests != run tests (9 != 1)\n";
+        let rows = results(
+            Suite::Mm,
+            &built(&[]),
+            &console(&[("pagemap_ioctl", output, "exit=1")]),
+        );
+        assert_eq!(
+            outcome_of(&rows, "pagemap_ioctl").outcome,
+            KselftestOutcome::Fail {
+                failed: vec!["Bail out! uffd-test creation failed 38".into()]
+            }
         );
     }
 }
