@@ -220,7 +220,8 @@ fn section(console: &str, program: &str) -> Option<(String, Option<String>)> {
     match rest.find(&end) {
         Some(at) => {
             let ended = rest[at + end.len()..].lines().next().unwrap_or("");
-            let ended = ended.trim_end_matches("====").trim().to_string();
+            // A serial console ends its lines in "\r\n".
+            let ended = ended.trim().trim_end_matches("====").trim().to_string();
             Some((rest[..at].to_string(), Some(ended)))
         }
         None => Some((rest.to_string(), None)),
@@ -279,7 +280,11 @@ fn read_section(suite: Suite, program: &str, text: &str, ended: Option<String>) 
             KselftestOutcome::Fail { failed }
         }
         Some(other) => KselftestOutcome::Broken {
-            how: other.to_string(),
+            how: match (other.strip_prefix("signal="), said) {
+                (Some(signal), Some(said)) => format!("killed by signal {signal} after: {said}"),
+                (Some(signal), None) => format!("killed by signal {signal}"),
+                (None, _) => other.to_string(),
+            },
         },
     };
     row
@@ -528,6 +533,22 @@ mod tests {
             outcome_of(&rows, "pagemap_ioctl").outcome,
             KselftestOutcome::Fail {
                 failed: vec!["Bail out! uffd-test creation failed 38".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_program_killed_by_a_signal_says_what_it_said_last() {
+        let output =
+            "Testing move on anon... The futex facility returned an unexpected error code.\r\n";
+        let text = format!(
+            "{KSELFTEST_BEGIN} mkdirty ====\r\n{output}{KSELFTEST_END} mkdirty signal=6 ====\r\n"
+        );
+        let rows = results(Suite::Mm, &built(&[]), &text);
+        assert_eq!(
+            outcome_of(&rows, "mkdirty").outcome,
+            KselftestOutcome::Broken {
+                how: "killed by signal 6 after: Testing move on anon... The futex facility returned an unexpected error code.".into()
             }
         );
     }
