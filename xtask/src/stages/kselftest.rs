@@ -280,14 +280,19 @@ fn read_section(suite: Suite, program: &str, text: &str, ended: Option<String>) 
             KselftestOutcome::Fail { failed }
         }
         Some(other) => KselftestOutcome::Broken {
-            how: match (other.strip_prefix("signal="), said) {
-                (Some(signal), Some(said)) => format!("killed by signal {signal} after: {said}"),
-                (Some(signal), None) => format!("killed by signal {signal}"),
-                (None, _) => other.to_string(),
-            },
+            how: broken_how(other, said),
         },
     };
     row
+}
+
+/// How a program that did not exit ended ("signal=6"), with what it said.
+fn broken_how(ended: &str, said: Option<String>) -> String {
+    match (ended.strip_prefix("signal="), said) {
+        (Some(signal), Some(said)) => format!("killed by signal {signal} after: {said}"),
+        (Some(signal), None) => format!("killed by signal {signal}"),
+        (None, _) => ended.to_string(),
+    }
 }
 
 /// The program's last line of its own (a `# ` diagnostic or plain text,
