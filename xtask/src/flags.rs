@@ -1,6 +1,6 @@
 //! Every flag of every command, in one place. The commands implement `run`
 //! on these types in their own modules (the `commands` folder); a flag's value
-//! reaches the stages through `session::Session` (verify, probe) or the
+//! reaches the stages through the `pipeline` (verify, probe, mutants) or the
 //! command's own code.
 
 use clap::{Parser, Subcommand};
@@ -83,6 +83,17 @@ pub enum EnvChoice {
     Native,
     Xen,
     All,
+}
+
+impl EnvChoice {
+    pub fn envs(self) -> Vec<crate::model::Env> {
+        use crate::model::Env;
+        match self {
+            EnvChoice::Native => vec![Env::Native],
+            EnvChoice::Xen => vec![Env::Xen],
+            EnvChoice::All => vec![Env::Native, Env::Xen],
+        }
+    }
 }
 
 impl Common {
@@ -210,7 +221,8 @@ pub struct Bench {
     /// step, the cost of transparent huge pages.
     #[arg(long)]
     pub slow: bool,
-    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step, thp-cost, mutants.
+    /// Only these scenarios (repeatable): cold, warm, edited, bisect-step, thp-cost,
+    /// sandbox-cost, mutants, mutant-cost.
     /// Default: warm, plus the others with --slow.
     #[arg(long = "scenario", value_enum, value_name = "NAME")]
     pub scenarios: Vec<Scenario>,
@@ -236,6 +248,9 @@ pub enum Scenario {
     SandboxCost,
     /// A full `mutants` run of the default tree, natively.
     Mutants,
+    /// One mutant's build (after the reference's, in a fresh cache) against
+    /// a raw `make` of the mutant's tree and configuration.
+    MutantCost,
 }
 
 #[derive(clap::Subcommand, Debug)]

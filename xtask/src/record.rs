@@ -204,7 +204,7 @@ pub enum CandidateVerdict {
 }
 
 /// One kernel build (or its reuse).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct BuildRecord {
     pub variant: String,
     pub build_dir: String,

@@ -55,35 +55,9 @@ fn series_from_a_mailbox(
     out: &Path,
     checks: &mut Checks,
 ) -> Result<()> {
-    let tree = source_tree(json)?;
-    let file = "arch/x86/include/asm/pgtable_types.h";
-    let fixed = std::fs::read_to_string(tree.join(file))?;
-    let (page_fixed, page_old) = (
-        "#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK | _PAGE_PAT)",
-        "#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK)",
-    );
-    let (huge_fixed, huge_old) = (
-        "#define _HPAGE_CHG_MASK (_COMMON_PAGE_CHG_MASK | _PAGE_PSE | _PAGE_PAT_LARGE)",
-        "#define _HPAGE_CHG_MASK (_COMMON_PAGE_CHG_MASK | _PAGE_PSE)",
-    );
-    let half = fixed.replace(huge_fixed, huge_old);
-    let reverted = half.replace(page_fixed, page_old);
     let dir = out.join("series");
     std::fs::create_dir_all(&dir)?;
-    let udiff = |from: &str, to: &str| unified_diff(file, from, to, &dir);
-    // As git format-patch --thread --cover-letter and git send-email make
-    // them: the parts answer the cover letter.
-    let mail = |n: usize, subject: &str, diff: String| {
-        format!("From {n:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:0{n} +0000\nSubject: [PATCH {n}/2] {subject}\nMessage-Id: <part{n}.{COVER_ID}>\nIn-Reply-To: <{COVER_ID}>\nReferences: <{COVER_ID}>\n\nPart {n} of the fix.\n\nSigned-off-by: Test <test@example.org>\n---\n{diff}-- \n2.39.5\n\n")
-    };
-    let mbox = format!(
-        "From {:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH 0/2] the PAT masks\nMessage-Id: <{COVER_ID}>\n\nCover letter.\n\n{}{}",
-        0,
-        mail(1, "x86/mm: keep _PAGE_PAT in _PAGE_CHG_MASK", udiff(&reverted, &half)?),
-        mail(2, "x86/mm: keep _PAGE_PAT_LARGE in _HPAGE_CHG_MASK", udiff(&half, &fixed)?)
-    );
-    let mbox_path = dir.join("fix-series.mbox");
-    std::fs::write(&mbox_path, mbox)?;
+    let mbox_path = series_mbox(source_tree(json)?, &dir)?;
     println!("==> e2e: verify --patch a two-mail series");
     let (code, text, series_json) = verify_with_patches(cache_root, &dir, &[&mbox_path])?;
     let series_json = series_json.unwrap_or_default();
@@ -112,6 +86,38 @@ fn series_from_a_mailbox(
         || format!("{:?}", series_json.builds),
     );
     a_reply_carries_tested_by_to_b4(&dir, &mbox_path, checks)
+}
+
+/// The two-mail series, made from `tree`'s header (the first mail keeps
+/// `_PAGE_PAT`, the second `_PAGE_PAT_LARGE`), as `DIR/fix-series.mbox`.
+fn series_mbox(tree: &Path, dir: &Path) -> Result<std::path::PathBuf> {
+    let file = "arch/x86/include/asm/pgtable_types.h";
+    let fixed = std::fs::read_to_string(tree.join(file))?;
+    let (page_fixed, page_old) = (
+        "#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK | _PAGE_PAT)",
+        "#define _PAGE_CHG_MASK\t(_COMMON_PAGE_CHG_MASK)",
+    );
+    let (huge_fixed, huge_old) = (
+        "#define _HPAGE_CHG_MASK (_COMMON_PAGE_CHG_MASK | _PAGE_PSE | _PAGE_PAT_LARGE)",
+        "#define _HPAGE_CHG_MASK (_COMMON_PAGE_CHG_MASK | _PAGE_PSE)",
+    );
+    let half = fixed.replace(huge_fixed, huge_old);
+    let reverted = half.replace(page_fixed, page_old);
+    let udiff = |from: &str, to: &str| unified_diff(file, from, to, dir);
+    // As git format-patch --thread --cover-letter and git send-email make
+    // them: the parts answer the cover letter.
+    let mail = |n: usize, subject: &str, diff: String| {
+        format!("From {n:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:0{n} +0000\nSubject: [PATCH {n}/2] {subject}\nMessage-Id: <part{n}.{COVER_ID}>\nIn-Reply-To: <{COVER_ID}>\nReferences: <{COVER_ID}>\n\nPart {n} of the fix.\n\nSigned-off-by: Test <test@example.org>\n---\n{diff}-- \n2.39.5\n\n")
+    };
+    let mbox = format!(
+        "From {:040} Mon Sep 17 00:00:00 2001\nFrom: Test <test@example.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH 0/2] the PAT masks\nMessage-Id: <{COVER_ID}>\n\nCover letter.\n\n{}{}",
+        0,
+        mail(1, "x86/mm: keep _PAGE_PAT in _PAGE_CHG_MASK", udiff(&reverted, &half)?),
+        mail(2, "x86/mm: keep _PAGE_PAT_LARGE in _HPAGE_CHG_MASK", udiff(&half, &fixed)?)
+    );
+    let path = dir.join("fix-series.mbox");
+    std::fs::write(&path, mbox)?;
+    Ok(path)
 }
 
 /// The series' cover letter's Message-Id.

@@ -373,60 +373,73 @@ fn tree_the_toolchain_cannot_build(
     checks: &mut Checks,
 ) -> Result<()> {
     println!("==> e2e: trees no provisioned toolchain or module can build");
-    // The copies' files are hard links: an edit replaces the file.
-    let edited = |name: &str, file: &str, from: &str, to: &str| -> Result<String> {
-        let tree = copy_of_source(cache_root, &out.join(name))?;
-        let path = tree.join(file);
-        let text = std::fs::read_to_string(&path)?.replacen(from, to, 1);
-        std::fs::remove_file(&path)?;
-        std::fs::write(&path, text)?;
-        Ok(tree.display().to_string())
-    };
-    let mut expect =
-        |name: &str, command: &str, kernel: &str, want: Option<i32>, says: &[&str]| -> Result<()> {
-            let args = strings(&[command, "--env", "native", "--kernel", kernel]);
-            let (code, text) = harness(cache_root, &args)?;
-            checks.check(
-                name,
-                code == want && says.iter().all(|s| text.contains(s)),
-                || {
-                    format!(
-                        "exit {code:?}: {}",
-                        xtask::support::proc::tail_lines(&text, 3)
-                    )
-                },
-            );
-            Ok(())
-        };
-    let future = edited(
-        "future-rustc",
+    let future = edited_copy(
+        &out.join("future-rustc"),
         "scripts/min-tool-version.sh",
-        "echo 1.78.0",
-        "echo 9.0.0",
+        ("echo 1.78.0", "echo 9.0.0"),
     )?;
-    expect(
-        "a tree wanting rustc 9.0: verify exits 9 naming what it needs and what would fit",
-        "verify",
-        &future,
-        exit(Kind::Toolchain),
-        &["needs rustc ≥ 9.0.0", "a newer Debian rustc-web would fit"],
+    let older = edited_copy(
+        &out.join("linux-6.6"),
+        "Makefile",
+        ("PATCHLEVEL = 12", "PATCHLEVEL = 6"),
     )?;
-    expect(
-        "a tree wanting rustc 9.0: probe exits 125 (untestable)",
-        "probe",
-        &future,
-        Some(xtask::support::failure::BISECT_SKIP),
-        &[],
-    )?;
-    let older = edited("linux-6.6", "Makefile", "PATCHLEVEL = 12", "PATCHLEVEL = 6")?;
-    expect(
-        "a Linux 6.6 tree: verify exits 9 (the module knows 6.1's and 6.12's kernel crates)",
-        "verify",
-        &older,
-        exit(Kind::Toolchain),
-        &["Linux 6.6", "6.1 and of 6.12"],
-    )?;
+    let cases = [
+        Refusal {
+            name:
+                "a tree wanting rustc 9.0: verify exits 9 naming what it needs and what would fit",
+            args: strings(&["verify", "--env", "native", "--kernel", &future]),
+            want: exit(Kind::Toolchain),
+            says: &["needs rustc ≥ 9.0.0", "a newer Debian rustc-web would fit"],
+        },
+        Refusal {
+            name: "a tree wanting rustc 9.0: probe exits 125 (untestable)",
+            args: strings(&["probe", "--env", "native", "--kernel", &future]),
+            want: Some(xtask::support::failure::BISECT_SKIP),
+            says: &[],
+        },
+        Refusal {
+            name:
+                "a Linux 6.6 tree: verify exits 9 (the module knows 6.1's and 6.12's kernel crates)",
+            args: strings(&["verify", "--env", "native", "--kernel", &older]),
+            want: exit(Kind::Toolchain),
+            says: &["Linux 6.6", "6.1 and of 6.12"],
+        },
+    ];
+    for case in cases {
+        case.check(cache_root, checks)?;
+    }
     Ok(())
+}
+
+/// A run that must end with `want`, its output saying each of `says`.
+struct Refusal {
+    name: &'static str,
+    args: Vec<String>,
+    want: Option<i32>,
+    says: &'static [&'static str],
+}
+
+impl Refusal {
+    fn check(&self, cache_root: &Path, checks: &mut Checks) -> Result<()> {
+        let (code, text) = harness(cache_root, &self.args)?;
+        let said = self.says.iter().all(|s| text.contains(s));
+        checks.check(self.name, code == self.want && said, || {
+            let tail = xtask::support::proc::tail_lines(&text, 3);
+            format!("exit {code:?}: {tail}")
+        });
+        Ok(())
+    }
+}
+
+/// A copy of the 6.12 source at `dest` with `file`'s first `from` made `to`
+/// (the copy's files are hard links: the edit replaces the file).
+fn edited_copy(dest: &Path, file: &str, (from, to): (&str, &str)) -> Result<String> {
+    let tree = copy_of_source(&cache_root(), dest)?;
+    let path = tree.join(file);
+    let text = std::fs::read_to_string(&path)?.replacen(from, to, 1);
+    std::fs::remove_file(&path)?;
+    std::fs::write(&path, text)?;
+    Ok(tree.display().to_string())
 }
 
 /// A hard-link copy of the unpacked 6.12 source in the cache (an earlier

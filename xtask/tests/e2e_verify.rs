@@ -101,88 +101,68 @@ fn the_4kib_paths_lose_the_pat_bit_modes_on_the_baseline_only() -> Result<()> {
     checks.finish()
 }
 
+// Device memory mapped as a GPU driver maps VRAM (memtype reserved, PTE
+// inserted by vmf_insert_pfn_prot()): the fault installs every mode it can
+// represent; mprotect() then runs pte_modify() with the VMA's plain
+// protection, which drops the PAT bit without the fix. WB is not
+// representable on MMIO (the kernel reserves it UC-); under Xen PV, MMIO is
+// never cacheable (Xen turns WT/WP, and WB, PTEs UC), so the WC mapping
+// that loses its PAT bit ends up UC.
+const DEVMEM_NATIVE_KEPT: [(&str, &str); 6] = [
+    ("WB", "skip"),
+    ("WC", "WC"),
+    ("UC-", "UC-"),
+    ("UC", "UC"),
+    ("WT", "WT"),
+    ("WP", "WP"),
+];
+const DEVMEM_NATIVE_LOST: [(&str, &str); 6] = [
+    ("WB", "skip"),
+    ("WC", "WC"),
+    ("UC-", "UC-"),
+    ("UC", "UC"),
+    ("WT", "UC"),
+    ("WP", "WC"),
+];
+const DEVMEM_XEN_KEPT: [(&str, &str); 6] = [
+    ("WB", "skip"),
+    ("WC", "WC"),
+    ("UC-", "UC-"),
+    ("UC", "UC"),
+    ("WT", "skip"),
+    ("WP", "skip"),
+];
+const DEVMEM_XEN_LOST: [(&str, &str); 6] = [
+    ("WB", "skip"),
+    ("WC", "UC"),
+    ("UC-", "UC-"),
+    ("UC", "UC"),
+    ("WT", "skip"),
+    ("WP", "skip"),
+];
+
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn device_memory_keeps_every_representable_mode_on_the_candidate() -> Result<()> {
     let (json, mut checks) = start("devmem");
-    // Device memory mapped as a GPU driver maps VRAM (memtype reserved, PTE
-    // inserted by vmf_insert_pfn_prot()): the fault installs every mode it
-    // can represent; mprotect() then runs pte_modify() with the VMA's plain
-    // protection, which drops the PAT bit without the fix. WB is not
-    // representable on MMIO (the kernel reserves it UC-); under Xen PV, MMIO
-    // is never cacheable (Xen turns WT/WP, and WB, PTEs UC), so the WC
-    // mapping that loses its PAT bit ends up UC.
-    let devmem_native_fault = [
-        ("WB", "skip"),
-        ("WC", "WC"),
-        ("UC-", "UC-"),
-        ("UC", "UC"),
-        ("WT", "WT"),
-        ("WP", "WP"),
-    ];
-    let devmem_native_lost = [
-        ("WB", "skip"),
-        ("WC", "WC"),
-        ("UC-", "UC-"),
-        ("UC", "UC"),
-        ("WT", "UC"),
-        ("WP", "WC"),
-    ];
-    let devmem_xen_fault = [
-        ("WB", "skip"),
-        ("WC", "WC"),
-        ("UC-", "UC-"),
-        ("UC", "UC"),
-        ("WT", "skip"),
-        ("WP", "skip"),
-    ];
-    let mut devmem_xen_lost = devmem_xen_fault;
-    devmem_xen_lost[1] = ("WC", "UC");
-    for variant in ["baseline", "candidate"] {
-        let fault = "devmem_fault";
-        expect_modes(
-            &mut checks,
-            json,
-            variant,
+    let expected = [
+        ("baseline", "native", "devmem_fault", &DEVMEM_NATIVE_KEPT),
+        ("baseline", "xen", "devmem_fault", &DEVMEM_XEN_KEPT),
+        ("candidate", "native", "devmem_fault", &DEVMEM_NATIVE_KEPT),
+        ("candidate", "xen", "devmem_fault", &DEVMEM_XEN_KEPT),
+        ("baseline", "native", "devmem_mprotect", &DEVMEM_NATIVE_LOST),
+        (
+            "candidate",
             "native",
-            fault,
-            &devmem_native_fault,
-        );
-        expect_modes(&mut checks, json, variant, "xen", fault, &devmem_xen_fault);
+            "devmem_mprotect",
+            &DEVMEM_NATIVE_KEPT,
+        ),
+        ("baseline", "xen", "devmem_mprotect", &DEVMEM_XEN_LOST),
+        ("candidate", "xen", "devmem_mprotect", &DEVMEM_XEN_KEPT),
+    ];
+    for (variant, env, path, modes) in expected {
+        expect_modes(&mut checks, json, variant, env, path, modes);
     }
-    let mprotect = "devmem_mprotect";
-    expect_modes(
-        &mut checks,
-        json,
-        "baseline",
-        "native",
-        mprotect,
-        &devmem_native_lost,
-    );
-    expect_modes(
-        &mut checks,
-        json,
-        "candidate",
-        "native",
-        mprotect,
-        &devmem_native_fault,
-    );
-    expect_modes(
-        &mut checks,
-        json,
-        "baseline",
-        "xen",
-        mprotect,
-        &devmem_xen_lost,
-    );
-    expect_modes(
-        &mut checks,
-        json,
-        "candidate",
-        "xen",
-        mprotect,
-        &devmem_xen_fault,
-    );
     checks.finish()
 }
 

@@ -158,6 +158,20 @@ struct Figures {
     sandbox_cost: Option<SandboxCost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mutants: Option<MutantsRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mutant_cost: Option<MutantCost>,
+}
+
+/// One mutant's build as `mutants` makes it (after the reference's, in a
+/// cache of its own) against a raw `make` of the mutant's tree and
+/// configuration (no ccache).
+#[derive(serde::Serialize)]
+struct MutantCost {
+    mutant: String,
+    reference_build_seconds: f64,
+    mutant_build_seconds: f64,
+    raw_make_seconds: f64,
+    over_raw_make: f64,
 }
 
 /// A full `mutants` run of the default tree, natively: its wall time, each
@@ -278,6 +292,12 @@ impl Bench {
         if wants(Scenario::Mutants) {
             figures.mutants = Some(mutants_run(cache_root, &out)?);
         }
+        if wants(Scenario::MutantCost) {
+            let cost = in_cold_cache(cache_root, "a mutant's build", |cold| {
+                mutant_cost(cold, &out)
+            })?;
+            figures.mutant_cost = Some(cost);
+        }
         let text = serde_json::to_string_pretty(&figures)?;
         if let Some(path) = &self.json {
             std::fs::write(path, &text)
@@ -377,21 +397,9 @@ impl Bench {
     /// cache of its own that shares only the unpacked source and Xen, so
     /// the user's builds and ccache survive the bench.
     fn cold(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
-        let cold_root = cache_root.join("bench-cold");
-        let _ = std::fs::remove_dir_all(&cold_root);
-        std::fs::create_dir_all(&cold_root)?;
-        for shared in ["src", "xen"] {
-            if cache_root.join(shared).exists() {
-                std::os::unix::fs::symlink(cache_root.join(shared), cold_root.join(shared))?;
-            }
-        }
-        crate::output::progress(&format!(
-            "bench: cold verify (a fresh cache in {}: no variant trees, builds or ccache)",
-            cold_root.display()
-        ));
-        let result = self.cold_in(&cold_root, out, figures);
-        let _ = std::fs::remove_dir_all(&cold_root);
-        result
+        in_cold_cache(cache_root, "cold verify", |cold| {
+            self.cold_in(cold, out, figures)
+        })
     }
 
     fn cold_in(&self, cache_root: &Path, out: &Path, figures: &mut Figures) -> Result<()> {
@@ -644,6 +652,88 @@ fn sandbox_cost(cache_root: &Path, out: &Path) -> Result<SandboxCost> {
         unconfined_seconds: seconds[0],
         sandboxed_seconds: seconds[1],
     })
+}
+
+/// Runs `scenario` in a fresh cache beside `cache_root` that shares only
+/// the unpacked source and Xen (no variant trees, builds or ccache), so the
+/// user's builds and ccache survive the bench; removed afterwards.
+fn in_cold_cache<T>(
+    cache_root: &Path,
+    what: &str,
+    scenario: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let cold_root = cache_root.join("bench-cold");
+    let _ = std::fs::remove_dir_all(&cold_root);
+    std::fs::create_dir_all(&cold_root)?;
+    for shared in ["src", "xen"] {
+        if cache_root.join(shared).exists() {
+            std::os::unix::fs::symlink(cache_root.join(shared), cold_root.join(shared))?;
+        }
+    }
+    crate::output::progress(&format!(
+        "bench: {what} (a fresh cache in {}: no variant trees, builds or ccache)",
+        cold_root.display()
+    ));
+    let result = scenario(&cold_root);
+    let _ = std::fs::remove_dir_all(&cold_root);
+    result
+}
+
+/// The mutant the cost is measured on: a bit term every x86 header has.
+const COST_MUTANT: &str = "_COMMON_PAGE_CHG_MASK-_PAGE_PWT";
+
+/// `mutants --mutant COST_MUTANT` natively in `cache_root` (the reference
+/// built first, then the mutant), then a raw `make` of the mutant's tree
+/// with its build's `.config`.
+fn mutant_cost(cache_root: &Path, out: &Path) -> Result<MutantCost> {
+    let json = out.join("bench-mutant-cost.json");
+    let args: Vec<String> = vec![
+        "--cache-dir".into(),
+        cache_root.display().to_string(),
+        "mutants".into(),
+        "--env".into(),
+        "native".into(),
+        "--mutant".into(),
+        COST_MUTANT.into(),
+        "--json".into(),
+        json.display().to_string(),
+        "--out".into(),
+        out.join("mutant-cost").display().to_string(),
+    ];
+    timed_run_ending(&args, &[0, 1])?;
+    let record = Record::read(&json)?;
+    let tree = &record.variants.iter().find(|v| v.name == COST_MUTANT);
+    let build = &record.builds.iter().find(|b| b.variant == COST_MUTANT);
+    let (tree, build) = (
+        tree.context("no mutant tree in the record")?,
+        build.context("no mutant build in the record")?,
+    );
+    let raw_dir = out.join("raw-make-mutant");
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    std::fs::create_dir_all(&raw_dir)?;
+    std::fs::copy(
+        Path::new(&build.build_dir).join(".config"),
+        raw_dir.join(".config"),
+    )?;
+    crate::output::progress("bench: raw make of the mutant's tree and configuration (no ccache)");
+    let raw = raw_make(
+        Path::new(&tree.tree),
+        &raw_dir,
+        &raw_dir.with_extension("log"),
+    )?;
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    let cost = MutantCost {
+        mutant: COST_MUTANT.into(),
+        reference_build_seconds: timing(&record, build_of("reference")),
+        mutant_build_seconds: timing(&record, build_of(COST_MUTANT)),
+        raw_make_seconds: raw,
+        over_raw_make: timing(&record, build_of(COST_MUTANT)) / raw,
+    };
+    crate::output::result(&format!(
+        "{:<40} {:>6.1} s (reference {:.1} s); raw make {raw:.1} s; ratio {:.3} (target ≤ 1.05)",
+        "mutant build", cost.mutant_build_seconds, cost.reference_build_seconds, cost.over_raw_make
+    ));
+    Ok(cost)
 }
 
 /// The unpacked 6.12 source in the cache.

@@ -5,8 +5,9 @@
 //! whose jobs are those verifies.
 
 use crate::flags::{Common, Emit, EnvChoice, Matrix, Verify};
-use crate::record::{KernelRecord, Record, Verdict};
-use crate::support::failure::{exit_code_of, fail, Kind};
+use crate::pipeline::Outputs;
+use crate::record::{KernelRecord, Record};
+use crate::support::failure::{fail, Kind};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -84,12 +85,11 @@ impl Matrix {
 
     /// The job's `verify`: every flag at its default but the source, the
     /// environments, the patches and where its record and logs go.
-    fn verify_of(&self, job: &Job, json: &Path, dir: &Path) -> Verify {
+    fn verify_of(&self, job: &Job, dir: &Path) -> Verify {
         let mut common = Common::defaults();
         common.kernel = job.kernel.clone();
         common.rev = job.rev.clone();
         common.env = self.env;
-        common.json = Some(json.to_path_buf());
         common.out = Some(dir.to_path_buf());
         Verify {
             common,
@@ -176,29 +176,31 @@ impl Matrix {
         let stem = format!("{:02}-{slug}", index + 1);
         let dir = self.out.join(&stem);
         let json = self.out.join(format!("{stem}.json"));
-        let verify = self.verify_of(job, &json, &dir);
+        let verify = self.verify_of(job, &dir);
         let log = self.out.join(format!("{stem}.log"));
         std::fs::create_dir_all(&dir)?;
-        let (outcome, mut record) = {
+        let mut outcome = {
             let _capture = crate::output::Capture::to(&log)?;
-            verify.run_with_record(cache_root)
+            verify.outcome(cache_root)
         };
-        let code = outcome.as_ref().err().map_or(0, exit_code_of);
-        if record.kernel.is_none() {
+        let code = outcome.code;
+        if outcome.record.kernel.is_none() {
             // A run that failed before it knew its kernel still gets a row
             // in the table, under the job's name.
-            record.verdict = Verdict::Error;
-            record.exit_code = code;
-            record.message = outcome.err().map(|e| format!("{e:#}")).unwrap_or_default();
-            record.kernel = Some(KernelRecord {
+            outcome.record.kernel = Some(KernelRecord {
                 source: job.name.clone(),
                 tree: String::new(),
                 version: String::new(),
                 git_rev: None,
             });
-            record.write(&json)?;
         }
-        Ok((code, json, record))
+        // The job's record is the matrix's to write: the job chose no outputs.
+        let outputs = Outputs {
+            json: Some(&json),
+            ..Outputs::default()
+        };
+        outcome.write(&outputs)?;
+        Ok((code, json, outcome.record))
     }
 }
 
@@ -437,7 +439,11 @@ mod tests {
             code,
             why: format!("said {code}"),
         };
-        let code = |ends: &[Ended]| verdict(ends).err().map_or(0, |e| exit_code_of(&e));
+        let code = |ends: &[Ended]| {
+            verdict(ends)
+                .err()
+                .map_or(0, |e| crate::support::failure::exit_code_of(&e))
+        };
         assert_eq!(code(&[end("a", 0), end("b", 0)]), 0);
         assert_eq!(code(&[end("a", 0), end("b", 9)]), 0, "untestable by design");
         assert_eq!(code(&[end("a", 1), end("b", 0)]), 1);

@@ -12,10 +12,9 @@
 
 use crate::flags::Mutants;
 use crate::model::bits::KeptBit;
-use crate::model::Stage;
 use crate::output::{self, result};
-use crate::record::{MutantOutcome, MutantRecord, Step, Verdict};
-use crate::session::{Ctx, Session};
+use crate::pipeline::{self, Boot, Ctx, Ending, Job, Outputs, Planned, Tally};
+use crate::record::{MutantOutcome, MutantRecord, Record, Step, Verdict};
 use crate::stages::compare::{self, Run};
 use crate::stages::mask::{self, Mutant};
 use crate::stages::patch::Direction;
@@ -31,25 +30,7 @@ impl Mutants {
         if self.list {
             return self.list(cache_root);
         }
-        let mut session = Session::new(self.common.clone());
-        let outcome = self.pipeline(&mut session, cache_root);
-        let (verdict, code, outcome) = match outcome {
-            Ok(survivors) if survivors.is_empty() => (Verdict::Pass, 0, Ok(())),
-            Ok(survivors) => {
-                let why = format!(
-                    "{} mutant(s) survived: {}",
-                    survivors.len(),
-                    survivors.join(", ")
-                );
-                (
-                    Verdict::Fail,
-                    Kind::CandidateLost.exit_code(),
-                    Err(fail(Kind::CandidateLost, why)),
-                )
-            }
-            Err(err) => (Verdict::Error, exit_code_of(&err), Err(err)),
-        };
-        session.finish(outcome, |_| (verdict, code))
+        pipeline::run(&self.common, cache_root, &self).write_and_end(&Outputs::of(&self.common))
     }
 
     fn list(&self, cache_root: &Path) -> Result<()> {
@@ -57,12 +38,8 @@ impl Mutants {
         let kernel = self.common.kernel.as_deref();
         let tree = source::get(&cache, kernel, self.common.rev.as_deref())?;
         let mutants = self.chosen(&tree.root)?;
-        result(&format!(
-            "{} (Linux {}): {} mutants",
-            tree.describe,
-            tree.version,
-            mutants.len()
-        ));
+        // `describe` names the version already.
+        result(&format!("{}: {} mutants", tree.describe, mutants.len()));
         for m in &mutants {
             result(&format!("  {:<24} drops {}", m.mask, m.term));
         }
@@ -96,61 +73,97 @@ impl Mutants {
             .filter(|m| self.mutants.contains(&m.name()))
             .collect())
     }
+}
 
-    /// Builds, compares and probes; returns the survivors' names.
-    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<Vec<String>> {
-        let ctx = session.open(cache_root)?;
+/// The reference (index 0), then one variant per mutant.
+pub struct MutantPlan {
+    mutants: Vec<Mutant>,
+    variants: Vec<Variant>,
+}
+
+impl Planned for MutantPlan {
+    fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+}
+
+impl Job for Mutants {
+    type Plan = MutantPlan;
+
+    fn plan(&self, ctx: &Ctx, _: &mut Record) -> Result<MutantPlan> {
         let mutants = self.chosen(&ctx.source.root)?;
         let dir = self
             .patches
             .clone()
             .unwrap_or_else(|| ctx.out_dir.join("mutants"));
         let files = write_patches(&mutants, &dir)?;
-        output::emit(output::Event::Stage(Stage::Variants));
-        let reference = make(&ctx, "reference".into(), None)?;
-        let mut variants = vec![reference];
+        let mut variants = vec![make(ctx, "reference".into(), None)?];
         for (m, file) in mutants.iter().zip(&files) {
-            variants.push(make(&ctx, m.name(), Some(file))?);
+            variants.push(make(ctx, m.name(), Some(file))?);
         }
-        session.note_variants(&variants);
-        let built = session.build(&ctx, &variants)?;
+        Ok(MutantPlan { mutants, variants })
+    }
+
+    /// The reference and every mutant whose bzImage differs from it; each
+    /// mutant's record starts here, as its build left it.
+    fn to_boot(
+        &self,
+        plan: &MutantPlan,
+        built: &[Built],
+        so_far: &mut Tally,
+    ) -> Result<Vec<usize>> {
         let reference_image = image_sha(&built[0])?;
         let mut to_boot = vec![0];
-        let mut records: Vec<MutantRecord> = Vec::new();
-        for (i, m) in mutants.iter().enumerate() {
+        for (i, m) in plan.mutants.iter().enumerate() {
             let equivalent = image_sha(&built[i + 1])? == reference_image;
             if !equivalent {
                 to_boot.push(i + 1);
             }
-            let build_seconds = session.timings.seconds(&Step::Config { variant: m.name() })
-                + session.timings.seconds(&Step::Build { variant: m.name() });
+            let timings = &so_far.timings;
+            let build_seconds = timings.seconds(&Step::Config { variant: m.name() })
+                + timings.seconds(&Step::Build { variant: m.name() });
             let shown = equivalent.then_some(reference_image.as_str());
-            records.push(built_record(m, shown, build_seconds));
+            so_far
+                .record
+                .mutants
+                .push(built_record(m, shown, build_seconds));
         }
-        let boot_variants: Vec<Variant> = to_boot.iter().map(|&i| variants[i].clone()).collect();
-        let boot_built: Vec<Built> = to_boot.iter().map(|&i| built[i].clone()).collect();
-        let boots = session.boot_each(&ctx, &boot_variants, &boot_built)?;
-        judge(&boot_variants, boots, &mut records)?;
-        for r in &mut records {
-            r.boot_seconds = crate::model::Env::ALL
-                .iter()
-                .map(|&env| {
-                    session.timings.seconds(&Step::Boot {
-                        variant: r.name.clone(),
-                        env,
-                    })
-                })
-                .sum();
+        Ok(to_boot)
+    }
+
+    fn judge(
+        &self,
+        ctx: &Ctx,
+        plan: &MutantPlan,
+        boots: Vec<Boot>,
+        so_far: &mut Tally,
+    ) -> Result<Ending> {
+        let records = &mut so_far.record.mutants;
+        judge(&plan.variants, boots, records)?;
+        for r in records.iter_mut() {
+            let boot = |env| Step::Boot {
+                variant: r.name.clone(),
+                env,
+            };
+            let env = crate::model::Env::ALL.iter();
+            r.boot_seconds = env.map(|&env| so_far.timings.seconds(&boot(env))).sum();
         }
-        output::result(&table(&ctx.source.describe, &records));
+        output::result(&table(&ctx.source.describe, records));
         output::result(&format!("results: {}", ctx.out_dir.display()));
-        let survivors = records
+        let survivors: Vec<String> = records
             .iter()
             .filter(|r| r.outcome == MutantOutcome::Survived)
             .map(|r| r.name.clone())
             .collect();
-        session.record.mutants = records;
-        Ok(survivors)
+        if survivors.is_empty() {
+            return Ok(Ending::plain(Verdict::Pass, 0));
+        }
+        let why = format!(
+            "{} mutant(s) survived: {}",
+            survivors.len(),
+            survivors.join(", ")
+        );
+        Ok(Ending::failed(Verdict::Fail, Kind::CandidateLost, why))
     }
 }
 
@@ -230,7 +243,10 @@ fn judge(
         let record = records
             .iter_mut()
             .find(|r| r.name == variant.name)
-            .expect("every booted mutant has a record");
+            .expect("every mutant has a record");
+        if record.outcome == MutantOutcome::Equivalent {
+            continue; // shown by its build, never booted
+        }
         let ran_selftests = runs[v].iter().any(|r| !r.kselftests.is_empty());
         record.kselftests_kill = (ran_selftests && crashes[v].is_empty())
             .then(|| compare::regressed_selftests(&runs[0], &runs[v]));

@@ -3,11 +3,11 @@
 //! `git bisect run`'s: 0 good, 1 bad, 125 untestable, 128 abort.
 
 use crate::flags::{Expect, Probe};
-use crate::record::{Step, Verdict};
-use crate::session::Session;
+use crate::pipeline::{self, Boot, Ctx, Ending, Job, Outputs, Planned, Tally};
+use crate::record::{Record, Verdict};
 use crate::stages::compare::{self, Run};
 use crate::stages::patch::Direction;
-use crate::stages::variant::{self, Spec};
+use crate::stages::variant::{self, Spec, Variant};
 use crate::support::failure::{bisect_exit_code, BISECT_SKIP};
 use anyhow::Result;
 use std::path::Path;
@@ -28,21 +28,16 @@ impl Probe {
     /// 125 (skip this revision) or 128 (abort).
     pub fn run(self, cache_root: &Path) -> i32 {
         let started = std::time::Instant::now();
-        let mut session = Session::new(self.common.clone());
-        let outcome = self.pipeline(&mut session, cache_root);
-        let code = match &outcome {
-            Ok(code) => *code,
-            Err(err) => bisect_exit_code(err),
+        let outcome = pipeline::run(&self.common, cache_root, &self);
+        let code = outcome.code;
+        let what = match outcome.verdict {
+            Verdict::Good => "good",
+            Verdict::Bad => "bad",
+            Verdict::Untestable => "untestable (skip)",
+            _ => "setup broken (abort)",
         };
-        let (verdict, what) = match code {
-            GOOD => (Verdict::Good, "good"),
-            BAD => (Verdict::Bad, "bad"),
-            BISECT_SKIP => (Verdict::Untestable, "untestable (skip)"),
-            _ => (Verdict::Abort, "setup broken (abort)"),
-        };
-        let result = session.finish(outcome.map(|_| ()), |_| (verdict, code));
-        if let Err(err) = &result {
-            crate::support::failure::print_error(err);
+        if let Err(err) = outcome.write_and_end(&Outputs::of(&self.common)) {
+            crate::support::failure::print_error(&err);
         }
         let rev = self.common.rev.clone().or_else(|| {
             self.common
@@ -58,9 +53,21 @@ impl Probe {
         ));
         code
     }
+}
 
-    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<i32> {
-        let ctx = session.open(cache_root)?;
+/// probe's one variant: the tree with `--patch`es on top.
+pub struct ProbePlan(Vec<Variant>);
+
+impl Planned for ProbePlan {
+    fn variants(&self) -> &[Variant] {
+        &self.0
+    }
+}
+
+impl Job for Probe {
+    type Plan = ProbePlan;
+
+    fn plan(&self, ctx: &Ctx, record: &mut Record) -> Result<ProbePlan> {
         let series_dir = ctx.cache.dir("series")?;
         let sets = self
             .patch
@@ -68,24 +75,31 @@ impl Probe {
             .map(|p| crate::stages::patch::load(p, &series_dir))
             .collect::<Result<Vec<_>>>()?;
         for set in &sets {
-            session.note_patch(set, Direction::Forward)?;
+            pipeline::note_patch(record, set, Direction::Forward)?;
         }
+        let patches = sets
+            .iter()
+            .flat_map(|set| set.applied(Direction::Forward))
+            .collect();
         let spec = Spec {
             name: "probe".into(),
-            patches: sets
-                .iter()
-                .flat_map(|set| set.applied(Direction::Forward))
-                .collect(),
+            patches,
         };
-        let variant = session.timings.time(Step::Variants, || {
-            variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, spec)
-        })?;
-        session.note_variants(std::slice::from_ref(&variant));
-        let built = session.build(&ctx, std::slice::from_ref(&variant))?;
-        let runs: Vec<Run> = session.boot(&ctx, std::slice::from_ref(&variant), &built)?;
+        let variant = variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, spec)?;
+        Ok(ProbePlan(vec![variant]))
+    }
+
+    fn judge(
+        &self,
+        ctx: &Ctx,
+        plan: &ProbePlan,
+        boots: Vec<Boot>,
+        _: &mut Tally,
+    ) -> Result<Ending> {
+        let runs: Vec<Run> = pipeline::reported(boots)?;
         crate::output::result(&format!(
             "\nkernel  {}\nvariant {}\n",
-            ctx.source.describe, variant.describe
+            ctx.source.describe, plan.0[0].describe
         ));
         for run in &runs {
             crate::output::result(&compare::single_table(run));
@@ -99,7 +113,19 @@ impl Probe {
         // `--expect lost` looks for the kernels that lose a cache mode: a
         // lost bit cannot make one good.
         let all_kept = modes_kept && (bits_kept || matches!(self.expect, Expect::Lost));
-        Ok(judge(all_kept, self.expect))
+        Ok(match judge(all_kept, self.expect) {
+            GOOD => Ending::plain(Verdict::Good, GOOD),
+            _ => Ending::plain(Verdict::Bad, BAD),
+        })
+    }
+
+    /// `git bisect run`'s codes: 125 skips a revision that cannot be
+    /// tested, 128 aborts on a broken setup.
+    fn stopped(&self, err: &anyhow::Error) -> (Verdict, i32) {
+        match bisect_exit_code(err) {
+            BISECT_SKIP => (Verdict::Untestable, BISECT_SKIP),
+            code => (Verdict::Abort, code),
+        }
     }
 }
 

@@ -1,17 +1,17 @@
 //! `cargo xtask verify`: a baseline kernel and one kernel per candidate
-//! patch, both environments, the side-by-side table and the verdict. The steps themselves live in their modules;
-//! session.rs holds what verify shares with probe.
+//! patch, both environments, the side-by-side table and the verdict. A
+//! `Job` of the pipeline: the variants come from the variant stage's
+//! candidate plan; this module judges the candidates and prints the end.
 
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
-use crate::model::{KernelVersion, Stage};
+use crate::model::KernelVersion;
 use crate::output;
-use crate::record::{CandidateRecord, CandidateVerdict, Record, Step, Verdict};
-use crate::session::{Ctx, Session};
+use crate::pipeline::{self, Boot, Ctx, Ending, Job, Outcome, Outputs, Planned, Tally};
+use crate::record::{CandidateRecord, CandidateVerdict, Record, Verdict};
 use crate::stages::compare::{self, Run};
-use crate::stages::patch::{self, Direction, PatchSet};
-use crate::stages::variant::{self, Spec, Variant};
-use crate::support::failure::{exit_code_of, fail, Kind};
+use crate::stages::variant::{self, CandidatePlan, Variant};
+use crate::support::failure::Kind;
 use crate::ui;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -34,72 +34,54 @@ pub fn default_patch_for(version: KernelVersion) -> PathBuf {
     own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
 }
 
-/// How a verify that reached its verdict ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    Pass,
-    /// A candidate lost a row: what the error line says.
-    Fail(String),
-    /// The baseline lost nothing: what the error line says.
-    NotReproduced(String),
-}
-
-impl Ended {
-    /// The record's verdict, the exit code and the run's result.
-    fn settle(outcome: Result<Ended>) -> (Verdict, i32, Result<()>) {
-        let failed = |kind: Kind, why: String| Err(fail(kind, why));
-        match outcome {
-            Ok(Ended::Pass) => (Verdict::Pass, 0, Ok(())),
-            Ok(Ended::Fail(why)) => {
-                let kind = Kind::CandidateLost;
-                (Verdict::Fail, kind.exit_code(), failed(kind, why))
-            }
-            Ok(Ended::NotReproduced(why)) => {
-                let kind = Kind::BaselineNotReproduced;
-                (Verdict::NotReproduced, kind.exit_code(), failed(kind, why))
-            }
-            Err(err) => (Verdict::Error, exit_code_of(&err), Err(err)),
-        }
-    }
-}
-
 impl Verify {
     pub fn run(self, cache_root: &Path) -> Result<()> {
-        self.run_with_record(cache_root).0
+        self.outcome(cache_root)
+            .write_and_end(&Outputs::of(&self.common))
     }
 
-    /// The run and its record, in memory (what `--json` writes).
-    pub fn run_with_record(self, cache_root: &Path) -> (Result<()>, Record) {
-        let mut session = Session::new(self.common.clone());
-        let (verdict, code, outcome) = Ended::settle(self.pipeline(&mut session, cache_root));
-        session.finish_with_record(outcome, |_| (verdict, code))
+    /// The run's outcome, its record in memory, `--json` and the other
+    /// outputs not yet written (a matrix job writes its own).
+    pub fn outcome(&self, cache_root: &Path) -> Outcome {
+        pipeline::run(&self.common, cache_root, self)
     }
+}
 
-    fn pipeline(&self, session: &mut Session, cache_root: &Path) -> Result<Ended> {
-        let ctx = session.open(cache_root)?;
+impl Planned for CandidatePlan {
+    fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+}
+
+impl Job for Verify {
+    type Plan = CandidatePlan;
+
+    fn plan(&self, ctx: &Ctx, record: &mut Record) -> Result<CandidatePlan> {
         let patch_files = if self.patches.is_empty() {
             vec![default_patch_for(ctx.source.version)]
         } else {
             self.patches.clone()
         };
-        output::emit(output::Event::Stage(Stage::Variants));
-        let plan = session
-            .timings
-            .time(Step::Variants, || make_variants(&ctx, &patch_files))?;
+        let plan = variant::plan_candidates(&ctx.cache, &ctx.kbuild, &ctx.source, &patch_files)?;
         for candidate in &plan.candidates {
-            session.note_patch(&candidate.patch, candidate.direction)?;
+            pipeline::note_patch(record, &candidate.patch, candidate.direction)?;
         }
-        let variants: Vec<Variant> = std::iter::once(plan.baseline.clone())
-            .chain(plan.candidates.iter().map(|c| c.variant.clone()))
-            .collect();
-        session.note_variants(&variants);
-        let built = session.build(&ctx, &variants)?;
-        let runs = session.boot(&ctx, &variants, &built)?;
+        Ok(plan)
+    }
+
+    fn judge(
+        &self,
+        ctx: &Ctx,
+        plan: &CandidatePlan,
+        boots: Vec<Boot>,
+        so_far: &mut Tally,
+    ) -> Result<Ending> {
+        let runs = pipeline::reported(boots)?;
         let envs = self.common.env.envs();
-        let tables = ui::verify_tables(&ctx.source.describe, &variants, &envs, &runs)?;
+        let tables = ui::verify_tables(&ctx.source.describe, &plan.variants, &envs, &runs)?;
         output::result(tables.trim_end_matches('\n'));
         output::result(&format!("results: {}", ctx.out_dir.display()));
-        let judged = judge(&plan, &runs);
+        let judged = judge(plan, &runs);
         let lines: Vec<(&str, &str, &compare::Verdict)> = judged
             .iter()
             .map(|j| (j.record.name.as_str(), j.file.as_str(), &j.verdict))
@@ -107,7 +89,7 @@ impl Verify {
         for line in ui::candidate_lines(&lines) {
             output::result(&line);
         }
-        session.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
+        so_far.record.candidates = judged.iter().map(|j| j.record.clone()).collect();
         let (skips, counted) = skipped_rows(&runs);
         if !skips.is_empty() {
             output::result(&skips);
@@ -125,7 +107,7 @@ struct Judged {
 }
 
 /// Each candidate's verdict against the baseline's runs.
-fn judge(plan: &Plan, runs: &[Run]) -> Vec<Judged> {
+fn judge(plan: &CandidatePlan, runs: &[Run]) -> Vec<Judged> {
     let runs_of =
         |name: &str| -> Vec<Run> { runs.iter().filter(|r| r.variant == name).cloned().collect() };
     let base_runs = runs_of(&plan.baseline.name);
@@ -212,7 +194,7 @@ fn tally<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap
 
 /// The run's end: a candidate that loses a row fails the run; a baseline
 /// that lost nothing makes it prove nothing; otherwise PASS.
-fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ended {
+fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ending {
     let lost_by: Vec<String> = judged
         .iter()
         .filter(|j| !j.record.lost.is_empty())
@@ -231,7 +213,8 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ended {
         })
         .collect();
     if !lost_by.is_empty() {
-        return Ended::Fail(format!("FAIL: {} ({skipped})", lost_by.join("; ")));
+        let why = format!("FAIL: {} ({skipped})", lost_by.join("; "));
+        return Ending::failed(Verdict::Fail, Kind::CandidateLost, why);
     }
     let not_reproduced = judged.iter().find_map(|j| match &j.verdict {
         compare::Verdict::BaselineNotReproduced(envs) => Some(envs.clone()),
@@ -239,7 +222,8 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ended {
     });
     if let Some(envs) = not_reproduced {
         let names: Vec<&str> = envs.iter().map(|e| e.name()).collect();
-        return Ended::NotReproduced(format!("the baseline lost nothing (beyond known defects) in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", ")));
+        let why = format!("the baseline lost nothing (beyond known defects) in {}: the bug was not reproduced, so the candidate proves nothing", names.join(", "));
+        return Ending::failed(Verdict::NotReproduced, Kind::BaselineNotReproduced, why);
     }
     let which = if candidates == 1 {
         "the candidate keeps"
@@ -249,97 +233,7 @@ fn conclude(judged: &[Judged], candidates: usize, skipped: &str) -> Ended {
     output::result(&format!(
         "PASS: {which} every row the baseline lost (bug reproduced) and loses none; {skipped}"
     ));
-    Ended::Pass
-}
-
-struct Candidate {
-    patch: PatchSet,
-    /// How the patch relates to the tree: Forward (new), Reverse (contained).
-    direction: Direction,
-    variant: Variant,
-}
-
-struct Plan {
-    baseline: Variant,
-    candidates: Vec<Candidate>,
-}
-
-/// Each candidate file read (a series split into its mails) and how it
-/// relates to the tree: new (forward) or already contained (reverse).
-fn load_candidates(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Vec<(PatchSet, Direction)>> {
-    let series_dir = ctx.cache.dir("series")?;
-    let scratch = ctx
-        .cache
-        .dir("scratch")?
-        .join(format!("detect-{}", std::process::id()));
-    let mut sets = Vec::new();
-    for file in patch_files {
-        let set = patch::load(file, &series_dir)?;
-        let direction = patch::detect(&ctx.kbuild, &ctx.source.root, &set, &scratch)?;
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        output::emit(output::Event::Candidate {
-            file: &name,
-            parts: set.parts.len(),
-            direction,
-        });
-        sets.push((set, direction));
-    }
-    Ok(sets)
-}
-
-/// The baseline is the tree without every candidate it already contains;
-/// each candidate is the baseline plus that one patch (or series).
-fn make_variants(ctx: &Ctx, patch_files: &[PathBuf]) -> Result<Plan> {
-    let sets = load_candidates(ctx, patch_files)?;
-    // Later candidates' parts come off first, as `git revert` of a range would.
-    let contained = |except: Option<usize>| -> Vec<(&Path, Direction)> {
-        sets.iter()
-            .enumerate()
-            .rev()
-            .filter(|(i, (_, d))| *d == Direction::Reverse && Some(*i) != except)
-            .flat_map(|(_, (set, _))| set.applied(Direction::Reverse))
-            .collect()
-    };
-    let baseline = variant::make(
-        &ctx.cache,
-        &ctx.kbuild,
-        &ctx.source,
-        Spec {
-            name: "baseline".into(),
-            patches: contained(None),
-        },
-    )?;
-    let mut variants = Vec::new();
-    for (index, (set, direction)) in sets.iter().enumerate() {
-        let name = if sets.len() == 1 {
-            "candidate".to_string()
-        } else {
-            format!("candidate-{}", index + 1)
-        };
-        let patches = match direction {
-            // The tree minus the other contained candidates.
-            Direction::Reverse => contained(Some(index)),
-            Direction::Forward => contained(None)
-                .into_iter()
-                .chain(set.applied(Direction::Forward))
-                .collect(),
-        };
-        let variant = variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, Spec { name, patches })?;
-        variants.push(variant);
-    }
-    let candidates = sets
-        .into_iter()
-        .zip(variants)
-        .map(|((patch, direction), variant)| Candidate {
-            patch,
-            direction,
-            variant,
-        })
-        .collect();
-    Ok(Plan {
-        baseline,
-        candidates,
-    })
+    Ending::plain(Verdict::Pass, 0)
 }
 
 #[cfg(test)]
@@ -348,24 +242,27 @@ mod tests {
 
     #[test]
     fn each_ending_has_its_verdict_and_exit_code() {
-        let settled = |o| {
-            let (verdict, code, result) = Ended::settle(o);
-            (verdict, code, result.is_ok())
+        let fail = Ending::failed(Verdict::Fail, Kind::CandidateLost, "x".into());
+        assert_eq!((fail.verdict, fail.code), (Verdict::Fail, 1));
+        assert!(fail.failure.is_some());
+        let not = Ending::failed(
+            Verdict::NotReproduced,
+            Kind::BaselineNotReproduced,
+            "x".into(),
+        );
+        assert_eq!((not.verdict, not.code), (Verdict::NotReproduced, 3));
+        let pass = Ending::plain(Verdict::Pass, 0);
+        assert!(pass.failure.is_none());
+        // A run that stopped before its verdict: an error with its own code,
+        // even one that happens to carry code 1.
+        let verify = Verify {
+            common: crate::flags::Common::defaults(),
+            patches: Vec::new(),
         };
-        assert_eq!(settled(Ok(Ended::Pass)), (Verdict::Pass, 0, true));
-        assert_eq!(
-            settled(Ok(Ended::Fail("x".into()))),
-            (Verdict::Fail, 1, false)
-        );
-        assert_eq!(
-            settled(Ok(Ended::NotReproduced("x".into()))),
-            (Verdict::NotReproduced, 3, false)
-        );
-        let boot = Err(fail(Kind::Boot, "hang"));
-        assert_eq!(settled(boot), (Verdict::Error, 7, false));
-        // An error that happens to carry code 1 is still an error, not a fail.
-        let (verdict, _, _) = Ended::settle(Err(anyhow::anyhow!("disk")));
-        assert_eq!(verdict, Verdict::Error);
+        let boot = crate::support::failure::fail(Kind::Boot, "hang");
+        assert_eq!(verify.stopped(&boot), (Verdict::Error, 7));
+        let other = anyhow::anyhow!("disk");
+        assert_eq!(verify.stopped(&other).0, Verdict::Error);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! host's cargo, glibc linked statically) and a /dev/console node, written as
 //! a newc cpio archive directly (no root needed for the device node).
 
+use crate::model::kselftest::{KselftestResult, Suite};
+use crate::stages::build::{Built, Kbuild};
+use crate::stages::kselftest;
+use crate::stages::variant::Variant;
+use crate::support::cache::Cache;
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -135,6 +140,67 @@ pub fn write_with(init: &Path, dest: &Path, programs: &[(String, PathBuf)]) -> R
             .map(|(name, bytes)| Entry::File(name, bytes)),
     );
     crate::support::cache::write_atomic(dest, cpio(&entries))
+}
+
+/// What a variant's guest starts from.
+#[derive(Clone)]
+pub struct Initramfs {
+    pub path: PathBuf,
+    /// The selftests in it (`--kselftest`), as built.
+    kselftests: Option<(Suite, std::sync::Arc<kselftest::Built>)>,
+}
+
+impl Initramfs {
+    /// What the selftests add to a boot's time limit: each one's own limit.
+    pub fn kselftest_seconds(&self) -> u64 {
+        self.kselftests.as_ref().map_or(0, |(_, built)| {
+            built.programs.len() as u64 * patverify_protocol::KSELFTEST_SECONDS
+        })
+    }
+
+    /// The selftests' rows from a boot's console.
+    pub fn kselftest_results(&self, console: &str) -> Vec<KselftestResult> {
+        match &self.kselftests {
+            Some((suite, programs)) => kselftest::results(*suite, programs, console),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The initramfs each variant boots with, in `out_dir`: one for all, or
+/// with a selftest `suite` one per variant carrying the selftests built
+/// from its tree.
+pub fn of_each(
+    kbuild: &Kbuild,
+    cache: &Cache,
+    out_dir: &Path,
+    suite: Option<Suite>,
+    variants: &[Variant],
+    built: &[Built],
+) -> Result<Vec<Initramfs>> {
+    let init = build_init()?;
+    let Some(suite) = suite else {
+        let path = out_dir.join("initramfs.cpio");
+        write(&init, &path)?;
+        let shared = Initramfs {
+            path,
+            kselftests: None,
+        };
+        return Ok(variants.iter().map(|_| shared.clone()).collect());
+    };
+    let mut each = Vec::new();
+    for (v, b) in variants.iter().zip(built) {
+        let kbuild = kbuild.for_variant(v.trusted);
+        let config = b.build_dir.join(".config");
+        let programs = kselftest::build(&kbuild, cache, suite, &v.tree, &config)?;
+        let path = out_dir.join(format!("initramfs-{}.cpio", v.name));
+        write_with(&init, &path, &programs.programs)?;
+        each.push(Initramfs {
+            path,
+            kselftests: Some((suite, std::sync::Arc::new(programs))),
+        });
+    }
+    Ok(each)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod ktap;
 pub mod mask;
 pub mod patch;
 pub mod qemu;
+pub mod report;
 pub mod source;
 pub mod toolchain;
 pub mod variant;

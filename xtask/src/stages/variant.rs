@@ -4,7 +4,7 @@
 //! drivers/patverify. Each variant is keyed by its content and made once.
 
 use crate::stages::kbuild::Kbuild;
-use crate::stages::patch::{self, Direction};
+use crate::stages::patch::{self, Direction, PatchSet};
 use crate::stages::source::{walk, Source};
 use crate::support::cache::{lock_entry, replace_file, temp_sibling, Cache, Key, Staged};
 use crate::support::failure::{fail, Kind};
@@ -310,6 +310,119 @@ fn insert_after_last(text: &str, line_prefix: &str, insert: &str) -> Option<Stri
     let start = text.rfind(&format!("\n{line_prefix}"))? + 1;
     let end = start + text[start..].find('\n')? + 1;
     Some(format!("{}{insert}{}", &text[..end], &text[end..]))
+}
+
+/// A candidate patch (or series) and the variant made of it.
+pub struct Candidate {
+    pub patch: PatchSet,
+    /// How the patch relates to the tree: Forward (new), Reverse (contained).
+    pub direction: Direction,
+    pub variant: Variant,
+}
+
+/// verify's variants: the baseline, then one per candidate.
+pub struct CandidatePlan {
+    pub baseline: Variant,
+    pub candidates: Vec<Candidate>,
+    /// The same, in build order.
+    pub variants: Vec<Variant>,
+}
+
+/// Each candidate file read (a series split into its mails) and how it
+/// relates to the tree: new (forward) or already contained (reverse).
+fn load_candidates(
+    cache: &Cache,
+    kbuild: &Kbuild,
+    source: &Source,
+    patch_files: &[PathBuf],
+) -> Result<Vec<(PatchSet, Direction)>> {
+    let series_dir = cache.dir("series")?;
+    let scratch = cache
+        .dir("scratch")?
+        .join(format!("detect-{}", std::process::id()));
+    let mut sets = Vec::new();
+    for file in patch_files {
+        let set = patch::load(file, &series_dir)?;
+        let direction = patch::detect(kbuild, &source.root, &set, &scratch)?;
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        crate::output::emit(crate::output::Event::Candidate {
+            file: &name,
+            parts: set.parts.len(),
+            direction,
+        });
+        sets.push((set, direction));
+    }
+    Ok(sets)
+}
+
+/// The baseline is the tree without every candidate it already contains;
+/// each candidate is the baseline plus that one patch (or series).
+pub fn plan_candidates(
+    cache: &Cache,
+    kbuild: &Kbuild,
+    source: &Source,
+    patch_files: &[PathBuf],
+) -> Result<CandidatePlan> {
+    let sets = load_candidates(cache, kbuild, source, patch_files)?;
+    // Later candidates' parts come off first, as `git revert` of a range would.
+    let contained = |except: Option<usize>| -> Vec<(&Path, Direction)> {
+        sets.iter()
+            .enumerate()
+            .rev()
+            .filter(|(i, (_, d))| *d == Direction::Reverse && Some(*i) != except)
+            .flat_map(|(_, (set, _))| set.applied(Direction::Reverse))
+            .collect()
+    };
+    let baseline = make(
+        cache,
+        kbuild,
+        source,
+        Spec {
+            name: "baseline".into(),
+            patches: contained(None),
+        },
+    )?;
+    let mut variants = Vec::new();
+    for (index, (set, direction)) in sets.iter().enumerate() {
+        let name = if sets.len() == 1 {
+            "candidate".to_string()
+        } else {
+            format!("candidate-{}", index + 1)
+        };
+        let patches = match direction {
+            // The tree minus the other contained candidates.
+            Direction::Reverse => contained(Some(index)),
+            Direction::Forward => contained(None)
+                .into_iter()
+                .chain(set.applied(Direction::Forward))
+                .collect(),
+        };
+        let variant = make(cache, kbuild, source, Spec { name, patches })?;
+        variants.push(variant);
+    }
+    let candidates: Vec<Candidate> = sets
+        .into_iter()
+        .zip(variants)
+        .map(|((patch, direction), variant)| Candidate {
+            patch,
+            direction,
+            variant,
+        })
+        .collect();
+    Ok(CandidatePlan::new(baseline, candidates))
+}
+
+impl CandidatePlan {
+    fn new(baseline: Variant, candidates: Vec<Candidate>) -> CandidatePlan {
+        let variants = std::iter::once(baseline.clone())
+            .chain(candidates.iter().map(|c| c.variant.clone()))
+            .collect();
+        CandidatePlan {
+            baseline,
+            candidates,
+            variants,
+        }
+    }
 }
 
 #[cfg(test)]

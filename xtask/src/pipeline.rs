@@ -1,10 +1,11 @@
-//! What verify and probe share: the common flags, the cache and output
-//! directory, provisioning and the kernel source, building a set of
-//! variants, booting them in every environment, and the record of the run
-//! (timings, JSON) that is written whatever the outcome.
+//! The one path through the stages: open the run (cache, provisioning,
+//! kernel source, toolchain) → plan its variants → build them → boot them
+//! and check each report → judge. A command is a [`Job`]: it plans the
+//! variants, may leave some unbooted, and says what the boots mean; the
+//! pipeline keeps the run's record and timings, and hands back an
+//! [`Outcome`] from which the command writes the outputs it offers.
 
-use crate::flags::{Common, EnvChoice};
-use crate::model::kselftest::Suite;
+use crate::flags::Common;
 use crate::model::{Direction, Stage};
 use crate::output::{self, Event};
 use crate::record::{
@@ -13,29 +14,19 @@ use crate::record::{
 };
 use crate::stages::build::{self, Built, Kbuild};
 use crate::stages::compare::Run;
-use crate::stages::ktap;
+use crate::stages::initramfs;
 use crate::stages::patch::PatchSet;
 use crate::stages::qemu::{self, Env};
 use crate::stages::source::Source;
 use crate::stages::toolchain::{self, Toolchain};
 use crate::stages::variant::Variant;
-use crate::stages::{config, initramfs, kselftest, source};
+use crate::stages::{config, report, source};
 use crate::support::cache::{sha256_hex, Cache};
-use crate::support::failure::{fail, Kind};
+use crate::support::failure::{exit_code_of, fail, Kind};
 use crate::support::provision;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-impl EnvChoice {
-    pub fn envs(self) -> Vec<Env> {
-        match self {
-            EnvChoice::Native => vec![Env::Native],
-            EnvChoice::Xen => vec![Env::Xen],
-            EnvChoice::All => vec![Env::Native, Env::Xen],
-        }
-    }
-}
 
 /// Where the time went: recorded per step, printed at the end of every run.
 #[derive(Default)]
@@ -59,16 +50,6 @@ impl Timings {
     }
 }
 
-/// A run in progress: its record, and once opened, its cache and outputs.
-pub struct Session {
-    pub common: Common,
-    pub record: Record,
-    pub timings: Timings,
-    started: Instant,
-    /// When the run started (seconds since the epoch), for its KCIDB ids.
-    started_at: u64,
-}
-
 /// The opened run: cache (locked), output directory, Xen, kernel source.
 pub struct Ctx {
     pub cache: Cache,
@@ -79,39 +60,208 @@ pub struct Ctx {
     pub source: Source,
 }
 
-impl Session {
-    /// Records a patch file (name, hash, direction, the mails of a series) in
-    /// the run's record.
-    pub fn note_patch(&mut self, set: &PatchSet, direction: Direction) -> Result<()> {
-        let bytes = std::fs::read(&set.file).map_err(|e| {
-            fail(
-                Kind::Setup,
-                format!("cannot read patch {}: {e}", set.file.display()),
-            )
-        })?;
-        let part_sha256 = set
-            .parts
-            .iter()
-            .map(|part| std::fs::read(part).map(|b| sha256_hex(&b)))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        self.record.patches.push(PatchRecord {
-            file: set.file.display().to_string(),
-            sha256: sha256_hex(&bytes),
-            direction,
-            series: set.subjects.clone(),
-            parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
-            part_sha256,
-            message_id: set.message_id.clone(),
-            subject: set.subject.clone(),
-        });
+/// One boot's outcome: the variant (its index in the plan), the
+/// environment, and its checked report or why there is none.
+pub type Boot = (usize, Env, Result<Run>);
+
+/// What a command asks of the pipeline.
+pub trait Job {
+    /// What planning made; `variants()` are built, in that order.
+    type Plan: Planned;
+
+    /// The variants to build (patches the run uses noted in `record`).
+    fn plan(&self, ctx: &Ctx, record: &mut Record) -> Result<Self::Plan>;
+
+    /// Which built variants to boot, by index (all unless the job knows
+    /// better: `mutants` leaves out those its build shows equivalent).
+    fn to_boot(
+        &self,
+        _plan: &Self::Plan,
+        built: &[Built],
+        _so_far: &mut Tally,
+    ) -> Result<Vec<usize>> {
+        Ok((0..built.len()).collect())
+    }
+
+    /// The run's ending from its boots (in variant, env order; a boot
+    /// that failed is an `Err` the job may end the run with).
+    fn judge(
+        &self,
+        ctx: &Ctx,
+        plan: &Self::Plan,
+        boots: Vec<Boot>,
+        so_far: &mut Tally,
+    ) -> Result<Ending>;
+
+    /// How a run that stopped before its verdict ends: its verdict and
+    /// exit code (by default an error with the failure's own code).
+    fn stopped(&self, err: &anyhow::Error) -> (Verdict, i32) {
+        (Verdict::Error, exit_code_of(err))
+    }
+}
+
+/// A plan's variants, to build in this order.
+pub trait Planned {
+    fn variants(&self) -> &[Variant];
+}
+
+/// The boots that reported, in order; the first that failed ends the run
+/// (verify and probe: a kernel that does not report proves nothing).
+pub fn reported(boots: Vec<Boot>) -> Result<Vec<Run>> {
+    boots.into_iter().map(|(_, _, run)| run).collect()
+}
+
+/// How a run that reached its verdict ended: the verdict, the exit code and,
+/// when it is a failure, the error line that says why.
+pub struct Ending {
+    pub verdict: Verdict,
+    pub code: i32,
+    pub failure: Option<anyhow::Error>,
+}
+
+impl Ending {
+    /// An ending the exit code alone tells (pass, probe's good and bad).
+    pub fn plain(verdict: Verdict, code: i32) -> Ending {
+        Ending {
+            verdict,
+            code,
+            failure: None,
+        }
+    }
+
+    /// A failing ending: `kind`'s exit code and `why` as the error line.
+    pub fn failed(verdict: Verdict, kind: Kind, why: String) -> Ending {
+        Ending {
+            verdict,
+            code: kind.exit_code(),
+            failure: Some(fail(kind, why)),
+        }
+    }
+}
+
+/// What the run's record holds so far and where its time went; a job adds
+/// its own findings (candidates, mutants) to the record.
+pub struct Tally {
+    pub record: Record,
+    pub timings: Timings,
+}
+
+/// A finished run: its record (verdict, exit code and timings set) and the
+/// error that ended it, if any.
+pub struct Outcome {
+    pub record: Record,
+    pub verdict: Verdict,
+    pub code: i32,
+    pub error: Option<anyhow::Error>,
+    /// When the run started (seconds since the epoch), for its KCIDB ids.
+    started_at: u64,
+}
+
+/// The files a command writes its outcome to.
+#[derive(Default)]
+pub struct Outputs<'a> {
+    pub json: Option<&'a Path>,
+    pub junit: Option<&'a Path>,
+    pub kcidb: Option<&'a Path>,
+}
+
+impl Outputs<'_> {
+    /// The `--json`, `--junit` and `--kcidb` of a command's common flags.
+    pub fn of(common: &Common) -> Outputs<'_> {
+        Outputs {
+            json: common.json.as_deref(),
+            junit: common.junit.as_deref(),
+            kcidb: common.kcidb.as_deref(),
+        }
+    }
+}
+
+impl Outcome {
+    /// Writes the record to each of `outputs`.
+    pub fn write(&self, outputs: &Outputs) -> Result<()> {
+        if let Some(path) = outputs.json {
+            self.record.write(path)?;
+        }
+        if let Some(path) = outputs.kcidb {
+            let run = format!("{}-{}", self.started_at, std::process::id());
+            std::fs::write(path, crate::kcidb::document(&self.record, &run))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = outputs.junit {
+            let xml = crate::junit::render(&self.record);
+            std::fs::write(path, xml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok(())
     }
 
-    pub fn new(common: Common) -> Self {
-        Session {
+    /// Writes `outputs`, then gives the run's error (or a write's).
+    pub fn write_and_end(self, outputs: &Outputs) -> Result<()> {
+        let written = self.write(outputs);
+        match self.error {
+            Some(err) => Err(err),
+            None => written,
+        }
+    }
+}
+
+/// Runs `job` through every stage with `common`'s flags; whatever happens,
+/// the outcome carries the record of what did.
+pub fn run<J: Job>(common: &Common, cache_root: &Path, job: &J) -> Outcome {
+    let mut pipeline = Pipeline::new(common.clone());
+    let ending = pipeline.stages(cache_root, job);
+    pipeline.finish(ending.unwrap_or_else(|err| {
+        let (verdict, code) = job.stopped(&err);
+        Ending {
+            verdict,
+            code,
+            failure: Some(err),
+        }
+    }))
+}
+
+/// Records a patch file (name, hash, direction, the mails of a series).
+pub fn note_patch(record: &mut Record, set: &PatchSet, direction: Direction) -> Result<()> {
+    let bytes = std::fs::read(&set.file).map_err(|e| {
+        fail(
+            Kind::Setup,
+            format!("cannot read patch {}: {e}", set.file.display()),
+        )
+    })?;
+    let part_sha256 = set
+        .parts
+        .iter()
+        .map(|part| std::fs::read(part).map(|b| sha256_hex(&b)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    record.patches.push(PatchRecord {
+        file: set.file.display().to_string(),
+        sha256: sha256_hex(&bytes),
+        direction,
+        series: set.subjects.clone(),
+        parts: set.parts.iter().map(|p| p.display().to_string()).collect(),
+        part_sha256,
+        message_id: set.message_id.clone(),
+        subject: set.subject.clone(),
+    });
+    Ok(())
+}
+
+/// A run in progress: its flags, record and timings.
+struct Pipeline {
+    common: Common,
+    tally: Tally,
+    started: Instant,
+    started_at: u64,
+}
+
+impl Pipeline {
+    fn new(common: Common) -> Self {
+        Pipeline {
             common,
-            record: Record::default(),
-            timings: Timings::default(),
+            tally: Tally {
+                record: Record::default(),
+                timings: Timings::default(),
+            },
             started: Instant::now(),
             started_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -119,8 +269,24 @@ impl Session {
         }
     }
 
+    /// open → plan → build → boot → judge.
+    fn stages<J: Job>(&mut self, cache_root: &Path, job: &J) -> Result<Ending> {
+        let ctx = self.open(cache_root)?;
+        output::emit(Event::Stage(Stage::Variants));
+        let started = Instant::now();
+        let plan = job.plan(&ctx, &mut self.tally.record);
+        self.tally.timings.add(Step::Variants, started.elapsed());
+        let plan = plan?;
+        let variants = plan.variants();
+        self.note_variants(variants);
+        let built = self.build(&ctx, variants)?;
+        let chosen = job.to_boot(&plan, &built, &mut self.tally)?;
+        let boots = self.boot_each(&ctx, variants, &built, &chosen)?;
+        job.judge(&ctx, &plan, boots, &mut self.tally)
+    }
+
     /// Locks the cache, provisions the host, and gets the kernel source.
-    pub fn open(&mut self, cache_root: &Path) -> Result<Ctx> {
+    fn open(&mut self, cache_root: &Path) -> Result<Ctx> {
         let sharing = self.sharing();
         sharing.check()?;
         let cache = Cache::open(cache_root)?;
@@ -150,17 +316,17 @@ impl Session {
         };
         output::emit(Event::Stage(Stage::Provision));
         let xen_dir = cache.root.join("xen");
-        self.timings.time(Step::Provision, || {
+        self.tally.timings.time(Step::Provision, || {
             provision::ensure(&cache.root, &features)
         })?;
         check_qemu(&self.common.qemu)?;
         output::emit(Event::Stage(Stage::Source));
         let common = &self.common;
-        let source = self.timings.time(Step::Source, || {
+        let source = self.tally.timings.time(Step::Source, || {
             source::get(&cache, common.kernel.as_deref(), common.rev.as_deref())
         })?;
         output::emit(Event::Kernel(&source.describe));
-        self.record.kernel = Some(KernelRecord {
+        self.tally.record.kernel = Some(KernelRecord {
             source: source.describe.clone(),
             tree: source.root.display().to_string(),
             version: source.version.to_string(),
@@ -188,13 +354,13 @@ impl Session {
     ) -> Result<Kbuild> {
         let toolchain = toolchain::choose(&source.root)?;
         if toolchain == Toolchain::DebianRustc163 {
-            self.timings.time(Step::Provision, || {
+            self.tally.timings.time(Step::Provision, || {
                 provision::ensure_legacy_rust(&cache.root)
             })?;
         }
         let kbuild = kbuild.with_toolchain(toolchain);
         let record = toolchain_record(&kbuild, xen_dir, &self.common.qemu);
-        self.record.toolchain = Some(record);
+        self.tally.record.toolchain = Some(record);
         Ok(kbuild)
     }
 
@@ -205,9 +371,9 @@ impl Session {
         }
     }
 
-    pub fn note_variants(&mut self, variants: &[Variant]) {
+    fn note_variants(&mut self, variants: &[Variant]) {
         for v in variants {
-            self.record.variants.push(VariantRecord {
+            self.tally.record.variants.push(VariantRecord {
                 name: v.name.clone(),
                 describe: v.describe.clone(),
                 key: v.key.clone(),
@@ -217,7 +383,7 @@ impl Session {
     }
 
     /// Configures and builds every variant (reusing unchanged builds).
-    pub fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
+    fn build(&mut self, ctx: &Ctx, variants: &[Variant]) -> Result<Vec<Built>> {
         output::emit(Event::Stage(Stage::Build));
         let configs = crate::support::repo_dir().join("configs");
         let mut fragments = config::fragments(&configs)?;
@@ -245,15 +411,19 @@ impl Session {
         for v in variants {
             let b = build::build(&ctx.kbuild, v, &fragments, &toolchain, jobs)?;
             let variant = v.name.clone();
-            self.timings.add(Step::Config { variant }, b.config_time);
+            self.tally
+                .timings
+                .add(Step::Config { variant }, b.config_time);
             let variant = v.name.clone();
-            self.timings.add(Step::Build { variant }, b.build_time);
+            self.tally
+                .timings
+                .add(Step::Build { variant }, b.build_time);
             let sha = |path: &Path| {
                 std::fs::read(path)
                     .map(|bytes| crate::support::cache::sha256_hex(&bytes))
                     .unwrap_or_default()
             };
-            self.record.builds.push(BuildRecord {
+            self.tally.record.builds.push(BuildRecord {
                 variant: v.name.clone(),
                 build_dir: b.build_dir.display().to_string(),
                 bzimage: b.bzimage.display().to_string(),
@@ -267,38 +437,31 @@ impl Session {
             });
             built.push(b);
         }
-        self.record.sandbox = Some(ctx.kbuild.sandbox_status());
+        self.tally.record.sandbox = Some(ctx.kbuild.sandbox_status());
         Ok(built)
     }
 
-    /// Boots every variant in every environment (as many at once as there
-    /// are cores) and returns the parsed reports, in variant, env order;
-    /// the first boot that failed ends the run.
-    pub fn boot(&mut self, ctx: &Ctx, variants: &[Variant], built: &[Built]) -> Result<Vec<Run>> {
-        self.boot_each(ctx, variants, built)?
-            .into_iter()
-            .map(|(_, _, run)| run)
-            .collect()
-    }
-
-    /// Every boot's own outcome, in variant, env order (`mutants`: a
-    /// kernel that oopses is a finding, not the end of the run).
-    pub fn boot_each(
+    /// Boots the `chosen` variants in every environment (as many at once as
+    /// there are cores); every boot's own outcome, in variant, env order.
+    fn boot_each(
         &mut self,
         ctx: &Ctx,
         variants: &[Variant],
         built: &[Built],
-    ) -> Result<Vec<(usize, Env, Result<Run>)>> {
+        chosen: &[usize],
+    ) -> Result<Vec<Boot>> {
         output::emit(Event::Stage(Stage::Initramfs));
-        let initramfs = self.timings.time(Step::Initramfs, || {
-            initramfs_of_each(&self.common, ctx, variants, built)
+        let suite = self.common.kselftest;
+        let initramfs = self.tally.timings.time(Step::Initramfs, || {
+            let (kbuild, cache, out) = (&ctx.kbuild, &ctx.cache, &ctx.out_dir);
+            initramfs::of_each(kbuild, cache, out, suite, variants, built)
         })?;
         let boots_started = Instant::now();
-
         output::emit(Event::Stage(Stage::Boot));
         let envs = self.common.env.envs();
-        let boots: Vec<(usize, Env)> = (0..variants.len())
-            .flat_map(|v| envs.iter().map(move |&e| (v, e)))
+        let boots: Vec<(usize, Env)> = chosen
+            .iter()
+            .flat_map(|&v| envs.iter().map(move |&e| (v, e)))
             .collect();
         // Each TCG guest keeps one core busy.
         let parallel = self
@@ -307,11 +470,16 @@ impl Session {
             .map(usize::from)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, crate::support::proc::MAX_PARALLEL_BOOTS);
-        let common = &self.common;
+        let settings = report::Settings {
+            common: &self.common,
+            out_dir: &ctx.out_dir,
+            xen_image: provision::xen_image(&ctx.xen_dir),
+            version: ctx.source.version,
+        };
         let outcomes = run_pool(&boots, parallel, |&(v, env)| {
-            boot_one(common, ctx, &variants[v], &built[v], env, &initramfs[v])
+            report::boot_and_check(&settings, &variants[v], &built[v], env, &initramfs[v])
         });
-        self.timings.add(Step::Boots, boots_started.elapsed());
+        self.tally.timings.add(Step::Boots, boots_started.elapsed());
         let mut runs = Vec::new();
         for (&(v, env), outcome) in boots.iter().zip(outcomes) {
             let run = outcome.map(|(run, elapsed, phases)| {
@@ -326,8 +494,8 @@ impl Session {
     /// Records one boot: its environment and its report's rows.
     fn note_run(&mut self, run: &Run, elapsed: Duration, phases: qemu::Phases) {
         let (variant, env) = (run.variant.clone(), run.env);
-        self.timings.add(Step::Boot { variant, env }, elapsed);
-        self.record.environments.push(EnvRecord {
+        self.tally.timings.add(Step::Boot { variant, env }, elapsed);
+        self.tally.record.environments.push(EnvRecord {
             variant: run.variant.clone(),
             env: run.env,
             pat_layout: run
@@ -345,71 +513,38 @@ impl Session {
         });
         for r in &run.report.results {
             let row = ResultRecord::new(&run.variant, run.env, r.clone());
-            self.record.results.push(row);
+            self.tally.record.results.push(row);
         }
         for b in &run.report.bits {
             let row = BitRecord::new(&run.variant, run.env, b.clone());
-            self.record.bits.push(row);
+            self.tally.record.bits.push(row);
         }
     }
 
-    /// Prints the timings and writes the JSON (and JUnit), whatever the
-    /// outcome; `verdict` names the outcome and its exit code.
-    pub fn finish(
-        self,
-        outcome: Result<()>,
-        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
-    ) -> Result<()> {
-        self.finish_with_record(outcome, verdict).0
-    }
-
-    /// `finish`, handing back the record too (a matrix keeps each job's).
-    pub fn finish_with_record(
-        mut self,
-        outcome: Result<()>,
-        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
-    ) -> (Result<()>, Record) {
-        let written = self.write_outputs(outcome, verdict);
-        (written, self.record)
-    }
-
-    fn write_outputs(
-        &mut self,
-        outcome: Result<()>,
-        verdict: impl FnOnce(&Result<()>) -> (Verdict, i32),
-    ) -> Result<()> {
-        self.timings.add(Step::Total, self.started.elapsed());
-        output::emit(Event::Timings(&self.timings.0));
-        self.record.timings = self
-            .timings
-            .0
-            .iter()
-            .map(|(step, d)| Timing {
-                step: step.clone(),
-                seconds: d.as_secs_f64(),
-            })
-            .collect();
-        let (verdict, code) = verdict(&outcome);
-        self.record.verdict = verdict;
-        self.record.exit_code = code;
-        self.record.message = match &outcome {
-            Ok(()) => String::new(),
-            Err(err) => format!("{err:#}"),
+    /// Prints the timings and sets the record's verdict, exit code, message
+    /// and timings, whatever the ending.
+    fn finish(mut self, ending: Ending) -> Outcome {
+        self.tally.timings.add(Step::Total, self.started.elapsed());
+        output::emit(Event::Timings(&self.tally.timings.0));
+        let timings = self.tally.timings.0.iter().map(|(step, d)| Timing {
+            step: step.clone(),
+            seconds: d.as_secs_f64(),
+        });
+        let mut record = self.tally.record;
+        record.timings = timings.collect();
+        record.verdict = ending.verdict;
+        record.exit_code = ending.code;
+        record.message = match &ending.failure {
+            None => String::new(),
+            Some(err) => format!("{err:#}"),
         };
-        if let Some(path) = &self.common.json {
-            self.record.write(path)?;
+        Outcome {
+            record,
+            verdict: ending.verdict,
+            code: ending.code,
+            error: ending.failure,
+            started_at: self.started_at,
         }
-        if let Some(path) = &self.common.kcidb {
-            let run = format!("{}-{}", self.started_at, std::process::id());
-            std::fs::write(path, crate::kcidb::document(&self.record, &run))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        if let Some(path) = &self.common.junit {
-            let xml = crate::junit::render(&self.record);
-            std::fs::write(path, xml)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        outcome
     }
 }
 
@@ -490,160 +625,6 @@ fn toolchain_record(kbuild: &Kbuild, xen_dir: &Path, qemu: &Path) -> ToolchainRe
         bindgen: first_line(&tc.bindgen(cache_root)),
         qemu: first_line(qemu),
         xen: xen.trim().to_string(),
-    }
-}
-
-/// The initramfs each variant boots with: one for all, or with
-/// `--kselftest` one per variant carrying the selftests built from its tree.
-fn initramfs_of_each(
-    common: &Common,
-    ctx: &Ctx,
-    variants: &[Variant],
-    built: &[Built],
-) -> Result<Vec<Initramfs>> {
-    let init = initramfs::build_init()?;
-    let Some(suite) = common.kselftest else {
-        let path = ctx.out_dir.join("initramfs.cpio");
-        initramfs::write(&init, &path)?;
-        let shared = Initramfs {
-            path,
-            kselftests: None,
-        };
-        return Ok(variants.iter().map(|_| shared.clone()).collect());
-    };
-    let mut each = Vec::new();
-    for (v, b) in variants.iter().zip(built) {
-        let kbuild = ctx.kbuild.for_variant(v.trusted);
-        let config = b.build_dir.join(".config");
-        let programs = kselftest::build(&kbuild, &ctx.cache, suite, &v.tree, &config)?;
-        let path = ctx.out_dir.join(format!("initramfs-{}.cpio", v.name));
-        initramfs::write_with(&init, &path, &programs.programs)?;
-        each.push(Initramfs {
-            path,
-            kselftests: Some((suite, std::sync::Arc::new(programs))),
-        });
-    }
-    Ok(each)
-}
-
-/// What a variant's guest starts from.
-#[derive(Clone)]
-struct Initramfs {
-    path: std::path::PathBuf,
-    /// The selftests in it (`--kselftest`), as built.
-    kselftests: Option<(Suite, std::sync::Arc<kselftest::Built>)>,
-}
-
-fn boot_one(
-    common: &Common,
-    ctx: &Ctx,
-    v: &Variant,
-    b: &Built,
-    env: Env,
-    initramfs: &Initramfs,
-) -> Result<(Run, Duration, qemu::Phases)> {
-    let label = format!("{}-{env}", v.name);
-    let xen_image = provision::xen_image(&ctx.xen_dir);
-    let vmlinux = b.build_dir.join("vmlinux");
-    let boot = qemu::Boot {
-        qemu: &common.qemu,
-        env,
-        dom0: match (&common.dom0_kernel, env) {
-            (Some(fake), Env::Xen) => fake,
-            _ => &vmlinux,
-        },
-        vmlinux: &vmlinux,
-        firmware: qemu::native_firmware(ctx.source.version),
-        initramfs: &initramfs.path,
-        xen: (env == Env::Xen).then_some(xen_image.as_path()),
-        timeout: Duration::from_secs(common.timeout + initramfs.kselftest_seconds()),
-        kvm: common.kvm,
-        console_log: ctx.out_dir.join(format!("{label}.console.log")),
-        extra_cmdline: &common.extra_cmdline,
-        stop_after: patverify_protocol::GUEST_DONE,
-    };
-    let console = qemu::run(&boot)?;
-    let log = boot.console_log.display();
-    let named = |what: String| fail(Kind::Boot, format!("{label}: {what} (console log: {log})"));
-    let ktap = report_of(env, &console, common.timeout).map_err(&named)?;
-    std::fs::write(ctx.out_dir.join(format!("{label}.ktap")), &ktap)?;
-    let parsed = ktap::parse_ktap(&ktap).map_err(|e| named(format!("garbled KTAP report: {e}")))?;
-    let series = Some(ctx.source.version.series());
-    ktap::check_rows(&parsed, env, series).map_err(|e| named(format!("incomplete report: {e}")))?;
-    ran_with_its_pat(env, &parsed).map_err(&named)?;
-    output::emit(Event::ReportReceived {
-        label: &label,
-        took: console.elapsed,
-    });
-    let pagemap = ktap::pagemap_rows(&console.text)
-        .map_err(|e| named(format!("garbled pagemap rows: {e}")))?;
-    let kselftests = initramfs.kselftest_results(&console.text);
-    let (variant, report) = (v.name.clone(), parsed);
-    let run = Run {
-        variant,
-        env,
-        report,
-        kselftests,
-        pagemap,
-    };
-    Ok((run, console.elapsed, console.phases))
-}
-
-/// Under Xen, the guest must report Xen's PAT layout, not Linux's own.
-fn ran_with_its_pat(env: Env, report: &crate::model::rows::Report) -> Result<(), String> {
-    if env == Env::Xen && report.pat_layout == qemu::LINUX_PAT_LAYOUT {
-        return Err(
-            "the guest reports Linux's native PAT layout, not Xen's: it did not run with Xen's PAT"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-impl Initramfs {
-    /// What the selftests add to a boot's time limit: each one's own limit.
-    fn kselftest_seconds(&self) -> u64 {
-        self.kselftests.as_ref().map_or(0, |(_, built)| {
-            built.programs.len() as u64 * patverify_protocol::KSELFTEST_SECONDS
-        })
-    }
-
-    /// The selftests' rows from a boot's console.
-    fn kselftest_results(&self, console: &str) -> Vec<crate::model::kselftest::KselftestResult> {
-        match &self.kselftests {
-            Some((suite, programs)) => kselftest::results(*suite, programs, console),
-            None => Vec::new(),
-        }
-    }
-}
-
-/// The module's report from a boot's console, in the environment it was
-/// meant to run in; else why not (an environment that never came up
-/// explains a missing report best).
-fn report_of(env: Env, console: &qemu::Console, timeout: u64) -> Result<String, String> {
-    let ktap = ktap::extract(&console.text);
-    qemu::check_env(env, &console.text)?;
-    ktap.map_err(|problem| no_report(&problem, console, timeout))
-}
-
-/// Why a boot left no usable report: a hang, QEMU dying, or what the
-/// console showed.
-fn no_report(problem: &ktap::BootProblem, console: &qemu::Console, timeout: u64) -> String {
-    match problem {
-        ktap::BootProblem::NoReport if console.timed_out => {
-            format!("no report within the {timeout} s timeout (hang)")
-        }
-        ktap::BootProblem::NoReport if console.failed_status.is_some() => {
-            let lines = console.text.lines().rev();
-            let last = lines.map(str::trim).find(|l| !l.is_empty());
-            let status = console.failed_status.map(|s| s.to_string());
-            format!(
-                "QEMU died ({}) before the guest reported; last line: {:?}",
-                status.unwrap_or_default(),
-                last.unwrap_or("(no output)")
-            )
-        }
-        problem => problem.to_string(),
     }
 }
 
