@@ -310,6 +310,13 @@ pub fn pat_layout_of_msr(msr: u64) -> Result<[CacheMode; 8], String> {
     Ok(layout)
 }
 
+/// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
+/// a guest reporting it under Xen did not really run with Xen's layout.
+pub const LINUX_PAT_LAYOUT: [CacheMode; 8] = {
+    use CacheMode::*;
+    [Wb, Wc, UcMinus, Uc, Wb, Wp, UcMinus, Wt]
+};
+
 /// Whether a row may be a `# SKIP` in `env` under the PAT `layout` the
 /// kernel reports, and why: the rows whose request the kernel (or Xen)
 /// cannot represent there — a mode no PAT entry holds (the PAT left at its
@@ -398,4 +405,73 @@ pub fn known_defect(r: &ModeResult, layout: &[CacheMode]) -> Option<&'static str
     let entry = layout.iter().position(|m| *m == r.requested)?;
     let predicted = layout.get(entry.checked_sub(4)?)?;
     (r.observed() == Some(*predicted)).then_some(PMD_PAT_BIT_DEFECT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The module's reasons for having no 2 MiB PFN rows
+    /// (`NoHugePfn::reason` in module/ffi.rs, read from its code), by name.
+    fn module_reasons() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../module/ffi.rs");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("fn reason(self)").expect("NoHugePfn::reason");
+        let body = &text[start..start + text[start..].find("\n    }\n").unwrap()];
+        body.split("Self::")
+            .skip(1)
+            .map(|arm| {
+                let name = arm[..arm.find(' ').unwrap()].to_string();
+                let quoted = arm.split('"').nth(1).expect("a quoted reason");
+                (name, quoted.to_string())
+            })
+            .collect()
+    }
+
+    /// The skips the host declares for 2 MiB rows say what the module
+    /// says when it skips them: Xen PV, and a kernel before 6.12.
+    #[test]
+    fn the_declared_2mib_skips_are_the_modules_own_reasons() {
+        let layout = LINUX_PAT_LAYOUT;
+        let reasons = module_reasons();
+        let of = |name: &str| {
+            let found = reasons.iter().find(|(n, _)| n == name);
+            found
+                .map(|(_, r)| r.as_str())
+                .unwrap_or_else(|| panic!("no {name}: {reasons:?}"))
+        };
+        let xen = declared_skip(
+            ProbePath::HugePfnFault,
+            CacheMode::Wc,
+            Env::Xen,
+            &layout,
+            Some((6, 12)),
+        );
+        assert_eq!(Some(of("XenPv")), xen);
+        let old = declared_skip(
+            ProbePath::HugePfnMprotect,
+            CacheMode::Uc,
+            Env::Native,
+            &layout,
+            Some((6, 1)),
+        );
+        assert!(
+            of("NoHugePfnmap").starts_with(old.unwrap()),
+            "{:?}",
+            of("NoHugePfnmap")
+        );
+        // The other two are no declared skip: a kernel without PSE or THP
+        // is refused as an incomplete report, not passed.
+        for name in ["NoPse", "NoThp"] {
+            assert!(!of(name).is_empty());
+        }
+        let native = declared_skip(
+            ProbePath::HugePfnFault,
+            CacheMode::Wc,
+            Env::Native,
+            &layout,
+            Some((6, 12)),
+        );
+        assert_eq!(native, None);
+    }
 }

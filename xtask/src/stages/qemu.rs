@@ -307,12 +307,8 @@ impl Phases {
     }
 }
 
-/// Linux's own PAT programming (arch/x86/mm/pat/memtype.c, pat_bp_init):
-/// a guest reporting it under Xen did not really run with Xen's layout.
-pub const LINUX_PAT_LAYOUT: [CacheMode; 8] = {
-    use CacheMode::*;
-    [Wb, Wc, UcMinus, Uc, Wb, Wp, UcMinus, Wt]
-};
+/// The layout a boot's report is checked against lives with the rows.
+pub use crate::model::rows::LINUX_PAT_LAYOUT;
 
 /// Checks from the console that the boot ran in the environment it was
 /// meant to: under Xen, that the hypervisor started and ran Linux as a PV dom0.
