@@ -6,7 +6,6 @@ pub use crate::model::{Env, Phases};
 use crate::support::failure::{fail, Kind};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};
-use patverify_protocol::CacheMode;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
