@@ -484,6 +484,31 @@ impl Record {
     }
 }
 
+/// "mutation score 9/10 (12 mutants, 2 equivalent)".
+pub fn mutation_score(records: &[MutantRecord]) -> String {
+    let count = |o: MutantOutcome| records.iter().filter(|r| r.outcome == o).count();
+    let killed = count(MutantOutcome::Killed);
+    let judged = records.len() - count(MutantOutcome::Equivalent);
+    let mut line = format!(
+        "mutation score {killed}/{judged} ({} mutants, {} equivalent, {} survived)",
+        records.len(),
+        count(MutantOutcome::Equivalent),
+        count(MutantOutcome::Survived)
+    );
+    let ran: Vec<&Vec<String>> = records
+        .iter()
+        .filter_map(|r| r.kselftests_kill.as_ref())
+        .collect();
+    if !ran.is_empty() {
+        let killed = ran.iter().filter(|by| !by.is_empty()).count();
+        line += &format!(
+            "; the kernel's selftests kill {killed} of the {} they ran on",
+            ran.len()
+        );
+    }
+    line
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;

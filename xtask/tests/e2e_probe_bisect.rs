@@ -215,7 +215,7 @@ fn make_history(tree: &Path, repo: &Path) -> Result<String> {
     xtask::stages::patch::apply(
         &xtask::stages::kbuild::Kbuild::plain(),
         repo,
-        &xtask::commands::verify::default_patch(),
+        &xtask::stages::variant::default_patch(),
         xtask::stages::patch::Direction::Reverse,
     )?;
     commit("bad: reintroduce the bug")?;

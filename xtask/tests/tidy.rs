@@ -386,6 +386,24 @@ fn the_stages_sit_below_the_pipeline() {
     assert!(upward.is_empty(), "stages import upward: {upward:?}");
 }
 
+/// A command calls no other command: what two share sits below them.
+#[test]
+fn no_command_calls_another() {
+    let mut calls = Vec::new();
+    for (file, rel) in host_sources() {
+        let module = module_of(&rel);
+        let Some(command) = module.strip_prefix("commands::") else {
+            continue;
+        };
+        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
+            if used.starts_with("commands") && !used.starts_with(&format!("commands::{command}")) {
+                calls.push(format!("{module} uses {used}"));
+            }
+        }
+    }
+    assert!(calls.is_empty(), "commands calling commands: {calls:?}");
+}
+
 /// Every line a command shows goes through `output` (which a matrix job's
 /// capture and `--verbose` rely on): printing macros only there, and in
 /// `main.rs` for the Rust compile cache wrapper, which runs inside make.

@@ -73,7 +73,7 @@ fn mutants_run(cache_root: &Path, out: &Path) -> Result<MutantsRun> {
     };
     let figures = MutantsRun {
         seconds,
-        score: crate::commands::mutants::score(&record.mutants),
+        score: crate::record::mutation_score(&record.mutants),
         build_seconds_median: of(|m| m.build_seconds),
         boot_seconds_median: of(|m| m.boot_seconds),
         mutants: record.mutants.clone(),
@@ -461,7 +461,7 @@ impl Bench {
         );
         let patch = out.join("edited-proposal.patch");
         std::fs::write(&patch, edited)?;
-        let upstream = crate::commands::verify::default_patch()
+        let upstream = crate::stages::variant::default_patch()
             .display()
             .to_string();
         crate::output::progress("bench: verify with an edited candidate patch");

@@ -2,10 +2,10 @@
 //! user's repository (the user's checkout and refs are never touched), one
 //! line per step, ending with the first bad commit.
 
-use crate::commands::probe::GOOD;
 use crate::flags::Bisect;
 use crate::stages::source::resolve_rev;
 use crate::support::cache::{lock_entry, EntryLock, Key};
+use crate::support::failure::BISECT_GOOD as GOOD;
 use crate::support::failure::{fail, Kind, BISECT_SKIP};
 use crate::support::proc::Command;
 use anyhow::{Context, Result};

@@ -14,7 +14,7 @@ use crate::flags::Mutants;
 use crate::model::bits::KeptBit;
 use crate::output::{self, result};
 use crate::pipeline::{self, Boot, Ctx, Ending, Job, Outputs, Planned, Tally};
-use crate::record::{MutantOutcome, MutantRecord, Record, Step, Verdict};
+use crate::record::{mutation_score, MutantOutcome, MutantRecord, Record, Step, Verdict};
 use crate::stages::compare::{self, Run};
 use crate::stages::mask::{self, Mutant};
 use crate::stages::patch::Direction;
@@ -335,7 +335,7 @@ fn table(kernel: &str, records: &[MutantRecord]) -> String {
             );
         }
     }
-    out + &score(records)
+    out + &mutation_score(records)
 }
 
 /// "301 s", or "-" for nothing done.
@@ -345,31 +345,6 @@ fn seconds(s: f64) -> String {
     } else {
         "-".into()
     }
-}
-
-/// "mutation score 9/10 (12 mutants, 2 equivalent)".
-pub fn score(records: &[MutantRecord]) -> String {
-    let count = |o: MutantOutcome| records.iter().filter(|r| r.outcome == o).count();
-    let killed = count(MutantOutcome::Killed);
-    let judged = records.len() - count(MutantOutcome::Equivalent);
-    let mut line = format!(
-        "mutation score {killed}/{judged} ({} mutants, {} equivalent, {} survived)",
-        records.len(),
-        count(MutantOutcome::Equivalent),
-        count(MutantOutcome::Survived)
-    );
-    let ran: Vec<&Vec<String>> = records
-        .iter()
-        .filter_map(|r| r.kselftests_kill.as_ref())
-        .collect();
-    if !ran.is_empty() {
-        let killed = ran.iter().filter(|by| !by.is_empty()).count();
-        line += &format!(
-            "; the kernel's selftests kill {killed} of the {} they ran on",
-            ran.len()
-        );
-    }
-    line
 }
 
 #[cfg(test)]
@@ -397,7 +372,7 @@ mod tests {
             record("c", MutantOutcome::Survived),
         ];
         assert_eq!(
-            score(&records),
+            mutation_score(&records),
             "mutation score 1/2 (3 mutants, 1 equivalent, 1 survived)"
         );
         let text = table("Linux 6.12.117", &records);
@@ -419,7 +394,8 @@ mod tests {
         records[0].kselftests_kill = Some(Vec::new());
         records[1].kselftests_kill =
             Some(vec!["kselftest.mm.soft-dirty in native: FAIL: x".into()]);
-        assert!(score(&records).ends_with("; the kernel's selftests kill 1 of the 2 they ran on"));
+        assert!(mutation_score(&records)
+            .ends_with("; the kernel's selftests kill 1 of the 2 they ran on"));
         let text = table("Linux 6.12.117", &records);
         assert!(
             text.contains("  a       killed      survived    301 s"),

@@ -12,8 +12,7 @@ use crate::support::failure::{bisect_exit_code, BISECT_SKIP};
 use anyhow::Result;
 use std::path::Path;
 
-pub const GOOD: i32 = 0;
-pub const BAD: i32 = 1;
+use crate::support::failure::{BISECT_BAD as BAD, BISECT_GOOD as GOOD};
 
 /// good/bad from whether every mode was kept.
 pub fn judge(all_kept: bool, expect: Expect) -> i32 {

@@ -5,7 +5,6 @@
 
 use crate::flags::Verify;
 use crate::model::rows::ModeResult;
-use crate::model::KernelVersion;
 use crate::output;
 use crate::pipeline::{self, Boot, Ctx, Ending, Job, Outcome, Outputs, Planned, Tally};
 use crate::record::{CandidateRecord, CandidateVerdict, Record, Verdict};
@@ -14,25 +13,7 @@ use crate::stages::variant::{self, CandidatePlan, Variant};
 use crate::support::failure::Kind;
 use crate::ui;
 use anyhow::Result;
-use std::path::{Path, PathBuf};
-
-pub fn default_patch() -> PathBuf {
-    crate::support::repo_dir()
-        .join("patches")
-        .join(variant::DEFAULT_PATCH)
-}
-
-/// The upstream fix in the form for a tree of `version`: patches/ holds the
-/// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
-pub fn default_patch_for(version: KernelVersion) -> PathBuf {
-    let own = Some(version.series()).map(|(major, minor)| {
-        let dir = crate::support::repo_dir()
-            .join("patches")
-            .join(format!("{major}.{minor}"));
-        dir.join(variant::DEFAULT_PATCH)
-    });
-    own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
-}
+use std::path::Path;
 
 impl Verify {
     pub fn run(self, cache_root: &Path) -> Result<()> {
@@ -58,7 +39,7 @@ impl Job for Verify {
 
     fn plan(&self, ctx: &Ctx, record: &mut Record) -> Result<CandidatePlan> {
         let patch_files = if self.patches.is_empty() {
-            vec![default_patch_for(ctx.source.version)]
+            vec![variant::default_patch_for(ctx.source.version)]
         } else {
             self.patches.clone()
         };
@@ -263,17 +244,5 @@ mod tests {
         assert_eq!(verify.stopped(&boot), (Verdict::Error, 7));
         let other = anyhow::anyhow!("disk");
         assert_eq!(verify.stopped(&other).0, Verdict::Error);
-    }
-
-    #[test]
-    fn the_default_candidate_is_the_fix_in_the_form_for_the_tree() {
-        let for_6_1 = default_patch_for("6.1.192".parse().unwrap());
-        assert!(for_6_1.ends_with(format!("patches/6.1/{}", variant::DEFAULT_PATCH)));
-        assert!(for_6_1.is_file());
-        assert_eq!(
-            default_patch_for("6.12.117".parse().unwrap()),
-            default_patch()
-        );
-        assert_eq!(default_patch_for("6.10".parse().unwrap()), default_patch());
     }
 }

@@ -425,9 +425,40 @@ impl CandidatePlan {
     }
 }
 
+/// The upstream fix shipped in patches/ (the default candidate).
+pub fn default_patch() -> PathBuf {
+    crate::support::repo_dir()
+        .join("patches")
+        .join(DEFAULT_PATCH)
+}
+
+/// The upstream fix in the form for a tree of `version`: patches/ holds the
+/// 6.12 form, patches/6.1/ the 6.1 stable one (same change, other context).
+pub fn default_patch_for(version: crate::model::KernelVersion) -> PathBuf {
+    let own = Some(version.series()).map(|(major, minor)| {
+        let dir = crate::support::repo_dir()
+            .join("patches")
+            .join(format!("{major}.{minor}"));
+        dir.join(DEFAULT_PATCH)
+    });
+    own.filter(|p| p.is_file()).unwrap_or_else(default_patch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_candidate_is_the_fix_in_the_form_for_the_tree() {
+        let for_6_1 = default_patch_for("6.1.192".parse().unwrap());
+        assert!(for_6_1.ends_with(format!("patches/6.1/{}", DEFAULT_PATCH)));
+        assert!(for_6_1.is_file());
+        assert_eq!(
+            default_patch_for("6.12.117".parse().unwrap()),
+            default_patch()
+        );
+        assert_eq!(default_patch_for("6.10".parse().unwrap()), default_patch());
+    }
 
     #[test]
     fn touched_files_strip_one_component() {

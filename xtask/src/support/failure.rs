@@ -70,6 +70,9 @@ pub fn bisect_exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
+/// `git bisect run`'s codes: good, bad, skip this revision, abort.
+pub const BISECT_GOOD: i32 = 0;
+pub const BISECT_BAD: i32 = 1;
 pub const BISECT_SKIP: i32 = 125;
 pub const BISECT_ABORT: i32 = 128;
 

@@ -361,7 +361,7 @@ pub fn reversed(diff: &str) -> String {
 }
 
 pub fn revert_patch(out: &Path) -> Result<std::path::PathBuf> {
-    let fix = std::fs::read_to_string(xtask::commands::verify::default_patch())?;
+    let fix = std::fs::read_to_string(xtask::stages::variant::default_patch())?;
     let diff = &fix[fix.find("--- a/").context("the fix has no diff")?..];
     let path = out.join("revert-fix.patch");
     std::fs::write(&path, reversed(diff))?;
