@@ -194,8 +194,8 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let window = (started, boot.timeout);
     let (text, end) = collect(&rx, window, boot.stop_after, &mut log, &reader, &mut phases)?;
     let timed_out = end == End::TimedOut;
-    if end == End::StoppedAfterReport {
-        writeln!(log, "\n[patverify: report complete, QEMU stopped]")?;
+    if end == End::StoppedWhenGuestDone {
+        writeln!(log, "\n[patverify: the guest said it was done, QEMU stopped]")?;
     }
     if timed_out {
         writeln!(
@@ -210,7 +210,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     phases.exit = Some(elapsed.as_secs_f64());
     let status = match end {
         End::Exited => reader.try_wait().ok().flatten().map(|o| o.status),
-        End::TimedOut | End::StoppedAfterReport => None,
+        End::TimedOut | End::StoppedWhenGuestDone => None,
     };
     let failed_status = status.filter(|s| !s.success());
     if let Some(status) = failed_status {
@@ -251,8 +251,8 @@ fn pump_lines(reader: Arc<duct::ReaderHandle>) -> (Receiver<Vec<u8>>, std::threa
 enum End {
     /// QEMU exited (power-off, panic, or a failure).
     Exited,
-    /// The report's end marker arrived; QEMU was stopped.
-    StoppedAfterReport,
+    /// /init's last line (`stop_after`, GUEST_DONE) arrived; QEMU was stopped.
+    StoppedWhenGuestDone,
     /// The timeout passed; QEMU was killed.
     TimedOut,
 }
@@ -279,7 +279,7 @@ fn collect(
                 text.extend_from_slice(&chunk);
                 if String::from_utf8_lossy(&chunk).contains(stop_after) {
                     reader.kill().ok();
-                    return Ok((text, End::StoppedAfterReport));
+                    return Ok((text, End::StoppedWhenGuestDone));
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return Ok((text, End::Exited)),
