@@ -170,14 +170,6 @@ fn device_memory_keeps_every_representable_mode_on_the_candidate() -> Result<()>
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn the_2mib_rows_show_the_known_pmd_defect_at_the_fault_only() -> Result<()> {
     let (json, mut checks) = start("2mib");
-    let devmem_native_lost = [
-        ("WB", "skip"),
-        ("WC", "WC"),
-        ("UC-", "UC-"),
-        ("UC", "UC"),
-        ("WT", "UC"),
-        ("WP", "WC"),
-    ];
     // A real 2 MiB PFN entry (vmf_insert_pfn_pmd() on the same device
     // memory): insert_pfn_pmd() builds it from a 4 KiB-encoded protection,
     // whose PAT bit (bit 7) is PSE in a PMD, so WT lands on entry 3 (UC) and
@@ -186,7 +178,7 @@ fn the_2mib_rows_show_the_known_pmd_defect_at_the_fault_only() -> Result<()> {
     // keeps what the fault installed: judged by the entry it was given, it
     // kept it ("lost earlier at huge_pfn_fault"), not a second loss.
     // (What the baseline's 4 KiB device mapping shows after mprotect().)
-    let huge_native = devmem_native_lost;
+    let huge_native = DEVMEM_NATIVE_LOST;
     for variant in ["baseline", "candidate"] {
         for (path, known_rows, earlier_rows) in
             [("huge_pfn_fault", 2, 0), ("huge_pfn_mprotect", 0, 2)]

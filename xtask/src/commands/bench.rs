@@ -53,17 +53,7 @@ fn verify_expecting(
 /// survivor is a figure here, not a failure).
 fn mutants_run(cache_root: &Path, out: &Path) -> Result<MutantsRun> {
     let json = out.join("bench-mutants.json");
-    let args: Vec<String> = vec![
-        "--cache-dir".into(),
-        cache_root.display().to_string(),
-        "mutants".into(),
-        "--env".into(),
-        "native".into(),
-        "--json".into(),
-        json.display().to_string(),
-        "--out".into(),
-        out.join("mutants").display().to_string(),
-    ];
+    let args = mutants_args(cache_root, &json, &out.join("mutants"), &[]);
     crate::output::progress("bench: mutants (one kernel per bit term of the masks)");
     let seconds = timed_run_ending(&args, &[0, 1])?;
     let record = Record::read(&json)?;
@@ -83,6 +73,24 @@ fn mutants_run(cache_root: &Path, out: &Path) -> Result<MutantsRun> {
         "mutants (native)", figures.score
     ));
     Ok(figures)
+}
+
+/// `mutants --env native` in `cache_root`, its record in `json`, its
+/// results in `out`, with `extra` flags.
+fn mutants_args(cache_root: &Path, json: &Path, out: &Path, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cache-dir".into(),
+        cache_root.display().to_string(),
+        "mutants".into(),
+        "--env".into(),
+        "native".into(),
+        "--json".into(),
+        json.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    args
 }
 
 /// Runs this harness with `args` as a user would (its own process) and
@@ -687,19 +695,8 @@ const COST_MUTANT: &str = "_COMMON_PAGE_CHG_MASK-_PAGE_PWT";
 /// with its build's `.config`.
 fn mutant_cost(cache_root: &Path, out: &Path) -> Result<MutantCost> {
     let json = out.join("bench-mutant-cost.json");
-    let args: Vec<String> = vec![
-        "--cache-dir".into(),
-        cache_root.display().to_string(),
-        "mutants".into(),
-        "--env".into(),
-        "native".into(),
-        "--mutant".into(),
-        COST_MUTANT.into(),
-        "--json".into(),
-        json.display().to_string(),
-        "--out".into(),
-        out.join("mutant-cost").display().to_string(),
-    ];
+    let only = ["--mutant".to_string(), COST_MUTANT.into()];
+    let args = mutants_args(cache_root, &json, &out.join("mutant-cost"), &only);
     timed_run_ending(&args, &[0, 1])?;
     let record = Record::read(&json)?;
     let tree = &record.variants.iter().find(|v| v.name == COST_MUTANT);
