@@ -236,20 +236,20 @@ fn read_section(suite: Suite, program: &str, text: &str, ended: Option<String>) 
         if let Some(reason) = line.strip_prefix("1..0 # SKIP") {
             skip_reason = Some(reason.trim().to_string());
         }
-        let Some(Ok(result)) = tap_result(line) else {
-            continue;
-        };
-        match (result.ok, result.directive) {
-            (true, Some(d)) if d.starts_with("SKIP") => {
+        match case_of(line) {
+            Some(Case::Passed) => row.passed += 1,
+            Some(Case::Skipped(why)) => {
                 row.passed += 1;
                 row.skipped += 1;
-                skip_reason.get_or_insert_with(|| d["SKIP".len()..].trim().to_string());
+                if !why.is_empty() {
+                    skip_reason.get_or_insert_with(|| why.to_string());
+                }
             }
-            (true, _) => row.passed += 1,
-            (false, _) => {
+            Some(Case::Failed(name)) => {
                 row.failed_count += 1;
-                failed.push(result.name.to_string());
+                failed.push(name.to_string());
             }
+            None => {}
         }
     }
     let said = last_words(text);
@@ -284,6 +284,39 @@ fn read_section(suite: Suite, program: &str, text: &str, ended: Option<String>) 
         },
     };
     row
+}
+
+/// How one case of a selftest ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Case<'a> {
+    Passed,
+    Skipped(&'a str),
+    /// Its name (and, for uffd-unit-tests, why).
+    Failed(&'a str),
+}
+
+/// A case's result line: TAP's `ok`/`not ok`, or uffd-unit-tests' own
+/// `Testing NAME... done` / `... skipped [reason: R]` / `... failed
+/// [reason: R]` (it prints no TAP lines of its own).
+fn case_of(line: &str) -> Option<Case<'_>> {
+    if let Some(Ok(result)) = tap_result(line) {
+        return Some(match (result.ok, result.directive) {
+            (true, Some(d)) if d.starts_with("SKIP") => Case::Skipped(d["SKIP".len()..].trim()),
+            (true, _) => Case::Passed,
+            (false, _) => Case::Failed(result.name),
+        });
+    }
+    let rest = line.strip_prefix("Testing ")?;
+    let (_, end) = rest.split_once("... ")?;
+    let reason = end
+        .split_once("[reason: ")
+        .map(|(_, r)| r.trim_end_matches(']'));
+    match end {
+        "done" => Some(Case::Passed),
+        _ if end.starts_with("skipped") => Some(Case::Skipped(reason.unwrap_or(""))),
+        _ if end.starts_with("failed") => Some(Case::Failed(line)),
+        _ => None,
+    }
 }
 
 /// How a program that did not exit ended ("signal=6"), with what it said.
@@ -415,6 +448,35 @@ mod tests {
             outcome_of(&rows, "uffd-unit-tests").outcome,
             KselftestOutcome::Broken { .. }
         ));
+    }
+
+    #[test]
+    fn uffd_unit_tests_own_lines_are_its_cases() {
+        let cases = "Testing UFFDIO_API (with syscall)... done\n\
+                     Testing zeropage on hugetlb... skipped [reason: huge page size is 0, feature missing?]\n\
+                     Testing wp-fork on anon... done\n";
+        let failing = format!("{cases}Testing minor-wp on shmem... failed [reason: wp bit lost]\nUserfaults unit tests: pass=2, skip=1, fail=1 (total=4)\n");
+        let text = console(&[
+            ("uffd-unit-tests", cases, "exit=0"),
+            ("soft-dirty", &failing, "exit=1"),
+        ]);
+        let rows = results(Suite::Mm, &built(&[]), &text);
+        let passing = outcome_of(&rows, "uffd-unit-tests");
+        assert_eq!(passing.outcome, KselftestOutcome::Pass);
+        assert_eq!((passing.passed, passing.skipped), (3, 1));
+        let failed = outcome_of(&rows, "soft-dirty");
+        assert_eq!(
+            failed.outcome,
+            KselftestOutcome::Fail {
+                failed: vec!["Testing minor-wp on shmem... failed [reason: wp bit lost]".into()]
+            }
+        );
+        // A case cut short (the program died inside it) is no result.
+        assert_eq!(case_of("Testing move-pmd on anon..."), None);
+        assert_eq!(
+            case_of("Testing x... skipped [reason: r]"),
+            Some(Case::Skipped("r"))
+        );
     }
 
     #[test]
