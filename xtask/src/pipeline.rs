@@ -46,7 +46,8 @@ impl Timings {
     /// Seconds `step` took so far (summed, when timed more than once).
     pub fn seconds(&self, step: &Step) -> f64 {
         let times = self.0.iter().filter(|(s, _)| s == step);
-        times.map(|(_, d)| d.as_secs_f64()).sum()
+        // + 0.0: a float sum of nothing is -0.0, which the JSON would show.
+        times.map(|(_, d)| d.as_secs_f64()).sum::<f64>() + 0.0
     }
 }
 
