@@ -195,10 +195,7 @@ pub fn run(boot: &Boot) -> Result<Console> {
     let (text, end) = collect(&rx, window, boot.stop_after, &mut log, &reader, &mut phases)?;
     let timed_out = end == End::TimedOut;
     if end == End::StoppedWhenGuestDone {
-        writeln!(
-            log,
-            "\n[patverify: the guest said it was done, QEMU stopped]"
-        )?;
+        writeln!(log, "\n[patverify: the guest is done, QEMU stopped]")?;
     }
     if timed_out {
         writeln!(
