@@ -163,6 +163,7 @@ struct Figures {
     bisect_step: Option<BisectStep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thp_cost: Option<ThpCost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sandbox_cost: Option<SandboxCost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mutants: Option<MutantsRun>,
