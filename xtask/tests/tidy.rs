@@ -341,29 +341,34 @@ fn the_readme_is_a_manual_of_at_most_250_lines() {
     );
 }
 
+/// "MODULE uses USED" for each import `forbidden(module, used)` names.
+fn imports_where(forbidden: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, rel) in host_sources() {
+        let module = module_of(&rel);
+        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
+            if forbidden(&module, &used) {
+                found.push(format!("{module} uses {used}"));
+            }
+        }
+    }
+    found
+}
+
 /// The data the stages hand each other (the model, the record) and the
 /// ground floor (support) sit below the stages and the commands: they never
 /// import them, so a stage can change without the record or the support
 /// code following it.
 #[test]
 fn the_data_and_the_ground_floor_sit_below_the_stages() {
-    let mut upward = Vec::new();
-    for (file, rel) in host_sources() {
-        let module = module_of(&rel);
+    let upward = imports_where(|module, used| {
         let below =
             module.starts_with("model") || module == "record" || module.starts_with("support::");
-        if !below {
-            continue;
-        }
-        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
-            if ["stages", "commands", "pipeline"]
+        below
+            && ["stages", "commands", "pipeline"]
                 .iter()
                 .any(|up| used.starts_with(up))
-            {
-                upward.push(format!("{module} uses {used}"));
-            }
-        }
-    }
+    });
     assert!(upward.is_empty(), "imports upward: {upward:?}");
 }
 
@@ -371,36 +376,21 @@ fn the_data_and_the_ground_floor_sit_below_the_stages() {
 /// pipeline that runs it or to a command.
 #[test]
 fn the_stages_sit_below_the_pipeline() {
-    let mut upward = Vec::new();
-    for (file, rel) in host_sources() {
-        let module = module_of(&rel);
-        if !module.starts_with("stages") {
-            continue;
-        }
-        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
-            if used.starts_with("commands") || used.starts_with("pipeline") {
-                upward.push(format!("{module} uses {used}"));
-            }
-        }
-    }
+    let upward = imports_where(|module, used| {
+        module.starts_with("stages")
+            && (used.starts_with("commands") || used.starts_with("pipeline"))
+    });
     assert!(upward.is_empty(), "stages import upward: {upward:?}");
 }
 
 /// A command calls no other command: what two share sits below them.
 #[test]
 fn no_command_calls_another() {
-    let mut calls = Vec::new();
-    for (file, rel) in host_sources() {
-        let module = module_of(&rel);
-        let Some(command) = module.strip_prefix("commands::") else {
-            continue;
-        };
-        for used in uses_of(&std::fs::read_to_string(&file).unwrap()) {
-            if used.starts_with("commands") && !used.starts_with(&format!("commands::{command}")) {
-                calls.push(format!("{module} uses {used}"));
-            }
-        }
-    }
+    let calls = imports_where(|module, used| {
+        module.strip_prefix("commands::").is_some_and(|command| {
+            used.starts_with("commands") && !used.starts_with(&format!("commands::{command}"))
+        })
+    });
     assert!(calls.is_empty(), "commands calling commands: {calls:?}");
 }
 
