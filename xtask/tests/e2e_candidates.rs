@@ -1,11 +1,12 @@
 //! End-to-end: several candidates side by side, a mailbox series, and a
-//! patch that does not touch the bug (not a pass).
+//! patch that does not touch the bug (not a pass). Each run once; each
+//! check is its own test on what it left.
 
 mod common;
 
 use anyhow::Result;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use xtask::record::{CandidateVerdict, Record, Verdict};
 use xtask::support::failure::Kind;
@@ -15,77 +16,87 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| Fixture::new("candidates"))
 }
 
-#[test]
-#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn a_mailbox_series_is_the_whole_fix_already_contained() -> Result<()> {
-    let mut checks = fixture().checks("series");
-    series_from_a_mailbox(
-        &cache_root(),
-        &fixture().record,
-        &fixture().out,
-        &mut checks,
-    )?;
-    checks.finish()
+/// A verify with candidates: how it ended and the record it wrote.
+struct Candidates {
+    code: Option<i32>,
+    text: String,
+    record: Record,
 }
 
-#[test]
-#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn two_candidates_are_judged_side_by_side() -> Result<()> {
-    let mut checks = fixture().checks("side-by-side");
-    two_candidates_side_by_side(&cache_root(), &fixture().out, &mut checks)?;
-    checks.finish()
+impl Candidates {
+    /// `verify --patch P…` with its outputs in the scenario's `dir`.
+    fn verify(dir: &str, patches: &[&Path]) -> Candidates {
+        let dir = fixture().out.join(dir);
+        let (code, text, record) =
+            verify_with_patches(&cache_root(), &dir, patches).expect("the harness runs");
+        println!("{}", xtask::support::proc::tail_lines(&text, 60));
+        let record = record.unwrap_or_else(|| {
+            panic!(
+                "verify wrote no record: exit {code:?}: {}",
+                xtask::support::proc::tail_lines(&text, 3)
+            )
+        });
+        Candidates { code, text, record }
+    }
+
+    /// A candidate's verdict and the rows it lost.
+    fn candidate(&self, name: &str) -> Option<(CandidateVerdict, Vec<String>)> {
+        let mut candidates = self.record.candidates.iter();
+        let candidate = candidates.find(|c| c.name == name)?;
+        Some((candidate.verdict, candidate.lost.clone()))
+    }
 }
 
-#[test]
-#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn a_baseline_that_keeps_everything_is_not_a_pass() -> Result<()> {
-    let mut checks = fixture().checks("not-reproduced");
-    let f = fixture();
-    baseline_that_keeps_everything_is_not_a_pass(&cache_root(), &f.record, &f.out, &mut checks)?;
-    checks.finish()
-}
-
-/// A patch that reverts the shipped fix (its diff, reversed).
 /// The upstream fix as a two-mail `git format-patch` series (one mask per
 /// mail, the second on top of the first, with a cover letter), made from the
 /// tree itself: verify must treat it as the whole fix, already contained.
-fn series_from_a_mailbox(
-    cache_root: &Path,
-    json: &Record,
-    out: &Path,
-    checks: &mut Checks,
-) -> Result<()> {
-    let dir = out.join("series");
-    std::fs::create_dir_all(&dir)?;
-    let mbox_path = series_mbox(source_tree(json)?, &dir)?;
-    println!("==> e2e: verify --patch a two-mail series");
-    let (code, text, series_json) = verify_with_patches(cache_root, &dir, &[&mbox_path])?;
-    let series_json = series_json.unwrap_or_default();
-    checks.check(
-        "a mailbox series is verified as one candidate: exit 0",
-        code == Some(0) && series_json.verdict == Verdict::Pass,
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        },
+struct Series {
+    mbox: PathBuf,
+    run: Candidates,
+}
+
+fn series() -> &'static Series {
+    static SERIES: OnceLock<Series> = OnceLock::new();
+    SERIES.get_or_init(|| {
+        let dir = fixture().out.join("series");
+        std::fs::create_dir_all(&dir).expect("the series' directory");
+        let tree = source_tree(&fixture().record).expect("the fixture's tree");
+        let mbox = series_mbox(tree, &dir).expect("the series' mailbox");
+        println!("==> e2e: verify --patch a two-mail series");
+        let run = Candidates::verify("series", &[&mbox]);
+        Series { mbox, run }
+    })
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_mailbox_series_is_verified_as_one_candidate_that_passes() {
+    let run = &series().run;
+    assert_eq!(
+        (run.code, run.record.verdict),
+        (Some(0), Verdict::Pass),
+        "{}",
+        run.text
     );
-    checks.check(
-        "the series is recognised as already in the tree (2 mails)",
-        series_json.patches.first().is_some_and(|p| {
-            p.direction == xtask::stages::patch::Direction::Reverse && p.series.len() == 2
-        }),
-        || format!("{:?}", series_json.patches),
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_series_is_recognised_as_already_in_the_tree() {
+    let patches = &series().run.record.patches;
+    let seen = patches.first().map(|p| (p.direction, p.series.len()));
+    let reverse = xtask::stages::patch::Direction::Reverse;
+    assert_eq!(seen, Some((reverse, 2)), "{patches:?}");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_series_kernels_are_the_single_patchs_no_rebuild() {
+    let builds = &series().run.record.builds;
+    assert!(
+        !builds.is_empty() && builds.iter().all(|b| b.reused),
+        "{builds:?}"
     );
-    let builds_reused =
-        !series_json.builds.is_empty() && series_json.builds.iter().all(|b| b.reused);
-    checks.check(
-        "the series' kernels are the single patch's (same content, no rebuild)",
-        builds_reused,
-        || format!("{:?}", series_json.builds),
-    );
-    a_reply_carries_tested_by_to_b4(&dir, &mbox_path, checks)
 }
 
 /// The two-mail series, made from `tree`'s header (the first mail keeps
@@ -123,56 +134,69 @@ fn series_mbox(tree: &Path, dir: &Path) -> Result<std::path::PathBuf> {
 /// The series' cover letter's Message-Id.
 const COVER_ID: &str = "cover.20240101.patverify-test@example.org";
 
-/// `report mail` on the series' record gives a reply that the real `b4 am`
-/// (PyPI, offline) threads under the cover letter and whose Tested-by it
-/// adds to every patch of the series.
-fn a_reply_carries_tested_by_to_b4(dir: &Path, mbox: &Path, checks: &mut Checks) -> Result<()> {
-    let args = strings(&[
-        "report",
-        "mail",
-        &dir.join("verify.json").display().to_string(),
-        "--name",
-        "A Tester",
-        "--email",
-        "tester@example.org",
-    ]);
-    let (code, reply) = harness(&cache_root(), &args)?;
-    checks.check(
-        "report mail: a reply threaded on the cover letter, with a Tested-by",
-        code == Some(0)
+/// `report mail` on the series' record: its exit code and the reply.
+fn reply() -> &'static (Option<i32>, String) {
+    static REPLY: OnceLock<(Option<i32>, String)> = OnceLock::new();
+    REPLY.get_or_init(|| {
+        // The series' verify writes the record replied to.
+        let _ = series();
+        let args = strings(&[
+            "report",
+            "mail",
+            &fixture()
+                .out
+                .join("series/verify.json")
+                .display()
+                .to_string(),
+            "--name",
+            "A Tester",
+            "--email",
+            "tester@example.org",
+        ]);
+        harness(&cache_root(), &args).expect("the harness runs")
+    })
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn report_mail_replies_on_the_cover_letter_with_a_tested_by() {
+    let (code, reply) = reply();
+    assert!(
+        *code == Some(0)
             && reply.starts_with("Subject: Re: [PATCH 0/2] the PAT masks\n")
             && reply.contains(&format!("In-Reply-To: <{COVER_ID}>"))
             && reply.contains("Tested-by: A Tester <tester@example.org>"),
-        || reply.clone(),
+        "exit {code:?}: {reply}"
     );
+}
+
+/// The real `b4 am` (PyPI, offline) threads the reply under the cover
+/// letter and adds its Tested-by to every patch of the series.
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn b4_am_picks_up_the_replys_tested_by_for_both_patches() -> Result<()> {
+    let dir = fixture().out.join("series");
     // The thread as an archive would hold it: the series, then the reply.
-    let sent = format!("From patverify Mon Sep 17 00:00:00 2001\nFrom: A Tester <tester@example.org>\nDate: Mon, 1 Jan 2024 01:00:00 +0000\nMessage-Id: <reply.{COVER_ID}>\n{reply}");
+    let sent = format!("From patverify Mon Sep 17 00:00:00 2001\nFrom: A Tester <tester@example.org>\nDate: Mon, 1 Jan 2024 01:00:00 +0000\nMessage-Id: <reply.{COVER_ID}>\n{}", reply().1);
     let thread = dir.join("thread.mbox");
-    std::fs::write(&thread, std::fs::read_to_string(mbox)? + &sent)?;
-    let b4 = tools_venv()?.join("bin/b4");
+    std::fs::write(&thread, std::fs::read_to_string(&series().mbox)? + &sent)?;
     let am = dir.join("b4-am");
-    let (ok, said) = Command::new(b4)
+    let (ok, said) = Command::new(tools_venv()?.join("bin/b4"))
         .args(["--offline-mode", "am", "-m"])
         .arg(&thread)
         .arg("-o")
         .arg(&am)
         .arg(COVER_ID)
         .output_quiet()?;
-    let series = std::fs::read_dir(&am)
+    let picked = std::fs::read_dir(&am)
         .into_iter()
         .flatten()
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "mbx"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .unwrap_or_default();
-    checks.check(
-        "b4 am picks up the reply's Tested-by for both patches",
-        ok && series
-            .matches("Tested-by: A Tester <tester@example.org>")
-            .count()
-            == 2,
-        || said.clone(),
-    );
+    let tested = picked.matches("Tested-by: A Tester <tester@example.org>");
+    assert_eq!((ok, tested.count()), (true, 2), "{said}");
     Ok(())
 }
 
@@ -180,38 +204,35 @@ fn a_reply_carries_tested_by_to_b4(dir: &Path, mbox: &Path, checks: &mut Checks)
 /// one kernel per candidate. The proposal widens only pgprot_modify()'s mask,
 /// so the entry pte_modify() rewrites with a protection that has no cache
 /// bits (pte_modify_direct) loses the PAT bit as on the baseline.
-fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Checks) -> Result<()> {
-    let patches = xtask::support::repo_dir().join("patches");
-    let upstream = patches.join(xtask::stages::variant::DEFAULT_PATCH);
-    let proposal = patches.join(xtask::stages::variant::PROPOSAL_PATCH);
-    let dir = out.join("two-candidates");
-    println!("==> e2e: verify --patch upstream --patch proposal");
-    let (code, text, json) = verify_with_patches(cache_root, &dir, &[&upstream, &proposal])?;
-    println!("{}", xtask::support::proc::tail_lines(&text, 60));
-    let Some(json) = json else {
-        checks.check("two candidates: verify wrote its JSON", false, || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        });
-        return Ok(());
-    };
-    let verdict_of = |name: &str| {
-        let mut candidates = json.candidates.iter();
-        let candidate = candidates.find(|c| c.name == name)?;
-        Some((candidate.verdict, candidate.lost.clone()))
-    };
-    checks.check(
-        "two candidates: exit 1 (the proposal loses modes)",
-        code == exit(Kind::CandidateLost) && json.verdict == Verdict::Fail,
-        || format!("exit {code:?}, verdict {}", json.verdict),
-    );
-    checks.check(
-        "two candidates: candidate-1 (upstream) passes",
-        verdict_of("candidate-1").is_some_and(|(v, _)| v == CandidateVerdict::Pass),
-        || format!("{:?}", verdict_of("candidate-1")),
-    );
+fn side_by_side() -> &'static Candidates {
+    static RUN: OnceLock<Candidates> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let patches = xtask::support::repo_dir().join("patches");
+        let upstream = patches.join(xtask::stages::variant::DEFAULT_PATCH);
+        let proposal = patches.join(xtask::stages::variant::PROPOSAL_PATCH);
+        println!("==> e2e: verify --patch upstream --patch proposal");
+        Candidates::verify("two-candidates", &[&upstream, &proposal])
+    })
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn two_candidates_exit_1_when_one_loses_modes() {
+    let run = side_by_side();
+    let ended = (run.code, run.record.verdict);
+    assert_eq!(ended, (exit(Kind::CandidateLost), Verdict::Fail));
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_upstream_fix_passes_beside_the_proposal() {
+    let upstream = side_by_side().candidate("candidate-1");
+    assert_eq!(upstream, Some((CandidateVerdict::Pass, vec![])));
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_proposal_loses_exactly_the_pat_bit_modes_of_devmem_mprotect_and_pte_modify_direct() {
     // v2 leaves _PAGE_CHG_MASK, which pte_modify() uses, without the PAT
     // bit: a device mapping's mprotect() loses it as on the baseline.
     let want_lost = strings(&[
@@ -223,33 +244,35 @@ fn two_candidates_side_by_side(cache_root: &Path, out: &Path, checks: &mut Check
         "xen pte_modify_direct WC→WB",
         "xen pte_modify_direct WP→WT",
     ]);
-    checks.check(
-        "two candidates: candidate-2 (v2 proposal) loses exactly the PAT-bit modes of devmem_mprotect and pte_modify_direct",
-        verdict_of("candidate-2")
-            .is_some_and(|(v, lost)| v == CandidateVerdict::Fail && lost == want_lost),
-        || format!("{:?}", verdict_of("candidate-2")),
+    let proposal = side_by_side().candidate("candidate-2");
+    assert_eq!(proposal, Some((CandidateVerdict::Fail, want_lost)));
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn the_table_has_a_column_per_candidate() {
+    let text = &side_by_side().text;
+    let header = text
+        .lines()
+        .find(|l| l.contains("baseline") && l.contains("candidate-1") && l.contains("candidate-2"));
+    assert!(
+        header.is_some(),
+        "{}",
+        xtask::support::proc::tail_lines(text, 5)
     );
-    checks.check(
-        "two candidates: the table has a column per candidate",
-        text.lines().any(|l| {
-            l.contains("baseline") && l.contains("candidate-1") && l.contains("candidate-2")
-        }),
-        || xtask::support::proc::tail_lines(&text, 5),
-    );
-    Ok(())
 }
 
 /// A "candidate" that changes nothing relevant: the baseline keeps every
 /// mode, so verify must refuse to call it a pass (exit 3).
-fn baseline_that_keeps_everything_is_not_a_pass(
-    cache_root: &Path,
-    json: &Record,
-    out: &Path,
-    checks: &mut Checks,
-) -> Result<()> {
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_baseline_that_keeps_everything_is_not_a_pass() -> Result<()> {
     println!("==> e2e: a patch that does not touch the bug");
-    let tree = source_tree(json)?;
-    let path = unrelated_patch(tree, &out.join("unrelated.patch"))?;
+    let out = &fixture().out;
+    let path = unrelated_patch(
+        source_tree(&fixture().record)?,
+        &out.join("unrelated.patch"),
+    )?;
     let args: Vec<String> = strings(&[
         "verify",
         "--env",
@@ -259,16 +282,11 @@ fn baseline_that_keeps_everything_is_not_a_pass(
         "--out",
         &out.join("unrelated").display().to_string(),
     ]);
-    let (code, text) = harness(cache_root, &args)?;
-    checks.check(
-        "an unrelated patch: exit 3, the bug was not reproduced",
+    let (code, text) = harness(&cache_root(), &args)?;
+    assert!(
         code == exit(Kind::BaselineNotReproduced) && text.contains("not reproduced"),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 4)
-            )
-        },
+        "exit {code:?}: {}",
+        xtask::support::proc::tail_lines(&text, 4)
     );
     Ok(())
 }

@@ -28,7 +28,7 @@ fn input(name: &str, text: &str) -> String {
 struct Ended {
     code: Option<i32>,
     text: String,
-    /// The run's --out directory.
+    /// The run's --out directory (for the full cache, its cache).
     out: PathBuf,
 }
 
@@ -296,139 +296,136 @@ fn build_failure_names_and_keeps_its_log() {
     assert!(ended.text.contains("last lines:"), "no last lines shown");
 }
 
-#[test]
-#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn full_cache_directory() -> Result<()> {
-    let mut checks = fixture().checks("full-cache");
-    full_cache(&fixture().out, &mut checks)?;
-    checks.finish()
+/// A verify whose cache directory is on a filesystem that fills up (a 48
+/// MiB tmpfs: Xen fits, the kernel source does not), and what it left in
+/// the cache's src/ (None: no tmpfs can be mounted here).
+struct FullCache {
+    ended: Ended,
+    left_in_src: Vec<String>,
+}
+
+fn full_cache() -> Option<&'static FullCache> {
+    static RAN: OnceLock<Option<FullCache>> = OnceLock::new();
+    RAN.get_or_init(|| {
+        println!("==> e2e failure case: full cache directory");
+        let small = fixture().out.join("full-cache");
+        std::fs::create_dir_all(&small).expect("the tmpfs mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m", "patverify-full"])
+            .arg(&small)
+            .output_quiet();
+        if !matches!(mounted, Ok((true, _))) {
+            // Not root, or a container without CAP_SYS_ADMIN: say so loudly.
+            println!("e2e: SKIPPED full cache directory: cannot mount a tmpfs here ({mounted:?})");
+            return None;
+        }
+        let ended = harness(&small, &strings(&["verify", "--env", "native"]));
+        // The entry's lock file may stay (it is never trusted as content).
+        let left_in_src: Vec<String> = std::fs::read_dir(small.join("src"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.ends_with(".lock"))
+            .collect();
+        let _ = Command::new("umount").arg(&small).output_quiet();
+        let (code, text) = ended.expect("the harness runs");
+        let ended = Ended {
+            code,
+            text,
+            out: small,
+        };
+        Some(FullCache { ended, left_in_src })
+    })
+    .as_ref()
 }
 
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn trees_the_toolchain_cannot_build() -> Result<()> {
-    let mut checks = fixture().checks("toolchain");
-    tree_the_toolchain_cannot_build(&cache_root(), &fixture().out, &mut checks)?;
-    checks.finish()
-}
-
-/// A cache directory on a filesystem that fills up (a 48 MiB tmpfs: Xen
-/// fits, the kernel source does not): exit 2 naming the full disk, and no
-/// half-unpacked source left that a later run would trust.
-fn full_cache(out: &Path, checks: &mut Checks) -> Result<()> {
-    println!("==> e2e failure case: full cache directory");
-    let small = out.join("full-cache");
-    std::fs::create_dir_all(&small)?;
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "patverify-full"])
-        .arg(&small)
-        .output_quiet();
-    if !matches!(mounted, Ok((true, _))) {
-        // Not root, or a container without CAP_SYS_ADMIN: say so loudly.
-        println!("e2e: SKIPPED full cache directory: cannot mount a tmpfs here ({mounted:?})");
-        return Ok(());
-    }
-    let outcome = harness(&small, &strings(&["verify", "--env", "native"]));
-    // The entry's lock file may stay (it is never trusted as content).
-    let leftovers: Vec<String> = std::fs::read_dir(small.join("src"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !name.ends_with(".lock"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = Command::new("umount").arg(&small).output_quiet();
-    let (code, text) = outcome?;
-    checks.check(
-        "full cache directory: exit 2, names the full disk",
-        code == exit(Kind::Setup)
-            && text.contains(&format!(
-                "the disk is full (the cache {} has",
-                small.display()
-            )),
-        || {
-            format!(
-                "exit {code:?}: {}",
-                xtask::support::proc::tail_lines(&text, 3)
-            )
-        },
+fn full_cache_directory_exits_2_naming_the_full_disk() {
+    let Some(run) = full_cache() else { return };
+    let says = format!(
+        "the disk is full (the cache {} has",
+        run.ended.out.display()
     );
-    checks.check(
-        "full cache directory: no half-unpacked source left",
-        leftovers.is_empty(),
-        || format!("left in src/: {leftovers:?}"),
+    ends(&run.ended, Kind::Setup, &says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn full_cache_directory_leaves_no_half_unpacked_source() {
+    let Some(run) = full_cache() else { return };
+    assert!(
+        run.left_in_src.is_empty(),
+        "left in src/: {:?}",
+        run.left_in_src
     );
-    Ok(())
 }
 
-/// Trees no toolchain here can build: a copy of the 6.12 source whose
-/// scripts/min-tool-version.sh asks for rustc 9.0 (exit 9 naming what would
-/// fit; probe 125), and one that says it is Linux 6.6, whose `kernel` crate
-/// the module does not know (exit 9).
-fn tree_the_toolchain_cannot_build(
-    cache_root: &Path,
-    out: &Path,
-    checks: &mut Checks,
-) -> Result<()> {
-    println!("==> e2e: trees no provisioned toolchain or module can build");
-    let future = edited_copy(
-        &out.join("future-rustc"),
-        "scripts/min-tool-version.sh",
-        ("echo 1.78.0", "echo 9.0.0"),
-    )?;
-    let older = edited_copy(
-        &out.join("linux-6.6"),
-        "Makefile",
-        ("PATCHLEVEL = 12", "PATCHLEVEL = 6"),
-    )?;
-    let cases = [
-        Refusal {
-            name:
-                "a tree wanting rustc 9.0: verify exits 9 naming what it needs and what would fit",
-            args: strings(&["verify", "--env", "native", "--kernel", &future]),
-            want: exit(Kind::Toolchain),
-            says: &["needs rustc ≥ 9.0.0", "a newer Debian rustc-web would fit"],
-        },
-        Refusal {
-            name: "a tree wanting rustc 9.0: probe exits 125 (untestable)",
-            args: strings(&["probe", "--env", "native", "--kernel", &future]),
-            want: Some(xtask::support::failure::BISECT_SKIP),
-            says: &[],
-        },
-        Refusal {
-            name:
-                "a Linux 6.6 tree: verify exits 9 (the module knows 6.1's and 6.12's kernel crates)",
-            args: strings(&["verify", "--env", "native", "--kernel", &older]),
-            want: exit(Kind::Toolchain),
-            says: &["Linux 6.6", "6.1 and of 6.12"],
-        },
-    ];
-    for case in cases {
-        case.check(cache_root, checks)?;
-    }
-    Ok(())
+/// Trees no toolchain here can build, copies of the 6.12 source: one whose
+/// scripts/min-tool-version.sh asks for rustc 9.0, one that says it is
+/// Linux 6.6, whose `kernel` crate the module does not know.
+struct Unbuildable {
+    future_rustc: String,
+    linux_6_6: String,
 }
 
-/// A run that must end with `want`, its output saying each of `says`.
-struct Refusal {
-    name: &'static str,
-    args: Vec<String>,
-    want: Option<i32>,
-    says: &'static [&'static str],
+fn unbuildable() -> &'static Unbuildable {
+    static TREES: OnceLock<Unbuildable> = OnceLock::new();
+    TREES.get_or_init(|| {
+        println!("==> e2e: trees no provisioned toolchain or module can build");
+        let out = &fixture().out;
+        let future_rustc = edited_copy(
+            &out.join("future-rustc"),
+            "scripts/min-tool-version.sh",
+            ("echo 1.78.0", "echo 9.0.0"),
+        );
+        let linux_6_6 = edited_copy(
+            &out.join("linux-6.6"),
+            "Makefile",
+            ("PATCHLEVEL = 12", "PATCHLEVEL = 6"),
+        );
+        Unbuildable {
+            future_rustc: future_rustc.expect("a tree wanting rustc 9.0"),
+            linux_6_6: linux_6_6.expect("a tree saying Linux 6.6"),
+        }
+    })
 }
 
-impl Refusal {
-    fn check(&self, cache_root: &Path, checks: &mut Checks) -> Result<()> {
-        let (code, text) = harness(cache_root, &self.args)?;
-        let said = self.says.iter().all(|s| text.contains(s));
-        checks.check(self.name, code == self.want && said, || {
-            let tail = xtask::support::proc::tail_lines(&text, 3);
-            format!("exit {code:?}: {tail}")
-        });
-        Ok(())
-    }
+/// `args` (with `--env native --kernel TREE`) exits `want`, saying `says`.
+fn refused(args: &[&str], tree: &str, want: Option<i32>, says: &[&str]) {
+    let mut argv = strings(args);
+    argv.extend(strings(&["--env", "native", "--kernel", tree]));
+    let (code, text) = harness(&cache_root(), &argv).expect("the harness runs");
+    let unsaid: Vec<&&str> = says.iter().filter(|s| !text.contains(**s)).collect();
+    assert!(
+        code == want && unsaid.is_empty(),
+        "wanted exit {want:?} saying {unsaid:?}; got exit {code:?}: {}",
+        xtask::support::proc::tail_lines(&text, 3)
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_tree_wanting_rustc_9_exits_9_naming_what_would_fit() {
+    let says = ["needs rustc ≥ 9.0.0", "a newer Debian rustc-web would fit"];
+    let tree = &unbuildable().future_rustc;
+    refused(&["verify"], tree, exit(Kind::Toolchain), &says);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn probe_calls_a_tree_wanting_rustc_9_untestable() {
+    let skip = Some(xtask::support::failure::BISECT_SKIP);
+    refused(&["probe"], &unbuildable().future_rustc, skip, &[]);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn a_linux_6_6_tree_exits_9_the_module_knows_6_1_and_6_12() {
+    let says = ["Linux 6.6", "6.1 and of 6.12"];
+    let tree = &unbuildable().linux_6_6;
+    refused(&["verify"], tree, exit(Kind::Toolchain), &says);
 }
 
 /// A copy of the 6.12 source at `dest` with `file`'s first `from` made `to`

@@ -105,7 +105,7 @@ fn hostile_patch(tree: &Path, out: &Path, marker: &str, port: u16) -> Result<Pat
 }
 
 fn run() -> Result<Ran> {
-    let (out, _, before) = start("sandbox", true)?;
+    let (out, before) = start("sandbox", true)?;
     let before = before.context("the fixture verify")?;
     let marker = format!("patverify-hostile-{}", std::process::id());
     for target in targets(&marker) {

@@ -179,6 +179,9 @@ struct MutantCost {
     mutant: String,
     reference_build_seconds: f64,
     mutant_build_seconds: f64,
+    /// The mutant build's ccache counters: the objects its header does not
+    /// reach hit the reference's.
+    mutant_ccache: crate::model::CcacheStats,
     raw_make_seconds: f64,
     over_raw_make: f64,
 }
@@ -724,12 +727,18 @@ fn mutant_cost(cache_root: &Path, out: &Path) -> Result<MutantCost> {
         mutant: COST_MUTANT.into(),
         reference_build_seconds: timing(&record, build_of("reference")),
         mutant_build_seconds: timing(&record, build_of(COST_MUTANT)),
+        mutant_ccache: build.ccache.unwrap_or_default(),
         raw_make_seconds: raw,
         over_raw_make: timing(&record, build_of(COST_MUTANT)) / raw,
     };
     crate::output::result(&format!(
-        "{:<40} {:>6.1} s (reference {:.1} s); raw make {raw:.1} s; ratio {:.3} (target ≤ 1.05)",
-        "mutant build", cost.mutant_build_seconds, cost.reference_build_seconds, cost.over_raw_make
+        "{:<40} {:>6.1} s (reference {:.1} s; ccache {} hits, {} misses); raw make {raw:.1} s; ratio {:.3} (target ≤ 1.05)",
+        "mutant build",
+        cost.mutant_build_seconds,
+        cost.reference_build_seconds,
+        cost.mutant_ccache.hits,
+        cost.mutant_ccache.misses,
+        cost.over_raw_make
     ));
     Ok(cost)
 }

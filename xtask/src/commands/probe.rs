@@ -83,6 +83,7 @@ impl Job for Probe {
         let spec = Spec {
             name: "probe".into(),
             patches,
+            harness_made: false,
         };
         let variant = variant::make(&ctx.cache, &ctx.kbuild, &ctx.source, spec)?;
         Ok(ProbePlan(vec![variant]))

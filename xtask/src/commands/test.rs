@@ -21,8 +21,8 @@ impl Test {
         if self.unit {
             return Ok(());
         }
-        // One scenario at a time: each boots kernels on every core. Their
-        // checks print as they go (a scenario takes minutes).
+        // One scenario at a time: each boots kernels on every core. Its
+        // named tests print as they end (a scenario takes minutes).
         let e2e = ["-p", "xtask", "--test", "e2e_*", "--no-fail-fast"];
         let run = ["--", "--ignored", "--test-threads=1", "--nocapture"];
         let args = [&e2e[..], &run[..]].concat();

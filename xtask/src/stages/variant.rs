@@ -37,6 +37,10 @@ fn module_files() -> Result<Vec<PathBuf>> {
 pub struct Spec<'a> {
     pub name: String,
     pub patches: Vec<(&'a Path, Direction)>,
+    /// The patches are the harness's own, written from the tree itself (a
+    /// mutant's one-term edit of a mask): trusted as the tree is, so their
+    /// builds share the compile caches with the tree's.
+    pub harness_made: bool,
 }
 
 #[derive(Clone)]
@@ -46,10 +50,11 @@ pub struct Variant {
     pub key: String,
     /// "tree as is", "tree + patch", "tree − patch".
     pub describe: String,
-    /// Made only from the tree and the repository's own patches (patches/):
-    /// its builds may write the shared compile caches. A patch from
-    /// anywhere else (a mail, a file of the user's, a mutant) makes its
-    /// builds use a compile-cache namespace of their own.
+    /// Made only from the tree, the repository's own patches (patches/) and
+    /// the harness's own edits of the tree (the mutants): its builds may
+    /// write the shared compile caches. A patch from anywhere else (a mail,
+    /// a file of the user's) makes its builds use a compile-cache namespace
+    /// of their own.
     pub trusted: bool,
 }
 
@@ -99,10 +104,11 @@ fn patched_files(
 pub fn make(cache: &Cache, kbuild: &Kbuild, source: &Source, spec: Spec) -> Result<Variant> {
     let key = key(cache, kbuild, source, &spec)?;
     let describe = describe(&spec.patches);
-    let trusted = spec
-        .patches
-        .iter()
-        .all(|(patch, _)| is_repository_patch(patch));
+    let trusted = spec.harness_made
+        || spec
+            .patches
+            .iter()
+            .all(|(patch, _)| is_repository_patch(patch));
     // Named by content only: the same tree under another role (a probe of
     // what verify built as its candidate) reuses the tree and its build.
     let dest = cache.dir("variants")?.join(&key);
@@ -380,6 +386,7 @@ pub fn plan_candidates(
         Spec {
             name: "baseline".into(),
             patches: contained(None),
+            harness_made: false,
         },
     )?;
     let mut variants = Vec::new();
@@ -397,7 +404,12 @@ pub fn plan_candidates(
                 .chain(set.applied(Direction::Forward))
                 .collect(),
         };
-        let variant = make(cache, kbuild, source, Spec { name, patches })?;
+        let spec = Spec {
+            name,
+            patches,
+            harness_made: false,
+        };
+        let variant = make(cache, kbuild, source, spec)?;
         variants.push(variant);
     }
     let candidates: Vec<Candidate> = sets

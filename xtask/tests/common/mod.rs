@@ -1,6 +1,6 @@
 //! What the end-to-end scenarios share: running the harness, the default
 //! verify as a fixture (built once through the harness's own cache, so each
-//! scenario after the first only boots), a list of named checks, helpers.
+//! scenario after the first only boots), helpers.
 
 #![allow(dead_code)] // each scenario uses a part
 
@@ -27,51 +27,6 @@ pub fn scenario_dir(name: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     Ok(out)
-}
-
-/// Named checks: each prints one line; the scenario fails at the end with
-/// every failed check listed, and keeps its evidence only then.
-pub struct Checks {
-    pub passed: usize,
-    pub failed: Vec<String>,
-    out: PathBuf,
-}
-
-impl Checks {
-    pub fn new(out: &Path) -> Self {
-        Checks {
-            passed: 0,
-            failed: Vec::new(),
-            out: out.to_path_buf(),
-        }
-    }
-
-    pub fn check(&mut self, name: &str, ok: bool, detail: impl FnOnce() -> String) {
-        if ok {
-            self.passed += 1;
-            println!("e2e ok     {name}");
-        } else {
-            let d = detail();
-            println!("e2e FAILED {name}: {d}");
-            self.failed.push(format!("{name}: {d}"));
-        }
-    }
-
-    /// Ends the scenario: its outputs (GBs for some) are removed when every
-    /// check passed, kept and named otherwise.
-    pub fn finish(self) -> Result<()> {
-        println!("e2e: {} passed, {} failed", self.passed, self.failed.len());
-        if self.failed.is_empty() {
-            std::fs::remove_dir_all(&self.out)
-                .with_context(|| format!("cannot remove {}", self.out.display()))?;
-            return Ok(());
-        }
-        anyhow::bail!(
-            "end-to-end checks failed (evidence in {}): {}",
-            self.out.display(),
-            self.failed.join("; ")
-        )
-    }
 }
 
 /// The default verify (the upstream fix as candidate, both environments),
@@ -163,17 +118,16 @@ pub fn source_tree(json: &Record) -> Result<&Path> {
     Ok(Path::new(&kernel.tree))
 }
 
-/// A scenario's start: its output directory, its checks, and (when it needs
-/// the kernels and paths of a default verify) that verify's record.
-pub fn start(name: &str, with_verify: bool) -> Result<(PathBuf, Checks, Option<Record>)> {
+/// A scenario's start: its output directory and (when it needs the
+/// kernels and paths of a default verify) that verify's record.
+pub fn start(name: &str, with_verify: bool) -> Result<(PathBuf, Option<Record>)> {
     let out = scenario_dir(name)?;
     let record = if with_verify {
         Some(verified(&out)?.record)
     } else {
         None
     };
-    let checks = Checks::new(&out);
-    Ok((out, checks, record))
+    Ok((out, record))
 }
 
 /// A scenario's one verify, shared by its named tests (each test reads it
@@ -186,17 +140,9 @@ pub struct Fixture {
 impl Fixture {
     /// Runs the scenario's verify (its kernels come from the shared cache).
     pub fn new(name: &str) -> Fixture {
-        let (out, _, record) = start(name, true).expect("the scenario's verify");
+        let (out, record) = start(name, true).expect("the scenario's verify");
         let record = record.expect("the scenario's verify record");
         Fixture { out, record }
-    }
-
-    /// Checks whose evidence lives in a directory of their own (removed
-    /// when they all pass; the fixture's outputs stay for the other tests).
-    pub fn checks(&self, name: &str) -> Checks {
-        let dir = self.out.join("checks").join(name);
-        std::fs::create_dir_all(&dir).expect("a checks directory");
-        Checks::new(&dir)
     }
 }
 
@@ -236,24 +182,31 @@ pub fn observed(
         .map(|r| r.observed().map_or("skip", |m| m.name()))
 }
 
-/// Checks the observed mode of each requested mode on one path.
-pub fn expect_modes(
-    checks: &mut Checks,
-    json: &Record,
-    variant: &str,
-    env: &str,
-    path: &str,
-    want: &[(&str, &str)],
-) {
-    for (requested, want) in want {
-        let got = observed(json, variant, env, path, requested);
-        let name = if requested == want {
-            format!("{env} {path} {variant} keeps {requested}")
-        } else {
-            format!("{env} {path} {variant} {requested} → {want}")
-        };
-        checks.check(&name, got == Some(want), || format!("observed {got:?}"));
-    }
+/// Each requested mode and what it should become (`skip`: a declared skip).
+pub type Modes = [(&'static str, &'static str); 6];
+
+/// Asserts, in one comparison, what each requested mode of `path` became
+/// in each (variant, env) of `want`.
+pub fn assert_modes(json: &Record, path: &str, want: &[(&str, &str, &Modes)]) {
+    let table = |observe: &dyn Fn(&str, &str, &str, &str) -> String| -> Vec<String> {
+        let lines = want.iter().map(|(variant, env, modes)| {
+            let cells = modes.iter().map(|(requested, expected)| {
+                format!("{requested}→{}", observe(variant, env, requested, expected))
+            });
+            format!(
+                "{env} {path} {variant}: {}",
+                cells.collect::<Vec<_>>().join(" ")
+            )
+        });
+        lines.collect()
+    };
+    let measured = table(&|variant, env, requested, _| {
+        observed(json, variant, env, path, requested)
+            .unwrap_or("absent")
+            .to_string()
+    });
+    let expected = table(&|_, _, _, expected| expected.to_string());
+    assert_eq!(measured, expected, "measured (left), expected (right)");
 }
 
 /// Owned command-line words.
