@@ -31,8 +31,10 @@
 //!   protection alone, and touches it: the fault inserts the page with
 //!   `vmf_insert_pfn_prot()` and the mode's protection, as TTM does, and
 //!   `track_pfn_insert()` takes the cache bits from the reserved memtype.
-//!   The module reads the installed PTE. A mode the kernel (or Xen) cannot
-//!   give device memory is a `# SKIP` with the reason.
+//!   The module reads the installed PTE. A mode the kernel cannot give
+//!   device memory is a `# SKIP` with the reason; so is a WT or WP mapping
+//!   under Xen PV whose installed PTE is UC, as Xen's rule for a PV guest's
+//!   MMIO predicts, with that PTE in the reason (any other entry is judged).
 //! - `devmem_mprotect`: /init mprotect()s that mapping read-only and back
 //!   (the entry read just before, as for `mprotect`); `change_protection()`
 //!   runs `pte_modify()` with the VMA's plain protection; installed PTE
@@ -315,8 +317,6 @@ enum NoDevmem {
     NoBar = 1,
     /// The kernel refused the reservation.
     Refused = 2,
-    /// Xen PV maps device memory of a cacheable type uncached.
-    XenUncachedMmio = 3,
     /// The kernel granted another mode: `Granted + mode index`.
     Granted = 10,
 }
@@ -335,21 +335,13 @@ fn reserve_device_memory() {
             return;
         }
     };
-    let xen = ffi::xen_pv();
     for mode in CacheMode::ALL {
         let chunk = start + mode as u64 * DEVMEM_CHUNK;
         if chunk + DEVMEM_CHUNK > start + len {
             skip(mode, NoDevmem::NoBar as usize);
             continue;
         }
-        let cacheable = matches!(mode, CacheMode::Wt | CacheMode::Wp);
         match ffi::reserve_memtype(chunk, DEVMEM_CHUNK, mode) {
-            // Xen's rule since XSA-154: a PV guest's MMIO mappings are all
-            // uncachable, so a WT or WP PTE on device memory becomes UC as
-            // it is installed, in every kernel.
-            Ok(Some(granted)) if granted == mode && xen && cacheable => {
-                skip(mode, NoDevmem::XenUncachedMmio as usize)
-            }
             Ok(Some(granted)) if granted == mode => {
                 STATE.devmem[mode as usize].store(chunk, Ordering::Release);
             }
@@ -404,11 +396,6 @@ fn write_devmem_skip(out: &mut Ktap, mode: CacheMode) -> fmt::Result {
             "the kernel refused to reserve {} for the BAR",
             mode.name()
         ),
-        3 => write!(
-            out,
-            "Xen PV maps device memory uncached: a {} MMIO PTE becomes UC (not representable)",
-            mode.name()
-        ),
         _ => {
             let granted = CacheMode::from_index(why.saturating_sub(NoDevmem::Granted as usize));
             write!(
@@ -419,6 +406,22 @@ fn write_devmem_skip(out: &mut Ktap, mode: CacheMode) -> fmt::Result {
             )
         }
     }
+}
+
+/// Under Xen PV, the entry the devmem fault of `mode` installed, when it is
+/// what Xen's rule for a PV guest's MMIO predicts (since XSA-154 Xen turns a
+/// WT or WP MMIO PTE UC as it is installed, whatever the kernel asked): the
+/// mode is not representable there, observed. Any other entry is judged.
+fn xen_uncached_mmio(mode: CacheMode) -> Option<ProtVal> {
+    if !ffi::xen_pv() || !matches!(mode, CacheMode::Wt | CacheMode::Wp) {
+        return None;
+    }
+    let fault = STATE.slot(Path::DevmemFault, mode);
+    if !fault.measured.load(Ordering::Acquire) {
+        return None;
+    }
+    let installed = fault.after.load(Ordering::Relaxed);
+    (ffi::protval_to_cachemode(installed) == Some(CacheMode::Uc)).then_some(installed)
 }
 
 /// What the `mmap` file's `.mmap` sets: the base protection of the VMA's
@@ -617,6 +620,14 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
         write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
         write_devmem_skip(out, mode)?;
         return writeln!(out);
+    }
+    if let (true, Some(installed)) = (devmem && !huge, xen_uncached_mmio(mode)) {
+        write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
+        write!(out, "Xen PV maps device memory uncached: the {} ", mode.name())?;
+        return writeln!(
+            out,
+            "MMIO PTE was installed as UC (devmem_fault pte_after=0x{installed:016x}; not representable)"
+        );
     }
     let (path, name) = (path.name(), mode.name());
     if !slot.measured.load(Ordering::Acquire) {

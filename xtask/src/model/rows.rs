@@ -344,9 +344,40 @@ pub fn declared_skip(
             Some("the kernel reserves MMIO asked for as WB as UC- (MTRR)")
         }
         (DevmemFault | DevmemMprotect, CacheMode::Wt | CacheMode::Wp, Env::Xen) => {
-            Some("Xen PV maps device memory uncached")
+            Some(XEN_UNCACHED_MMIO)
         }
         _ => None,
+    }
+}
+
+/// Xen's rule for a PV guest's MMIO (since XSA-154: a WT or WP PTE on
+/// device memory is made UC as it is installed). Declared only as observed:
+/// the skip names the PTE the fault installed, which must be UC.
+pub const XEN_UNCACHED_MMIO: &str = "Xen PV maps device memory uncached";
+
+/// Whether a skip's `reason` shows the observation its `declared` rule
+/// needs, under the PAT `layout`: the Xen MMIO skip must name the entry the
+/// fault installed (`pte_after=0x…`), and that entry must be UC. Other
+/// declared skips name no observation.
+pub fn skip_observed(declared: &str, reason: &str, layout: &[CacheMode]) -> Result<(), String> {
+    if declared != XEN_UNCACHED_MMIO {
+        return Ok(());
+    }
+    let pte = reason
+        .split_once("pte_after=0x")
+        .and_then(|(_, rest)| {
+            let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .ok_or_else(|| format!("{reason:?} names no installed entry (pte_after=0x…)"))?;
+    // The 4 KiB entry's PAT index: PWT (bit 3), PCD (bit 4), PAT (bit 7).
+    let index = (pte >> 3 & 1) | (pte >> 4 & 1) << 1 | (pte >> 7 & 1) << 2;
+    match layout.get(index as usize) {
+        Some(CacheMode::Uc) => Ok(()),
+        other => Err(format!(
+            "{reason:?}: the installed entry 0x{pte:016x} selects PAT entry {index} ({}), not UC",
+            other.map_or("?", |m| m.name())
+        )),
     }
 }
 
@@ -426,6 +457,24 @@ mod tests {
                 (name, quoted.to_string())
             })
             .collect()
+    }
+
+    /// The module's Xen MMIO skip (module/patverify.rs, read from its code)
+    /// starts with the declared rule and names the entry it observed, in
+    /// the form `skip_observed` reads.
+    #[test]
+    fn the_modules_xen_mmio_skip_is_the_declared_one_and_names_its_entry() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../module/patverify.rs");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text
+            .find("xen_uncached_mmio(mode)) {")
+            .expect("the Xen MMIO skip");
+        let body = &text[start..start + text[start..].find("\n    }\n").unwrap()];
+        assert!(
+            body.contains(&format!("\"{XEN_UNCACHED_MMIO}: the {{}} \"")),
+            "{body}"
+        );
+        assert!(body.contains("pte_after=0x{installed:016x}"), "{body}");
     }
 
     /// The skips the host declares for 2 MiB rows say what the module

@@ -4,8 +4,8 @@
 use crate::model::bits::{bit_rows, KeptBits};
 use crate::model::pagemap::{PagemapOutcome, PagemapRow};
 use crate::model::rows::{
-    declared_skip, judge_steps, pat_layout_of_msr, row_keys, CacheMode, ModeResult, Outcome,
-    ProbePath, Pte, Report,
+    declared_skip, judge_steps, pat_layout_of_msr, row_keys, skip_observed, CacheMode, ModeResult,
+    Outcome, ProbePath, Pte, Report,
 };
 use crate::model::Env;
 
@@ -111,11 +111,13 @@ pub fn check_rows(report: &Report, env: Env, series: Option<(u32, u32)>) -> Resu
         }
         if let Some(reason) = r.skip_reason() {
             let layout = &report.pat_layout;
-            if declared_skip(r.path, r.requested, env, layout, series).is_none() {
+            let Some(declared) = declared_skip(r.path, r.requested, env, layout, series) else {
                 return Err(format!(
                     "undeclared skip: {name} ({reason:?}) may not be skipped under {env}"
                 ));
-            }
+            };
+            skip_observed(declared, reason, layout)
+                .map_err(|e| format!("skip of {name} not shown by what it observed: {e}"))?;
         }
     }
     for &path in ProbePath::ALL {
@@ -703,6 +705,53 @@ pub mod tests {
             .contains("bad SKIP line"));
     }
 
+    /// A 4 KiB entry selecting PAT entry 3 (PWT | PCD): UC in either layout.
+    const UC_PTE: u64 = 0x8000_0000_0000_0018 | 0x67;
+
+    /// The module's Xen MMIO skip, naming the entry the fault installed.
+    fn xen_mmio_skip(installed: u64) -> String {
+        format!("{XEN_UNCACHED_MMIO}: the WT MMIO PTE was installed as UC (devmem_fault pte_after=0x{installed:016x}; not representable)")
+    }
+
+    #[test]
+    fn a_xen_mmio_skip_must_show_the_uc_entry_it_observed() {
+        let xen_mmio =
+            |r: &ModeResult| r.path == ProbePath::DevmemFault && r.requested == CacheMode::Wt;
+        let with_reason = |reason: String| {
+            let mut report = full_report(Env::Xen);
+            let row = report.results.iter_mut().find(|r| xen_mmio(r)).unwrap();
+            row.outcome = Outcome::Skipped { reason };
+            check_rows(&report, Env::Xen, Some((6, 12)))
+        };
+        assert_eq!(with_reason(xen_mmio_skip(UC_PTE)), Ok(()));
+        // Entry 1 (PWT alone) is not UC: a skip that saw it is refused.
+        let wc = with_reason(xen_mmio_skip(0x8000_0000_0000_0008 | 0x67)).unwrap_err();
+        assert!(wc.contains("selects PAT entry 1 (WC), not UC"), "{wc}");
+        let unobserved = with_reason(XEN_UNCACHED_MMIO.to_string()).unwrap_err();
+        assert!(
+            unobserved.contains("names no installed entry"),
+            "{unobserved}"
+        );
+        // Measured instead (Xen kept WT): judged like any row.
+        let mut measured = full_report(Env::Xen);
+        let row = measured.results.iter_mut().find(|r| xen_mmio(r)).unwrap();
+        row.outcome = Outcome::Measured {
+            observed: CacheMode::Wt,
+            pte_before: Pte(0),
+            pte_after: Pte(0),
+            entry_after: None,
+            known_defect: None,
+            lost_earlier_at: None,
+        };
+        assert_eq!(check_rows(&measured, Env::Xen, Some((6, 12))), Ok(()));
+        assert!(measured
+            .results
+            .iter()
+            .find(|r| xen_mmio(r))
+            .unwrap()
+            .kept());
+    }
+
     /// A report with every declared row: all kept, skips where declared.
     fn full_report(env: Env) -> Report {
         full_report_of(env, Some((6, 12)))
@@ -719,6 +768,9 @@ pub mod tests {
                     RowKey::Entry(e) => (layout[e as usize], Some(e)),
                 };
                 let outcome = match declared_skip(path, requested, env, &layout, series) {
+                    Some(why) if why == XEN_UNCACHED_MMIO => Outcome::Skipped {
+                        reason: xen_mmio_skip(UC_PTE),
+                    },
                     Some(why) => Outcome::Skipped { reason: why.into() },
                     None => Outcome::Measured {
                         observed: requested,
