@@ -623,7 +623,11 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
     }
     if let (true, Some(installed)) = (devmem && !huge, xen_uncached_mmio(mode)) {
         write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
-        write!(out, "Xen PV maps device memory uncached: the {} ", mode.name())?;
+        write!(
+            out,
+            "Xen PV maps device memory uncached: the {} ",
+            mode.name()
+        )?;
         return writeln!(
             out,
             "MMIO PTE was installed as UC (devmem_fault pte_after=0x{installed:016x}; not representable)"
