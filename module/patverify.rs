@@ -23,6 +23,12 @@
 //!   again. Every bit `_PAGE_CHG_MASK` keeps must come through unchanged:
 //!   with the accessed bit clear beforehand, a mask that lets it go takes it
 //!   from the new protection, which always has it.
+//! - `mremap`: /init writes `before mremap MODE ADDR`, moves the mapping to
+//!   a new address with `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`
+//!   (`move_ptes()`; the VMA is copied, and `.open` takes the copy's
+//!   reference to the page before `.close` drops the old VMA's), writes
+//!   `mremap MODE NEWADDR`, and the module reads the moved PTE: every bit
+//!   but soft-dirty, which the move sets on purpose, must come through.
 //! - `devmem_fault`: device memory mapped as a GPU driver maps VRAM. At boot
 //!   the module reserves the memtype of one 2 MiB chunk of the VGA BAR per
 //!   mode (`memtype_reserve_io()`, what `arch_io_reserve_memtype_wc()` does
@@ -157,20 +163,22 @@ enum Path {
     VmaSetPageProt = 0,
     MmapFault = 1,
     Mprotect = 2,
-    DevmemFault = 3,
-    DevmemMprotect = 4,
-    HugePfnFault = 5,
-    HugePfnMprotect = 6,
-    PteModifyDirect = 7,
+    Mremap = 3,
+    DevmemFault = 4,
+    DevmemMprotect = 5,
+    HugePfnFault = 6,
+    HugePfnMprotect = 7,
+    PteModifyDirect = 8,
     /// Rows by PAT entry, not by mode (the last path).
-    PatIndex = 8,
+    PatIndex = 9,
 }
 
 impl Path {
-    const ALL: [Path; 9] = [
+    const ALL: [Path; 10] = [
         Path::VmaSetPageProt,
         Path::MmapFault,
         Path::Mprotect,
+        Path::Mremap,
         Path::DevmemFault,
         Path::DevmemMprotect,
         Path::HugePfnFault,
@@ -184,6 +192,7 @@ impl Path {
             Path::VmaSetPageProt => "vma_set_page_prot",
             Path::MmapFault => "mmap_fault",
             Path::Mprotect => "mprotect",
+            Path::Mremap => "mremap",
             Path::DevmemFault => "devmem_fault",
             Path::DevmemMprotect => "devmem_mprotect",
             Path::HugePfnFault => "huge_pfn_fault",
@@ -200,6 +209,7 @@ impl Path {
             Path::Mprotect => Some(0),
             Path::DevmemMprotect => Some(1),
             Path::HugePfnMprotect => Some(2),
+            Path::Mremap => Some(3),
             _ => None,
         }
     }
@@ -233,8 +243,9 @@ const MODE_COUNT: usize = CacheMode::ALL.len();
 const MODE_PATH_COUNT: usize = Path::ALL.len() - 1;
 /// The IA32_PAT entries: `pat_index` has a row for each.
 const PAT_ENTRIES: usize = 8;
-/// The steps /init runs on a mapping after its fault (the `mprotect`s).
-const LATER_STEPS: usize = 3;
+/// The steps /init runs on a mapping after its fault (the `mprotect`s and
+/// the `mremap`).
+const LATER_STEPS: usize = 4;
 
 /// Everything the module measured. It lives in a static because the debugfs
 /// and VMA callbacks receive no pointer of ours to find it through (the
@@ -490,7 +501,7 @@ fn probe_command(command: &[u8]) -> Result {
             installed,
             decoded,
         ),
-        Path::Mprotect | Path::DevmemMprotect | Path::HugePfnMprotect => {
+        Path::Mprotect | Path::Mremap | Path::DevmemMprotect | Path::HugePfnMprotect => {
             record_after(path, mode, installed, decoded)?
         }
         _ => return Err(EINVAL),

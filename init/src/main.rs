@@ -149,12 +149,13 @@ fn run() -> Result<String, String> {
 /// touch it (a write fault installs the PTE), have the module read the PTE,
 /// mprotect() it read-only and back, have the module read it again.
 fn exercise_mappings() -> Result<(), String> {
-    exercise(MMAP, ProbePath::MmapFault, ProbePath::Mprotect)?;
-    exercise(DEVMEM, ProbePath::DevmemFault, ProbePath::DevmemMprotect)?;
+    let mmap_steps = [ProbePath::Mprotect, ProbePath::Mremap];
+    exercise(MMAP, ProbePath::MmapFault, &mmap_steps)?;
+    exercise(DEVMEM, ProbePath::DevmemFault, &[ProbePath::DevmemMprotect])?;
     exercise(
         HUGE_PFN,
         ProbePath::HugePfnFault,
-        ProbePath::HugePfnMprotect,
+        &[ProbePath::HugePfnMprotect],
     )
 }
 
@@ -163,9 +164,12 @@ fn exercise_mappings() -> Result<(), String> {
 /// clear the accessed bits of ordinary pages (so that a mask losing the bit
 /// shows: `mprotect()`'s new protection always has it), have the module
 /// read the entry again, mprotect() it read-only and back, and have the
-/// module read it once more (`mprotect`). A mode the module has no memory for (ENODEV) is left out:
-/// its rows are skipped in the report, with the reason.
-fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), String> {
+/// module read it once more (`mprotect`); then (`mremap`) move it to a new
+/// address and have the module read the moved entry. Before each later
+/// step the module reads the entry the step starts from. A mode the module
+/// has no memory for (ENODEV) is left out: its rows are skipped in the
+/// report, with the reason.
+fn exercise(file: &str, fault: ProbePath, later: &[ProbePath]) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let open = |path: &str, write_only: bool| {
         std::fs::OpenOptions::new()
@@ -193,10 +197,17 @@ fn exercise(file: &str, fault: ProbePath, mprotect: ProbePath) -> Result<(), Str
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
         tell("", fault, mode, addr)?;
         clear_accessed_bits()?;
-        tell(&format!("{BEFORE_COMMAND} "), mprotect, mode, addr)?;
-        protect(addr, size, libc::PROT_READ, mode)?;
-        protect(addr, size, libc::PROT_READ | libc::PROT_WRITE, mode)?;
-        tell("", mprotect, mode, addr)?;
+        let mut addr = addr;
+        for &step in later {
+            tell(&format!("{BEFORE_COMMAND} "), step, mode, addr)?;
+            if step == ProbePath::Mremap {
+                addr = move_mapping(addr, size, mode)?;
+            } else {
+                protect(addr, size, libc::PROT_READ, mode)?;
+                protect(addr, size, libc::PROT_READ | libc::PROT_WRITE, mode)?;
+            }
+            tell("", step, mode, addr)?;
+        }
         // SAFETY: unmapping our own mapping, which nothing refers to any more.
         unsafe { libc::munmap(addr, size) };
     }
@@ -269,6 +280,47 @@ fn clear_accessed_bits() -> Result<(), String> {
     std::fs::write(CLEAR_REFS, "1\n").map_err(|e| {
         format!("write 1 to {CLEAR_REFS}: {e} (a kernel without CONFIG_PROC_PAGE_MONITOR)")
     })
+}
+
+/// Moves the `size`-byte mapping of `mode` at `addr` to a fresh address
+/// with `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`; returns the new address.
+fn move_mapping(
+    addr: *mut libc::c_void,
+    size: usize,
+    mode: CacheMode,
+) -> Result<*mut libc::c_void, String> {
+    let failed = |what: &str| format!("{what} {mode}: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh anonymous reservation no Rust reference points into.
+    let target = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if target == libc::MAP_FAILED {
+        return Err(failed("mmap (the mremap target)"));
+    }
+    // SAFETY: `addr` is our own mapping of `size` bytes; MREMAP_FIXED
+    // replaces our reservation at `target`, which nothing refers to.
+    let moved = unsafe {
+        libc::mremap(
+            addr,
+            size,
+            size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target,
+        )
+    };
+    if moved == libc::MAP_FAILED {
+        // SAFETY: the reservation is ours and unused.
+        unsafe { libc::munmap(target, size) };
+        return Err(failed("mremap"));
+    }
+    Ok(moved)
 }
 
 /// `mprotect()` of the `size` bytes at `addr` (the mapping of `mode`).

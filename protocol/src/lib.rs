@@ -147,6 +147,9 @@ named_enum! {
         MmapFault = "mmap_fault",
         /// `/init` mprotect()s that mapping read-only and back; installed PTE.
         Mprotect = "mprotect",
+        /// `/init` then moves that mapping elsewhere with `mremap()`
+        /// (`MREMAP_MAYMOVE | MREMAP_FIXED`: `move_ptes()`); the moved PTE.
+        Mremap = "mremap",
         /// `/init` maps device memory (a PCI BAR whose memtype the module
         /// reserved for the mode) and touches it; the fault inserts the page
         /// with `vmf_insert_pfn_prot()`; installed PTE.
@@ -179,6 +182,7 @@ impl ProbePath {
             self,
             ProbePath::MmapFault
                 | ProbePath::Mprotect
+                | ProbePath::Mremap
                 | ProbePath::DevmemFault
                 | ProbePath::DevmemMprotect
                 | ProbePath::HugePfnFault
@@ -218,6 +222,7 @@ impl ProbePath {
     pub const fn previous_step(self) -> Option<ProbePath> {
         match self {
             ProbePath::Mprotect => Some(ProbePath::MmapFault),
+            ProbePath::Mremap => Some(ProbePath::Mprotect),
             ProbePath::DevmemMprotect => Some(ProbePath::DevmemFault),
             ProbePath::HugePfnMprotect => Some(ProbePath::HugePfnFault),
             _ => None,

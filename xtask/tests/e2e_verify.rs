@@ -113,6 +113,47 @@ fn mprotect_shows_the_pat_bit_modes_lost_on_the_baseline_only() {
 
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn mremap_moves_each_entry_as_mprotect_left_it() {
+    // move_ptes() copies the entry: what mmap_fault lost stays lost.
+    loses_the_pat_bit_modes_on_the_baseline_only("mremap");
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn mremap_after_a_lost_fault_names_the_fault() {
+    let earlier = |env| -> Vec<&str> {
+        record()
+            .rows("baseline", env)
+            .filter(|r| r.path == ProbePath::Mremap)
+            .filter(|r| r.judgment() == Judgment::LostEarlier(ProbePath::MmapFault))
+            .map(|r| r.requested.name())
+            .collect()
+    };
+    assert_eq!(
+        [earlier(Env::Native), earlier(Env::Xen)],
+        [["WT", "WP"], ["WC", "WP"]]
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn mremap_keeps_every_bit_the_entry_had() {
+    // Accessed (clear), dirty and soft-dirty (set) shown and kept in every
+    // boot; the bits no entry had are skipped, saying so.
+    let shown = |(variant, env): (&str, Env)| -> Vec<String> {
+        let rows = record().bit_rows(variant, env);
+        let mremap = rows.filter(|b| b.path == ProbePath::Mremap && !b.skipped());
+        mremap
+            .map(|b| format!("{} {}", b.bit, b.judgment_name()))
+            .collect()
+    };
+    let measured: Vec<Vec<String>> = boots().into_iter().map(shown).collect();
+    let kept = strings(&["accessed kept", "dirty kept", "soft_dirty kept"]);
+    assert_eq!(measured, vec![kept; 4]);
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn pte_modify_direct_loses_the_pat_bit_modes_on_the_baseline_only() {
     loses_the_pat_bit_modes_on_the_baseline_only("pte_modify_direct");
 }
@@ -510,12 +551,12 @@ fn kcidb_document(path: &Path) -> Result<(bool, String, serde_json::Value)> {
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn kcidb_document_validates_with_a_test_per_row() -> Result<()> {
-    // 224 modes, 88 kept bits, 8 pagemap rows; the two builds.
+    // 248 modes, 116 kept bits, 8 pagemap rows; the two builds.
     let (valid, said, doc) = kcidb_document(&ran().verified.kcidb)?;
     let count = |key: &str| doc[key].as_array().map_or(0, Vec::len);
     assert_eq!(
         (valid, count("tests"), count("builds")),
-        (true, 320, 2),
+        (true, 372, 2),
         "{said}"
     );
     Ok(())
@@ -561,22 +602,22 @@ fn kcidb_document_after_an_error_still_validates_with_error_tests() -> Result<()
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn junit_has_a_case_per_row() {
-    // 2 variants × 2 envs × (8 paths × 6 modes + 8 PAT entries), plus a
+    // 2 variants × 2 envs × (9 paths × 6 modes + 8 PAT entries), plus a
     // "baseline reproduces the bug" case per environment. Skipped, per
     // variant: the 12 huge_pfn rows under Xen, the devmem and huge_pfn WB
     // rows (4 per environment, 2 under Xen counted above), the 4 devmem
     // WT/WP rows under Xen, and (pytest's expected failures) the 2 native
     // huge_pfn_fault WT/WP rows lost to the known PMD defect. Then the
-    // kept-bit cases: 22 per variant and environment (7 bits on each later
-    // step, PSE too on the 2 MiB one), 88 in all; skipped, per variant, the
-    // bits no entry could show: 13 natively, 17 under Xen (its 2 MiB step
+    // kept-bit cases: 29 per variant and environment (7 bits on each later
+    // step, PSE too on the 2 MiB one), 116 in all; skipped, per variant, the
+    // bits no entry could show: 17 natively, 21 under Xen (its 2 MiB step
     // measured nothing). Then /init's 2 pagemap rows per boot, 8 in all, the
     // 4 uffd-wp ones skipped (no userfaultfd in this configuration).
     let junit = &ran().verified.junit;
     let head = junit.lines().find(|l| l.starts_with("<testsuites"));
     assert_eq!(
         head,
-        Some("<testsuites name=\"patverify\" tests=\"322\" skipped=\"112\" failures=\"0\" errors=\"0\">")
+        Some("<testsuites name=\"patverify\" tests=\"374\" skipped=\"128\" failures=\"0\" errors=\"0\">")
     );
 }
 

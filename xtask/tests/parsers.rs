@@ -83,7 +83,7 @@ fn mutate(text: &str, op: u8, at: usize, byte: u8) -> String {
 }
 
 /// Rows in a full report: every path × every mode, and the 8 PAT entries.
-const ROWS: usize = 8 * 6 + 8;
+const ROWS: usize = 9 * 6 + 8;
 
 proptest! {
     // No regression files: the cases that matter are the named tests below.

@@ -77,6 +77,13 @@ impl KeptBit {
         self != KeptBit::Accessed
     }
 
+    /// Whether a step on `path` sets the bit on purpose, so that only a
+    /// set bit cleared is a loss: `mremap()`'s `move_ptes()` marks a moved
+    /// entry soft-dirty (`move_soft_dirty_pte()`).
+    pub fn set_by(self, path: ProbePath) -> bool {
+        self == KeptBit::SoftDirty && path == ProbePath::Mremap
+    }
+
     /// Whether a step on `path` must keep the bit (PSE only in a 2 MiB
     /// entry, where `_HPAGE_CHG_MASK` keeps it; in a PTE bit 7 is PAT, a
     /// cache bit).
@@ -312,6 +319,7 @@ fn judge_bit(
     let changed: Vec<BitChange> = measured
         .iter()
         .filter(|(_, before, after)| (before ^ after) & flag != 0)
+        .filter(|(_, before, _)| before & flag != 0 || !bit.set_by(path))
         .map(|&(mode, before, _)| BitChange {
             mode,
             was_set: before & flag != 0,
@@ -429,6 +437,26 @@ mod tests {
         assert!(
             rows.iter().all(|r| r.bit != KeptBit::Pse),
             "PSE is a 2 MiB bit"
+        );
+    }
+
+    #[test]
+    fn mremap_may_set_soft_dirty_but_no_step_may_clear_it() {
+        let kept = KeptBits::parse(KEPT_6_12).unwrap();
+        let (clear, set) = (0x8000000000000067, 0x8000000000000867);
+        let soft_dirty = |path, before, after| {
+            let rows = bit_rows(&[row(path, CacheMode::Wb, before, after)], &kept);
+            outcome(&rows, path, KeptBit::SoftDirty).clone()
+        };
+        // move_soft_dirty_pte() marks the moved entry: not a change.
+        let moved = soft_dirty(ProbePath::Mremap, clear, set);
+        assert!(matches!(moved, BitOutcome::Skipped { .. }), "{moved:?}");
+        let cleared = soft_dirty(ProbePath::Mremap, set, clear);
+        assert!(matches!(cleared, BitOutcome::Changed { .. }), "{cleared:?}");
+        let by_mprotect = soft_dirty(ProbePath::Mprotect, clear, set);
+        assert!(
+            matches!(by_mprotect, BitOutcome::Changed { .. }),
+            "{by_mprotect:?}"
         );
     }
 

@@ -400,16 +400,31 @@ pub fn judge_steps(results: &mut [ModeResult], layout: &[CacheMode]) {
             *known_defect = why;
         }
     }
+    let observed_at = |path: ProbePath, r: &ModeResult| {
+        let step = results
+            .iter()
+            .find(|p| p.path == path && p.key() == r.key())?;
+        step.observed()
+    };
     let earlier: Vec<Option<ProbePath>> = results
         .iter()
         .map(|r| {
             let before = r.path.previous_step()?;
-            let step = results
-                .iter()
-                .find(|p| p.path == before && p.key() == r.key())?;
-            let given = step.observed()?;
+            let given = observed_at(before, r)?;
             let started_wrong = given != r.requested;
-            (started_wrong && r.observed() == Some(given)).then_some(before)
+            if !(started_wrong && r.observed() == Some(given)) {
+                return None;
+            }
+            // Where it went wrong: the first step of the chain that did not
+            // keep the mode requested (mremap after a lost mmap_fault).
+            let mut at = before;
+            while let Some(prev) = at.previous_step() {
+                match observed_at(prev, r) {
+                    Some(mode) if mode != r.requested => at = prev,
+                    _ => break,
+                }
+            }
+            Some(at)
         })
         .collect();
     for (r, at) in results.iter_mut().zip(earlier) {

@@ -597,6 +597,27 @@ pub mod tests {
     }
 
     #[test]
+    fn a_step_after_a_step_after_a_lost_fault_names_the_fault() {
+        let lost = [("WT", "UC")];
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("mmap_fault", &lost),
+            ("mprotect", &lost),
+            ("mremap", &lost),
+        ]))
+        .unwrap();
+        let at_fault = Judgment::LostEarlier(ProbePath::MmapFault);
+        assert_eq!(judged(&r, "mremap", "WT"), at_fault);
+        // Lost by mprotect() and moved as it was: lost at mprotect.
+        let r = parse_ktap(&sample_ktap_paths(&[
+            ("mprotect", &lost),
+            ("mremap", &lost),
+        ]))
+        .unwrap();
+        let at_mprotect = Judgment::LostEarlier(ProbePath::Mprotect);
+        assert_eq!(judged(&r, "mremap", "WT"), at_mprotect);
+    }
+
+    #[test]
     fn a_later_step_is_judged_by_the_entry_it_was_given() {
         let lost = [("WT", "UC"), ("WP", "WC")];
         // The fault installed UC for WT; mprotect() kept UC: lost at the fault.
