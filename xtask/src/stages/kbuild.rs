@@ -363,9 +363,17 @@ impl Kbuild {
             me.display(),
             real.display()
         );
+        // Named by its content: runs of two harness binaries sharing the
+        // cache (two checkouts) would otherwise rewrite one script under
+        // each other's builds, pointing it at a binary the other may be
+        // rebuilding.
+        let name = format!(
+            "rustc-cached-{}-{}",
+            tc.name(),
+            &crate::support::cache::sha256_hex(script.as_bytes())[..12]
+        );
         let bin = self.cache_root.join("bin");
-        install_script(&bin, &format!("rustc-cached-{}", tc.name()), &script)
-            .unwrap_or_else(|_| real.to_path_buf())
+        install_script(&bin, &name, &script).unwrap_or_else(|_| real.to_path_buf())
     }
 }
 
