@@ -21,9 +21,23 @@ pub fn cache_root() -> PathBuf {
     xtask::support::cache::default_root()
 }
 
-/// A fresh output directory for one scenario.
+/// A fresh output directory for one scenario. What earlier runs of it left
+/// (the directories of processes no longer running) is removed first: a
+/// scenario's outputs stay for the tests that read them, and for whoever
+/// looks into a failure, until the scenario runs again.
 pub fn scenario_dir(name: &str) -> Result<PathBuf> {
-    let out = std::env::temp_dir().join(format!("patverify-e2e-{name}-{}", std::process::id()));
+    let prefix = format!("patverify-e2e-{name}-");
+    for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit('-').next());
+        let gone = pid.is_some_and(|p| !Path::new("/proc").join(p).exists());
+        if gone && pid.is_some_and(|p| p.parse::<u32>().is_ok()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let out = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     Ok(out)
