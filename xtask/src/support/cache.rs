@@ -63,11 +63,7 @@ impl Cache {
                 format!("waiting for the patverify runs using {}", root.display())
             } else {
                 let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                format!(
-                    "waiting for another patverify run (pid {}, `clean`) that holds {}",
-                    holder.trim(),
-                    lock_path.display()
-                )
+                waiting_for_clean(holder.trim(), &lock_path)
             }
         };
         lock_waiting(&lock, exclusive, waiting).context("cannot lock the cache")?;
@@ -131,6 +127,20 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
 
 /// Writes this process's pid into the lock file it holds exclusively, for
 /// the "waiting for … (pid N)" line of whoever waits.
+/// What a run says while a `clean` holds the cache: the pid the holder
+/// noted, if it has noted one yet.
+fn waiting_for_clean(holder: &str, lock: &Path) -> String {
+    let pid = if holder.is_empty() {
+        String::new()
+    } else {
+        format!("pid {holder}, ")
+    };
+    format!(
+        "waiting for another patverify run ({pid}`clean`) that holds {}",
+        lock.display()
+    )
+}
+
 fn note_holder(file: &mut File) -> Result<()> {
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
@@ -423,5 +433,18 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("second run never got the lock");
         waiter.join().unwrap();
+    }
+
+    #[test]
+    fn a_clean_that_has_not_noted_its_pid_is_named_without_one() {
+        let lock = Path::new("/cache/lock");
+        assert_eq!(
+            waiting_for_clean("", lock),
+            "waiting for another patverify run (`clean`) that holds /cache/lock"
+        );
+        assert_eq!(
+            waiting_for_clean("42", lock),
+            "waiting for another patverify run (pid 42, `clean`) that holds /cache/lock"
+        );
     }
 }
