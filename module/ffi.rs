@@ -337,6 +337,16 @@ static DEVMEM_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
     fault: Some(devmem_fault),
     ..NO_VM_OPS
 });
+/// `ram`: a page of RAM with the mode's memtype, mapped as TTM maps a
+/// buffer in system memory; the page offset picks the cache mode.
+pub(crate) static RAM_OPS: FileOps = FileOps(bindings::file_operations {
+    mmap: Some(ram_mmap),
+    ..NO_FILE_OPS
+});
+static RAM_VM_OPS: VmOps = VmOps(bindings::vm_operations_struct {
+    fault: Some(ram_fault),
+    ..NO_VM_OPS
+});
 
 /// `huge_pfn`: the devmem chunks mapped 2 MiB at a time; the offset
 /// `mode × 2 MiB` picks the mode.
@@ -375,6 +385,18 @@ pub(crate) fn reserve_memtype(start: u64, size: u64, mode: CacheMode) -> Result<
         bindings::patverify_reserve_memtype(start, size, mode as c_int, &mut actual)
     })?;
     Ok(CacheMode::from_raw(actual as bindings::page_cache_mode))
+}
+
+/// A page of RAM with the memtype TTM gives a buffer of `mode`
+/// (`set_pages_array_wc()` for WC and so on; WB is RAM's own): its page
+/// frame. EOPNOTSUPP for a mode no such call gives RAM. The page is never
+/// freed (the module is built in).
+pub(crate) fn ram_page(mode: CacheMode) -> Result<usize> {
+    let mut pfn: c_ulong = 0;
+    // SAFETY: `pfn` is a valid out-pointer; the helper allocates a page of
+    // its own and changes only that page's memtype.
+    to_result(unsafe { bindings::patverify_ram_page(mode as c_int, &mut pfn) })?;
+    Ok(pfn as usize)
 }
 
 /// `.read` of `results`.
@@ -560,6 +582,27 @@ unsafe extern "C" fn devmem_mmap(
     unsafe { device_mapping(vma, mode, available, PAGE_SIZE, 0, &DEVMEM_VM_OPS) }
 }
 
+/// `.mmap` of `ram`: the mode's RAM page, mapped as TTM maps a buffer in
+/// system memory (`VM_PFNMAP | VM_IO`, the fault inserts the page).
+///
+/// # Safety
+///
+/// Called by `mmap_region()` only, with `vma` the VMA being set up, which
+/// the caller holds exclusively (mmap write lock) until this returns.
+unsafe extern "C" fn ram_mmap(
+    _file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: the VFS passes the VMA being set up, which is ours until `.mmap` returns.
+    let vma = unsafe { &mut *vma };
+    let mode = CacheMode::from_index(vma.vm_pgoff as usize);
+    let available = mode
+        .and_then(|mode| crate::pfn_of(crate::Path::RamFault, mode))
+        .is_some();
+    // SAFETY: as above.
+    unsafe { device_mapping(vma, mode, available, PAGE_SIZE, 0, &RAM_VM_OPS) }
+}
+
 /// Sets up `vma` as a mapping of device memory the way a DRM/TTM driver
 /// does: `VM_PFNMAP | VM_IO` (plus `extra_flags`), the VMA's default
 /// protection left alone, `ops` to fault it in. Refuses (EINVAL) a `mode`
@@ -619,6 +662,32 @@ unsafe fn device_mapping(
 /// Called by the fault handler only, with `vmf` valid for a VMA whose
 /// `vm_ops` is `DEVMEM_VM_OPS`, under the mmap or VMA read lock.
 unsafe extern "C" fn devmem_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: the caller's contract is `pfn_fault`'s.
+    unsafe { pfn_fault(vmf, crate::Path::DevmemFault) }
+}
+
+/// `.fault` of the `ram` mapping: inserts the mode's RAM page as TTM's
+/// fault handler inserts a buffer's page in system memory; the cache bits
+/// again from `track_pfn_insert()`, from the page's memtype.
+///
+/// # Safety
+///
+/// Called by the fault handler only, with `vmf` valid for a VMA whose
+/// `vm_ops` is `RAM_VM_OPS`, under the mmap or VMA read lock.
+unsafe extern "C" fn ram_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: the caller's contract is `pfn_fault`'s.
+    unsafe { pfn_fault(vmf, crate::Path::RamFault) }
+}
+
+/// Inserts the page of the fault `path` (device memory or a RAM page, by
+/// the VMA's page offset, the mode) with the mode's protection through
+/// `vmf_insert_pfn_prot()`.
+///
+/// # Safety
+///
+/// `vmf` is a live fault of a shared `VM_PFNMAP` VMA of one page set up by
+/// `device_mapping` for `path`'s memory, under the mmap or VMA read lock.
+unsafe fn pfn_fault(vmf: *mut bindings::vm_fault, path: crate::Path) -> bindings::vm_fault_t {
     // SAFETY: the fault handler gets a valid `vm_fault` for one of our VMAs,
     // whose VMA is live during the fault.
     let (pgoff, prot) = unsafe {
@@ -626,17 +695,16 @@ unsafe extern "C" fn devmem_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_
         ((*vma).vm_pgoff, protval((*vma).vm_page_prot))
     };
     let page = CacheMode::from_index(pgoff as usize)
-        .and_then(|mode| crate::devmem_page(mode).map(|phys| (mode, phys)));
-    let (mode, phys) = match page {
+        .and_then(|mode| crate::pfn_of(path, mode).map(|pfn| (mode, pfn)));
+    let (mode, pfn) = match page {
         Some(page) => page,
         None => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
     };
-    let prot = crate::devmem_fault_prot(mode, prot);
-    let pfn = phys / PAGE_SIZE as u64;
-    // SAFETY: `vmf` is the live fault of a VM_PFNMAP, shared VMA
-    // (`devmem_mmap` refuses private ones, on which vmf_insert_pfn_prot()
-    // BUG()s); `pfn` is device memory whose memtype this module reserved at
-    // boot, inside the VMA's one page.
+    let prot = crate::pfn_fault_prot(path, mode, prot);
+    // SAFETY: `vmf` is the live fault of a VM_PFNMAP, shared VMA (the
+    // `.mmap`s refuse private ones, on which vmf_insert_pfn_prot() BUG()s);
+    // `pfn` is device memory whose memtype this module reserved at boot, or
+    // a RAM page it allocated and never frees, inside the VMA's one page.
     unsafe { bindings::patverify_insert_pfn(vmf, pfn as c_ulong, prot as c_ulong) }
 }
 
@@ -701,7 +769,7 @@ unsafe extern "C" fn huge_pfn_fault(
         Some(chunk) => chunk,
         None => return bindings::vm_fault_reason_VM_FAULT_SIGBUS,
     };
-    crate::note_huge_fault_prot(mode, prot);
+    crate::pfn_fault_prot(crate::Path::HugePfnFault, mode, prot);
     // SAFETY: `vmf` is the live fault of a VM_PFNMAP, shared VMA of one
     // chunk (`huge_pfn_mmap` refuses others); `phys` is the start of a
     // 2 MiB-aligned chunk of device memory whose memtype this module

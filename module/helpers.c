@@ -20,6 +20,7 @@
 #include <linux/version.h>
 #include <linux/huge_mm.h>
 #include <linux/pfn_t.h>
+#include <asm/set_memory.h>
 
 /* rdmsrl_safe() is an inline (paravirt under Xen PV): wrap it. */
 int rust_helper_patverify_read_pat_msr(u64 *val)
@@ -294,6 +295,36 @@ out:
 int rust_helper_patverify_xen_pv(void)
 {
 	return xen_pv_domain();
+}
+
+/*
+ * A page of RAM with the memtype TTM gives a buffer's pages for @mode
+ * (ttm_set_pages_caching(): set_pages_array_wc() for write-combined,
+ * set_pages_array_uc() for uncached, which reserves UC-; a cached buffer
+ * keeps RAM's own WB). -EOPNOTSUPP for a mode no set_pages_array_*() gives
+ * RAM (UC, WT, WP). The page is never freed: the module is built in.
+ */
+int rust_helper_patverify_ram_page(int mode, unsigned long *pfn)
+{
+	struct page *page;
+	int ret = 0;
+
+	if (mode != _PAGE_CACHE_MODE_WB && mode != _PAGE_CACHE_MODE_WC &&
+	    mode != _PAGE_CACHE_MODE_UC_MINUS)
+		return -EOPNOTSUPP;
+	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		return -ENOMEM;
+	if (mode == _PAGE_CACHE_MODE_WC)
+		ret = set_pages_array_wc(&page, 1);
+	else if (mode == _PAGE_CACHE_MODE_UC_MINUS)
+		ret = set_pages_array_uc(&page, 1);
+	if (ret) {
+		__free_page(page);
+		return ret;
+	}
+	*pfn = page_to_pfn(page);
+	return 0;
 }
 
 /* vmf_insert_pfn_prot() as a DRM/TTM fault handler calls it. */

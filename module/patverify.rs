@@ -45,6 +45,15 @@
 //!   (the entry read just before, as for `mprotect`); `change_protection()`
 //!   runs `pte_modify()` with the VMA's plain protection; installed PTE
 //!   again.
+//! - `ram_fault`: RAM mapped as TTM maps a buffer in system memory. At boot
+//!   the module allocates a page per mode and gives it the mode's memtype
+//!   as `ttm_set_pages_caching()` does (`set_pages_array_wc()` for WC,
+//!   `set_pages_array_uc()` for UC-; WB is RAM's own); /init maps
+//!   `/sys/kernel/debug/patverify/ram` at page offset N and touches it, and
+//!   the fault inserts the page with `vmf_insert_pfn_prot()` (the cache bits
+//!   from `track_pfn_insert()`, from the page's memtype). A mode no
+//!   `set_pages_array_*()` gives RAM (UC, WT, WP) is a `# SKIP`.
+//! - `ram_mprotect`: /init mprotect()s that mapping read-only and back.
 //! - `huge_pfn_fault`: the same device memory, 2 MiB at a time. /init maps
 //!   `/sys/kernel/debug/patverify/huge_pfn` at offset N × 2 MiB (mode N),
 //!   2 MiB-aligned; `.mmap` sets `VM_PFNMAP | VM_IO | VM_HUGEPAGE`, and the
@@ -68,6 +77,12 @@
 //!   the kernel itself never uses (under Xen UC sits at 3, 6 and 7; the
 //!   kernel encodes UC as 3).
 //!
+//! Before each step /init drives (a fault, an `mprotect`, the `mremap`),
+//! it writes `before PATH MODE ADDR` and the module reads the entry the
+//! step starts from: a fault's is the empty slot (`pte_before=none`), and
+//! the protection the fault asked for is a field of its own
+//! (`prot_requested=`).
+//!
 //! The report is KTAP v1 in /sys/kernel/debug/patverify/results.
 //!
 //! One source for Linux 6.1 and 6.12: what differs between their `kernel`
@@ -81,7 +96,7 @@ use kernel::prelude::*;
 mod compat;
 mod ffi;
 
-use compat::{Bytes, Result, EINVAL};
+use compat::{Bytes, Result, EINVAL, ENOENT};
 use ffi::{CacheMode, ProtVal};
 
 // 6.1's `module!` takes byte strings, 6.12's strings.
@@ -139,11 +154,13 @@ fn set_up() -> Result<PatVerify> {
         slot.measured.store(true, Ordering::Release);
     }
     reserve_device_memory();
+    allocate_ram();
     let dir = ffi::DebugfsDir::create(b"patverify\0")?;
     dir.add_file(b"results\0", 0o444, &ffi::RESULTS_OPS)?;
     dir.add_file(b"probe\0", 0o200, &ffi::PROBE_OPS)?;
     dir.add_file(b"mmap\0", 0o600, &ffi::MMAP_OPS)?;
     dir.add_file(b"devmem\0", 0o600, &ffi::DEVMEM_OPS)?;
+    dir.add_file(b"ram\0", 0o600, &ffi::RAM_OPS)?;
     dir.add_file(b"huge_pfn\0", 0o600, &ffi::HUGE_PFN_OPS)?;
     pr_info!("report in /sys/kernel/debug/patverify/results\n");
     Ok(PatVerify { _dir: dir })
@@ -166,21 +183,25 @@ enum Path {
     Mremap = 3,
     DevmemFault = 4,
     DevmemMprotect = 5,
-    HugePfnFault = 6,
-    HugePfnMprotect = 7,
-    PteModifyDirect = 8,
+    RamFault = 6,
+    RamMprotect = 7,
+    HugePfnFault = 8,
+    HugePfnMprotect = 9,
+    PteModifyDirect = 10,
     /// Rows by PAT entry, not by mode (the last path).
-    PatIndex = 9,
+    PatIndex = 11,
 }
 
 impl Path {
-    const ALL: [Path; 10] = [
+    const ALL: [Path; 12] = [
         Path::VmaSetPageProt,
         Path::MmapFault,
         Path::Mprotect,
         Path::Mremap,
         Path::DevmemFault,
         Path::DevmemMprotect,
+        Path::RamFault,
+        Path::RamMprotect,
         Path::HugePfnFault,
         Path::HugePfnMprotect,
         Path::PteModifyDirect,
@@ -195,6 +216,8 @@ impl Path {
             Path::Mremap => "mremap",
             Path::DevmemFault => "devmem_fault",
             Path::DevmemMprotect => "devmem_mprotect",
+            Path::RamFault => "ram_fault",
+            Path::RamMprotect => "ram_mprotect",
             Path::HugePfnFault => "huge_pfn_fault",
             Path::HugePfnMprotect => "huge_pfn_mprotect",
             Path::PteModifyDirect => "pte_modify_direct",
@@ -202,16 +225,36 @@ impl Path {
         }
     }
 
-    /// Where a later step (one that starts from the entry a fault
-    /// installed) keeps the entry it started from in `State::step_before`.
-    fn later_step_index(self) -> Option<usize> {
+    /// Where a step /init drives keeps the entry read just before it in
+    /// `State::entry_before` (and a fault, what it asked for in
+    /// `State::fault_requested`).
+    fn guest_step_index(self) -> Option<usize> {
         match self {
-            Path::Mprotect => Some(0),
-            Path::DevmemMprotect => Some(1),
-            Path::HugePfnMprotect => Some(2),
-            Path::Mremap => Some(3),
+            Path::MmapFault => Some(0),
+            Path::DevmemFault => Some(1),
+            Path::RamFault => Some(2),
+            Path::HugePfnFault => Some(3),
+            Path::Mprotect => Some(4),
+            Path::DevmemMprotect => Some(5),
+            Path::RamMprotect => Some(6),
+            Path::HugePfnMprotect => Some(7),
+            Path::Mremap => Some(8),
             _ => None,
         }
+    }
+
+    /// Whether the step installs the entry (a fault), rather than changing
+    /// or moving one installed before.
+    fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Path::MmapFault | Path::DevmemFault | Path::RamFault | Path::HugePfnFault
+        )
+    }
+
+    /// Whether the step reads a 2 MiB entry (a PMD).
+    fn is_2mib(self) -> bool {
+        matches!(self, Path::HugePfnFault | Path::HugePfnMprotect)
     }
 
     fn from_name(name: &[u8]) -> Option<Path> {
@@ -220,8 +263,14 @@ impl Path {
 }
 
 /// One measurement: protection bits before and after the path.
+///
+/// For a step /init drives, `before` is the entry the page table held just
+/// before it (`NO_ENTRY`: none) and `requested` the protection a fault
+/// asked the kernel for (0: not a fault); for a path measured at boot,
+/// `before` is the value handed to the kernel function.
 struct Slot {
     before: AtomicUsize,
+    requested: AtomicUsize,
     after: AtomicUsize,
     /// `after` in the encoding `protval_to_cachemode` reads (the 4 KiB
     /// one; differs from `after` only for 2 MiB entries).
@@ -232,6 +281,7 @@ struct Slot {
 impl Slot {
     const EMPTY: Slot = Slot {
         before: AtomicUsize::new(0),
+        requested: AtomicUsize::new(0),
         after: AtomicUsize::new(0),
         decoded: AtomicUsize::new(0),
         measured: AtomicBool::new(false),
@@ -243,9 +293,14 @@ const MODE_COUNT: usize = CacheMode::ALL.len();
 const MODE_PATH_COUNT: usize = Path::ALL.len() - 1;
 /// The IA32_PAT entries: `pat_index` has a row for each.
 const PAT_ENTRIES: usize = 8;
-/// The steps /init runs on a mapping after its fault (the `mprotect`s and
-/// the `mremap`).
-const LATER_STEPS: usize = 4;
+/// The steps /init drives: the four faults, then the `mprotect`s and the
+/// `mremap` (`Path::guest_step_index`).
+const GUEST_STEPS: usize = 9;
+/// The faults among them (the first `FAULTS` indices).
+const FAULTS: usize = 4;
+/// `State::entry_before` of a step whose slot the page table left empty:
+/// no flag bits can be all ones (the PFN bits are masked out).
+const NO_ENTRY: ProtVal = usize::MAX;
 
 /// Everything the module measured. It lives in a static because the debugfs
 /// and VMA callbacks receive no pointer of ours to find it through (the
@@ -258,25 +313,27 @@ struct State {
     /// Why this kernel has no 2 MiB PFN mappings (`ffi::NoHugePfn`), 0 if
     /// it has.
     huge_pfn_skip: AtomicUsize,
-    /// The protection each mode's `.mmap` asked for, before the kernel
-    /// applied the VMA's flags: the "before" of the `mmap_fault` path.
-    mmap_requested: [AtomicUsize; MODE_COUNT],
+    /// Per fault (`Path::guest_step_index`) and mode: the protection the
+    /// fault asked the kernel for. `mmap_fault`: what `.mmap` set, before
+    /// the kernel applied the VMA's flags; the PFN faults: what they pass
+    /// to `vmf_insert_pfn_prot()` (in the 4 KiB encoding; the 2 MiB fault's
+    /// cache bits are the ones `track_pfn_insert()` takes from the memtype
+    /// reserved for the chunk).
+    fault_requested: [[AtomicUsize; MODE_COUNT]; FAULTS],
     /// Per mode: the device memory (physical address of one 2 MiB chunk of
     /// the VGA BAR) whose memtype was reserved for it, 0 if none.
     devmem: [AtomicU64; MODE_COUNT],
     /// Per mode: why there is no device memory (`NoDevmem` as a number).
     devmem_skip: [AtomicUsize; MODE_COUNT],
-    /// The protection each mode's devmem fault asked for: the "before" of
-    /// the `devmem_fault` path.
-    devmem_requested: [AtomicUsize; MODE_COUNT],
-    /// The protection (4 KiB encoding) each mode's 2 MiB fault asks for:
-    /// the VMA's plus the mode's cache bits, which `track_pfn_insert()`
-    /// takes from the reserved memtype. The "before" of `huge_pfn_fault`.
-    huge_requested: [AtomicUsize; MODE_COUNT],
-    /// Per later step (`Path::later_step_index`) and mode: the entry read
-    /// by `before PATH MODE ADDR` just before /init ran the step, 0 if not
-    /// read. The "before" of that step.
-    step_before: [[AtomicUsize; MODE_COUNT]; LATER_STEPS],
+    /// Per mode: the page frame of the RAM page the module allocated and
+    /// gave the mode's memtype, 0 if none.
+    ram: [AtomicUsize; MODE_COUNT],
+    /// Per mode: why there is no RAM page (a negative errno), 0 if there is.
+    ram_skip: [AtomicUsize; MODE_COUNT],
+    /// Per step /init drives (`Path::guest_step_index`) and mode: the entry
+    /// read by `before PATH MODE ADDR` just before /init ran the step
+    /// (`NO_ENTRY`: the slot was empty), 0 if not read.
+    entry_before: [[AtomicUsize; MODE_COUNT]; GUEST_STEPS],
 }
 
 impl State {
@@ -289,12 +346,12 @@ impl State {
             slots: [EMPTY_ROW; MODE_PATH_COUNT],
             pat_entries: [Slot::EMPTY; PAT_ENTRIES],
             huge_pfn_skip: AtomicUsize::new(0),
-            mmap_requested: [NOTHING; MODE_COUNT],
+            fault_requested: [NOT_READ; FAULTS],
             devmem: [NO_MEMORY; MODE_COUNT],
             devmem_skip: [NOTHING; MODE_COUNT],
-            devmem_requested: [NOTHING; MODE_COUNT],
-            huge_requested: [NOTHING; MODE_COUNT],
-            step_before: [NOT_READ; LATER_STEPS],
+            ram: [NOTHING; MODE_COUNT],
+            ram_skip: [NOTHING; MODE_COUNT],
+            entry_before: [NOT_READ; GUEST_STEPS],
         }
     }
 
@@ -311,6 +368,13 @@ fn record(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal) {
 
 fn record_decoded(path: Path, mode: CacheMode, before: ProtVal, after: ProtVal, decoded: ProtVal) {
     let slot = STATE.slot(path, mode);
+    let requested = match path.guest_step_index() {
+        Some(step) if path.is_fault() => {
+            STATE.fault_requested[step][mode as usize].load(Ordering::Relaxed)
+        }
+        _ => 0,
+    };
+    slot.requested.store(requested, Ordering::Relaxed);
     slot.before.store(before, Ordering::Relaxed);
     slot.after.store(after, Ordering::Relaxed);
     slot.decoded.store(decoded, Ordering::Relaxed);
@@ -368,20 +432,68 @@ fn devmem_page(mode: CacheMode) -> Option<u64> {
     (page != 0).then_some(page)
 }
 
-/// The protection the devmem fault inserts its page with: the VMA's, plus
-/// the mode's cache bits (TTM's `ttm_io_prot()`).
-fn devmem_fault_prot(mode: CacheMode, vm_page_prot: ProtVal) -> ProtVal {
+/// The protection a PFN fault (`path`) of `mode` inserts its page with:
+/// the VMA's, plus the mode's cache bits (TTM's `ttm_io_prot()`); noted as
+/// what the fault asked for. For the 2 MiB fault it is what
+/// `vmf_insert_pfn_pmd()` gets: the VMA's, the cache bits put in by
+/// `track_pfn_insert()` from the memtype reserved for the chunk, `mode`.
+fn pfn_fault_prot(path: Path, mode: CacheMode, vm_page_prot: ProtVal) -> ProtVal {
     let prot = vm_page_prot | ffi::cachemode_to_protval(mode);
-    STATE.devmem_requested[mode as usize].store(prot, Ordering::Relaxed);
+    note_requested(path, mode, prot);
     prot
 }
 
-/// The protection (4 KiB encoding) the 2 MiB fault of `mode` will get:
-/// `vmf_insert_pfn_pmd()` takes the VMA's, and `track_pfn_insert()` puts
-/// in the cache bits of the memtype reserved for the chunk, `mode`.
-fn note_huge_fault_prot(mode: CacheMode, vm_page_prot: ProtVal) {
-    let prot = vm_page_prot | ffi::cachemode_to_protval(mode);
-    STATE.huge_requested[mode as usize].store(prot, Ordering::Relaxed);
+/// Notes `prot` as what the fault `path` of `mode` asked the kernel for.
+fn note_requested(path: Path, mode: CacheMode, prot: ProtVal) {
+    if let Some(step) = path.guest_step_index().filter(|_| path.is_fault()) {
+        STATE.fault_requested[step][mode as usize].store(prot, Ordering::Relaxed);
+    }
+}
+
+/// The page frame of the memory a PFN fault (`path`) of `mode` inserts: the
+/// device memory reserved for it, or its RAM page.
+fn pfn_of(path: Path, mode: CacheMode) -> Option<usize> {
+    match path {
+        Path::DevmemFault | Path::HugePfnFault => {
+            devmem_page(mode).map(|phys| (phys >> bindings::PAGE_SHIFT) as usize)
+        }
+        Path::RamFault => {
+            let pfn = STATE.ram[mode as usize].load(Ordering::Acquire);
+            (pfn != 0).then_some(pfn)
+        }
+        _ => None,
+    }
+}
+
+/// Gives each mode a page of RAM with the mode's memtype, as TTM gives a
+/// buffer's pages theirs (at boot); a mode no `set_pages_array_*()` gives
+/// RAM, or a refusal, is noted with its errno.
+fn allocate_ram() {
+    for mode in CacheMode::ALL {
+        match ffi::ram_page(mode) {
+            Ok(pfn) => STATE.ram[mode as usize].store(pfn, Ordering::Release),
+            Err(err) => {
+                let errno = err.to_errno().unsigned_abs() as usize;
+                STATE.ram_skip[mode as usize].store(errno, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Why `mode` has no RAM page: the KTAP `# SKIP` reason.
+fn write_ram_skip(out: &mut Ktap, mode: CacheMode, errno: usize) -> fmt::Result {
+    if errno == bindings::EOPNOTSUPP as usize {
+        return write!(
+            out,
+            "no set_pages_array_*() gives RAM the memtype {} (x86 has _wc, _uc for UC- and _wb; not representable)",
+            mode.name()
+        );
+    }
+    write!(
+        out,
+        "the kernel refused to give a RAM page the memtype {} (errno {errno})",
+        mode.name()
+    )
 }
 
 /// Whether this kernel maps device memory 2 MiB at a time (`huge_pfn`).
@@ -439,7 +551,7 @@ fn xen_uncached_mmio(mode: CacheMode) -> Option<ProtVal> {
 /// flags plus the mode's cache bits, as `pgprot_writecombine()` and friends do.
 fn mmap_page_prot(mode: CacheMode, vm_flags: usize) -> ProtVal {
     let prot = ffi::page_prot_for_flags(vm_flags) | ffi::cachemode_to_protval(mode);
-    STATE.mmap_requested[mode as usize].store(prot, Ordering::Relaxed);
+    note_requested(Path::MmapFault, mode, prot);
     prot
 }
 
@@ -451,8 +563,9 @@ fn parse_hex(text: &[u8]) -> Option<usize> {
 }
 
 /// `probe` command from /init: "PATH MODE ADDR", after it touched (or
-/// mprotect()ed) its mapping of mode MODE at ADDR; "before PATH MODE ADDR"
-/// just before it runs the later step PATH (an `mprotect`) on it.
+/// mprotect()ed, or moved) its mapping of mode MODE at ADDR; "before PATH
+/// MODE ADDR" just before it runs the step PATH on it (a fault's slot is
+/// read as well: empty, as a rule).
 /// "oops" oopses the writing task instead (failure injection for the
 /// harness's tests).
 fn probe_command(command: &[u8]) -> Result {
@@ -478,43 +591,31 @@ fn probe_command(command: &[u8]) -> Result {
     let addr = parse_hex(addr).ok_or(EINVAL)?;
     // A 2 MiB mapping is read at its PMD, whose cache bits are in the
     // large-page encoding; `decoded` is the entry in the 4 KiB encoding.
-    let (installed, decoded) = if matches!(path, Path::HugePfnFault | Path::HugePfnMprotect) {
-        let pmd = ffi::installed_pmd_flags(addr)?;
-        (pmd, ffi::protval_large_to_4k(pmd))
+    let step = path.guest_step_index().ok_or(EINVAL)?;
+    let read = if path.is_2mib() {
+        ffi::installed_pmd_flags(addr)
     } else {
-        let pte = ffi::installed_pte_flags(addr)?;
-        (pte, pte)
+        ffi::installed_pte_flags(addr)
     };
     if before {
-        let step = path.later_step_index().ok_or(EINVAL)?;
-        STATE.step_before[step][mode as usize].store(installed, Ordering::Relaxed);
+        // Only a fault may start from an empty slot.
+        let entry = match read {
+            Err(err) if path.is_fault() && err == ENOENT => NO_ENTRY,
+            other => other?,
+        };
+        STATE.entry_before[step][mode as usize].store(entry, Ordering::Relaxed);
         return Ok(());
     }
-    let requested = |of: &[AtomicUsize; MODE_COUNT]| of[mode as usize].load(Ordering::Relaxed);
-    match path {
-        Path::MmapFault => record(path, mode, requested(&STATE.mmap_requested), installed),
-        Path::DevmemFault => record(path, mode, requested(&STATE.devmem_requested), installed),
-        Path::HugePfnFault => record_decoded(
-            path,
-            mode,
-            requested(&STATE.huge_requested),
-            installed,
-            decoded,
-        ),
-        Path::Mprotect | Path::Mremap | Path::DevmemMprotect | Path::HugePfnMprotect => {
-            record_after(path, mode, installed, decoded)?
-        }
-        _ => return Err(EINVAL),
-    }
-    Ok(())
-}
-
-/// Records the later step `path` of `mode`: the entry read just before it
-/// (`before PATH MODE ADDR`), now `installed` (`decoded` in the 4 KiB
-/// encoding). A step whose entry before was not read is refused.
-fn record_after(path: Path, mode: CacheMode, installed: ProtVal, decoded: ProtVal) -> Result {
-    let step = path.later_step_index().ok_or(EINVAL)?;
-    let before = STATE.step_before[step][mode as usize].load(Ordering::Relaxed);
+    let installed = read?;
+    // A 2 MiB entry's cache bits are in the large-page encoding; `decoded`
+    // is the entry in the 4 KiB one.
+    let decoded = if path.is_2mib() {
+        ffi::protval_large_to_4k(installed)
+    } else {
+        installed
+    };
+    // A step whose entry before was not read is refused.
+    let before = STATE.entry_before[step][mode as usize].load(Ordering::Relaxed);
     if before == 0 {
         return Err(EINVAL);
     }
@@ -617,7 +718,7 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
         let why = "no PAT entry of this kernel's layout holds the mode (not representable)";
         return writeln!(out, "ok {number} {path}.{name} # SKIP {why}");
     }
-    let huge = matches!(path, Path::HugePfnFault | Path::HugePfnMprotect);
+    let huge = path.is_2mib();
     if let (true, Some(why)) = (
         huge,
         ffi::NoHugePfn::from_index(STATE.huge_pfn_skip.load(Ordering::Acquire)),
@@ -630,6 +731,12 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
     if devmem && devmem_skipped(mode) {
         write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
         write_devmem_skip(out, mode)?;
+        return writeln!(out);
+    }
+    let ram_skip = STATE.ram_skip[mode as usize].load(Ordering::Acquire);
+    if matches!(path, Path::RamFault | Path::RamMprotect) && ram_skip != 0 {
+        write!(out, "ok {number} {}.{} # SKIP ", path.name(), mode.name())?;
+        write_ram_skip(out, mode, ram_skip)?;
         return writeln!(out);
     }
     if let (true, Some(installed)) = (devmem && !huge, xen_uncached_mmio(mode)) {
@@ -650,13 +757,22 @@ fn write_mode_row(out: &mut Ktap, number: usize, path: Path, mode: CacheMode) ->
         writeln!(out, "pte_before=none pte_after=none observed=none")?;
         return writeln!(out, "not ok {number} {path}.{name} # not measured");
     }
-    let (before, after) = (
+    let (before, after, asked) = (
         slot.before.load(Ordering::Relaxed),
         slot.after.load(Ordering::Relaxed),
+        slot.requested.load(Ordering::Relaxed),
     );
     let observed = ffi::protval_to_cachemode(slot.decoded.load(Ordering::Relaxed));
     write!(out, "# {path}.{name}: requested={name} ")?;
-    write!(out, "pte_before=0x{before:016x} pte_after=0x{after:016x} ")?;
+    if asked != 0 {
+        write!(out, "prot_requested=0x{asked:016x} ")?;
+    }
+    if before == NO_ENTRY {
+        write!(out, "pte_before=none ")?;
+    } else {
+        write!(out, "pte_before=0x{before:016x} ")?;
+    }
+    write!(out, "pte_after=0x{after:016x} ")?;
     writeln!(out, "observed={}", mode_name(observed))?;
     let status = if observed == Some(mode) {
         "ok"

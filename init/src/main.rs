@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::io::Write;
 
-use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RESULTS as REPORT};
+use patverify_protocol::files::{DEVMEM, HUGE_PFN, MMAP, PROBE, RAM, RESULTS as REPORT};
 use patverify_protocol::{
     CacheMode, Fault, ProbePath, BEFORE_COMMAND, FAULT_PARAMETER, GUEST_DONE, GUEST_ERROR as ERROR,
     KSELFTEST_BEGIN, KSELFTEST_DIR, KSELFTEST_END, KSELFTEST_SECONDS, OOPS_COMMAND, PAGEMAP_BEGIN,
@@ -152,6 +152,7 @@ fn exercise_mappings() -> Result<(), String> {
     let mmap_steps = [ProbePath::Mprotect, ProbePath::Mremap];
     exercise(MMAP, ProbePath::MmapFault, &mmap_steps)?;
     exercise(DEVMEM, ProbePath::DevmemFault, &[ProbePath::DevmemMprotect])?;
+    exercise(RAM, ProbePath::RamFault, &[ProbePath::RamMprotect])?;
     exercise(
         HUGE_PFN,
         ProbePath::HugePfnFault,
@@ -159,8 +160,10 @@ fn exercise_mappings() -> Result<(), String> {
     )
 }
 
-/// For each mode: map one page of `file` as a driver's user would, touch it
-/// (a write fault installs the PTE), have the module read the PTE (`fault`),
+/// For each mode: map one page of `file` as a driver's user would, have the
+/// module read the slot the fault will fill (empty, unless the kernel put
+/// something there already), touch it (a write fault installs the PTE),
+/// have the module read the PTE (`fault`),
 /// clear the accessed bits of ordinary pages (so that a mask losing the bit
 /// shows: `mprotect()`'s new protection always has it), have the module
 /// read the entry again, mprotect() it read-only and back, and have the
@@ -193,6 +196,7 @@ fn exercise(file: &str, fault: ProbePath, later: &[ProbePath]) -> Result<(), Str
             Err(errno) if errno.raw_os_error() == Some(libc::ENODEV) => continue,
             Err(errno) => return Err(format!("mmap {file} {mode}: {errno}")),
         };
+        tell(&format!("{BEFORE_COMMAND} "), fault, mode, addr)?;
         // SAFETY: the page is mapped read/write; a volatile store faults it in.
         unsafe { std::ptr::write_volatile(addr.cast::<u8>(), 0x5a) };
         tell("", fault, mode, addr)?;

@@ -41,6 +41,10 @@ pub mod files {
     /// Device memory mapped as a GPU driver maps VRAM; the page offset
     /// picks the mode.
     pub const DEVMEM: &str = "/debug/patverify/devmem";
+    /// A page of RAM per mode, its memtype set as TTM sets a buffer's
+    /// (`set_pages_array_wc()` and friends), mapped like `DEVMEM`; the page
+    /// offset picks the mode.
+    pub const RAM: &str = "/debug/patverify/ram";
     /// The same device memory, 2 MiB per mode: the offset `mode × 2 MiB`
     /// picks the mode, and a 2 MiB-aligned mapping faults in one PMD.
     pub const HUGE_PFN: &str = "/debug/patverify/huge_pfn";
@@ -49,8 +53,11 @@ pub mod files {
 }
 
 /// Starts the `probe` command `before PATH MODE ADDR`: `/init` is about to
-/// run the later step PATH (see [`ProbePath::previous_step`]) on its mapping
-/// of MODE at ADDR, and the module reads the entry the step starts from.
+/// run the step PATH on its mapping of MODE at ADDR, and the module reads
+/// the entry the step starts from: for a later step (see
+/// [`ProbePath::previous_step`]) the entry the step before installed, for
+/// a fault the empty slot (`pte_before=none` in the report) or whatever
+/// the page table already held there.
 pub const BEFORE_COMMAND: &str = "before";
 
 /// The `probe` command that oopses the writing task (failure injection).
@@ -156,6 +163,13 @@ named_enum! {
         DevmemFault = "devmem_fault",
         /// `/init` mprotect()s that device mapping read-only and back.
         DevmemMprotect = "devmem_mprotect",
+        /// `/init` maps a page of RAM the module allocated and gave the
+        /// mode's memtype as TTM does (`set_pages_array_wc()` and friends),
+        /// and touches it: the fault inserts it with `vmf_insert_pfn_prot()`;
+        /// installed PTE.
+        RamFault = "ram_fault",
+        /// `/init` mprotect()s that RAM mapping read-only and back.
+        RamMprotect = "ram_mprotect",
         /// `/init` maps a 2 MiB chunk of that device memory, 2 MiB-aligned,
         /// and touches it: `.huge_fault` inserts it with
         /// `vmf_insert_pfn_pmd()`; installed PMD.
@@ -185,6 +199,8 @@ impl ProbePath {
                 | ProbePath::Mremap
                 | ProbePath::DevmemFault
                 | ProbePath::DevmemMprotect
+                | ProbePath::RamFault
+                | ProbePath::RamMprotect
                 | ProbePath::HugePfnFault
                 | ProbePath::HugePfnMprotect
         )
@@ -224,6 +240,7 @@ impl ProbePath {
             ProbePath::Mprotect => Some(ProbePath::MmapFault),
             ProbePath::Mremap => Some(ProbePath::Mprotect),
             ProbePath::DevmemMprotect => Some(ProbePath::DevmemFault),
+            ProbePath::RamMprotect => Some(ProbePath::RamFault),
             ProbePath::HugePfnMprotect => Some(ProbePath::HugePfnFault),
             _ => None,
         }
@@ -395,6 +412,50 @@ mod tests {
         );
     }
 
+    /// The module takes a probe command for exactly the paths /init drives
+    /// (`guest_step_index`), and starts a fault from an empty slot for
+    /// exactly the first step of each mapping (`is_fault`).
+    fn assert_guest_steps_are_probe_commands(module: &str) {
+        let probe = &module[module.find("fn probe_command").expect("fn probe_command")..];
+        let probe = &probe[..probe.find("\n}\n").expect("end of fn")];
+        let arms = |signature: &str| -> Vec<String> {
+            let code = code_only(module);
+            let body = &code[code
+                .find(signature)
+                .unwrap_or_else(|| panic!("no {signature}"))..];
+            let body = &body[..body.find("\n    }\n").expect("end of fn")];
+            body.split("Path::")
+                .skip(1)
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_alphanumeric)
+                        .collect()
+                })
+                .collect()
+        };
+        let guest: Vec<String> = ProbePath::ALL
+            .iter()
+            .filter(|p| p.is_guest_driven())
+            .map(|p| format!("{p:?}"))
+            .collect();
+        let mut taken = arms("fn guest_step_index(self)");
+        taken.sort();
+        let mut expected = guest.clone();
+        expected.sort();
+        assert_eq!(taken, expected, "module/patverify.rs guest_step_index");
+        assert!(probe.contains("guest_step_index()"));
+        let faults: Vec<String> = ProbePath::ALL
+            .iter()
+            .filter(|p| p.is_guest_driven() && p.previous_step().is_none())
+            .map(|p| format!("{p:?}"))
+            .collect();
+        assert_eq!(
+            arms("fn is_fault(self)"),
+            faults,
+            "module/patverify.rs is_fault"
+        );
+    }
+
     #[test]
     fn the_module_names_the_same_modes_and_paths() {
         let ffi = module_file("ffi.rs");
@@ -412,14 +473,8 @@ mod tests {
             paths,
             "module/patverify.rs"
         );
+        assert_guest_steps_are_probe_commands(&module);
         let probe = &module[module.find("fn probe_command").expect("fn probe_command")..];
-        let probe = &probe[..probe.find("\n}\n").expect("end of fn")];
-        for guest in ProbePath::ALL.iter().filter(|p| p.is_guest_driven()) {
-            assert!(
-                probe.contains(&format!("Path::{guest:?}")),
-                "module/patverify.rs does not take the probe command {guest}"
-            );
-        }
         assert!(
             probe.contains(&format!("b\"{BEFORE_COMMAND}\"")),
             "module/patverify.rs does not take `{BEFORE_COMMAND} PATH MODE ADDR`"

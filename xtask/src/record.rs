@@ -22,8 +22,11 @@ use std::path::Path;
 /// given (`lost_earlier_at`), writes each row's `judgment` and `path_kind`,
 /// and a candidate's `only_synthetic`; older records are judged again when
 /// read. Version 6 adds the kept-bit rows (`bits`) and each boot's
-/// `kept_bits`.
-pub const SCHEMA_VERSION: u32 = 6;
+/// `kept_bits`. Version 7: a fault's `pte_before` is what the page table
+/// held before it (`null`: an empty slot) and what it asked for is
+/// `prot_requested`; the `ram_fault` and `ram_mprotect` paths. Older
+/// records' fault rows read with the protection asked for as `pte_before`.
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The oldest version this patverify still reads: versions 2 and 3 read as
 /// version 4 records without the fields and paths added since, and without
@@ -546,7 +549,23 @@ pub mod tests {
         record.bits.extend(bits);
         let text = serde_json::to_string_pretty(&record).unwrap();
         assert_eq!(Record::parse(&text).unwrap(), record);
-        assert!(text.contains("\"schema_version\": 6"), "{text}");
+        assert!(text.contains("\"schema_version\": 7"), "{text}");
+        // A fault's empty slot is written as null and read back as such.
+        let mut faulted = record_with("baseline", &[]);
+        let fault = crate::stages::ktap::tests::sample_ktap_on("mmap_fault", &[]);
+        faulted.results = parse_ktap(&fault)
+            .unwrap()
+            .results
+            .into_iter()
+            .map(|r| ResultRecord::new("baseline", Env::Native, r))
+            .collect();
+        let fault_text = serde_json::to_string_pretty(&faulted).unwrap();
+        assert!(fault_text.contains("\"pte_before\": null"), "{fault_text}");
+        assert!(
+            fault_text.contains("\"prot_requested\": \"0x8000000000000000\""),
+            "{fault_text}"
+        );
+        assert_eq!(Record::parse(&fault_text).unwrap(), faulted);
         assert!(text.contains("\"bit\": \"soft_dirty\""), "{text}");
         assert!(text.contains("\"step\": \"build\""), "{text}");
         assert_eq!(
@@ -627,10 +646,10 @@ pub mod tests {
         assert!(Record::parse(old)
             .unwrap_err()
             .contains("no schema_version"));
-        let newer = r#"{"schema_version": 7}"#;
+        let newer = r#"{"schema_version": 8}"#;
         assert!(Record::parse(newer)
             .unwrap_err()
-            .contains("schema version 7"));
+            .contains("schema version 8"));
         assert!(Record::parse("[1, 2")
             .unwrap_err()
             .contains("not a patverify"));

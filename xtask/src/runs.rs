@@ -193,8 +193,9 @@ mod tests {
                         } else {
                             CacheMode::Uc
                         },
-                        pte_before: Pte(0),
+                        pte_before: Some(Pte(0)),
                         pte_after: Pte(0),
+                        prot_requested: None,
                         entry_after: None,
                         known_defect: None,
                         lost_earlier_at: None,

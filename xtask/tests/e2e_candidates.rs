@@ -232,15 +232,17 @@ fn the_upstream_fix_passes_beside_the_proposal() {
 
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
-fn the_proposal_loses_exactly_the_pat_bit_modes_of_devmem_mprotect_and_pte_modify_direct() {
+fn the_proposal_loses_exactly_the_pat_bit_modes_of_the_pfn_mprotects_and_pte_modify_direct() {
     // v2 leaves _PAGE_CHG_MASK, which pte_modify() uses, without the PAT
-    // bit: a device mapping's mprotect() loses it as on the baseline.
+    // bit: the mprotect() of a PFN mapping (device memory, or RAM as TTM
+    // maps it) loses it as on the baseline.
     let want_lost = strings(&[
         "native devmem_mprotect WT→UC",
         "native devmem_mprotect WP→WC",
         "native pte_modify_direct WT→UC",
         "native pte_modify_direct WP→WC",
         "xen devmem_mprotect WC→UC",
+        "xen ram_mprotect WC→WB",
         "xen pte_modify_direct WC→WB",
         "xen pte_modify_direct WP→WT",
     ]);

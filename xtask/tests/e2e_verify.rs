@@ -235,6 +235,93 @@ fn devmem_mprotect_loses_the_pat_bit_modes_on_the_baseline_only() {
     );
 }
 
+// RAM mapped as TTM maps a buffer in system memory: the page's memtype set
+// by set_pages_array_wc()/_uc() (UC-), or RAM's own WB; no such call gives
+// RAM UC, WT or WP (declared skips). Natively none of WB, WC and UC- needs
+// the PAT bit; under Xen PV WC does (entry 4), so the baseline's mprotect()
+// turns the write-combined buffer WB: the graphics buffer of the original
+// report.
+const RAM_KEPT: Modes = [
+    ("WB", "WB"),
+    ("WC", "WC"),
+    ("UC-", "UC-"),
+    ("UC", "skip"),
+    ("WT", "skip"),
+    ("WP", "skip"),
+];
+const RAM_XEN_LOST: Modes = [
+    ("WB", "WB"),
+    ("WC", "WB"),
+    ("UC-", "UC-"),
+    ("UC", "skip"),
+    ("WT", "skip"),
+    ("WP", "skip"),
+];
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn ram_fault_installs_every_memtype_ttm_gives_ram() {
+    assert_modes(
+        record(),
+        "ram_fault",
+        &[
+            ("baseline", "native", &RAM_KEPT),
+            ("baseline", "xen", &RAM_KEPT),
+            ("candidate", "native", &RAM_KEPT),
+            ("candidate", "xen", &RAM_KEPT),
+        ],
+    );
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn ram_mprotect_loses_write_combining_under_xen_on_the_baseline_only() {
+    assert_modes(
+        record(),
+        "ram_mprotect",
+        &[
+            ("baseline", "native", &RAM_KEPT),
+            ("baseline", "xen", &RAM_XEN_LOST),
+            ("candidate", "native", &RAM_KEPT),
+            ("candidate", "xen", &RAM_KEPT),
+        ],
+    );
+}
+
+/// Whether each measured row's "before" was read from the page table as
+/// its step found it: a fault's slot empty, with what it asked for beside
+/// it; a later step's an entry, with nothing asked. The rows that do not
+/// hold, as "variant env path.mode".
+fn befores_not_read_back() -> Vec<String> {
+    use xtask::model::rows::Outcome;
+    let rows = record().results.iter().filter_map(|r| {
+        let step = r.result.path;
+        let Outcome::Measured {
+            pte_before,
+            prot_requested,
+            ..
+        } = &r.result.outcome
+        else {
+            return None;
+        };
+        let fault = step.is_guest_driven() && step.previous_step().is_none();
+        let later = step.previous_step().is_some();
+        let read_back = match (fault, later) {
+            (true, _) => pte_before.is_none() && prot_requested.is_some(),
+            (_, true) => pte_before.is_some() && prot_requested.is_none(),
+            _ => true,
+        };
+        (!read_back).then(|| format!("{} {} {step}.{}", r.variant, r.env, r.result.label()))
+    });
+    rows.collect()
+}
+
+#[test]
+#[ignore = "builds and boots kernels: run by `cargo xtask test`"]
+fn every_fault_starts_from_an_empty_slot_and_every_later_step_from_an_entry() {
+    assert_eq!(befores_not_read_back(), Vec::<String>::new());
+}
+
 // A real 2 MiB PFN entry (vmf_insert_pfn_pmd() on the same device memory):
 // insert_pfn_pmd() builds it from a 4 KiB-encoded protection, whose PAT bit
 // (bit 7) is PSE in a PMD, so WT lands on entry 3 (UC) and WP on entry 1
@@ -545,12 +632,12 @@ fn kcidb_document(path: &Path) -> Result<(bool, String, serde_json::Value)> {
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn kcidb_document_validates_with_a_test_per_row() -> Result<()> {
-    // 248 modes, 116 kept bits, 8 pagemap rows; the two builds.
+    // 296 modes, 144 kept bits, 8 pagemap rows; the two builds.
     let (valid, said, doc) = kcidb_document(&ran().verified.kcidb)?;
     let count = |key: &str| doc[key].as_array().map_or(0, Vec::len);
     assert_eq!(
         (valid, count("tests"), count("builds")),
-        (true, 372, 2),
+        (true, 448, 2),
         "{said}"
     );
     Ok(())
@@ -596,22 +683,22 @@ fn kcidb_document_after_an_error_still_validates_with_error_tests() -> Result<()
 #[test]
 #[ignore = "builds and boots kernels: run by `cargo xtask test`"]
 fn junit_has_a_case_per_row() {
-    // 2 variants × 2 envs × (9 paths × 6 modes + 8 PAT entries), plus a
+    // 2 variants × 2 envs × (11 paths × 6 modes + 8 PAT entries), plus a
     // "baseline reproduces the bug" case per environment. Skipped, per
     // variant: the 12 huge_pfn rows under Xen, the devmem and huge_pfn WB
     // rows (4 per environment, 2 under Xen counted above), the 4 devmem
-    // WT/WP rows under Xen, and (pytest's expected failures) the 2 native
-    // huge_pfn_fault WT/WP rows lost to the known PMD defect. Then the
-    // kept-bit cases: 29 per variant and environment (7 bits on each later
-    // step, PSE too on the 2 MiB one), 116 in all; skipped, per variant, the
-    // bits no entry could show: 17 natively, 21 under Xen (its 2 MiB step
-    // measured nothing). Then /init's 2 pagemap rows per boot, 8 in all, the
+    // WT/WP rows under Xen, the 6 ram UC/WT/WP rows per environment, and
+    // (pytest's expected failures) the 2 native huge_pfn_fault WT/WP rows
+    // lost to the known PMD defect. Then the kept-bit cases: 36 per variant
+    // and environment (7 bits on each later step, PSE too on the 2 MiB
+    // one), 144 in all; skipped, per variant, the bits no entry could show:
+    // 22 natively, 26 under Xen (its 2 MiB step measured nothing). Then /init's 2 pagemap rows per boot, 8 in all, the
     // 4 uffd-wp ones skipped (no userfaultfd in this configuration).
     let junit = &ran().verified.junit;
     let head = junit.lines().find(|l| l.starts_with("<testsuites"));
     assert_eq!(
         head,
-        Some("<testsuites name=\"patverify\" tests=\"374\" skipped=\"128\" failures=\"0\" errors=\"0\">")
+        Some("<testsuites name=\"patverify\" tests=\"450\" skipped=\"172\" failures=\"0\" errors=\"0\">")
     );
 }
 

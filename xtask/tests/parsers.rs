@@ -40,7 +40,13 @@ fn module_report(lost: &[bool]) -> String {
                     (format!("{path}.{entry}"), diag, gone)
                 }
             };
-            out += &format!("# {name}: {diag} pte_before=0x{n:016x} pte_after=0x{n:016x}\n");
+            // A fault starts from an empty slot and says what it asked for.
+            let before = if path.is_guest_driven() && path.previous_step().is_none() {
+                format!("prot_requested=0x{n:016x} pte_before=none")
+            } else {
+                format!("pte_before=0x{n:016x}")
+            };
+            out += &format!("# {name}: {diag} {before} pte_after=0x{n:016x}\n");
             let status = if gone { "not ok" } else { "ok" };
             out += &format!("{status} {n} {name}\n");
         }
@@ -83,7 +89,7 @@ fn mutate(text: &str, op: u8, at: usize, byte: u8) -> String {
 }
 
 /// Rows in a full report: every path × every mode, and the 8 PAT entries.
-const ROWS: usize = 9 * 6 + 8;
+const ROWS: usize = 11 * 6 + 8;
 
 proptest! {
     // No regression files: the cases that matter are the named tests below.
@@ -172,7 +178,7 @@ fn a_record_with_one_field_broken_names_the_field() {
     let record = Record::parse(good).unwrap();
     assert!(record.results[0].result.lost());
     let v1 = good.replace("\"schema_version\": 2", "\"schema_version\": 1");
-    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 6"));
+    assert!(Record::parse(&v1).unwrap_err().contains("versions 2 to 7"));
     for (from, to, says) in [
         ("\"WT\"", "\"WX\"", "not a CacheMode"),
         ("\"mprotect\"", "\"mmap\"", "not a ProbePath"),

@@ -288,7 +288,7 @@ pub fn bit_rows(results: &[ModeResult], kept: &KeptBits) -> Vec<BitRow> {
                     pte_before,
                     pte_after,
                     ..
-                } => Some((r.requested, pte_before.0, pte_after.0)),
+                } => pte_before.map(|before| (r.requested, before.0, pte_after.0)),
                 Outcome::Skipped { .. } => None,
             })
             .collect();
@@ -359,8 +359,9 @@ mod tests {
             entry: None,
             outcome: Outcome::Measured {
                 observed: mode,
-                pte_before: Pte(before),
+                pte_before: Some(Pte(before)),
                 pte_after: Pte(after),
+                prot_requested: None,
                 entry_after: None,
                 known_defect: None,
                 lost_earlier_at: None,

@@ -92,8 +92,15 @@ pub enum Outcome {
     /// decodes from them after.
     Measured {
         observed: CacheMode,
-        pte_before: Pte,
+        /// What the page table held just before the step, read back; `None`
+        /// (`null`): the slot was empty, as before a fault. For the paths
+        /// measured at boot, the value handed to the kernel function.
+        pte_before: Option<Pte>,
         pte_after: Pte,
+        /// A fault's: the protection it asked the kernel for (what `.mmap`
+        /// set, or what the fault passed to `vmf_insert_pfn_prot()`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prot_requested: Option<Pte>,
         /// `pat_index` rows: the PAT entry the bits select after.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         entry_after: Option<u8>,
@@ -208,14 +215,20 @@ impl ModeResult {
         }
     }
 
-    /// "before → after" for measured rows, "" for skipped ones.
+    /// "before → after" for measured rows ("none → after, asked 0x…" for a
+    /// fault), "" for skipped ones.
     pub fn ptes(&self) -> String {
         match &self.outcome {
             Outcome::Measured {
                 pte_before,
                 pte_after,
+                prot_requested,
                 ..
-            } => format!("{pte_before} → {pte_after}"),
+            } => {
+                let before = pte_before.map_or("none".to_string(), |p| p.to_string());
+                let asked = prot_requested.map_or(String::new(), |p| format!(" (asked {p})"));
+                format!("{before} → {pte_after}{asked}")
+            }
             Outcome::Skipped { .. } => String::new(),
         }
     }
@@ -321,7 +334,8 @@ pub const LINUX_PAT_LAYOUT: [CacheMode; 8] = {
 /// kernel reports, and why: the rows whose request the kernel (or Xen)
 /// cannot represent there — a mode no PAT entry holds (the PAT left at its
 /// power-on value), device memory of a type the platform refuses, 2 MiB PFN
-/// mappings where the kernel (`series`, e.g. (6, 1)) or Xen PV has none.
+/// mappings where the kernel (`series`, e.g. (6, 1)) or Xen PV has none,
+/// RAM of a memtype no `set_pages_array_*()` gives it.
 /// Any other skip is a report that leaves out what it should measure.
 pub fn declared_skip(
     path: ProbePath,
@@ -331,6 +345,7 @@ pub fn declared_skip(
     series: Option<(u32, u32)>,
 ) -> Option<&'static str> {
     use ProbePath::{DevmemFault, DevmemMprotect, HugePfnFault, HugePfnMprotect};
+    use ProbePath::{RamFault, RamMprotect};
     if !path.rows_by_pat_entry() && !layout.contains(&mode) {
         return Some("no PAT entry of this kernel's layout holds the mode");
     }
@@ -345,6 +360,9 @@ pub fn declared_skip(
         }
         (DevmemFault | DevmemMprotect, CacheMode::Wt | CacheMode::Wp, Env::Xen) => {
             Some(XEN_UNCACHED_MMIO)
+        }
+        (RamFault | RamMprotect, CacheMode::Uc | CacheMode::Wt | CacheMode::Wp, _) => {
+            Some("no set_pages_array_*() gives RAM the memtype")
         }
         _ => None,
     }
@@ -537,5 +555,27 @@ mod tests {
             Some((6, 12)),
         );
         assert_eq!(native, None);
+    }
+
+    /// RAM is skipped exactly for the modes no `set_pages_array_*()` gives
+    /// it, in both environments, with the words the module skips them with
+    /// (module/patverify.rs, read from its code); WB, WC and UC- are judged.
+    #[test]
+    fn the_declared_ram_skips_are_the_modes_no_set_pages_array_gives_ram() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../module/patverify.rs");
+        let module = std::fs::read_to_string(path).unwrap();
+        let layout = LINUX_PAT_LAYOUT;
+        for env in [Env::Native, Env::Xen] {
+            for path in [ProbePath::RamFault, ProbePath::RamMprotect] {
+                let skipped: Vec<CacheMode> = CacheMode::ALL
+                    .iter()
+                    .copied()
+                    .filter(|m| declared_skip(path, *m, env, &layout, Some((6, 1))).is_some())
+                    .collect();
+                assert_eq!(skipped, [CacheMode::Uc, CacheMode::Wt, CacheMode::Wp]);
+            }
+        }
+        let why = declared_skip(ProbePath::RamFault, CacheMode::Wt, Env::Xen, &layout, None);
+        assert!(module.contains(&format!("\"{} {{}} (", why.unwrap())));
     }
 }

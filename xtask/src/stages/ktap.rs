@@ -355,7 +355,7 @@ impl Reading {
                 outcome: Outcome::Skipped { reason },
             });
         }
-        let outcome = self.measured(name, requested, entry)?;
+        let outcome = self.measured(name, path, requested, entry)?;
         let result = ModeResult {
             path,
             requested,
@@ -412,9 +412,13 @@ impl Reading {
     }
 
     /// The measurement a diagnostic line gives for test `name`.
+    /// A fault /init drives starts from an empty slot (`pte_before=none`)
+    /// and names what it asked for (`prot_requested=`); every other step
+    /// starts from an entry.
     fn measured(
         &self,
         name: &str,
+        path: ProbePath,
         requested: CacheMode,
         entry: Option<u8>,
     ) -> Result<Outcome, String> {
@@ -433,6 +437,7 @@ impl Reading {
         let field = |key: &str| -> Result<Pte, String> {
             get(key)?.parse().map_err(|e| format!("{name}: {key}: {e}"))
         };
+        let fault = path.is_guest_driven() && path.previous_step().is_none();
         let entry_after = match entry {
             Some(_) => Some(
                 get("entry_after")?
@@ -447,8 +452,21 @@ impl Reading {
             observed: get("observed")?
                 .parse()
                 .map_err(|e| format!("{name}: observed: {e}"))?,
-            pte_before: field("pte_before")?,
+            pte_before: match get("pte_before")? {
+                "none" if fault => None,
+                "none" => {
+                    return Err(format!(
+                        "{name}: pte_before=none: only a fault starts from an empty slot"
+                    ))
+                }
+                _ => Some(field("pte_before")?),
+            },
             pte_after: field("pte_after")?,
+            prot_requested: if fault {
+                Some(field("prot_requested")?)
+            } else {
+                None
+            },
             entry_after,
             known_defect: None,
             lost_earlier_at: None,
@@ -477,8 +495,17 @@ pub mod tests {
                 .iter()
                 .find(|(m, _)| *m == mode)
                 .map_or(mode, |(_, o)| *o);
+            // A fault starts from an empty slot and says what it asked for.
+            let fault = path
+                .parse::<ProbePath>()
+                .is_ok_and(|p| p.is_guest_driven() && p.previous_step().is_none());
+            let before = if fault {
+                format!("prot_requested=0x80000000000000{i:02x} pte_before=none")
+            } else {
+                format!("pte_before=0x80000000000000{i:02x}")
+            };
             s += &format!(
-                "# {path}.{mode}: requested={mode} pte_before=0x80000000000000{i:02x} pte_after=0x80000000000000{i:02x} observed={observed}\n"
+                "# {path}.{mode}: requested={mode} {before} pte_after=0x80000000000000{i:02x} observed={observed}\n"
             );
             let status = if observed == mode { "ok" } else { "not ok" };
             s += &format!("{status} {} {path}.{mode}\n", i + 1);
@@ -758,8 +785,9 @@ pub mod tests {
         let row = measured.results.iter_mut().find(|r| xen_mmio(r)).unwrap();
         row.outcome = Outcome::Measured {
             observed: CacheMode::Wt,
-            pte_before: Pte(0),
+            pte_before: Some(Pte(0)),
             pte_after: Pte(0),
+            prot_requested: None,
             entry_after: None,
             known_defect: None,
             lost_earlier_at: None,
@@ -795,8 +823,9 @@ pub mod tests {
                     Some(why) => Outcome::Skipped { reason: why.into() },
                     None => Outcome::Measured {
                         observed: requested,
-                        pte_before: Pte(0),
+                        pte_before: Some(Pte(0)),
                         pte_after: Pte(0),
+                        prot_requested: None,
                         entry_after: entry,
                         known_defect: None,
                         lost_earlier_at: None,
@@ -868,6 +897,43 @@ pub mod tests {
             reason: "WT is in the layout".into(),
         };
         assert!(check_rows(&power_on, Env::Native, Some((6, 12))).is_err());
+    }
+
+    #[test]
+    fn a_fault_starts_from_an_empty_slot_and_says_what_it_asked_for() {
+        let fault = parse_ktap(&sample_ktap_on("ram_fault", &[])).unwrap();
+        let Outcome::Measured {
+            pte_before,
+            prot_requested,
+            ..
+        } = &fault.results[1].outcome
+        else {
+            panic!("measured")
+        };
+        assert_eq!(*pte_before, None);
+        assert_eq!(*prot_requested, Some(Pte(0x8000000000000001)));
+        assert_eq!(
+            fault.results[1].ptes(),
+            "none → 0x8000000000000001 (asked 0x8000000000000001)"
+        );
+        // A fault row that does not say what it asked for is refused.
+        let unasked = sample_ktap_on("ram_fault", &[]).replace("prot_requested=", "asked=");
+        let err = parse_ktap(&unasked).unwrap_err();
+        assert!(err.contains("no prot_requested="), "{err}");
+        // Only a fault may start from an empty slot.
+        let later = sample_ktap_on("ram_mprotect", &[])
+            .replace("pte_before=0x8000000000000002", "pte_before=none");
+        let err = parse_ktap(&later).unwrap_err();
+        assert!(
+            err.contains("only a fault starts from an empty slot"),
+            "{err}"
+        );
+        // A later step reads the entry it starts from, and asks for nothing.
+        let later = parse_ktap(&sample_ktap_on("ram_mprotect", &[])).unwrap();
+        assert_eq!(
+            later.results[2].ptes(),
+            "0x8000000000000002 → 0x8000000000000002"
+        );
     }
 
     #[test]
