@@ -232,6 +232,12 @@ impl ProbePath {
         !matches!(self.kind(), PathKind::RealMapping)
     }
 
+    /// Whether /init's step installs the entry (a fault): it starts from an
+    /// empty slot and says what it asked the kernel for.
+    pub const fn is_fault(self) -> bool {
+        self.is_guest_driven() && self.previous_step().is_none()
+    }
+
     /// The step before this one on the same mapping, whose installed entry
     /// this step starts from: a later step is judged against that entry,
     /// not against the mode first requested.
@@ -446,7 +452,7 @@ mod tests {
         assert!(probe.contains("guest_step_index()"));
         let faults: Vec<String> = ProbePath::ALL
             .iter()
-            .filter(|p| p.is_guest_driven() && p.previous_step().is_none())
+            .filter(|p| p.is_fault())
             .map(|p| format!("{p:?}"))
             .collect();
         assert_eq!(

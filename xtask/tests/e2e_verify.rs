@@ -304,7 +304,7 @@ fn befores_not_read_back() -> Vec<String> {
         else {
             return None;
         };
-        let fault = step.is_guest_driven() && step.previous_step().is_none();
+        let fault = step.is_fault();
         let later = step.previous_step().is_some();
         let read_back = match (fault, later) {
             (true, _) => pte_before.is_none() && prot_requested.is_some(),

@@ -41,7 +41,7 @@ fn module_report(lost: &[bool]) -> String {
                 }
             };
             // A fault starts from an empty slot and says what it asked for.
-            let before = if path.is_guest_driven() && path.previous_step().is_none() {
+            let before = if path.is_fault() {
                 format!("prot_requested=0x{n:016x} pte_before=none")
             } else {
                 format!("pte_before=0x{n:016x}")

@@ -437,7 +437,7 @@ impl Reading {
         let field = |key: &str| -> Result<Pte, String> {
             get(key)?.parse().map_err(|e| format!("{name}: {key}: {e}"))
         };
-        let fault = path.is_guest_driven() && path.previous_step().is_none();
+        let fault = path.is_fault();
         let entry_after = match entry {
             Some(_) => Some(
                 get("entry_after")?
@@ -496,9 +496,7 @@ pub mod tests {
                 .find(|(m, _)| *m == mode)
                 .map_or(mode, |(_, o)| *o);
             // A fault starts from an empty slot and says what it asked for.
-            let fault = path
-                .parse::<ProbePath>()
-                .is_ok_and(|p| p.is_guest_driven() && p.previous_step().is_none());
+            let fault = path.parse::<ProbePath>().is_ok_and(|p| p.is_fault());
             let before = if fault {
                 format!("prot_requested=0x80000000000000{i:02x} pte_before=none")
             } else {
